@@ -1,0 +1,1 @@
+//! mirrorplan's engine: provider contract, resource instances, plan, apply walk

@@ -1,0 +1,1 @@
+//! Node and cluster providers: containerd config renderers, SSH and local transports

@@ -1,0 +1,1 @@
+//! Registry provider: bundles, OCI distribution client, mirror path mapping

@@ -1,0 +1,1 @@
+//! mirrorplan state.
