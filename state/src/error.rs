@@ -112,12 +112,12 @@ pub enum StateError {
     #[diagnostic(
         code(mirrorplan::state::locked),
         help(
-            "wait for the other run to finish (or pass a longer --lock-timeout); \
-             if you are sure it is gone, run `mirrorplan force-unlock <ID>`"
+            "wait for the other run to finish, or retry with a longer lock timeout; \
+             force-unlock cannot clear a lock that a running process holds"
         )
     )]
     Locked {
-        /// The lock file.
+        /// The state file.
         path: PathBuf,
         /// Who holds it, when the lock info could be read.
         holder: Option<Box<LockInfo>>,
@@ -137,7 +137,7 @@ pub enum StateError {
         )
     )]
     StaleLock {
-        /// The lock info file.
+        /// The state file.
         path: PathBuf,
         /// What the dead run recorded.
         holder: Box<LockInfo>,
@@ -168,7 +168,7 @@ pub enum StateError {
         help("pass the id shown in the lock error: `mirrorplan force-unlock {}`", holder.id)
     )]
     LockIdMismatch {
-        /// The lock info file.
+        /// The state file.
         path: PathBuf,
         /// The id the user gave.
         given: String,
@@ -178,7 +178,7 @@ pub enum StateError {
 
     /// `force-unlock` found the lock held by a live process.
     #[error(
-        "refusing to force-unlock {}: it is held by a running process{}",
+        "refusing to force-unlock {}: the lock is held by a running process{}",
         path.display(),
         holder_text(holder.as_deref())
     )]
@@ -187,7 +187,7 @@ pub enum StateError {
         help("stop that run first (or wait for it); force-unlock only clears locks of dead runs")
     )]
     LockHeld {
-        /// The lock file.
+        /// The state file.
         path: PathBuf,
         /// Who holds it, when the lock info could be read.
         holder: Option<Box<LockInfo>>,
@@ -197,7 +197,7 @@ pub enum StateError {
     #[error("state {} is not locked", path.display())]
     #[diagnostic(code(mirrorplan::state::not_locked), help("nothing to do"))]
     NotLocked {
-        /// The lock info file that does not exist.
+        /// The state file.
         path: PathBuf,
     },
 
@@ -212,7 +212,7 @@ pub enum StateError {
 
 fn holder_text(holder: Option<&LockInfo>) -> String {
     match holder {
-        Some(info) => format!(" by {info}"),
+        Some(info) => format!(": {info}"),
         None => " (holder unknown: lock info missing)".to_owned(),
     }
 }

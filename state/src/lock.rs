@@ -125,7 +125,7 @@ impl StateLock {
                 if let Some(holder) = read_info(&info_path)? {
                     let note = stale_note(&holder);
                     return Err(StateError::StaleLock {
-                        path: info_path,
+                        path: store.path().to_owned(),
                         holder: Box::new(holder),
                         note,
                     });
@@ -145,7 +145,7 @@ impl StateLock {
             let remaining = deadline.map(|d| d.saturating_duration_since(now));
             if remaining.is_some_and(|r| r.is_zero()) {
                 return Err(StateError::Locked {
-                    path: lock_path,
+                    path: store.path().to_owned(),
                     holder: read_info(&info_path).ok().flatten().map(Box::new),
                 });
             }
@@ -191,21 +191,25 @@ pub fn force_unlock(path: &Path, id: &str) -> Result<LockInfo, StateError> {
     let lock_path = store.lock_path();
     let info_path = store.lock_info_path();
     if !parent_dir(&lock_path).is_dir() {
-        return Err(StateError::NotLocked { path: info_path });
+        return Err(StateError::NotLocked {
+            path: store.path().to_owned(),
+        });
     }
     let file = open_lock_file(&lock_path)?;
     if !try_lock(&file, &lock_path)? {
         return Err(StateError::LockHeld {
-            path: lock_path,
+            path: store.path().to_owned(),
             holder: read_info(&info_path).ok().flatten().map(Box::new),
         });
     }
     let Some(info) = read_info(&info_path)? else {
-        return Err(StateError::NotLocked { path: info_path });
+        return Err(StateError::NotLocked {
+            path: store.path().to_owned(),
+        });
     };
     if info.id != id.trim() {
         return Err(StateError::LockIdMismatch {
-            path: info_path,
+            path: store.path().to_owned(),
             given: id.to_owned(),
             holder: Box::new(info),
         });
