@@ -1,1 +1,49 @@
-//! Node and cluster providers: containerd config renderers, SSH and local transports
+//! Node provider pieces: containerd configuration renderers and the node
+//! transports (local now, SSH later).
+//!
+//! # Invariants
+//! - **`config_path` and legacy `registry.mirrors` never coexist** in a
+//!   config.toml mirrorplan writes: containerd 1.6 then refuses to load its
+//!   CRI plugin while the daemon keeps running ([`ensure_config_path`]
+//!   removes every mirrors entry; [`apply_legacy`] removes `config_path`).
+//! - **Rendering is pure**: [`render_hosts`], [`ensure_config_path`],
+//!   [`apply_legacy`], [`inspect_config`] and [`diff_files`] take values and
+//!   return values; only a [`Transport`] touches a node.
+//! - **Files holding credentials are mode 0600 and `sensitive`**; their
+//!   contents never appear in `Debug`, diffs, notes or errors
+//!   (`(sensitive value)` instead). [`Secret`] enforces this for values.
+//! - **Push credentials never reach nodes**: the model has room only for
+//!   pull credentials ([`PullAuth`]) and the gcr.io key.
+//! - **mirrorplan owns only what it marks**: legacy tables it writes carry
+//!   [`MANAGED_MARKER`]; everything else in config.toml is kept byte for byte.
+//!
+//! # API boundary
+//! No dependency on other mirrorplan crates; the engine maps its model into
+//! [`NodeMirrorConfig`].
+
+mod containerd;
+mod diff;
+mod error;
+mod hosts;
+mod model;
+mod secret;
+pub mod shell;
+mod transport;
+
+pub use containerd::{
+    apply_legacy, edit_config, ensure_config_path, inspect_config, legacy_ca_path,
+    parse_containerd_release, parse_containerd_version, render_legacy_files, ConfigEdit,
+    ConfigFacts, ContainerdRelease, ContainerdVersion, LegacyConfigFacts, CRI_IMAGES_PLUGIN_V3,
+    CRI_PLUGIN_V2, MANAGED_MARKER,
+};
+pub use diff::{diff_files, digest, looks_sensitive, ChangeKind, DesiredFile, FileChange};
+pub use error::{NodeError, Result};
+pub use hosts::{
+    ca_file_path, hosts_toml_path, render_hosts, upstream_server, MODE_PUBLIC, MODE_SECRET,
+};
+pub use model::{
+    normalize_host, ConfigStyle, EndpointScheme, MirrorSpec, NodeMirrorConfig, PullAuth,
+    DEFAULT_CONFIG_PATH, GCR_HOST, GCR_KEY_USERNAME,
+};
+pub use secret::{Secret, REDACTED};
+pub use transport::{LocalTransport, Output, RunMode, Transport};

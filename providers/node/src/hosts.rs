@@ -1,0 +1,151 @@
+//! Renderer for containerd's hosts directory (`config_style = "hosts"`):
+//! one `CONFIG_PATH/HOST/hosts.toml` per mirrored upstream host, plus the
+//! mirrors' CA files beside it. Pure: model in, bytes out.
+
+use base64::Engine as _;
+
+use crate::diff::DesiredFile;
+use crate::error::Result;
+use crate::model::{MirrorSpec, NodeMirrorConfig, PullAuth, GCR_HOST, GCR_KEY_USERNAME};
+use crate::secret::Secret;
+
+/// Mode of files that contain no credentials.
+pub const MODE_PUBLIC: u32 = 0o644;
+/// Mode of files that contain credentials.
+pub const MODE_SECRET: u32 = 0o600;
+
+/// The `server` URL containerd falls back to for an upstream host.
+pub fn upstream_server(host: &str) -> String {
+    match host {
+        "docker.io" => "https://registry-1.docker.io".to_owned(),
+        other => format!("https://{other}"),
+    }
+}
+
+/// Path of the hosts.toml for `host`.
+pub fn hosts_toml_path(cfg: &NodeMirrorConfig, host: &str) -> String {
+    format!("{}/{host}/hosts.toml", cfg.config_dir())
+}
+
+/// Path of the CA copy for `mirror` beside the hosts.toml of `host`.
+pub fn ca_file_path(cfg: &NodeMirrorConfig, host: &str, mirror: &MirrorSpec) -> String {
+    format!("{}/{host}/{}-ca.crt", cfg.config_dir(), mirror.file_stem())
+}
+
+/// Render every hosts.toml and CA file for `cfg`, sorted by path.
+///
+/// Files holding credentials have mode 0600 and `sensitive: true`.
+pub fn render_hosts(cfg: &NodeMirrorConfig) -> Result<Vec<DesiredFile>> {
+    cfg.validate()?;
+    let mut files = Vec::new();
+    for host in cfg.upstream_hosts() {
+        let mirrors: Vec<&MirrorSpec> = cfg.mirrors_for(&host).collect();
+        let gcr_key = cfg.gcr_key.as_ref().filter(|_| host == GCR_HOST);
+        if mirrors.is_empty() && gcr_key.is_none() {
+            continue;
+        }
+        let mut text = format!("server = {}\n", toml_string(&upstream_server(&host)));
+        let mut sensitive = false;
+        for m in &mirrors {
+            let ca = m.ca_cert_pem.as_ref().map(|_| ca_file_path(cfg, &host, m));
+            let auth = m.pull_auth.as_ref().map(authorization_value);
+            sensitive |= auth.is_some();
+            push_host_block(
+                &mut text,
+                &m.endpoint_url(),
+                ca.as_deref(),
+                m.namespace.is_some(),
+                auth.as_ref(),
+            );
+            if let (Some(path), Some(pem)) = (ca, &m.ca_cert_pem) {
+                if !files.iter().any(|f: &DesiredFile| f.path == path) {
+                    files.push(DesiredFile {
+                        path,
+                        contents: pem.clone(),
+                        mode: MODE_PUBLIC,
+                        sensitive: false,
+                    });
+                }
+            }
+        }
+        if let Some(key) = gcr_key {
+            let auth = basic_header(GCR_KEY_USERNAME, key);
+            sensitive = true;
+            push_host_block(
+                &mut text,
+                &upstream_server(GCR_HOST),
+                None,
+                false,
+                Some(&auth),
+            );
+        }
+        files.push(DesiredFile {
+            path: hosts_toml_path(cfg, &host),
+            contents: text.into_bytes(),
+            mode: if sensitive { MODE_SECRET } else { MODE_PUBLIC },
+            sensitive,
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+fn push_host_block(
+    text: &mut String,
+    url: &str,
+    ca: Option<&str>,
+    override_path: bool,
+    authorization: Option<&Secret>,
+) {
+    let key = toml_string(url);
+    text.push_str(&format!("\n[host.{key}]\n"));
+    text.push_str("  capabilities = [\"pull\", \"resolve\"]\n");
+    if let Some(ca) = ca {
+        text.push_str(&format!("  ca = {}\n", toml_string(ca)));
+    }
+    if override_path {
+        text.push_str("  override_path = true\n");
+    }
+    if let Some(auth) = authorization {
+        text.push_str(&format!("  [host.{key}.header]\n"));
+        text.push_str(&format!(
+            "    Authorization = [{}]\n",
+            toml_string(auth.expose())
+        ));
+    }
+}
+
+/// The `Authorization` header value for pull credentials.
+pub(crate) fn authorization_value(auth: &PullAuth) -> Secret {
+    match auth {
+        PullAuth::Basic { username, password } => basic_header(username, password),
+        PullAuth::Token(token) => Secret::new(format!("Bearer {}", token.expose())),
+    }
+}
+
+fn basic_header(username: &str, password: &Secret) -> Secret {
+    let raw = format!("{username}:{}", password.expose());
+    Secret::new(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    ))
+}
+
+/// A TOML basic string literal, quoted and escaped.
+pub(crate) fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

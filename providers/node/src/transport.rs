@@ -1,0 +1,284 @@
+//! The `Transport` abstraction (how mirrorplan reads, writes and runs things
+//! on a node) and `LocalTransport` for `local:PATH` nodes, where every node
+//! path is resolved under a root directory.
+
+use std::io::Write as _;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use crate::error::{NodeError, Result};
+
+/// Output of a command run on a node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Output {
+    /// Exit code; `None` when killed by a signal.
+    pub status: Option<i32>,
+    /// Captured standard output.
+    pub stdout: Vec<u8>,
+    /// Captured standard error.
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    /// Exit code 0.
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+}
+
+/// How mirrorplan reaches one node. Paths are absolute node paths
+/// (`/etc/containerd/config.toml`); commands are argv vectors, never a shell
+/// string assembled from user data (see [`crate::shell`] when a shell is
+/// unavoidable).
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// Short description for messages, such as `local:/tmp/node1`.
+    fn describe(&self) -> String;
+
+    /// Contents of `path`, or `None` when it does not exist.
+    async fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Replace `path` atomically: write a temporary file in the same
+    /// directory with `mode`, fsync it, rename it over `path`. Parent
+    /// directories are created.
+    async fn write_file_atomic(&self, path: &str, bytes: &[u8], mode: u32) -> Result<()>;
+
+    /// Remove `path`; `Ok(false)` when it did not exist.
+    async fn remove_file(&self, path: &str) -> Result<bool>;
+
+    /// Run `argv` (program and arguments) on the node.
+    async fn run(&self, argv: &[&str]) -> Result<Output>;
+}
+
+/// What `LocalTransport::run` does.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RunMode {
+    /// Record the argv and report success without running anything: a local
+    /// node has no containerd to restart unless one is configured.
+    #[default]
+    Record,
+    /// Really run the argv as a local process (no shell).
+    Execute,
+}
+
+/// A node that is a directory on this machine (`local:PATH`).
+#[derive(Debug, Clone)]
+pub struct LocalTransport {
+    root: PathBuf,
+    mode: RunMode,
+    recorded: Arc<Mutex<Vec<Vec<String>>>>,
+}
+
+impl LocalTransport {
+    /// A local node rooted at `root`; commands are recorded, not run.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalTransport {
+            root: root.into(),
+            mode: RunMode::Record,
+            recorded: Arc::default(),
+        }
+    }
+
+    /// Choose what `run` does.
+    pub fn with_run_mode(mut self, mode: RunMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The node root on this machine.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Commands recorded by `run` in [`RunMode::Record`], in order.
+    pub fn recorded_commands(&self) -> Vec<Vec<String>> {
+        match self.recorded.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Map an absolute node path to a path under the root, lexically.
+    /// Rejects relative paths and any `..`/`.` component.
+    pub fn resolve(&self, node_path: &str) -> Result<PathBuf> {
+        let bad = |reason: &str| NodeError::PathNotAllowed {
+            path: node_path.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if !node_path.starts_with('/') {
+            return Err(bad("it is not absolute"));
+        }
+        if node_path.contains('\0') {
+            return Err(bad("it contains a NUL byte"));
+        }
+        let mut out = self.root.clone();
+        for comp in Path::new(node_path).components() {
+            match comp {
+                Component::RootDir => {}
+                Component::Normal(part) => out.push(part),
+                Component::ParentDir | Component::CurDir | Component::Prefix(_) => {
+                    return Err(bad("it contains `..` or `.`"));
+                }
+            }
+        }
+        if out == self.root {
+            return Err(bad("it names the node root itself"));
+        }
+        Ok(out)
+    }
+
+    /// Refuse paths whose existing part leads outside the root through a
+    /// symbolic link.
+    fn check_inside(&self, node_path: &str, host_path: &Path) -> Result<()> {
+        let root = std::fs::canonicalize(&self.root)
+            .map_err(|e| NodeError::io("cannot resolve node root", &self.root, e))?;
+        let mut probe = host_path.to_path_buf();
+        let existing = loop {
+            if let Ok(c) = std::fs::canonicalize(&probe) {
+                break c;
+            }
+            if !probe.pop() {
+                break root.clone();
+            }
+        };
+        if existing.starts_with(&root) {
+            Ok(())
+        } else {
+            Err(NodeError::PathNotAllowed {
+                path: node_path.to_owned(),
+                reason: "a symbolic link leads outside the node root".to_owned(),
+            })
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(join) => Err(NodeError::io(
+            "background file task failed",
+            PathBuf::new(),
+            std::io::Error::other(join.to_string()),
+        )),
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = path.parent().ok_or_else(|| {
+        NodeError::io(
+            "no parent directory for",
+            path,
+            std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        )
+    })?;
+    std::fs::create_dir_all(dir).map_err(|e| NodeError::io("cannot create directory", dir, e))?;
+    // tempfile creates the file 0600, so secrets are never readable by others
+    // even before the final mode is set.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".mirrorplan-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| NodeError::io("cannot create temporary file in", dir, e))?;
+    tmp.write_all(bytes)
+        .map_err(|e| NodeError::io("cannot write", tmp.path().to_path_buf(), e))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(|e| NodeError::io("cannot set mode of", tmp.path().to_path_buf(), e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| NodeError::io("cannot fsync", tmp.path().to_path_buf(), e))?;
+    tmp.persist(path)
+        .map_err(|e| NodeError::io("cannot rename temporary file to", path, e.error))?;
+    // make the rename itself durable
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| NodeError::io("cannot fsync directory", dir, e))?;
+    Ok(())
+}
+
+#[async_trait]
+impl Transport for LocalTransport {
+    fn describe(&self) -> String {
+        format!("local:{}", self.root.display())
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        let host = self.resolve(path)?;
+        let this = self.clone();
+        let node_path = path.to_owned();
+        blocking(move || {
+            this.check_inside(&node_path, &host)?;
+            match std::fs::read(&host) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(NodeError::io("cannot read", host, e)),
+            }
+        })
+        .await
+    }
+
+    async fn write_file_atomic(&self, path: &str, bytes: &[u8], mode: u32) -> Result<()> {
+        let host = self.resolve(path)?;
+        let this = self.clone();
+        let node_path = path.to_owned();
+        let bytes = bytes.to_vec();
+        blocking(move || {
+            this.check_inside(&node_path, &host)?;
+            write_atomic(&host, &bytes, mode)
+        })
+        .await
+    }
+
+    async fn remove_file(&self, path: &str) -> Result<bool> {
+        let host = self.resolve(path)?;
+        let this = self.clone();
+        let node_path = path.to_owned();
+        blocking(move || {
+            this.check_inside(&node_path, &host)?;
+            match std::fs::remove_file(&host) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(NodeError::io("cannot remove", host, e)),
+            }
+        })
+        .await
+    }
+
+    async fn run(&self, argv: &[&str]) -> Result<Output> {
+        let Some((program, args)) = argv.split_first() else {
+            return Err(NodeError::EmptyCommand);
+        };
+        match self.mode {
+            RunMode::Record => {
+                let cmd = argv.iter().map(|s| (*s).to_owned()).collect();
+                match self.recorded.lock() {
+                    Ok(mut g) => g.push(cmd),
+                    Err(poisoned) => poisoned.into_inner().push(cmd),
+                }
+                Ok(Output {
+                    status: Some(0),
+                    ..Output::default()
+                })
+            }
+            RunMode::Execute => {
+                let out = tokio::process::Command::new(program)
+                    .args(args)
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .await
+                    .map_err(|source| NodeError::Command {
+                        program: (*program).to_owned(),
+                        source,
+                    })?;
+                Ok(Output {
+                    status: out.status.code(),
+                    stdout: out.stdout,
+                    stderr: out.stderr,
+                })
+            }
+        }
+    }
+}
