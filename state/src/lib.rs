@@ -32,6 +32,23 @@
 //!   by [`force_unlock`] with the matching id. Loading never locks (the
 //!   `--lock=false` read-only mode); writers hold the lock from load to last save.
 //!
+//! # Example
+//! ```
+//! use std::time::Duration;
+//! use mirrorplan_state::{InstanceRecord, LockRequest, StateStore};
+//!
+//! # let dir = tempfile::tempdir()?;
+//! let store = StateStore::beside_config(dir.path());
+//! let _lock = store.lock(LockRequest::new("apply", Duration::from_secs(10)))?;
+//! let mut state = store.load_or_new()?;
+//! let mut node = InstanceRecord::new("node");
+//! node.set_sensitive(state.secret_salt(), "ssh_password", b"hunter2");
+//! state.set_instance(r#"node.admin1["cp1.example"]"#, node);
+//! assert_eq!(store.save(&mut state)?.serial(), 1);
+//! assert_eq!(store.save(&mut state)?.written(), false);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # API boundary
 //! This crate knows files, JSON, digests and locks; it knows nothing of plans,
 //! providers or HCL. Attributes are opaque `serde_json` objects.
