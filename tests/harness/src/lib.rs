@@ -1,1 +1,47 @@
-//! test harness.
+//! Test harness for mirrorplan: starts REAL services on loopback for
+//! integration tests and stops them on drop.
+//!
+//! | type | what runs | on drop |
+//! | --- | --- | --- |
+//! | [`Registry`] | `docker-registry serve` (CNCF distribution 2.8) on `127.0.0.1:<free port>`, optional TLS (generated CA) and htpasswd auth | process group killed, temp dir removed |
+//! | [`Sshd`] | OpenSSH `sshd -D` on a free port, ed25519 keys, key-only root login | same |
+//! | [`Containerd`] | containerd with its own root/state/socket/config and an empty `certs.d`, in private mount + PID namespaces | the namespaces' PID 1 exits, the kernel kills everything inside (shims, containers) |
+//! | [`Node`] | containerd + sshd in private mount + PID namespaces with the node's own `/etc/containerd` and `/run/containerd`; sshd on its own `127.A.B.C` | same |
+//!
+//! Everything needs root and the Debian packages installed by
+//! `.ci/install-deps.sh`; a missing program is reported as
+//! [`HarnessError::MissingBinary`] with the package name, never a panic.
+//! Ports and temp dirs are unique per service, so tests may run in
+//! parallel. No network namespace is created: all addresses are in
+//! 127.0.0.0/8.
+//!
+//! ```no_run
+//! use mirrorplan_harness::{Credentials, Registry, RegistryOptions};
+//! # fn main() -> Result<(), mirrorplan_harness::HarnessError> {
+//! let reg = Registry::start(RegistryOptions {
+//!     tls: true,
+//!     auth: Some(Credentials::new("user", "secret")),
+//!     ..Default::default()
+//! })?;
+//! println!("{} (CA {:?})", reg.url(), reg.ca_cert_path());
+//! # Ok(()) }
+//! ```
+
+mod containerd;
+mod error;
+pub mod net;
+mod node;
+mod pki;
+mod process;
+mod registry;
+mod sandbox;
+mod ssh;
+mod tools;
+
+pub use containerd::{parse_server_version, ConfigStyle, Containerd, ContainerdOptions, Snapshotter};
+pub use error::{HarnessError, Result};
+pub use node::{Node, NodeOptions, NODE_CONTAINERD_CONFIG, NODE_CONTAINERD_SOCKET};
+pub use pki::TestPki;
+pub use registry::{docker_config_json, Credentials, Registry, RegistryOptions};
+pub use ssh::{SshEndpoint, Sshd, SshdOptions};
+pub use tools::{debian_package_for, find_binary};
