@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use toml_edit::{Array, DocumentMut, Item, Table, TableLike, Value};
+use toml_edit::{Array, Decor, DocumentMut, Item, Key, Table, TableLike, Value};
 
 use crate::error::{NodeError, Result};
 use crate::model::{
@@ -280,10 +280,56 @@ fn is_managed(item: &Item) -> bool {
         .is_some_and(|p| p.lines().any(|l| l.trim() == MANAGED_MARKER))
 }
 
-fn managed_table() -> Table {
+/// Indentation of the header of the table at `path` (spaces/tabs before
+/// `[`), so that new content lines up with what the file's author wrote.
+fn header_indent(doc: &DocumentMut, path: &[&str]) -> String {
+    let mut item = doc.as_item();
+    for key in path {
+        match item.get(key) {
+            Some(i) => item = i,
+            None => return String::new(),
+        }
+    }
+    let prefix = item
+        .as_table()
+        .and_then(|t| t.decor().prefix())
+        .and_then(|p| p.as_str())
+        .unwrap_or("");
+    let last = prefix.rsplit('\n').next().unwrap_or("");
+    if last.chars().all(|c| c == ' ' || c == '\t') {
+        last.to_owned()
+    } else {
+        String::new()
+    }
+}
+
+/// A key formatted with `indent` before it.
+fn indented_key(name: &str, indent: &str) -> Key {
+    Key::new(name).with_leaf_decor(Decor::new(indent, " "))
+}
+
+/// A table marked as mirrorplan's, its header at `indent`, keys two deeper.
+fn managed_table(indent: &str, values: Vec<(&str, Value)>) -> Table {
     let mut t = Table::new();
-    t.decor_mut().set_prefix(format!("\n{MANAGED_MARKER}\n"));
+    t.decor_mut()
+        .set_prefix(format!("\n{indent}{MANAGED_MARKER}\n{indent}"));
+    let key_indent = if indent.is_empty() {
+        String::new()
+    } else {
+        format!("{indent}  ")
+    };
+    for (name, value) in values {
+        t.insert_formatted(&indented_key(name, &key_indent), Item::Value(value));
+    }
     t
+}
+
+fn deeper(indent: &str) -> String {
+    if indent.is_empty() {
+        String::new()
+    } else {
+        format!("{indent}  ")
+    }
 }
 
 /// Remove every `mirrors` entry (`all_mirrors`, hosts style) or only the
@@ -400,15 +446,25 @@ pub fn ensure_config_path(
     let mut notes = Vec::new();
     let plugin = registry_plugin(&mut doc, containerd, &mut notes)?;
     let mut modified = !notes.is_empty();
+    let key_indent = deeper(&header_indent(&doc, &["plugins", plugin, "registry"]));
     let registry = table_path_mut(doc.as_table_mut(), &["plugins", plugin, "registry"])?;
     modified |= remove_legacy(registry, true, &mut notes);
     let current = registry.get("config_path").map(|i| i.as_str());
     if current != Some(Some(config_path)) {
         let mut new = Value::from(config_path);
-        if let Some(Item::Value(old)) = registry.get("config_path") {
-            *new.decor_mut() = old.decor().clone();
+        match registry.get_mut("config_path") {
+            Some(Item::Value(old)) => {
+                // keep the key and the value's surrounding whitespace/comment
+                *new.decor_mut() = old.decor().clone();
+                *old = new;
+            }
+            _ => {
+                registry.remove("config_path");
+                registry
+                    .entry_format(&indented_key("config_path", &key_indent))
+                    .or_insert(Item::Value(new));
+            }
         }
-        registry.insert("config_path", Item::Value(new));
         notes.push(format!("set registry.config_path = \"{config_path}\""));
         modified = true;
     }
@@ -439,6 +495,7 @@ pub fn apply_legacy(
     let mut doc = parse(existing)?;
     let mut notes = Vec::new();
     let plugin = registry_plugin(&mut doc, containerd, &mut notes)?;
+    let indent = deeper(&header_indent(&doc, &["plugins", plugin, "registry"]));
     let registry = table_path_mut(doc.as_table_mut(), &["plugins", plugin, "registry"])?;
     if registry.remove("config_path").is_some() {
         notes.push("removed registry.config_path (cannot coexist with legacy mirrors)".into());
@@ -452,8 +509,7 @@ pub fn apply_legacy(
         if endpoints.is_empty() {
             continue;
         }
-        let mut t = managed_table();
-        t.insert("endpoint", Item::Value(Value::Array(endpoints)));
+        let t = managed_table(&indent, vec![("endpoint", Value::Array(endpoints))]);
         if mirrors.insert(&host, Item::Table(t)).is_some() {
             notes.push(format!(
                 "replaced registry.mirrors.\"{host}\" that mirrorplan did not manage"
@@ -492,15 +548,18 @@ pub fn apply_legacy(
         for (host, ca, auth) in entries {
             let entry = table_path_mut(configs, &[host.as_str()])?;
             if let Some(ca) = ca {
-                let mut t = managed_table();
-                t.insert("ca_file", toml_edit::value(ca));
+                let t = managed_table(&indent, vec![("ca_file", Value::from(ca))]);
                 entry.insert("tls", Item::Table(t));
                 notes.push(format!("set registry.configs.\"{host}\".tls.ca_file"));
             }
             if let Some((user, pass)) = auth {
-                let mut t = managed_table();
-                t.insert("username", toml_edit::value(user));
-                t.insert("password", toml_edit::value(pass));
+                let t = managed_table(
+                    &indent,
+                    vec![
+                        ("username", Value::from(user)),
+                        ("password", Value::from(pass)),
+                    ],
+                );
                 entry.insert("auth", Item::Table(t));
                 notes.push(format!("set registry.configs.\"{host}\".auth ({REDACTED})"));
             }
