@@ -1,1 +1,50 @@
-//! Registry provider: bundles, OCI distribution client, mirror path mapping
+//! Registry provider: bundles, OCI distribution client, mirror path mapping.
+//!
+//! This is the offline half: image references and mirror paths
+//! ([`reference`]), streaming bundle reading ([`bundle`]), a local OCI image
+//! layout store for `oci:PATH` registries ([`store`]), the push of a bundle
+//! into such a store ([`push`]) and deterministic test bundles
+//! ([`fixtures`]).
+//!
+//! # Invariants
+//!
+//! - **Manifests byte for byte.** Manifest and index bytes are copied
+//!   exactly as they are in the bundle, never re-serialised, so digests on
+//!   the mirror equal the upstream digests. The two exceptions are flagged:
+//!   an index rewritten by a platform filter (`ImageEntry::filtered`, new
+//!   digest, `original_digest` keeps the old one) and a manifest synthesised
+//!   for a `docker save` archive (`ImageEntry::synthesized`).
+//! - **Every blob is verified while it streams.** Bytes pass through a
+//!   sha256 + size check ([`digest::VerifyingReader`]); a mismatch surfaces
+//!   as a read error before end-of-file, so a consumer that reads to the end
+//!   never commits bad bytes. Nothing is extracted to disk and no layer is
+//!   held whole in memory.
+//! - **A manifest only after its blobs.** [`store::OciStore::put_manifest`]
+//!   refuses a manifest whose config, layers or child manifests are not
+//!   stored yet; [`push`] stores blobs, then platform manifests, then the
+//!   top manifest.
+//! - **The tag last.** The tag (an `index.json` entry, rewritten
+//!   atomically) is written only once everything it points at is stored, so
+//!   a reader never sees a tag that resolves to missing content.
+//! - **One image's failure does not stop the others.** Per-image problems
+//!   are collected in `Catalogue::failures` / `StreamReport::failures`.
+
+pub mod bundle;
+pub mod digest;
+pub mod error;
+pub mod fixtures;
+pub mod oci;
+pub mod push;
+pub mod reference;
+pub mod store;
+
+pub use bundle::{
+    BlobRef, Bundle, BundleFormat, Catalogue, CatalogueOptions, ChildManifest, Compression, ImageEntry,
+    ImageFailure, StreamReport,
+};
+pub use digest::{Digest, VerifyFailure, VerifyingReader};
+pub use error::{BundleError, ImageNames, ReferenceError, SinkError, StoreError};
+pub use oci::Descriptor;
+pub use push::{push_bundle_to_store, PushReport};
+pub use reference::{mirror_path, validate_namespace, ImageRef, MirrorRef, Platform};
+pub use store::{OciStore, TagEntry};
