@@ -113,6 +113,10 @@ impl LocalTransport {
         if node_path.contains('\0') {
             return Err(bad("it contains a NUL byte"));
         }
+        // `Path::components` silently drops `.`: check the raw segments.
+        if node_path.split('/').any(|seg| seg == "." || seg == "..") {
+            return Err(bad("it contains `..` or `.`"));
+        }
         let mut out = self.root.clone();
         for comp in Path::new(node_path).components() {
             match comp {
