@@ -1,0 +1,509 @@
+//! [`Engine`]: the registry of providers plus the plan step (validate,
+//! refresh concurrently, diff through providers, collect drift).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+use futures::stream::{self, StreamExt};
+
+use crate::address::Address;
+use crate::error::{EngineError, RefreshFailure};
+use crate::graph::{check_acyclic, target_closure, walk_edges, DepGraph};
+use crate::hooks::{Hooks, NoHooks};
+use crate::plan::{
+    attr_changes, config_digest, Action, Drift, InstanceRecord, Plan, ResourceChange, StateUpdate,
+};
+use crate::provider::{DesiredInstance, Observed, PlannedChange, PriorInstance, Provider};
+use crate::value::{Attrs, Sensitive};
+
+/// The default number of provider calls in flight.
+pub const DEFAULT_PARALLELISM: usize = 10;
+
+/// Which state a plan or apply is made against.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StateIdentity {
+    /// The state's lineage (never changes for one state).
+    pub lineage: String,
+    /// The state's serial (grows with every saved change).
+    pub serial: u64,
+    /// The state's secret salt for digests.
+    pub secret_salt: Sensitive<String>,
+}
+
+impl fmt::Debug for StateIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateIdentity")
+            .field("lineage", &self.lineage)
+            .field("serial", &self.serial)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The prior state as the engine needs it. The caller must have a real state
+/// (lineage, salt) before planning: create and save an empty one if none
+/// exists, so a saved plan can be matched to it later.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriorSnapshot {
+    /// Lineage, serial and salt.
+    pub identity: StateIdentity,
+    /// Recorded instances.
+    pub instances: BTreeMap<Address, InstanceRecord>,
+}
+
+impl PriorSnapshot {
+    /// An empty snapshot of a state.
+    pub fn new(lineage: &str, serial: u64, secret_salt: &str) -> Self {
+        PriorSnapshot {
+            identity: StateIdentity {
+                lineage: lineage.to_owned(),
+                serial,
+                secret_salt: Sensitive::new(secret_salt.to_owned()),
+            },
+            instances: BTreeMap::new(),
+        }
+    }
+
+    /// Builder: adds a recorded instance.
+    pub fn with_instance(mut self, address: Address, record: InstanceRecord) -> Self {
+        self.instances.insert(address, record);
+        self
+    }
+
+    fn prior_instance(&self, address: &Address, record: &InstanceRecord) -> PriorInstance {
+        let mut p = PriorInstance::new(
+            address.clone(),
+            &record.provider,
+            self.identity.secret_salt.expose(),
+        );
+        p.attrs = record.attributes.clone();
+        p.sensitive = record.sensitive.clone();
+        p.digests = record.digests.clone();
+        // Unparseable recorded dependencies cannot order anything; skip them.
+        p.dependencies = record
+            .dependencies
+            .iter()
+            .filter_map(|d| d.parse().ok())
+            .collect();
+        p
+    }
+}
+
+/// What to plan.
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    /// The expanded configuration.
+    pub desired: Vec<DesiredInstance>,
+    /// The prior state.
+    pub prior: PriorSnapshot,
+    /// Read every instance through its provider first.
+    pub refresh: bool,
+    /// Only refresh: record what changed outside, change no object.
+    pub refresh_only: bool,
+    /// Limit to these addresses (an unkeyed address selects all of its
+    /// instances) and what they depend on. Empty: everything.
+    pub targets: Vec<Address>,
+}
+
+/// Providers by kind, hooks and parallelism: everything plan and apply use.
+#[derive(Clone)]
+pub struct Engine {
+    providers: BTreeMap<String, Arc<dyn Provider>>,
+    pub(crate) hooks: Arc<dyn Hooks>,
+    pub(crate) parallelism: usize,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine {
+            providers: BTreeMap::new(),
+            hooks: Arc::new(NoHooks),
+            parallelism: DEFAULT_PARALLELISM,
+        }
+    }
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("providers", &self.providers.keys().collect::<Vec<_>>())
+            .field("parallelism", &self.parallelism)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine with no providers, no hooks and parallelism 10.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a provider under its [`Provider::kind`].
+    pub fn with_provider(mut self, provider: Arc<dyn Provider>) -> Self {
+        self.providers.insert(provider.kind().to_owned(), provider);
+        self
+    }
+
+    /// Sets the hooks that observe refresh and apply.
+    pub fn with_hooks(mut self, hooks: Arc<dyn Hooks>) -> Self {
+        self.hooks = hooks;
+        self
+    }
+
+    /// Sets how many provider calls may run at once (at least 1).
+    pub fn with_parallelism(mut self, parallelism: usize) -> Self {
+        self.parallelism = parallelism.max(1);
+        self
+    }
+
+    pub(crate) fn provider(
+        &self,
+        address: &Address,
+        kind: &str,
+    ) -> Result<&Arc<dyn Provider>, EngineError> {
+        self.providers
+            .get(kind)
+            .ok_or_else(|| EngineError::UnknownProvider {
+                address: address.clone(),
+                provider: kind.to_owned(),
+            })
+    }
+
+    /// Makes a plan: validates the dependency graph, refreshes (if asked)
+    /// with bounded concurrency, and asks each instance's provider for its
+    /// action.
+    pub async fn plan(&self, request: PlanRequest) -> Result<Plan, EngineError> {
+        let PlanRequest {
+            desired,
+            prior,
+            refresh,
+            refresh_only,
+            targets,
+        } = request;
+        let salt = prior.identity.secret_salt.expose().clone();
+
+        // Desired instances: unique, known providers, known dependencies, acyclic.
+        let mut by_addr: BTreeMap<Address, DesiredInstance> = BTreeMap::new();
+        for d in desired {
+            self.provider(&d.address, &d.provider)?;
+            if by_addr.contains_key(&d.address) {
+                return Err(EngineError::DuplicateInstance(d.address));
+            }
+            by_addr.insert(d.address.clone(), d);
+        }
+        for d in by_addr.values() {
+            if let Some(missing) = d.dependencies.iter().find(|a| !by_addr.contains_key(*a)) {
+                return Err(EngineError::UnknownDependency {
+                    from: d.address.clone(),
+                    to: Box::new(missing.clone()),
+                });
+            }
+        }
+        let desired_graph: DepGraph = by_addr
+            .iter()
+            .map(|(a, d)| (a.clone(), d.dependencies.clone()))
+            .collect();
+        check_acyclic(&desired_graph)?;
+
+        let priors: BTreeMap<Address, PriorInstance> = prior
+            .instances
+            .iter()
+            .map(|(a, r)| (a.clone(), prior.prior_instance(a, r)))
+            .collect();
+        for p in priors.values() {
+            self.provider(&p.address, &p.provider)?;
+        }
+
+        // Everything known, and the selection by targets.
+        let mut full_graph = desired_graph;
+        for (a, p) in &priors {
+            full_graph
+                .entry(a.clone())
+                .or_insert_with(|| p.dependencies.clone());
+        }
+        let selected: BTreeSet<Address> = if targets.is_empty() {
+            full_graph.keys().cloned().collect()
+        } else {
+            target_closure(&full_graph, &targets)?
+        };
+
+        // Refresh.
+        let observed: BTreeMap<Address, Option<Observed>> = if refresh || refresh_only {
+            self.refresh(&selected, &by_addr, &priors).await?
+        } else {
+            BTreeMap::new()
+        };
+
+        let mut drift = Vec::new();
+        let mut changes = Vec::new();
+        let mut secrets = BTreeMap::new();
+        for address in &selected {
+            let d = by_addr.get(address);
+            let p = priors.get(address);
+            let kind = match (d, p) {
+                (Some(d), _) => d.provider.as_str(),
+                (None, Some(p)) => p.provider.as_str(),
+                (None, None) => continue,
+            };
+            let provider = self.provider(address, kind)?;
+            let refreshed_flag = observed.contains_key(address);
+            let obs = observed.get(address).and_then(Option::as_ref);
+
+            // The prior as refreshed, and the drift it reveals.
+            let refreshed: Option<PriorInstance> = match (p, refreshed_flag) {
+                (Some(p), true) => match obs {
+                    None => {
+                        drift.push(Drift {
+                            address: address.clone(),
+                            provider: p.provider.clone(),
+                            gone: true,
+                            changes: Vec::new(),
+                        });
+                        None
+                    }
+                    Some(o) => {
+                        let r = overlay(p, &o.attrs);
+                        let diffs = attr_changes(&p.attrs, &p.sensitive, &r.attrs, &r.sensitive);
+                        if !diffs.is_empty() {
+                            drift.push(Drift {
+                                address: address.clone(),
+                                provider: p.provider.clone(),
+                                gone: false,
+                                changes: diffs,
+                            });
+                        }
+                        Some(r)
+                    }
+                },
+                (p, _) => p.cloned(),
+            };
+            let state_moved = p.is_some() && refreshed.as_ref() != p;
+            let state_update = state_moved.then(|| match &refreshed {
+                Some(r) => StateUpdate::Set {
+                    record: record_of(r),
+                },
+                None => StateUpdate::Remove,
+            });
+
+            if refresh_only || (d.is_none() && refreshed.is_none()) {
+                // Nothing to decide: record what refresh found, if anything.
+                let view = |x: Option<&PriorInstance>| x.map(PriorInstance::attrs_view);
+                let planned = PlannedChange {
+                    address: address.clone(),
+                    provider: kind.to_owned(),
+                    action: if refresh_only && state_moved {
+                        Action::Read
+                    } else {
+                        Action::NoOp
+                    },
+                    before: view(p),
+                    after: view(refreshed.as_ref()),
+                    replace_because: Vec::new(),
+                    details: Vec::new(),
+                };
+                let deps = p.map(|p| p.dependencies.clone()).unwrap_or_default();
+                changes.push(to_resource_change(
+                    planned,
+                    After::View,
+                    None,
+                    deps,
+                    state_update,
+                    &salt,
+                ));
+                continue;
+            }
+
+            let planned = provider.plan(d, refreshed.as_ref(), obs).map_err(|error| {
+                EngineError::PlanFailed {
+                    address: address.clone(),
+                    error: Box::new(error),
+                }
+            })?;
+            if planned.address != *address {
+                return Err(EngineError::PlanFailed {
+                    address: address.clone(),
+                    error: Box::new(crate::provider::ProviderError::failed(format!(
+                        "the provider planned {} instead",
+                        planned.address
+                    ))),
+                });
+            }
+            if let Some(after) = &planned.after {
+                let mut clear = Attrs::new();
+                for name in after.sensitive_names() {
+                    if let Some(v) = after.get(name) {
+                        clear.insert_sensitive(name, v.clone());
+                    }
+                }
+                if !clear.is_empty() {
+                    secrets.insert(address.clone(), clear);
+                }
+            }
+            let deps = match (planned.action, d, p) {
+                (Action::Delete, _, Some(p)) => p.dependencies.clone(),
+                (_, Some(d), _) => d.dependencies.clone(),
+                (_, None, Some(p)) => p.dependencies.clone(),
+                (_, None, None) => Vec::new(),
+            };
+            let update = if planned.action.needs_provider() {
+                None
+            } else {
+                state_update
+            };
+            changes.push(to_resource_change(
+                planned,
+                After::Clear,
+                d.map(|d| config_digest(d, &salt)),
+                deps,
+                update,
+                &salt,
+            ));
+        }
+
+        check_acyclic(&walk_edges(&changes))?;
+        Ok(Plan {
+            lineage: prior.identity.lineage.clone(),
+            serial: prior.identity.serial,
+            refresh_only,
+            targets,
+            drift,
+            changes,
+            secrets,
+        })
+    }
+
+    async fn refresh(
+        &self,
+        selected: &BTreeSet<Address>,
+        desired: &BTreeMap<Address, DesiredInstance>,
+        priors: &BTreeMap<Address, PriorInstance>,
+    ) -> Result<BTreeMap<Address, Option<Observed>>, EngineError> {
+        let mut jobs = Vec::new();
+        for address in selected {
+            let d = desired.get(address);
+            let p = priors.get(address);
+            let kind = match (d, p) {
+                (Some(d), _) => &d.provider,
+                (None, Some(p)) => &p.provider,
+                (None, None) => continue,
+            };
+            jobs.push((address, self.provider(address, kind)?, d, p));
+        }
+        let hooks = &self.hooks;
+        let results: Vec<_> = stream::iter(jobs)
+            .map(|(address, provider, d, p)| async move {
+                hooks.pre_refresh(address);
+                let result = provider.read(d, p).await;
+                match &result {
+                    Ok(o) => hooks.post_refresh(address, Ok(o.is_some())),
+                    Err(e) => hooks.post_refresh(address, Err(&e.message)),
+                }
+                (address, result)
+            })
+            .buffer_unordered(self.parallelism)
+            .collect()
+            .await;
+        let mut found = BTreeMap::new();
+        let mut failures = Vec::new();
+        for (address, result) in results {
+            match result {
+                Ok(o) => {
+                    found.insert(address.clone(), o);
+                }
+                Err(error) => failures.push(RefreshFailure {
+                    address: address.clone(),
+                    error,
+                }),
+            }
+        }
+        if failures.is_empty() {
+            Ok(found)
+        } else {
+            failures.sort_by(|a, b| a.address.cmp(&b.address));
+            Err(EngineError::Refresh { failures })
+        }
+    }
+}
+
+/// `prior` with the observed attributes laid over it (sensitive observed
+/// values become digests).
+fn overlay(prior: &PriorInstance, observed: &Attrs) -> PriorInstance {
+    let mut r = prior.clone();
+    for name in observed.names() {
+        let Some(value) = observed.get(name) else {
+            continue;
+        };
+        if observed.is_sensitive(name) {
+            r.attrs.remove(name);
+            r.sensitive.insert(name.to_owned(), r.digest(value));
+        } else {
+            r.sensitive.remove(name);
+            r.attrs.insert(name.to_owned(), value.clone());
+        }
+    }
+    r
+}
+
+pub(crate) fn record_of(p: &PriorInstance) -> InstanceRecord {
+    InstanceRecord {
+        provider: p.provider.clone(),
+        attributes: p.attrs.clone(),
+        sensitive: p.sensitive.clone(),
+        dependencies: p.dependencies.iter().map(Address::to_string).collect(),
+        digests: p.digests.clone(),
+    }
+}
+
+/// Whether a planned `after` holds sensitive values in clear or as digests.
+#[derive(Clone, Copy)]
+enum After {
+    Clear,
+    View,
+}
+
+fn to_resource_change(
+    planned: PlannedChange,
+    after: After,
+    config_digest: Option<String>,
+    dependencies: Vec<Address>,
+    state_update: Option<StateUpdate>,
+    salt: &str,
+) -> ResourceChange {
+    // Views of prior instances hold sensitive values as their digests
+    // already (see PriorInstance::attrs_view); desired `after`s hold them in clear.
+    let digests_of_view = |attrs: &Attrs| -> BTreeMap<String, String> {
+        attrs
+            .sensitive_names()
+            .filter_map(|n| {
+                attrs
+                    .get(n)
+                    .and_then(|v| v.as_str())
+                    .map(|d| (n.to_owned(), d.to_owned()))
+            })
+            .collect()
+    };
+    let before_sensitive = planned
+        .before
+        .as_ref()
+        .map(digests_of_view)
+        .unwrap_or_default();
+    let after_sensitive = match (&planned.after, after) {
+        (None, _) => BTreeMap::new(),
+        (Some(a), After::View) => digests_of_view(a),
+        (Some(a), After::Clear) => a.sensitive_digests(salt),
+    };
+    ResourceChange {
+        address: planned.address,
+        provider: planned.provider,
+        action: planned.action,
+        before: planned.before.as_ref().map(Attrs::public_values),
+        after: planned.after.as_ref().map(Attrs::public_values),
+        before_sensitive,
+        after_sensitive,
+        replace_because: planned.replace_because,
+        details: planned.details,
+        dependencies,
+        config_digest,
+        state_update,
+    }
+}

@@ -1,0 +1,511 @@
+//! Rendering plans and apply reports: pure functions returning `String`s.
+//!
+//! Human output follows Terraform's layout (drift first, then actions with
+//! `+ ~ - -/+`, then the summary line). The JSON form is documented in
+//! `docs/plan-json.md` and versioned by [`JSON_FORMAT_VERSION`]. Neither form
+//! ever contains a sensitive value, not even as a digest.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+use similar::TextDiff;
+
+use crate::apply::ApplyReport;
+use crate::plan::{Action, AttrChange, Plan, ResourceChange};
+use crate::value::{is_multiline, AttrValue, SENSITIVE_MASK};
+
+/// The version of the `--json` plan format.
+pub const JSON_FORMAT_VERSION: &str = "1.0";
+
+/// How to render.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// Use ANSI colours (the binary decides: a terminal and no `NO_COLOR`).
+    pub color: bool,
+}
+
+const GREEN: &str = "32";
+const YELLOW: &str = "33";
+const RED: &str = "31";
+const BOLD: &str = "1";
+
+fn paint(text: &str, code: &str, options: RenderOptions) -> String {
+    if options.color {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
+}
+
+fn symbol(action: Action, options: RenderOptions) -> String {
+    match action {
+        Action::Create => paint("+", GREEN, options),
+        Action::Update => paint("~", YELLOW, options),
+        Action::Delete => paint("-", RED, options),
+        Action::Replace => format!(
+            "{}/{}",
+            paint("-", RED, options),
+            paint("+", GREEN, options)
+        ),
+        Action::Read => paint("<=", BOLD, options),
+        Action::NoOp => " ".into(),
+    }
+}
+
+/// One value on one line: JSON text, or the sensitive mask.
+fn inline(value: Option<&AttrValue>, sensitive: bool) -> String {
+    match (value, sensitive) {
+        (_, true) => SENSITIVE_MASK.to_owned(),
+        (None, false) | (Some(AttrValue::Null), false) => "null".to_owned(),
+        (Some(v), false) => v.to_string(),
+    }
+}
+
+fn text_of(value: Option<&AttrValue>) -> &str {
+    match value {
+        Some(AttrValue::String(s)) => s,
+        _ => "",
+    }
+}
+
+/// One attribute to show: a value change, an addition or a removal.
+struct AttrLine<'a> {
+    sym: &'a str,
+    name: &'a str,
+    before: Option<&'a AttrValue>,
+    after: Option<&'a AttrValue>,
+    sensitive: bool,
+    suffix: &'a str,
+}
+
+/// Writes one attribute line, names padded to `width`; multi-line text
+/// becomes a unified diff.
+fn write_attr(out: &mut String, line: &AttrLine<'_>, width: usize) {
+    let AttrLine {
+        sym,
+        name,
+        before,
+        after,
+        sensitive,
+        suffix,
+    } = *line;
+    let is_text = |v: Option<&AttrValue>| v.is_none_or(AttrValue::is_string);
+    let multiline = !sensitive
+        && (before.is_some_and(is_multiline) || after.is_some_and(is_multiline))
+        && is_text(before)
+        && is_text(after);
+    if multiline {
+        let _ = writeln!(out, "      {sym} {name}:{suffix}");
+        let diff = TextDiff::from_lines(text_of(before), text_of(after));
+        let unified = diff
+            .unified_diff()
+            .context_radius(3)
+            .header("before", "after")
+            .to_string();
+        for l in unified.lines() {
+            let _ = writeln!(out, "            {l}");
+        }
+        return;
+    }
+    let pad = " ".repeat(width.saturating_sub(name.len()));
+    let text = match (before, after) {
+        (None, a) => inline(a, sensitive),
+        (b, None) => format!("{} -> null", inline(b, sensitive)),
+        _ if sensitive => SENSITIVE_MASK.to_owned(),
+        (b, a) => format!("{} -> {}", inline(b, false), inline(a, false)),
+    };
+    let _ = writeln!(out, "      {sym} {name}{pad} = {text}{suffix}");
+}
+
+fn header(action: Action) -> &'static str {
+    match action {
+        Action::Create => "will be created",
+        Action::Update => "will be updated in place",
+        Action::Replace => "must be replaced",
+        Action::Delete => "will be destroyed",
+        Action::Read => "will be updated in the state",
+        Action::NoOp => "has no changes",
+    }
+}
+
+fn values_with_sensitive(
+    public: Option<&BTreeMap<String, AttrValue>>,
+    sensitive: &BTreeMap<String, String>,
+) -> BTreeMap<String, (Option<AttrValue>, bool)> {
+    let mut all: BTreeMap<String, (Option<AttrValue>, bool)> = BTreeMap::new();
+    for (k, v) in public.into_iter().flatten() {
+        all.insert(k.clone(), (Some(v.clone()), false));
+    }
+    for k in sensitive.keys() {
+        all.insert(k.clone(), (None, true));
+    }
+    all
+}
+
+fn write_change(out: &mut String, c: &ResourceChange, options: RenderOptions) {
+    let address = c.address.to_string();
+    let sym = symbol(c.action, options);
+    let _ = writeln!(
+        out,
+        "  {} {} {}",
+        paint("#", BOLD, options),
+        paint(&address, BOLD, options),
+        paint(header(c.action), BOLD, options)
+    );
+    let _ = writeln!(out, "{sym:>3} {address}");
+    for d in &c.details {
+        let _ = writeln!(out, "      # {d}");
+    }
+    match c.action {
+        Action::Create | Action::Delete => {
+            let (attrs, adding) = if c.action == Action::Create {
+                (
+                    values_with_sensitive(c.after.as_ref(), &c.after_sensitive),
+                    true,
+                )
+            } else {
+                (
+                    values_with_sensitive(c.before.as_ref(), &c.before_sensitive),
+                    false,
+                )
+            };
+            let width = attrs
+                .iter()
+                .filter(|(_, (v, _))| !v.as_ref().is_some_and(is_multiline))
+                .map(|(k, _)| k.len())
+                .max()
+                .unwrap_or(0);
+            let attr_sym = symbol(c.action, options);
+            for (name, (value, sensitive)) in &attrs {
+                if adding {
+                    if !sensitive && value.as_ref().is_some_and(is_multiline) {
+                        let _ = writeln!(out, "      {attr_sym} {name} = <<-EOT");
+                        for line in text_of(value.as_ref()).lines() {
+                            let _ = writeln!(out, "            {line}");
+                        }
+                        let _ = writeln!(out, "        EOT");
+                    } else {
+                        let line = AttrLine {
+                            sym: &attr_sym,
+                            name,
+                            before: None,
+                            after: value.as_ref(),
+                            sensitive: *sensitive,
+                            suffix: "",
+                        };
+                        write_attr(out, &line, width);
+                    }
+                } else if !sensitive && value.as_ref().is_some_and(is_multiline) {
+                    let lines = text_of(value.as_ref()).lines().count();
+                    let _ = writeln!(out, "      {attr_sym} {name} = ({lines} lines) -> null");
+                } else {
+                    let line = AttrLine {
+                        sym: &attr_sym,
+                        name,
+                        before: value.as_ref(),
+                        after: None,
+                        sensitive: *sensitive,
+                        suffix: "",
+                    };
+                    write_attr(out, &line, width);
+                }
+            }
+        }
+        Action::Update | Action::Replace | Action::Read => {
+            let changed = c.changed_attributes();
+            write_attr_changes(out, &changed, &c.replace_because, options);
+            let total = values_with_sensitive(c.after.as_ref(), &c.after_sensitive).len();
+            let unchanged =
+                total.saturating_sub(changed.iter().filter(|a| a.after.is_some()).count());
+            if unchanged > 0 {
+                let _ = writeln!(out, "        # ({unchanged} unchanged attributes hidden)");
+            }
+        }
+        Action::NoOp => {}
+    }
+    out.push('\n');
+}
+
+fn write_attr_changes(
+    out: &mut String,
+    changes: &[AttrChange],
+    replace_because: &[String],
+    options: RenderOptions,
+) {
+    let width = changes
+        .iter()
+        .filter(|c| {
+            !c.sensitive
+                && !c.before.as_ref().is_some_and(is_multiline)
+                && !c.after.as_ref().is_some_and(is_multiline)
+        })
+        .map(|c| c.attribute.len())
+        .max()
+        .unwrap_or(0);
+    for a in changes {
+        let action = match (&a.before, &a.after) {
+            (None, _) => Action::Create,
+            (_, None) => Action::Delete,
+            _ => Action::Update,
+        };
+        let suffix = if replace_because.contains(&a.attribute) {
+            format!(" {}", paint("# forces replacement", RED, options))
+        } else {
+            String::new()
+        };
+        let sym = symbol(action, options);
+        let line = AttrLine {
+            sym: &sym,
+            name: &a.attribute,
+            before: a.before.as_ref(),
+            after: a.after.as_ref(),
+            sensitive: a.sensitive,
+            suffix: &suffix,
+        };
+        write_attr(out, &line, width);
+    }
+}
+
+/// The human rendering of a plan.
+pub fn render_plan(plan: &Plan, options: RenderOptions) -> String {
+    let mut out = String::new();
+    if !plan.drift.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}\n",
+            paint(
+                "Note: Objects have changed outside of mirrorplan",
+                BOLD,
+                options
+            )
+        );
+        let _ = writeln!(
+            out,
+            "mirrorplan detected the following changes made outside of mirrorplan since the\nlast \"mirrorplan apply\":\n"
+        );
+        for d in &plan.drift {
+            let address = d.address.to_string();
+            if d.gone {
+                let _ = writeln!(
+                    out,
+                    "  {} {} has been deleted",
+                    paint("#", BOLD, options),
+                    paint(&address, BOLD, options)
+                );
+                let _ = writeln!(out, "{:>3} {address}\n", symbol(Action::Delete, options));
+            } else {
+                let _ = writeln!(
+                    out,
+                    "  {} {} has changed",
+                    paint("#", BOLD, options),
+                    paint(&address, BOLD, options)
+                );
+                let _ = writeln!(out, "{:>3} {address}", symbol(Action::Update, options));
+                write_attr_changes(&mut out, &d.changes, &[], options);
+                out.push('\n');
+            }
+        }
+    }
+
+    if plan.refresh_only {
+        if plan.drift.is_empty() {
+            out.push_str("No changes. The state matches the objects that exist.\n");
+        } else {
+            out.push_str(
+                "This is a refresh-only plan: applying it updates the state to match the\nobjects above. No objects will be changed.\n",
+            );
+        }
+        return out;
+    }
+
+    let acting: Vec<&ResourceChange> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action.needs_provider())
+        .collect();
+    if acting.is_empty() {
+        out.push_str(&paint(
+            "No changes. Your infrastructure matches the configuration.",
+            BOLD,
+            options,
+        ));
+        out.push('\n');
+        return out;
+    }
+    out.push_str("mirrorplan will perform the following actions:\n\n");
+    for c in acting {
+        write_change(&mut out, c, options);
+    }
+    let s = plan.summary();
+    let _ = writeln!(
+        out,
+        "{} {} to add, {} to change, {} to destroy.",
+        paint("Plan:", BOLD, options),
+        s.add,
+        s.change,
+        s.destroy
+    );
+    if !plan.targets.is_empty() {
+        let targets: Vec<String> = plan.targets.iter().map(|t| t.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "\nWarning: this plan is limited to {} and what it depends on.",
+            targets.join(", ")
+        );
+    }
+    out
+}
+
+fn masked_values(
+    public: Option<&BTreeMap<String, AttrValue>>,
+    sensitive: &BTreeMap<String, String>,
+) -> Value {
+    match public {
+        None if sensitive.is_empty() => Value::Null,
+        _ => {
+            let mut map = serde_json::Map::new();
+            for (k, v) in public.into_iter().flatten() {
+                map.insert(k.clone(), v.clone());
+            }
+            for k in sensitive.keys() {
+                map.insert(k.clone(), Value::String(SENSITIVE_MASK.into()));
+            }
+            Value::Object(map)
+        }
+    }
+}
+
+fn sensitive_flags(sensitive: &BTreeMap<String, String>) -> Value {
+    Value::Object(
+        sensitive
+            .keys()
+            .map(|k| (k.clone(), Value::Bool(true)))
+            .collect(),
+    )
+}
+
+fn masked(value: Option<&AttrValue>, sensitive: bool) -> Value {
+    match (value, sensitive) {
+        (None, _) => Value::Null,
+        (Some(_), true) => Value::String(SENSITIVE_MASK.into()),
+        (Some(v), false) => v.clone(),
+    }
+}
+
+/// The machine-readable plan (`--json`), format [`JSON_FORMAT_VERSION`].
+pub fn plan_json(plan: &Plan) -> Value {
+    let drift: Vec<Value> = plan
+        .drift
+        .iter()
+        .map(|d| {
+            json!({
+                "address": d.address.to_string(),
+                "provider": d.provider,
+                "gone": d.gone,
+                "changes": d.changes.iter().map(|c| json!({
+                    "attribute": c.attribute,
+                    "before": masked(c.before.as_ref(), c.sensitive),
+                    "after": masked(c.after.as_ref(), c.sensitive),
+                    "sensitive": c.sensitive,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let changes: Vec<Value> = plan
+        .changes
+        .iter()
+        .map(|c| {
+            json!({
+                "address": c.address.to_string(),
+                "kind": c.address.kind(),
+                "provider": c.provider,
+                "action": c.action.to_string(),
+                "before": masked_values(c.before.as_ref(), &c.before_sensitive),
+                "after": masked_values(c.after.as_ref(), &c.after_sensitive),
+                "before_sensitive": sensitive_flags(&c.before_sensitive),
+                "after_sensitive": sensitive_flags(&c.after_sensitive),
+                "changed_attributes": c.changed_attributes().iter().map(|a| a.attribute.clone()).collect::<Vec<_>>(),
+                "replace_because": c.replace_because,
+                "details": c.details,
+                "dependencies": c.dependencies.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let s = plan.summary();
+    json!({
+        "format_version": JSON_FORMAT_VERSION,
+        "lineage": plan.lineage,
+        "serial": plan.serial,
+        "refresh_only": plan.refresh_only,
+        "targets": plan.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+        "drift": drift,
+        "resource_changes": changes,
+        "summary": {"add": s.add, "change": s.change, "destroy": s.destroy, "read": s.read},
+    })
+}
+
+/// [`plan_json`] as pretty-printed text with a final newline.
+pub fn render_plan_json(plan: &Plan) -> String {
+    let mut text = serde_json::to_string_pretty(&plan_json(plan)).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// The closing summary of an apply.
+pub fn render_apply_report(report: &ApplyReport, options: RenderOptions) -> String {
+    let (mut added, mut changed, mut destroyed, mut read) = (0, 0, 0, 0);
+    for (_, action) in &report.done {
+        match action {
+            Action::Create => added += 1,
+            Action::Update => changed += 1,
+            Action::Replace => {
+                added += 1;
+                destroyed += 1;
+            }
+            Action::Delete => destroyed += 1,
+            Action::Read => read += 1,
+            Action::NoOp => {}
+        }
+    }
+    let mut counts = format!("Resources: {added} added, {changed} changed, {destroyed} destroyed");
+    if read > 0 {
+        let _ = write!(counts, ", {read} updated in state");
+    }
+    let mut out = String::new();
+    if report.is_success() {
+        let _ = writeln!(
+            out,
+            "{} {counts}.",
+            paint("Apply complete!", &format!("{BOLD};{GREEN}"), options)
+        );
+        return out;
+    }
+    let title = if report.state_error.is_some() {
+        "Apply stopped: the state could not be saved!"
+    } else if report.interrupted {
+        "Apply interrupted!"
+    } else {
+        "Apply failed!"
+    };
+    let _ = writeln!(
+        out,
+        "{} {counts}; {} failed, {} skipped.",
+        paint(title, &format!("{BOLD};{RED}"), options),
+        report.failed.len(),
+        report.skipped.len()
+    );
+    if !report.failed.is_empty() {
+        out.push_str("\nFailed:\n");
+        for (a, reason) in &report.failed {
+            let _ = writeln!(out, "  - {a}: {reason}");
+        }
+    }
+    if !report.skipped.is_empty() {
+        out.push_str("\nSkipped:\n");
+        for (a, reason) in &report.skipped {
+            let _ = writeln!(out, "  - {a}: {reason}");
+        }
+    }
+    out
+}
