@@ -137,6 +137,23 @@ pub struct ConfigEdit {
     pub contains_credentials: bool,
 }
 
+impl ConfigEdit {
+    /// The edited config.toml as a node file at `path`: mode 0600 and
+    /// sensitive when it holds credentials, else 0644.
+    pub fn to_desired_file(&self, path: &str) -> crate::diff::DesiredFile {
+        crate::diff::DesiredFile {
+            path: path.to_owned(),
+            contents: self.text.clone().into_bytes(),
+            mode: if self.contains_credentials {
+                crate::hosts::MODE_SECRET
+            } else {
+                crate::hosts::MODE_PUBLIC
+            },
+            sensitive: self.contains_credentials,
+        }
+    }
+}
+
 impl fmt::Debug for ConfigEdit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text: &dyn fmt::Debug = if self.contains_credentials {
@@ -614,6 +631,18 @@ pub fn render_legacy_files(cfg: &NodeMirrorConfig) -> Result<Vec<crate::diff::De
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
+}
+
+/// Every file `cfg` needs under `config_path`, in its own style: hosts.toml
+/// files and CA copies for hosts style, CA copies only for legacy style.
+/// Files mirrorplan wrote before and that are not in this list should be
+/// deleted (see [`crate::diff_files`]); that is how a style switch also
+/// cleans the hosts directory.
+pub fn render_node_files(cfg: &NodeMirrorConfig) -> Result<Vec<crate::diff::DesiredFile>> {
+    match cfg.config_style {
+        ConfigStyle::Hosts => crate::hosts::render_hosts(cfg),
+        ConfigStyle::Legacy => render_legacy_files(cfg),
+    }
 }
 
 /// Apply `cfg` to config.toml in its own style: [`ensure_config_path`] for

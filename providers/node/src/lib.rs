@@ -17,6 +17,18 @@
 //! - **mirrorplan owns only what it marks**: legacy tables it writes carry
 //!   [`MANAGED_MARKER`]; everything else in config.toml is kept byte for byte.
 //!
+//! # How the pieces fit (one node)
+//! 1. `transport.run(&["containerd", "--version"])` →
+//!    [`parse_containerd_version`].
+//! 2. Read `/etc/containerd/config.toml` and the files mirrorplan manages;
+//!    [`edit_config`] (style dispatch) gives the new config.toml,
+//!    [`render_node_files`] the hosts.toml / CA files.
+//! 3. [`diff_files`] shows the plan (digests, diffs, secrets hidden).
+//! 4. Apply with [`Transport::write_file_atomic`] / [`Transport::remove_file`];
+//!    restart containerd only when config.toml changed (legacy style, or the
+//!    first time `config_path` is set); hosts.toml is read per pull.
+//! 5. Verify with [`inspect_config`] (`conflict` must be false) and a CRI call.
+//!
 //! # API boundary
 //! No dependency on other mirrorplan crates; the engine maps its model into
 //! [`NodeMirrorConfig`].
@@ -32,9 +44,9 @@ mod transport;
 
 pub use containerd::{
     apply_legacy, edit_config, ensure_config_path, inspect_config, legacy_ca_path,
-    parse_containerd_release, parse_containerd_version, render_legacy_files, ConfigEdit,
-    ConfigFacts, ContainerdRelease, ContainerdVersion, LegacyConfigFacts, CRI_IMAGES_PLUGIN_V3,
-    CRI_PLUGIN_V2, MANAGED_MARKER,
+    parse_containerd_release, parse_containerd_version, render_legacy_files, render_node_files,
+    ConfigEdit, ConfigFacts, ContainerdRelease, ContainerdVersion, LegacyConfigFacts,
+    CRI_IMAGES_PLUGIN_V3, CRI_PLUGIN_V2, MANAGED_MARKER,
 };
 pub use diff::{diff_files, digest, looks_sensitive, ChangeKind, DesiredFile, FileChange};
 pub use error::{NodeError, Result};

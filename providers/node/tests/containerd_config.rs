@@ -380,3 +380,22 @@ fn edit_config_dispatches_on_style() -> TestResult {
     assert!(inspect_config(&legacy.text)?.config_path.is_none());
     Ok(())
 }
+
+#[test]
+fn desired_files_follow_the_style() -> TestResult {
+    use mirrorplan_node::{render_node_files, MODE_PUBLIC, MODE_SECRET};
+    let hosts = render_node_files(&lab_cfg(ConfigStyle::Hosts))?;
+    assert!(hosts.iter().any(|f| f.path.ends_with("/gcr.io/hosts.toml")));
+    let legacy = render_node_files(&lab_cfg(ConfigStyle::Legacy))?;
+    let paths: Vec<_> = legacy.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["/etc/containerd/certs.d/10.231.0.1_5443-ca.crt"]);
+
+    let edit = apply_legacy(NODE_CONFIG, V1, &lab_cfg(ConfigStyle::Legacy))?;
+    let file = edit.to_desired_file("/etc/containerd/config.toml");
+    assert_eq!((file.mode, file.sensitive), (MODE_SECRET, true));
+    assert!(!format!("{file:?}").contains("mppass"));
+    let edit = ensure_config_path(&edit.text, V1, DEFAULT_CONFIG_PATH)?;
+    let file = edit.to_desired_file("/etc/containerd/config.toml");
+    assert_eq!((file.mode, file.sensitive), (MODE_PUBLIC, false));
+    Ok(())
+}
