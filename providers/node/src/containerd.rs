@@ -454,6 +454,12 @@ fn finish(existing: &str, doc: &DocumentMut, modified: bool, notes: Vec<String>)
 /// (hosts style), removing every legacy `registry.mirrors` entry and the
 /// `registry.configs` tables mirrorplan owns. An empty input yields a minimal
 /// file with the right `version`.
+///
+/// The table edited follows the file's own `version`: `version = 2` →
+/// `plugins."io.containerd.grpc.v1.cri".registry` (containerd 2.x still reads
+/// and migrates such files, so they are not rewritten to version 3);
+/// `version = 3` → `plugins."io.containerd.cri.v1.images".registry`
+/// (refused for containerd 1.x, which cannot read it).
 pub fn ensure_config_path(
     existing: &str,
     containerd: ContainerdVersion,
