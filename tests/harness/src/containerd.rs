@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::error::{io_err, HarnessError, Result};
-use crate::sandbox::Sandbox;
+use crate::sandbox::{container_traces, remove_container_leftovers, Sandbox};
 use crate::tools::{find_binary, mkdir, run, sh_path, sh_quote, write_file, write_script};
 
 /// How long containerd gets to answer on its socket.
@@ -73,7 +73,11 @@ pub(crate) struct ConfigPaths<'a> {
 }
 
 /// Renders a version-2 config.toml.
-pub(crate) fn render_config(opts: &ContainerdOptions, snapshotter: &str, p: &ConfigPaths<'_>) -> String {
+pub(crate) fn render_config(
+    opts: &ContainerdOptions,
+    snapshotter: &str,
+    p: &ConfigPaths<'_>,
+) -> String {
     let q = |p: &Path| toml_string(&p.to_string_lossy());
     let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
     let mut s = format!(
@@ -170,9 +174,15 @@ fn overlay_mount_works() -> bool {
 }
 
 /// Writes the `ctl` script that starts/stops/restarts one containerd
-/// *inside* a sandbox. Its pid file is `/run/containerd/containerd.pid`
-/// (the sandbox's private /run/containerd).
-pub(crate) fn write_ctl_script(path: &Path, config: &Path, socket: &Path, log: &Path) -> Result<()> {
+/// *inside* a sandbox. `pid_file` holds containerd's PID as seen inside
+/// the sandbox's PID namespace.
+pub(crate) fn write_ctl_script(
+    path: &Path,
+    config: &Path,
+    socket: &Path,
+    log: &Path,
+    pid_file: &Path,
+) -> Result<()> {
     let containerd = find_binary("containerd")?;
     let ctr = find_binary("ctr")?;
     let setsid = find_binary("setsid")?;
@@ -188,7 +198,7 @@ SETSID={setsid}
 CONFIG={config}
 SOCK={socket}
 LOG={log}
-PIDFILE=/run/containerd/containerd.pid
+PIDFILE={pid_file}
 alive() {{ [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }}
 start() {{
   "$SETSID" "$CONTAINERD" --config "$CONFIG" >>"$LOG" 2>&1 </dev/null &
@@ -231,6 +241,7 @@ esac
         config = sh_path(config),
         socket = sh_path(socket),
         log = sh_path(log),
+        pid_file = sh_path(pid_file),
     );
     write_script(path, &script)
 }
@@ -249,7 +260,11 @@ pub(crate) fn write_init_script(
          trap 'exit 0' TERM INT HUP\n",
     );
     for (src, target) in binds {
-        s.push_str(&format!("mount --bind {} {}\n", sh_path(src), sh_quote(target)));
+        s.push_str(&format!(
+            "mount --bind {} {}\n",
+            sh_path(src),
+            sh_quote(target)
+        ));
     }
     s.push_str(&format!("{} start-containerd\n", sh_path(ctl)));
     match sshd {
@@ -347,9 +362,13 @@ impl Containerd {
     /// Writes config.toml (root, state, sockets and `certs.d` in a temp
     /// dir), starts containerd and waits until `ctr version` answers.
     ///
-    /// containerd runs in private mount and PID namespaces where
-    /// `/run/containerd` (used by shims and runc for fixed paths) is a
-    /// private temp dir; the socket is reachable from the host as usual.
+    /// containerd runs in private mount and PID namespaces (so that drop
+    /// kills its shims and containers and no mount outlives it), but it
+    /// sees the host's files: `ctr run` from the host works (its client
+    /// creates FIFOs under the host's `/run/containerd/fifo`). Fixed paths
+    /// that containerd 1.6 and runc use under `/run/containerd` (shim
+    /// sockets, `runc` state) are therefore shared between instances: give
+    /// containers unique IDs when tests run in parallel.
     pub fn start(opts: ContainerdOptions) -> Result<Self> {
         find_binary("containerd")?;
         find_binary("ctr")?;
@@ -360,15 +379,14 @@ impl Containerd {
             .tempdir()
             .map_err(io_err("creating containerd temp dir"))?;
         let d = dir.path();
-        let (root, state, run_dir, opt, cni, certs_d) = (
+        let (root, state, opt, cni, certs_d) = (
             d.join("root"),
             d.join("state"),
-            d.join("run"),
             d.join("opt"),
             d.join("cni"),
             d.join("certs.d"),
         );
-        for p in [&root, &state, &run_dir, &opt, &cni, &certs_d] {
+        for p in [&root, &state, &opt, &cni, &certs_d] {
             mkdir(p)?;
         }
         let socket_path = d.join("containerd.sock");
@@ -385,13 +403,20 @@ impl Containerd {
         };
         write_file(&config_path, render_config(&opts, snapshotter, &paths))?;
         let ctl_path = d.join("ctl");
-        write_ctl_script(&ctl_path, &config_path, &socket_path, &log_path)?;
-        ensure_mount_point("/run/containerd")?;
+        write_ctl_script(
+            &ctl_path,
+            &config_path,
+            &socket_path,
+            &log_path,
+            &d.join("containerd.pid"),
+        )?;
         let ready = d.join("ready");
         let init = d.join("init.sh");
-        write_init_script(&init, &[(&run_dir, "/run/containerd")], &ctl_path, &ready, None)?;
+        write_init_script(&init, &[], &ctl_path, &ready, None)?;
         let mut sandbox = Sandbox::spawn("containerd sandbox", d, &init, &d.join("sandbox.log"))?;
-        sandbox.wait_ready(READY_TIMEOUT, || ready.exists() && ctr_answers(&socket_path))?;
+        sandbox.wait_ready(READY_TIMEOUT, || {
+            ready.exists() && ctr_answers(&socket_path)
+        })?;
         Ok(Self {
             dir,
             sandbox,
@@ -456,7 +481,9 @@ impl Containerd {
     /// `registry.mirrors` changes.
     pub fn restart(&mut self) -> Result<()> {
         let ctl = self.ctl_path.to_string_lossy().into_owned();
-        let mut cmd = self.sandbox.enter("/bin/sh", &[&ctl, "restart-containerd"])?;
+        let mut cmd = self
+            .sandbox
+            .enter("/bin/sh", &[&ctl, "restart-containerd"])?;
         run(&mut cmd, None)?;
         Ok(())
     }
@@ -466,9 +493,19 @@ impl Containerd {
         self.sandbox.is_running()
     }
 
-    /// Stops containerd, its shims and containers.
+    /// Stops containerd, its shims and containers, then removes what the
+    /// containers left on the host (runc state, shim sockets, ctr FIFOs and
+    /// cgroups named after them).
     pub fn stop(&mut self) {
+        let traces = container_traces(&self.dir.path().join("state"));
         self.sandbox.stop();
+        remove_container_leftovers(&traces, Some(Path::new("/run/containerd")));
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -44,7 +44,9 @@ pub enum HarnessError {
         stderr: String,
     },
     /// A service was started but did not answer in time.
-    #[error("{service} did not become ready within {waited:?}; last log lines ({log}):\n{log_tail}")]
+    #[error(
+        "{service} did not become ready within {waited:?}; last log lines ({log}):\n{log_tail}"
+    )]
     NotReady {
         /// Which service.
         service: String,

@@ -38,7 +38,9 @@ mod sandbox;
 mod ssh;
 mod tools;
 
-pub use containerd::{parse_server_version, ConfigStyle, Containerd, ContainerdOptions, Snapshotter};
+pub use containerd::{
+    parse_server_version, ConfigStyle, Containerd, ContainerdOptions, Snapshotter,
+};
 pub use error::{HarnessError, Result};
 pub use node::{Node, NodeOptions, NODE_CONTAINERD_CONFIG, NODE_CONTAINERD_SOCKET};
 pub use pki::TestPki;

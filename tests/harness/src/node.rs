@@ -21,9 +21,9 @@ use crate::containerd::{
 use crate::error::{io_err, HarnessError, Result};
 use crate::net::{free_port, ssh_banner, unique_loopback_ip};
 use crate::process::log_tail;
-use crate::sandbox::Sandbox;
+use crate::sandbox::{container_traces, remove_container_leftovers, Sandbox};
 use crate::ssh::{prepare_sshd_dirs, SshEndpoint};
-use crate::tools::{find_binary, mkdir, run, write_file, write_script, sh_path};
+use crate::tools::{find_binary, mkdir, run, sh_path, write_file, write_script};
 
 /// The socket path containerd uses inside every node.
 pub const NODE_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
@@ -58,7 +58,13 @@ impl Node {
     /// Creates the node's directories and config, starts its sandbox with
     /// containerd and sshd, and waits until both answer.
     pub fn start(opts: NodeOptions) -> Result<Self> {
-        for b in ["containerd", "ctr", "containerd-shim-runc-v2", "runc", "ssh"] {
+        for b in [
+            "containerd",
+            "ctr",
+            "containerd-shim-runc-v2",
+            "runc",
+            "ssh",
+        ] {
             find_binary(b)?;
         }
         let sshd_bin = find_binary("sshd")?;
@@ -72,7 +78,13 @@ impl Node {
         let d = dir.path();
         let etc = d.join("etc-containerd");
         let run_dir = d.join("run-containerd");
-        for p in [&etc.join("certs.d"), &run_dir, &d.join("root"), &d.join("opt"), &d.join("cni")] {
+        for p in [
+            &etc.join("certs.d"),
+            &run_dir,
+            &d.join("root"),
+            &d.join("opt"),
+            &d.join("cni"),
+        ] {
             mkdir(p)?;
         }
         let snapshotter = snapshotter_name(opts.containerd.snapshotter);
@@ -84,13 +96,17 @@ impl Node {
             cni_conf: &d.join("cni"),
             certs_d: Path::new("/etc/containerd/certs.d"),
         };
-        write_file(&etc.join("config.toml"), render_config(&opts.containerd, snapshotter, &paths))?;
+        write_file(
+            &etc.join("config.toml"),
+            render_config(&opts.containerd, snapshotter, &paths),
+        )?;
         let ctl_path = d.join("ctl");
         write_ctl_script(
             &ctl_path,
             Path::new(NODE_CONTAINERD_CONFIG),
             Path::new(NODE_CONTAINERD_SOCKET),
             &d.join("containerd.log"),
+            Path::new("/run/containerd/containerd.pid"),
         )?;
         let restart_script = d.join("restart-containerd");
         write_script(
@@ -120,7 +136,13 @@ impl Node {
             let _ = std::fs::remove_file(&ready);
             ssh.set_addr(SocketAddr::from((ip, free_port(ip)?)))?;
             ssh.write_sshd_config(&sshd_config, &d.join("sshd.pid"))?;
-            run(Command::new(&sshd_bin).arg("-t").arg("-f").arg(&sshd_config), None)?;
+            run(
+                Command::new(&sshd_bin)
+                    .arg("-t")
+                    .arg("-f")
+                    .arg(&sshd_config),
+                None,
+            )?;
             let mut sandbox = Sandbox::spawn("node sandbox", d, &init, &d.join("sandbox.log"))?;
             let addr = ssh.addr();
             match sandbox.wait_ready(READY_TIMEOUT, || {
@@ -218,6 +240,9 @@ impl Node {
     }
 
     /// A `ctr` command against the node's containerd, run from the host.
+    /// Fine for images, content and `version`; for `ctr run`/`tasks`, run
+    /// ctr on the node over ssh instead (its client makes FIFOs under the
+    /// caller's `/run/containerd`, which on the node is the node's own).
     pub fn ctr(&self) -> Result<Command> {
         let mut cmd = Command::new(find_binary("ctr")?);
         cmd.arg("--address").arg(self.containerd_socket_host_path());
@@ -231,6 +256,14 @@ impl Node {
 
     /// Stops every process on the node.
     pub fn stop(&mut self) {
+        let traces = container_traces(&self.run_containerd_dir());
         self.sandbox.stop();
+        remove_container_leftovers(&traces, None);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

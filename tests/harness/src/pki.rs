@@ -24,7 +24,13 @@ impl TestPki {
     pub fn generate(dir: &Path, extra_sans: &[&str]) -> Result<Self> {
         let openssl = find_binary("openssl")?;
         mkdir(dir)?;
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
         run(
             Command::new(&openssl)
                 .current_dir(dir)
@@ -65,9 +71,12 @@ impl TestPki {
             None,
         )?;
         run(
-            Command::new(&openssl)
-                .current_dir(dir)
-                .args(["verify", "-CAfile", "ca.crt", "server.crt"]),
+            Command::new(&openssl).current_dir(dir).args([
+                "verify",
+                "-CAfile",
+                "ca.crt",
+                "server.crt",
+            ]),
             None,
         )?;
         let certs_dir = dir.join("certs-dir");

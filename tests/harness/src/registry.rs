@@ -300,7 +300,15 @@ impl Registry {
     /// password goes to curl through stdin, not argv).
     pub fn v2_status(&self, with_credentials: bool) -> Result<u16> {
         let mut cmd = Command::new(find_binary("curl")?);
-        cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"]);
+        cmd.args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ]);
         if let Some(ca) = self.ca_cert_path() {
             cmd.arg("--cacert").arg(ca);
         }

@@ -55,7 +55,11 @@ impl Sandbox {
     }
 
     /// See [`ServiceProcess::wait_ready`].
-    pub(crate) fn wait_ready(&mut self, timeout: Duration, ready: impl FnMut() -> bool) -> Result<()> {
+    pub(crate) fn wait_ready(
+        &mut self,
+        timeout: Duration,
+        ready: impl FnMut() -> bool,
+    ) -> Result<()> {
         self.process.wait_ready(timeout, ready)
     }
 
@@ -107,5 +111,71 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A container a sandboxed containerd knew about, for cleaning up what
+/// outlives it on the host (runc state, shim socket, ctr FIFOs, cgroups).
+#[derive(Debug)]
+pub(crate) struct ContainerTrace {
+    namespace: String,
+    id: String,
+    shim_address: Option<String>,
+}
+
+/// Lists containers from containerd's task dir
+/// (`<state>/io.containerd.runtime.v2.task/<namespace>/<id>`).
+pub(crate) fn container_traces(state_dir: &Path) -> Vec<ContainerTrace> {
+    let mut out = Vec::new();
+    let task_dir = state_dir.join("io.containerd.runtime.v2.task");
+    for ns in std::fs::read_dir(task_dir).into_iter().flatten().flatten() {
+        for c in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+            out.push(ContainerTrace {
+                namespace: ns.file_name().to_string_lossy().into_owned(),
+                id: c.file_name().to_string_lossy().into_owned(),
+                shim_address: std::fs::read_to_string(c.path().join("address")).ok(),
+            });
+        }
+    }
+    out
+}
+
+/// Best-effort removal of what the containers in `traces` left behind
+/// after their processes are gone. `run_root` is the `/run/containerd`
+/// they used, when it is the host's (for a node it is a temp dir that goes
+/// away anyway). Only entries named after these containers are touched.
+pub(crate) fn remove_container_leftovers(traces: &[ContainerTrace], run_root: Option<&Path>) {
+    let valid = |s: &str| !s.is_empty() && !s.contains('/') && s != "." && s != "..";
+    for t in traces
+        .iter()
+        .filter(|t| valid(&t.namespace) && valid(&t.id))
+    {
+        if let Some(run) = run_root {
+            let _ = std::fs::remove_dir_all(run.join("runc").join(&t.namespace).join(&t.id));
+            if let Some(sock) = t
+                .shim_address
+                .as_deref()
+                .and_then(|a| a.trim().strip_prefix("unix://"))
+                .map(Path::new)
+                .filter(|p| p.starts_with(run.join("s")))
+            {
+                let _ = std::fs::remove_file(sock);
+            }
+            for dir in std::fs::read_dir(run.join("fifo"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                for suffix in ["stdin", "stdout", "stderr"] {
+                    let _ = std::fs::remove_file(dir.path().join(format!("{}-{suffix}", t.id)));
+                }
+                let _ = std::fs::remove_dir(dir.path()); // only if now empty
+            }
+        }
+        let cg = Path::new("/sys/fs/cgroup");
+        let _ = std::fs::remove_dir(cg.join(&t.namespace).join(&t.id));
+        for ctrl in std::fs::read_dir(cg).into_iter().flatten().flatten() {
+            let _ = std::fs::remove_dir(ctrl.path().join(&t.namespace).join(&t.id));
+        }
     }
 }

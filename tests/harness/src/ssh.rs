@@ -66,12 +66,7 @@ impl SshEndpoint {
         self.addr = addr;
         write_file(
             &self.known_hosts_path(),
-            format!(
-                "[{}]:{} {}\n",
-                addr.ip(),
-                addr.port(),
-                self.host_public_key
-            ),
+            format!("[{}]:{} {}\n", addr.ip(), addr.port(), self.host_public_key),
         )?;
         write_file(
             &self.ssh_config_path(),
@@ -225,7 +220,10 @@ impl Sshd {
             let port = free_port(opts.listen_ip)?;
             endpoint.set_addr(SocketAddr::from((opts.listen_ip, port)))?;
             endpoint.write_sshd_config(&config_path, &pid_file)?;
-            run(Command::new(&sshd).arg("-t").arg("-f").arg(&config_path), None)?;
+            run(
+                Command::new(&sshd).arg("-t").arg("-f").arg(&config_path),
+                None,
+            )?;
             let mut cmd = Command::new(&sshd);
             cmd.args(["-D", "-e", "-f"]).arg(&config_path);
             let mut process = ServiceProcess::spawn("sshd", cmd, &log_path)?;

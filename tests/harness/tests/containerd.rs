@@ -38,7 +38,11 @@ fn ctr_version_reports_the_server_and_drop_stops_everything() -> TestResult {
         .arg(ctd.socket_path())
         .arg("version")
         .output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let server = parse_server_version(&text).ok_or("no server version in ctr output")?;
     assert!(server.starts_with(|c: char| c.is_ascii_digit()), "{server}");
@@ -50,8 +54,15 @@ fn ctr_version_reports_the_server_and_drop_stops_everything() -> TestResult {
     assert!(ctd.certs_dir().is_dir());
     assert!(ctd.address().starts_with("unix:///"));
 
-    let dir = ctd.root_dir().parent().ok_or("root dir has no parent")?.to_owned();
-    assert!(!processes_mentioning(&dir).is_empty(), "containerd not found in /proc");
+    let dir = ctd
+        .root_dir()
+        .parent()
+        .ok_or("root dir has no parent")?
+        .to_owned();
+    assert!(
+        !processes_mentioning(&dir).is_empty(),
+        "containerd not found in /proc"
+    );
     drop(ctd);
     assert_eq!(processes_mentioning(&dir), Vec::<String>::new());
     assert!(!dir.exists(), "temp dir left behind: {}", dir.display());

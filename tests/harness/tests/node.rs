@@ -21,7 +21,10 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.push((p.display().to_string(), std::fs::read(&p).unwrap_or_default()));
+                out.push((
+                    p.display().to_string(),
+                    std::fs::read(&p).unwrap_or_default(),
+                ));
             }
         }
     }
@@ -65,8 +68,8 @@ fn node_has_its_own_etc_containerd_and_default_socket_over_ssh() -> TestResult {
 
     // containerd answers on the default socket, on the node.
     let version = node.ssh_run(&format!("ctr --address {NODE_CONTAINERD_SOCKET} version"))?;
-    let server = mirrorplan_harness::parse_server_version(&version)
-        .ok_or("no server version over ssh")?;
+    let server =
+        mirrorplan_harness::parse_server_version(&version).ok_or("no server version over ssh")?;
     assert_eq!(node.containerd_version()?, server);
 
     // A file written on the node lands in the node's dir, not the host's.
@@ -75,7 +78,11 @@ fn node_has_its_own_etc_containerd_and_default_socket_over_ssh() -> TestResult {
         std::fs::read_to_string(node.etc_containerd_dir().join("certs.d/gcr.io/hosts.toml"))?,
         "node\n"
     );
-    assert_eq!(snapshot(host_etc), host_before, "host /etc/containerd changed");
+    assert_eq!(
+        snapshot(host_etc),
+        host_before,
+        "host /etc/containerd changed"
+    );
 
     // Restart over ssh, as mirrorplan's restart_command would.
     let pid_file = node.run_containerd_dir().join("containerd.pid");
@@ -83,17 +90,27 @@ fn node_has_its_own_etc_containerd_and_default_socket_over_ssh() -> TestResult {
     let out = node.ssh_run(&node.containerd_restart_command())?;
     assert!(out.contains("restarted containerd"), "{out}");
     assert_ne!(std::fs::read_to_string(&pid_file)?, pid_before);
-    assert!(node.ssh_run(&format!("ctr --address {NODE_CONTAINERD_SOCKET} version"))?.contains("Server:"));
+    assert!(node
+        .ssh_run(&format!("ctr --address {NODE_CONTAINERD_SOCKET} version"))?
+        .contains("Server:"));
 
     // Drop: every process of the node is gone (the restarted containerd was
     // started with setsid from an ssh session), and so is the temp dir.
-    let dir = node.etc_containerd_dir().parent().ok_or("no parent")?.to_owned();
+    let dir = node
+        .etc_containerd_dir()
+        .parent()
+        .ok_or("no parent")?
+        .to_owned();
     let needle = dir.display().to_string();
     assert!(!live_processes_mentioning(&needle).is_empty());
     drop(node);
     assert_eq!(live_processes_mentioning(&needle), Vec::<String>::new());
     assert!(!dir.exists());
-    assert_eq!(snapshot(host_etc), host_before, "host /etc/containerd changed");
+    assert_eq!(
+        snapshot(host_etc),
+        host_before,
+        "host /etc/containerd changed"
+    );
     Ok(())
 }
 
@@ -110,10 +127,16 @@ fn two_nodes_in_parallel_are_isolated() -> TestResult {
     assert_ne!(a.ssh_addr().ip(), b.ssh_addr().ip());
     a.ssh_run("echo a-only > /etc/containerd/marker")?;
     assert_eq!(a.ssh_run("cat /etc/containerd/marker")?, "a-only\n");
-    assert_eq!(b.ssh_run("test -e /etc/containerd/marker && echo yes || echo no")?, "no\n");
+    assert_eq!(
+        b.ssh_run("test -e /etc/containerd/marker && echo yes || echo no")?,
+        "no\n"
+    );
     // Each node's sshd serves only its own address: a's key is rejected by b.
     let mut cmd = b.ssh().command("true")?;
-    let args: Vec<String> = cmd.get_args().map(|s| s.to_string_lossy().into_owned()).collect();
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect();
     let key_pos = args.iter().position(|s| s == "-i").ok_or("no -i")? + 1;
     let mut swapped = std::process::Command::new(cmd.get_program());
     for (i, arg) in args.iter().enumerate() {

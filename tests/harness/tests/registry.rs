@@ -12,7 +12,15 @@ type TestResult = Result<(), Box<dyn Error>>;
 /// `curl` exit code and the HTTP status it printed.
 fn curl_v2(reg: &Registry, ca: bool, user: Option<&str>) -> Result<(i32, String), Box<dyn Error>> {
     let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"]);
+    cmd.args([
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "10",
+    ]);
     if ca {
         let ca_path = reg.ca_cert_path().ok_or("TLS registry without CA")?;
         cmd.arg("--cacert").arg(ca_path);
@@ -38,9 +46,15 @@ fn tls_auth_registry_requires_credentials_and_survives_restart() -> TestResult {
     assert_eq!(reg.host_port(), reg.addr().to_string());
     assert!(reg.storage_dir().is_dir());
 
-    assert_eq!(curl_v2(&reg, true, Some("mpuser:s3cret-pw"))?, (0, "200".into()));
+    assert_eq!(
+        curl_v2(&reg, true, Some("mpuser:s3cret-pw"))?,
+        (0, "200".into())
+    );
     assert_eq!(curl_v2(&reg, true, None)?, (0, "401".into()));
-    assert_eq!(curl_v2(&reg, true, Some("mpuser:wrong"))?, (0, "401".into()));
+    assert_eq!(
+        curl_v2(&reg, true, Some("mpuser:wrong"))?,
+        (0, "401".into())
+    );
     // Without the generated CA the certificate is not trusted (curl exit 60).
     assert_eq!(curl_v2(&reg, false, Some("mpuser:s3cret-pw"))?.0, 60);
     // The harness's own probe agrees.
@@ -51,10 +65,17 @@ fn tls_auth_registry_requires_credentials_and_survives_restart() -> TestResult {
     let addr = reg.addr();
     reg.stop();
     assert!(!reg.is_running());
-    assert_eq!(curl_v2(&reg, true, Some("mpuser:s3cret-pw"))?.0, 7, "connection refused expected");
+    assert_eq!(
+        curl_v2(&reg, true, Some("mpuser:s3cret-pw"))?.0,
+        7,
+        "connection refused expected"
+    );
     reg.start_again()?;
     assert_eq!(reg.addr(), addr);
-    assert_eq!(curl_v2(&reg, true, Some("mpuser:s3cret-pw"))?, (0, "200".into()));
+    assert_eq!(
+        curl_v2(&reg, true, Some("mpuser:s3cret-pw"))?,
+        (0, "200".into())
+    );
     Ok(())
 }
 
@@ -74,10 +95,16 @@ fn docker_config_json_holds_base64_credentials_and_debug_hides_password() -> Tes
     let decoded = base64::engine::general_purpose::STANDARD.decode(auth)?;
     assert_eq!(decoded, b"u1:p@ss:word");
     let path = reg.write_docker_config()?.ok_or("no config written")?;
-    assert_eq!(std::fs::read_to_string(path)?, reg.docker_config_json().ok_or("none")?);
+    assert_eq!(
+        std::fs::read_to_string(path)?,
+        reg.docker_config_json().ok_or("none")?
+    );
 
     let debug = format!("{reg:?}");
-    assert!(!debug.contains("p@ss:word"), "password leaked in Debug: {debug}");
+    assert!(
+        !debug.contains("p@ss:word"),
+        "password leaked in Debug: {debug}"
+    );
     assert!(debug.contains("u1"));
     Ok(())
 }
@@ -99,7 +126,14 @@ fn dropping_the_registry_frees_the_port_and_removes_the_temp_dir() -> TestResult
     let config = reg.config_path().to_owned();
     assert!(config.is_file());
     drop(reg);
-    assert!(!config.exists(), "temp dir left behind: {}", config.display());
-    assert!(std::net::TcpStream::connect(addr).is_err(), "registry still listening on {addr}");
+    assert!(
+        !config.exists(),
+        "temp dir left behind: {}",
+        config.display()
+    );
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "registry still listening on {addr}"
+    );
     Ok(())
 }

@@ -16,7 +16,13 @@ fn ssh_echo(sshd: &Sshd, known_hosts: &std::path::Path) -> std::io::Result<std::
         .arg(sshd.client_key_path())
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-p"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-p",
+        ])
         .arg(sshd.port().to_string())
         .arg("root@127.0.0.1")
         .args(["echo", "hi"])
@@ -29,11 +35,18 @@ fn ssh_with_generated_key_and_known_hosts_runs_a_command() -> TestResult {
     assert_eq!(sshd.addr().ip().to_string(), "127.0.0.1");
 
     let out = ssh_echo(&sshd, &sshd.known_hosts_path())?;
-    assert!(out.status.success(), "ssh failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ssh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
 
     let kh = std::fs::read_to_string(sshd.known_hosts_path())?;
-    assert_eq!(kh, format!("[127.0.0.1]:{} {}\n", sshd.port(), sshd.host_public_key()));
+    assert_eq!(
+        kh,
+        format!("[127.0.0.1]:{} {}\n", sshd.port(), sshd.host_public_key())
+    );
     assert!(sshd.host_public_key().starts_with("ssh-ed25519 "));
 
     // The harness's own ssh helper gives the same result.
@@ -64,8 +77,17 @@ fn two_sshds_get_distinct_ports_and_host_keys() -> TestResult {
         .args(["-F", "/dev/null", "-i"])
         .arg(a.client_key_path())
         .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", b.known_hosts_path().display()))
-        .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-p"])
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            b.known_hosts_path().display()
+        ))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-p",
+        ])
         .arg(b.port().to_string())
         .args(["root@127.0.0.1", "true"])
         .output()?;
@@ -81,6 +103,9 @@ fn a_missing_program_is_an_error_naming_the_debian_package() {
         }
         other => panic!("expected MissingBinary, got {other:?}"),
     }
-    assert_eq!(mirrorplan_harness::debian_package_for("htpasswd"), "apache2-utils");
+    assert_eq!(
+        mirrorplan_harness::debian_package_for("htpasswd"),
+        "apache2-utils"
+    );
     assert_eq!(mirrorplan_harness::debian_package_for("ctr"), "containerd");
 }
