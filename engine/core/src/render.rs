@@ -104,7 +104,7 @@ fn write_attr(out: &mut String, line: &AttrLine<'_>, width: usize) {
             .header("before", "after")
             .to_string();
         for l in unified.lines() {
-            let _ = writeln!(out, "            {l}");
+            let _ = writeln!(out, "{}", format!("            {l}").trim_end());
         }
         return;
     }
@@ -137,8 +137,8 @@ fn values_with_sensitive(
     for (k, v) in public.into_iter().flatten() {
         all.insert(k.clone(), (Some(v.clone()), false));
     }
-    for k in sensitive.keys() {
-        all.insert(k.clone(), (None, true));
+    for (k, digest) in sensitive {
+        all.insert(k.clone(), (Some(AttrValue::String(digest.clone())), true));
     }
     all
 }
@@ -182,7 +182,7 @@ fn write_change(out: &mut String, c: &ResourceChange, options: RenderOptions) {
                     if !sensitive && value.as_ref().is_some_and(is_multiline) {
                         let _ = writeln!(out, "      {attr_sym} {name} = <<-EOT");
                         for line in text_of(value.as_ref()).lines() {
-                            let _ = writeln!(out, "            {line}");
+                            let _ = writeln!(out, "{}", format!("            {line}").trim_end());
                         }
                         let _ = writeln!(out, "        EOT");
                     } else {
@@ -218,8 +218,12 @@ fn write_change(out: &mut String, c: &ResourceChange, options: RenderOptions) {
             let total = values_with_sensitive(c.after.as_ref(), &c.after_sensitive).len();
             let unchanged =
                 total.saturating_sub(changed.iter().filter(|a| a.after.is_some()).count());
-            if unchanged > 0 {
-                let _ = writeln!(out, "        # ({unchanged} unchanged attributes hidden)");
+            match unchanged {
+                0 => {}
+                1 => out.push_str("        # (1 unchanged attribute hidden)\n"),
+                n => {
+                    let _ = writeln!(out, "        # ({n} unchanged attributes hidden)");
+                }
             }
         }
         Action::NoOp => {}
@@ -445,9 +449,23 @@ pub fn plan_json(plan: &Plan) -> Value {
     })
 }
 
-/// [`plan_json`] as pretty-printed text with a final newline.
+/// `value` with every object's keys in sorted order, whatever serde_json's
+/// map implementation (`preserve_order` may be enabled by another crate).
+fn sort_keys(value: Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let sorted: BTreeMap<String, Value> =
+                map.into_iter().map(|(k, v)| (k, sort_keys(v))).collect();
+            Value::Object(sorted.into_iter().collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sort_keys).collect()),
+        other => other,
+    }
+}
+
+/// [`plan_json`] as pretty-printed text (keys sorted) with a final newline.
 pub fn render_plan_json(plan: &Plan) -> String {
-    let mut text = serde_json::to_string_pretty(&plan_json(plan)).unwrap_or_default();
+    let mut text = serde_json::to_string_pretty(&sort_keys(plan_json(plan))).unwrap_or_default();
     text.push('\n');
     text
 }
