@@ -296,13 +296,17 @@ impl Bundle {
         } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
             Compression::Zstd
         } else if head.starts_with(b"BZh") {
-            return Err(format_err("bzip2 compression is not supported; recompress with gzip, xz or zstd"));
+            return Err(format_err(
+                "bzip2 compression is not supported; recompress with gzip, xz or zstd",
+            ));
         } else if n >= 262 && &head[257..262] == b"ustar" {
             Compression::None
         } else if n == 0 {
             return Err(format_err("the file is empty"));
         } else {
-            return Err(format_err("not a tar archive (no ustar header) and not gzip, xz or zstd compressed"));
+            return Err(format_err(
+                "not a tar archive (no ustar header) and not gzip, xz or zstd compressed",
+            ));
         };
         Ok(Bundle { path, compression })
     }
@@ -327,13 +331,15 @@ impl Bundle {
             Compression::None => Box::new(buffered),
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
             Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(buffered)),
-            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(
-                |source| BundleError::Read {
-                    path: self.path.clone(),
-                    where_: "at the start of the zstd stream".into(),
-                    source,
-                },
-            )?),
+            Compression::Zstd => Box::new(
+                zstd::stream::read::Decoder::with_buffer(buffered).map_err(|source| {
+                    BundleError::Read {
+                        path: self.path.clone(),
+                        where_: "at the start of the zstd stream".into(),
+                        source,
+                    }
+                })?,
+            ),
         };
         Ok(tar::Archive::new(reader))
     }
@@ -363,10 +369,10 @@ impl Bundle {
             file_blobs: HashMap::new(),
         };
         let format = if let Some(index) = &scan.index_json {
-            builder.from_oci_index(index)?;
+            builder.add_oci_index(index)?;
             BundleFormat::OciLayout
         } else if let Some(manifest) = &scan.manifest_json {
-            builder.from_docker_manifest(manifest)?;
+            builder.add_docker_manifest(manifest)?;
             BundleFormat::DockerArchive
         } else {
             return Err(BundleError::NoIndex {
@@ -440,7 +446,9 @@ impl Bundle {
                         });
                     }
                     let mut buf = Vec::with_capacity(size as usize);
-                    entry.read_to_end(&mut buf).map_err(self.read_err(in_entry.clone()))?;
+                    entry
+                        .read_to_end(&mut buf)
+                        .map_err(self.read_err(in_entry.clone()))?;
                     if (buf.len() as u64) < size {
                         return Err(self.read_err(in_entry)(io::ErrorKind::UnexpectedEof.into()));
                     }
@@ -455,12 +463,15 @@ impl Bundle {
             }
             if let Some(digest) = blob_path_digest(&path) {
                 let mut magic = [0u8; 8];
-                let n = read_up_to(&mut entry, &mut magic).map_err(self.read_err(in_entry.clone()))?;
+                let n =
+                    read_up_to(&mut entry, &mut magic).map_err(self.read_err(in_entry.clone()))?;
                 let magic = magic[..n].to_vec();
                 if size <= JSON_BLOB_CAP && magic.first() == Some(&b'{') {
                     let mut buf = Vec::with_capacity(size as usize);
                     buf.extend_from_slice(&magic);
-                    entry.read_to_end(&mut buf).map_err(self.read_err(in_entry.clone()))?;
+                    entry
+                        .read_to_end(&mut buf)
+                        .map_err(self.read_err(in_entry.clone()))?;
                     if (buf.len() as u64) < size {
                         return Err(self.read_err(in_entry)(io::ErrorKind::UnexpectedEof.into()));
                     }
@@ -527,11 +538,16 @@ impl Bundle {
     /// error, absent) are collected in the report and streaming goes on; a
     /// stream that ends early or does not decompress is fatal
     /// ([`BundleError::Truncated`] / [`BundleError::Read`]).
-    pub fn stream_blobs<F>(&self, catalogue: &Catalogue, mut sink: F) -> Result<StreamReport, BundleError>
+    pub fn stream_blobs<F>(
+        &self,
+        catalogue: &Catalogue,
+        mut sink: F,
+    ) -> Result<StreamReport, BundleError>
     where
         F: FnMut(&BlobRef, &mut dyn Read) -> Result<(), SinkError>,
     {
-        let wanted: HashMap<&Digest, &BlobRef> = catalogue.blobs.iter().map(|b| (&b.digest, b)).collect();
+        let wanted: HashMap<&Digest, &BlobRef> =
+            catalogue.blobs.iter().map(|b| (&b.digest, b)).collect();
         let mut done: HashSet<Digest> = HashSet::new();
         let mut report = StreamReport::default();
         let fail = |report: &mut StreamReport, err: BundleError, digest: &Digest| {
@@ -686,6 +702,10 @@ struct OciIndexFile {
     manifests: Vec<Descriptor>,
 }
 
+/// A file referenced by docker's manifest.json: digest, size, first bytes,
+/// and its bytes when it is a small JSON document.
+type DockerFile = (Digest, u64, Vec<u8>, Option<Vec<u8>>);
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct DockerManifestEntry {
@@ -725,12 +745,13 @@ impl Builder<'_> {
         }
     }
 
-    fn from_oci_index(&mut self, index: &[u8]) -> Result<(), BundleError> {
-        let parsed: OciIndexFile = serde_json::from_slice(index).map_err(|e| BundleError::UnreadableIndex {
-            path: self.bundle.path.clone(),
-            file: "index.json".into(),
-            reason: e.to_string(),
-        })?;
+    fn add_oci_index(&mut self, index: &[u8]) -> Result<(), BundleError> {
+        let parsed: OciIndexFile =
+            serde_json::from_slice(index).map_err(|e| BundleError::UnreadableIndex {
+                path: self.bundle.path.clone(),
+                file: "index.json".into(),
+                reason: e.to_string(),
+            })?;
         for (i, desc) in parsed.manifests.iter().enumerate() {
             let raw = desc
                 .annotations
@@ -772,7 +793,9 @@ impl Builder<'_> {
             return Err(BundleError::BlobVerification {
                 digest: d.clone(),
                 images: ImageNames(vec![image.to_string()]),
-                failure: VerifyFailure::DigestMismatch { actual: actual.clone() },
+                failure: VerifyFailure::DigestMismatch {
+                    actual: actual.clone(),
+                },
             });
         }
         let Some(bytes) = self.scan.json.get(d) else {
@@ -784,7 +807,9 @@ impl Builder<'_> {
                 Some(size) => BundleError::UnreadableManifest {
                     image: image.to_string(),
                     digest: d.clone(),
-                    reason: format!("{size} bytes, not a JSON document of at most {JSON_BLOB_CAP} bytes"),
+                    reason: format!(
+                        "{size} bytes, not a JSON document of at most {JSON_BLOB_CAP} bytes"
+                    ),
                 },
             });
         };
@@ -807,7 +832,9 @@ impl Builder<'_> {
             return Err(BundleError::BlobVerification {
                 digest: d.clone(),
                 images: images(),
-                failure: VerifyFailure::DigestMismatch { actual: actual.clone() },
+                failure: VerifyFailure::DigestMismatch {
+                    actual: actual.clone(),
+                },
             });
         }
         match self.scan.sizes.get(d) {
@@ -855,7 +882,10 @@ impl Builder<'_> {
                     return Err(BundleError::PlatformNotAvailable {
                         image: image.to_string(),
                         wanted: platform_list(&self.options.platforms),
-                        available: format!("only {p} (single-platform manifest {})", digest.short()),
+                        available: format!(
+                            "only {p} (single-platform manifest {})",
+                            digest.short()
+                        ),
                     });
                 }
             }
@@ -863,13 +893,21 @@ impl Builder<'_> {
         Ok(out)
     }
 
-    fn oci_image(&self, name: &str, reference: ImageRef, desc: &Descriptor) -> Result<ImageEntry, BundleError> {
+    fn oci_image(
+        &self,
+        name: &str,
+        reference: ImageRef,
+        desc: &Descriptor,
+    ) -> Result<ImageEntry, BundleError> {
         let bytes = self.manifest_bytes(name, desc)?;
         if let Some(d) = &reference.digest {
             if d != &desc.digest {
                 return Err(BundleError::ImageName {
                     image: name.to_string(),
-                    reason: format!("the name pins {d} but the bundle's manifest is {}", desc.digest),
+                    reason: format!(
+                        "the name pins {d} but the bundle's manifest is {}",
+                        desc.digest
+                    ),
                 });
             }
         }
@@ -878,7 +916,8 @@ impl Builder<'_> {
             digest: desc.digest.clone(),
             reason,
         };
-        let (media_type, parsed) = oci::parse_manifest(&bytes, Some(&desc.media_type)).map_err(unreadable)?;
+        let (media_type, parsed) =
+            oci::parse_manifest(&bytes, Some(&desc.media_type)).map_err(unreadable)?;
         match parsed {
             Parsed::Image { config, layers } => {
                 let blobs = self.image_blobs(name, &desc.digest, &config, &layers, true)?;
@@ -899,7 +938,9 @@ impl Builder<'_> {
                 let wanted = &self.options.platforms;
                 let keep = |c: &Descriptor| {
                     wanted.is_empty()
-                        || c.platform.as_ref().is_some_and(|p| wanted.iter().any(|w| w.matches(p)))
+                        || c.platform
+                            .as_ref()
+                            .is_some_and(|p| wanted.iter().any(|w| w.matches(p)))
                 };
                 let kept: Vec<&Descriptor> = manifests.iter().filter(|c| keep(c)).collect();
                 if kept.is_empty() {
@@ -921,12 +962,14 @@ impl Builder<'_> {
                 let mut blobs: Vec<BlobRef> = Vec::new();
                 for child in &kept {
                     let child_bytes = self.manifest_bytes(name, child)?;
-                    let (child_type, child_parsed) = oci::parse_manifest(&child_bytes, Some(&child.media_type))
-                        .map_err(|reason| BundleError::UnreadableManifest {
-                            image: name.to_string(),
-                            digest: child.digest.clone(),
-                            reason,
-                        })?;
+                    let (child_type, child_parsed) =
+                        oci::parse_manifest(&child_bytes, Some(&child.media_type)).map_err(
+                            |reason| BundleError::UnreadableManifest {
+                                image: name.to_string(),
+                                digest: child.digest.clone(),
+                                reason,
+                            },
+                        )?;
                     let Parsed::Image { config, layers } = child_parsed else {
                         return Err(BundleError::UnreadableManifest {
                             image: name.to_string(),
@@ -934,7 +977,8 @@ impl Builder<'_> {
                             reason: "nested indexes are not supported".into(),
                         });
                     };
-                    let child_blobs = self.image_blobs(name, &child.digest, &config, &layers, false)?;
+                    let child_blobs =
+                        self.image_blobs(name, &child.digest, &config, &layers, false)?;
                     for b in &child_blobs {
                         if !blobs.iter().any(|o| o.digest == b.digest) {
                             blobs.push(b.clone());
@@ -983,15 +1027,17 @@ impl Builder<'_> {
         p
     }
 
-    /// A file referenced by docker's manifest.json: (digest, size, magic, json bytes).
-    fn docker_file(&mut self, image: &str, path: &str) -> Result<(Digest, u64, Vec<u8>, Option<Vec<u8>>), BundleError> {
+    /// A file referenced by docker's manifest.json.
+    fn docker_file(&mut self, image: &str, path: &str) -> Result<DockerFile, BundleError> {
         let resolved = self.resolve_link(path);
         if let Some(d) = blob_path_digest(&resolved) {
             if let Some(actual) = self.scan.corrupt.get(&d) {
                 return Err(BundleError::BlobVerification {
                     digest: d.clone(),
                     images: ImageNames(vec![image.to_string()]),
-                    failure: VerifyFailure::DigestMismatch { actual: actual.clone() },
+                    failure: VerifyFailure::DigestMismatch {
+                        actual: actual.clone(),
+                    },
                 });
             }
             let Some(&size) = self.scan.sizes.get(&d) else {
@@ -1017,7 +1063,7 @@ impl Builder<'_> {
         }
     }
 
-    fn from_docker_manifest(&mut self, manifest: &[u8]) -> Result<(), BundleError> {
+    fn add_docker_manifest(&mut self, manifest: &[u8]) -> Result<(), BundleError> {
         let entries: Vec<DockerManifestEntry> =
             serde_json::from_slice(manifest).map_err(|e| BundleError::UnreadableIndex {
                 path: self.bundle.path.clone(),
@@ -1069,7 +1115,11 @@ impl Builder<'_> {
         let mut layers = Vec::with_capacity(entry.layers.len());
         for l in &entry.layers {
             let (d, size, magic, _) = self.docker_file(name, l)?;
-            layers.push(Descriptor::new(oci::sniff_layer_media_type(&magic), d, size));
+            layers.push(Descriptor::new(
+                oci::sniff_layer_media_type(&magic),
+                d,
+                size,
+            ));
         }
         if !self.options.platforms.is_empty() {
             if let Some(p) = cfg_json.as_deref().and_then(oci::config_platform) {
@@ -1132,7 +1182,10 @@ impl Builder<'_> {
 }
 
 fn platform_list(ps: &[Platform]) -> String {
-    ps.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+    ps.iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A new index with only the kept entries (all other fields preserved).
@@ -1157,7 +1210,10 @@ mod tests {
 
     #[test]
     fn relative_links() {
-        assert_eq!(resolve_relative("a/layer.tar", "../b/layer.tar"), "b/layer.tar");
+        assert_eq!(
+            resolve_relative("a/layer.tar", "../b/layer.tar"),
+            "b/layer.tar"
+        );
         assert_eq!(resolve_relative("a/layer.tar", "/c/x"), "c/x");
         assert_eq!(normalise("./././blobs/sha256/x"), "blobs/sha256/x");
     }
@@ -1168,12 +1224,21 @@ mod tests {
         let Ok(dir) = dir else { panic!("tempdir") };
         let p = dir.path().join("x.tar.gz");
         assert!(std::fs::write(&p, b"hello world, not a tar").is_ok());
-        let err = Bundle::open(&p).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = Bundle::open(&p)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("not a tar archive"), "{err}");
         assert!(std::fs::write(&p, b"BZh91AY").is_ok());
-        let err = Bundle::open(&p).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = Bundle::open(&p)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("bzip2"), "{err}");
-        let err = Bundle::open(dir.path().join("absent")).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = Bundle::open(dir.path().join("absent"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("cannot open bundle"), "{err}");
     }
 }

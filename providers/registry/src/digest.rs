@@ -28,13 +28,18 @@ impl Digest {
         if alg != "sha256" {
             return Err(invalid("only sha256 digests are supported"));
         }
-        Self::from_hex(hex).map_err(|_| invalid("expected 64 lowercase hex characters after `sha256:`"))
+        Self::from_hex(hex)
+            .map_err(|_| invalid("expected 64 lowercase hex characters after `sha256:`"))
     }
 
     /// Build from the 64 hex characters of a sha256 digest (as found in
     /// `blobs/sha256/<hex>` paths).
     pub fn from_hex(hex: &str) -> Result<Self, ReferenceError> {
-        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             Ok(Digest(format!("sha256:{hex}")))
         } else {
             Err(ReferenceError::InvalidDigest {

@@ -168,7 +168,9 @@ pub enum BundleError {
     #[error("blob {digest} used by {images} is {actual} bytes in the bundle but its manifest says {expected}")]
     #[diagnostic(
         code(mirrorplan::registry::blob_size),
-        help("the bundle's blob does not match its manifest; rebuild or download the bundle again")
+        help(
+            "the bundle's blob does not match its manifest; rebuild or download the bundle again"
+        )
     )]
     BlobSize {
         digest: Digest,

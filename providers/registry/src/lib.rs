@@ -39,8 +39,8 @@ pub mod reference;
 pub mod store;
 
 pub use bundle::{
-    BlobRef, Bundle, BundleFormat, Catalogue, CatalogueOptions, ChildManifest, Compression, ImageEntry,
-    ImageFailure, StreamReport,
+    BlobRef, Bundle, BundleFormat, Catalogue, CatalogueOptions, ChildManifest, Compression,
+    ImageEntry, ImageFailure, StreamReport,
 };
 pub use digest::{Digest, VerifyFailure, VerifyingReader};
 pub use error::{BundleError, ImageNames, ReferenceError, SinkError, StoreError};

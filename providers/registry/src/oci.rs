@@ -27,11 +27,13 @@ pub mod media_types {
     /// Docker v2 schema 2 manifest.
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
     /// Docker manifest list.
-    pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_MANIFEST_LIST: &str =
+        "application/vnd.docker.distribution.manifest.list.v2+json";
     /// Docker schema 1 (unsupported).
     pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
     /// Docker schema 1 signed (unsupported).
-    pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+    pub const DOCKER_SCHEMA1_SIGNED: &str =
+        "application/vnd.docker.distribution.manifest.v1+prettyjws";
     /// Docker image config.
     pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
     /// Docker gzip layer.
@@ -121,7 +123,8 @@ struct RawManifest {
 /// Parse a manifest or index; `hint` is the media type from the referencing
 /// descriptor. Returns the effective media type and the references.
 pub(crate) fn parse_manifest(bytes: &[u8], hint: Option<&str>) -> Result<(String, Parsed), String> {
-    let raw: RawManifest = serde_json::from_slice(bytes).map_err(|e| format!("not valid manifest JSON: {e}"))?;
+    let raw: RawManifest =
+        serde_json::from_slice(bytes).map_err(|e| format!("not valid manifest JSON: {e}"))?;
     if raw.fs_layers.is_some() || raw.schema_version == Some(1) {
         return Err("Docker schema 1 manifests are not supported".into());
     }
@@ -132,7 +135,8 @@ pub(crate) fn parse_manifest(bytes: &[u8], hint: Option<&str>) -> Result<(String
         (None, _) if raw.config.is_some() => media_types::OCI_MANIFEST.to_string(),
         (None, _) => return Err("neither an image manifest nor an index".into()),
     };
-    if media_type == media_types::DOCKER_SCHEMA1 || media_type == media_types::DOCKER_SCHEMA1_SIGNED {
+    if media_type == media_types::DOCKER_SCHEMA1 || media_type == media_types::DOCKER_SCHEMA1_SIGNED
+    {
         return Err("Docker schema 1 manifests are not supported".into());
     }
     if is_index(&media_type) {

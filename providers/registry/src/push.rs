@@ -79,8 +79,17 @@ pub fn push_bundle_to_store(
                 store.put_manifest_blob(&mirror.repository, &child.media_type, &child.bytes)?;
             }
             match &mirror.tag {
-                Some(tag) => store.put_manifest(&mirror.repository, tag, &image.media_type, &image.manifest_bytes)?,
-                None => store.put_manifest_blob(&mirror.repository, &image.media_type, &image.manifest_bytes)?,
+                Some(tag) => store.put_manifest(
+                    &mirror.repository,
+                    tag,
+                    &image.media_type,
+                    &image.manifest_bytes,
+                )?,
+                None => store.put_manifest_blob(
+                    &mirror.repository,
+                    &image.media_type,
+                    &image.manifest_bytes,
+                )?,
             };
             Ok(())
         })();

@@ -12,7 +12,11 @@ use crate::error::ReferenceError;
 
 /// The registry that short names (`nginx`, `bitnami/redis`) refer to.
 pub const DOCKER_HUB: &str = "docker.io";
-const DOCKER_HUB_ALIASES: [&str; 3] = ["index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"];
+const DOCKER_HUB_ALIASES: [&str; 3] = [
+    "index.docker.io",
+    "registry-1.docker.io",
+    "registry.hub.docker.com",
+];
 const MAX_NAME_LEN: usize = 255;
 
 /// A fully normalised image reference.
@@ -61,7 +65,7 @@ impl ImageRef {
             _ => (name_tag, None),
         };
         if let Some(t) = tag {
-            validate_tag(t).map_err(|r| invalid(r))?;
+            validate_tag(t).map_err(&invalid)?;
         }
         if name.is_empty() {
             return Err(invalid("the repository name is empty".into()));
@@ -74,7 +78,7 @@ impl ImageRef {
             }
             _ => (DOCKER_HUB.to_string(), name.to_string()),
         };
-        validate_host(&registry).map_err(|r| invalid(r))?;
+        validate_host(&registry).map_err(&invalid)?;
         let registry = if DOCKER_HUB_ALIASES.contains(&registry.as_str()) {
             DOCKER_HUB.to_string()
         } else {
@@ -85,9 +89,11 @@ impl ImageRef {
         } else {
             path
         };
-        validate_path(&repository).map_err(|r| invalid(r))?;
+        validate_path(&repository).map_err(&invalid)?;
         if registry.len() + 1 + repository.len() > MAX_NAME_LEN {
-            return Err(invalid(format!("the name is longer than {MAX_NAME_LEN} characters")));
+            return Err(invalid(format!(
+                "the name is longer than {MAX_NAME_LEN} characters"
+            )));
         }
         let tag = match (tag, &digest) {
             (Some(t), _) => Some(t.to_string()),
@@ -158,7 +164,10 @@ impl fmt::Display for MirrorRef {
 /// The namespace is trimmed of surrounding `/`; validate user input with
 /// [`validate_namespace`] first.
 pub fn mirror_path(reference: &ImageRef, namespace: Option<&str>) -> MirrorRef {
-    let repository = match namespace.map(|n| n.trim_matches('/')).filter(|n| !n.is_empty()) {
+    let repository = match namespace
+        .map(|n| n.trim_matches('/'))
+        .filter(|n| !n.is_empty())
+    {
         Some(ns) => format!("{ns}/{}", reference.repository),
         None => reference.repository.clone(),
     };
@@ -183,7 +192,9 @@ pub(crate) fn validate_tag(tag: &str) -> Result<(), String> {
     match chars.next() {
         None => return Err("the tag after `:` is empty".into()),
         Some(c) if !(c.is_ascii_alphanumeric() || c == '_') => {
-            return Err(format!("tag `{tag}` must start with a letter, digit or `_`"))
+            return Err(format!(
+                "tag `{tag}` must start with a letter, digit or `_`"
+            ))
         }
         _ => {}
     }
@@ -191,7 +202,9 @@ pub(crate) fn validate_tag(tag: &str) -> Result<(), String> {
         return Err(format!("tag `{tag}` is longer than 128 characters"));
     }
     if let Some(c) = chars.find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
-        return Err(format!("tag `{tag}` contains `{c}`; allowed are letters, digits, `_`, `.`, `-`"));
+        return Err(format!(
+            "tag `{tag}` contains `{c}`; allowed are letters, digits, `_`, `.`, `-`"
+        ));
     }
     Ok(())
 }
@@ -203,13 +216,18 @@ fn validate_host(host: &str) -> Result<(), String> {
             .split_once(']')
             .ok_or_else(|| format!("registry host `{host}` has an unclosed `[`"))?;
         if addr.is_empty() || !addr.chars().all(|c| c.is_ascii_hexdigit() || c == ':') {
-            return Err(format!("registry host `{host}` is not a valid IPv6 literal"));
+            return Err(format!(
+                "registry host `{host}` is not a valid IPv6 literal"
+            ));
         }
         match after {
             "" => return Ok(()),
             p => (
                 "",
-                Some(p.strip_prefix(':').ok_or_else(|| format!("registry host `{host}`: junk after `]`"))?),
+                Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| format!("registry host `{host}`: junk after `]`"))?,
+                ),
             ),
         }
     } else {
@@ -315,8 +333,21 @@ pub struct Platform {
 
 /// Operating systems accepted in platform strings (Go's GOOS values).
 pub const KNOWN_OS: &[&str] = &[
-    "linux", "windows", "darwin", "freebsd", "netbsd", "openbsd", "solaris", "illumos", "aix",
-    "wasip1", "js", "plan9", "dragonfly", "android", "ios",
+    "linux",
+    "windows",
+    "darwin",
+    "freebsd",
+    "netbsd",
+    "openbsd",
+    "solaris",
+    "illumos",
+    "aix",
+    "wasip1",
+    "js",
+    "plan9",
+    "dragonfly",
+    "android",
+    "ios",
 ];
 /// Architectures accepted in platform strings (Go's GOARCH values).
 pub const KNOWN_ARCH: &[&str] = &[
@@ -417,7 +448,10 @@ mod tests {
         assert_eq!(r("nginx:1.25"), "docker.io/library/nginx:1.25");
         assert_eq!(r("bitnami/redis"), "docker.io/bitnami/redis:latest");
         assert_eq!(r("docker.io/nginx"), "docker.io/library/nginx:latest");
-        assert_eq!(r("index.docker.io/library/nginx:1"), "docker.io/library/nginx:1");
+        assert_eq!(
+            r("index.docker.io/library/nginx:1"),
+            "docker.io/library/nginx:1"
+        );
         assert_eq!(r("localhost/foo"), "localhost/foo:latest");
         assert_eq!(r("localhost:5000/foo/bar:v1"), "localhost:5000/foo/bar:v1");
         assert_eq!(r("172.18.0.20:5000/x"), "172.18.0.20:5000/x:latest");
@@ -438,7 +472,10 @@ mod tests {
         };
         assert_eq!(digest_only.tag, None);
         assert_eq!(digest_only.digest.as_ref().map(Digest::as_str), Some(D));
-        assert_eq!(r(&format!("nginx:1@{D}")), format!("docker.io/library/nginx:1@{D}"));
+        assert_eq!(
+            r(&format!("nginx:1@{D}")),
+            format!("docker.io/library/nginx:1@{D}")
+        );
         assert!(r("nginx@sha256:abc").starts_with("ERR"));
         assert!(r("nginx@md5:abc").starts_with("ERR"));
     }
@@ -473,18 +510,28 @@ mod tests {
             Err(e) => format!("ERR {e}"),
         };
         assert_eq!(m("gcr.io/a/b:t", None), "a/b:t");
-        assert_eq!(m("gcr.io/a/b:t", Some("test-namespace")), "test-namespace/a/b:t");
+        assert_eq!(
+            m("gcr.io/a/b:t", Some("test-namespace")),
+            "test-namespace/a/b:t"
+        );
         assert_eq!(m("gcr.io/a/b:t", Some("/ns/sub/")), "ns/sub/a/b:t");
         assert_eq!(m("docker.io/library/nginx", None), "library/nginx:latest");
         assert_eq!(m("nginx", Some("")), "library/nginx:latest");
-        assert_eq!(m(&format!("quay.io/x/y@{D}"), Some("ns")), format!("ns/x/y@{D}"));
+        assert_eq!(
+            m(&format!("quay.io/x/y@{D}"), Some("ns")),
+            format!("ns/x/y@{D}")
+        );
         assert!(validate_namespace("test-namespace").is_ok());
         assert!(validate_namespace("Bad NS").is_err());
     }
 
     #[test]
     fn platforms() {
-        let p = |s: &str| Platform::parse(s).map(|p| p.to_string()).unwrap_or_else(|e| format!("ERR {e}"));
+        let p = |s: &str| {
+            Platform::parse(s)
+                .map(|p| p.to_string())
+                .unwrap_or_else(|e| format!("ERR {e}"))
+        };
         assert_eq!(p("linux/amd64"), "linux/amd64");
         assert_eq!(p("linux/arm/v7"), "linux/arm/v7");
         assert_eq!(p("Linux/x86_64"), "linux/amd64");

@@ -88,7 +88,10 @@ impl OciStore {
                 path: root.clone(),
                 reason: format!("oci-layout is not JSON: {e}"),
             })?;
-            if v.get("imageLayoutVersion").and_then(Value::as_str).is_none() {
+            if v.get("imageLayoutVersion")
+                .and_then(Value::as_str)
+                .is_none()
+            {
                 return Err(StoreError::Layout {
                     path: root.clone(),
                     reason: "oci-layout has no imageLayoutVersion".into(),
@@ -106,7 +109,8 @@ impl OciStore {
             }
             fs::create_dir_all(&root).map_err(io_err("create the directory"))?;
         }
-        fs::create_dir_all(root.join("blobs").join("sha256")).map_err(io_err("create blobs/sha256"))?;
+        fs::create_dir_all(root.join("blobs").join("sha256"))
+            .map_err(io_err("create blobs/sha256"))?;
         let store = OciStore {
             root: root.clone(),
             index_lock: Mutex::new(()),
@@ -158,7 +162,12 @@ impl OciStore {
     /// Store a blob from a stream, verifying digest and size while it
     /// streams; the blob becomes visible only once complete and verified.
     /// When the blob is already stored the reader is left unread.
-    pub fn put_blob(&self, digest: &Digest, size: u64, reader: &mut dyn Read) -> Result<PutOutcome, StoreError> {
+    pub fn put_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        reader: &mut dyn Read,
+    ) -> Result<PutOutcome, StoreError> {
         if self.has_blob(digest)? {
             return Ok(PutOutcome::AlreadyPresent);
         }
@@ -218,7 +227,12 @@ impl OciStore {
     /// Store a manifest blob without tagging it (platform manifests of an
     /// index, digest-only references). Refused unless everything it
     /// references is stored.
-    pub fn put_manifest_blob(&self, repository: &str, media_type: &str, bytes: &[u8]) -> Result<Descriptor, StoreError> {
+    pub fn put_manifest_blob(
+        &self,
+        repository: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<Descriptor, StoreError> {
         let digest = Digest::of(bytes);
         let invalid = |reason: String| StoreError::InvalidManifest {
             repository: repository.to_string(),
@@ -253,11 +267,19 @@ impl OciStore {
     /// Store a manifest and point `repository:tag` at it. The tag is
     /// written last, after the manifest blob; the manifest is refused
     /// unless all it references is stored.
-    pub fn put_manifest(&self, repository: &str, tag: &str, media_type: &str, bytes: &[u8]) -> Result<Descriptor, StoreError> {
+    pub fn put_manifest(
+        &self,
+        repository: &str,
+        tag: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<Descriptor, StoreError> {
         check_name(repository, tag)?;
         let mut desc = self.put_manifest_blob(repository, media_type, bytes)?;
-        desc.annotations
-            .insert(ANNOTATION_REF_NAME.to_string(), format!("{repository}:{tag}"));
+        desc.annotations.insert(
+            ANNOTATION_REF_NAME.to_string(),
+            format!("{repository}:{tag}"),
+        );
         let _guard = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut index = self.read_index()?;
         let key = format!("{repository}:{tag}");
@@ -320,7 +342,8 @@ impl OciStore {
     }
 
     fn read_index(&self) -> Result<IndexFile, StoreError> {
-        let bytes = fs::read(self.root.join(INDEX_FILE)).map_err(self.io_err("read index.json".into()))?;
+        let bytes =
+            fs::read(self.root.join(INDEX_FILE)).map_err(self.io_err("read index.json".into()))?;
         serde_json::from_slice(&bytes).map_err(|e| StoreError::Layout {
             path: self.root.clone(),
             reason: format!("index.json is unreadable: {e}"),
@@ -365,9 +388,13 @@ mod tests {
     use super::*;
 
     fn store() -> (tempfile::TempDir, OciStore) {
-        let Ok(dir) = tempfile::tempdir() else { panic!("tempdir") };
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("tempdir")
+        };
         let store = OciStore::open_or_create(dir.path().join("oci"));
-        let Ok(store) = store else { panic!("store: {store:?}") };
+        let Ok(store) = store else {
+            panic!("store: {store:?}")
+        };
         (dir, store)
     }
 
@@ -378,15 +405,29 @@ mod tests {
         let d = Digest::of(&data);
         assert!(matches!(s.has_blob(&d), Ok(false)));
         let bad = s.put_blob(&d, data.len() as u64, &mut &b"layer bytez"[..]);
-        assert!(matches!(bad, Err(StoreError::Verification { .. })), "{bad:?}");
+        assert!(
+            matches!(bad, Err(StoreError::Verification { .. })),
+            "{bad:?}"
+        );
         let short = s.put_blob(&d, data.len() as u64, &mut &b"layer"[..]);
-        assert!(matches!(short, Err(StoreError::Verification { .. })), "{short:?}");
+        assert!(
+            matches!(short, Err(StoreError::Verification { .. })),
+            "{short:?}"
+        );
         assert!(matches!(s.has_blob(&d), Ok(false)));
         // No temp files left behind.
-        let leftovers = fs::read_dir(s.root().join("blobs/sha256")).map(|r| r.count()).unwrap_or(99);
+        let leftovers = fs::read_dir(s.root().join("blobs/sha256"))
+            .map(|r| r.count())
+            .unwrap_or(99);
         assert_eq!(leftovers, 0);
-        assert!(matches!(s.put_blob(&d, data.len() as u64, &mut &data[..]), Ok(PutOutcome::Written)));
-        assert!(matches!(s.put_blob(&d, data.len() as u64, &mut &data[..]), Ok(PutOutcome::AlreadyPresent)));
+        assert!(matches!(
+            s.put_blob(&d, data.len() as u64, &mut &data[..]),
+            Ok(PutOutcome::Written)
+        ));
+        assert!(matches!(
+            s.put_blob(&d, data.len() as u64, &mut &data[..]),
+            Ok(PutOutcome::AlreadyPresent)
+        ));
         assert_eq!(s.read_blob(&d).ok(), Some(data));
     }
 
@@ -401,25 +442,64 @@ mod tests {
             media_types::OCI_CONFIG,
             cfg.len()
         );
-        let refused = s.put_manifest("ns/a/b", "1.0", media_types::OCI_MANIFEST, manifest.as_bytes());
+        let refused = s.put_manifest(
+            "ns/a/b",
+            "1.0",
+            media_types::OCI_MANIFEST,
+            manifest.as_bytes(),
+        );
         assert!(
             matches!(&refused, Err(StoreError::MissingReference { missing, .. }) if missing == &cfg_d),
             "{refused:?}"
         );
         assert!(matches!(s.resolve("ns/a/b", "1.0"), Ok(None)));
         assert!(s.put_blob_bytes(cfg).is_ok());
-        let desc = s.put_manifest("ns/a/b", "1.0", media_types::OCI_MANIFEST, manifest.as_bytes());
+        let desc = s.put_manifest(
+            "ns/a/b",
+            "1.0",
+            media_types::OCI_MANIFEST,
+            manifest.as_bytes(),
+        );
         let Ok(desc) = desc else { panic!("{desc:?}") };
         assert_eq!(desc.digest, Digest::of(manifest.as_bytes()));
-        assert!(s.put_manifest("ns/a/b", "latest", media_types::OCI_MANIFEST, manifest.as_bytes()).is_ok());
-        assert!(s.put_manifest("ns/a/b", "1.0", media_types::OCI_MANIFEST, manifest.as_bytes()).is_ok());
-        assert!(matches!(s.put_manifest("Bad", "1.0", media_types::OCI_MANIFEST, manifest.as_bytes()), Err(StoreError::Name { .. })));
+        assert!(s
+            .put_manifest(
+                "ns/a/b",
+                "latest",
+                media_types::OCI_MANIFEST,
+                manifest.as_bytes()
+            )
+            .is_ok());
+        assert!(s
+            .put_manifest(
+                "ns/a/b",
+                "1.0",
+                media_types::OCI_MANIFEST,
+                manifest.as_bytes()
+            )
+            .is_ok());
+        assert!(matches!(
+            s.put_manifest("Bad", "1.0", media_types::OCI_MANIFEST, manifest.as_bytes()),
+            Err(StoreError::Name { .. })
+        ));
 
         // Reopen: state is on disk.
-        let Ok(s) = OciStore::open_or_create(s.root()) else { panic!("reopen") };
-        let tags = s.list_tags().map(|t| t.iter().map(|e| format!("{}:{}", e.repository, e.tag)).collect::<Vec<_>>());
-        assert_eq!(tags.ok(), Some(vec!["ns/a/b:1.0".to_string(), "ns/a/b:latest".to_string()]));
-        assert_eq!(s.resolve("ns/a/b", "1.0").ok().flatten().map(|d| d.digest), Some(desc.digest.clone()));
+        let Ok(s) = OciStore::open_or_create(s.root()) else {
+            panic!("reopen")
+        };
+        let tags = s.list_tags().map(|t| {
+            t.iter()
+                .map(|e| format!("{}:{}", e.repository, e.tag))
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(
+            tags.ok(),
+            Some(vec!["ns/a/b:1.0".to_string(), "ns/a/b:latest".to_string()])
+        );
+        assert_eq!(
+            s.resolve("ns/a/b", "1.0").ok().flatten().map(|d| d.digest),
+            Some(desc.digest.clone())
+        );
         assert_eq!(s.read_blob(&desc.digest).ok(), Some(manifest.into_bytes()));
         assert!(matches!(s.delete_tag("ns/a/b", "1.0"), Ok(true)));
         assert!(matches!(s.delete_tag("ns/a/b", "1.0"), Ok(false)));
@@ -429,7 +509,9 @@ mod tests {
 
     #[test]
     fn refuses_foreign_directories() {
-        let Ok(dir) = tempfile::tempdir() else { panic!("tempdir") };
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("tempdir")
+        };
         assert!(fs::write(dir.path().join("notes.txt"), b"x").is_ok());
         let r = OciStore::open_or_create(dir.path());
         assert!(matches!(r, Err(StoreError::Layout { .. })), "{r:?}");
