@@ -299,7 +299,7 @@ fn concat(args: FuncArgs) -> Result<Value, String> {
 
 fn lookup(args: FuncArgs) -> Result<Value, String> {
     let map = args
-        .get(0)
+        .first()
         .and_then(Value::as_object)
         .ok_or("argument 1 must be a map")?;
     let key = str_arg(&args, 1)?;
@@ -326,7 +326,7 @@ fn merge(args: FuncArgs) -> Result<Value, String> {
 
 fn toset(args: FuncArgs) -> Result<Value, String> {
     let list = args
-        .get(0)
+        .first()
         .and_then(Value::as_array)
         .ok_or("argument must be a list")?;
     let mut out: Vec<Value> = Vec::new();
@@ -339,7 +339,7 @@ fn toset(args: FuncArgs) -> Result<Value, String> {
 }
 
 fn tolist(args: FuncArgs) -> Result<Value, String> {
-    Ok(args.get(0).cloned().unwrap_or(Value::Array(Vec::new())))
+    Ok(args.first().cloned().unwrap_or(Value::Array(Vec::new())))
 }
 
 fn lower(args: FuncArgs) -> Result<Value, String> {
@@ -365,7 +365,7 @@ fn replace(args: FuncArgs) -> Result<Value, String> {
 }
 
 fn length(args: FuncArgs) -> Result<Value, String> {
-    let n = match args.get(0) {
+    let n = match args.first() {
         Some(Value::String(s)) => s.chars().count(),
         Some(Value::Array(a)) => a.len(),
         Some(Value::Object(o)) => o.len(),
@@ -376,7 +376,7 @@ fn length(args: FuncArgs) -> Result<Value, String> {
 
 fn contains(args: FuncArgs) -> Result<Value, String> {
     let list = args
-        .get(0)
+        .first()
         .and_then(Value::as_array)
         .ok_or("argument 1 must be a list")?;
     let item = args.get(1).ok_or("argument 2 is missing")?;
@@ -385,7 +385,7 @@ fn contains(args: FuncArgs) -> Result<Value, String> {
 
 fn keys(args: FuncArgs) -> Result<Value, String> {
     let map = args
-        .get(0)
+        .first()
         .and_then(Value::as_object)
         .ok_or("argument must be a map")?;
     let mut k: Vec<&String> = map.keys().collect();
@@ -397,7 +397,7 @@ fn keys(args: FuncArgs) -> Result<Value, String> {
 
 fn values(args: FuncArgs) -> Result<Value, String> {
     let map = args
-        .get(0)
+        .first()
         .and_then(Value::as_object)
         .ok_or("argument must be a map")?;
     let mut entries: Vec<(&String, &Value)> = map.iter().collect();
@@ -430,7 +430,7 @@ fn base64decode(args: FuncArgs) -> Result<Value, String> {
 }
 
 fn jsonencode(args: FuncArgs) -> Result<Value, String> {
-    let v = args.get(0).ok_or("argument is missing")?;
+    let v = args.first().ok_or("argument is missing")?;
     let json: serde_json::Value =
         serde_json::to_value(v).map_err(|e| format!("cannot encode as JSON: {e}"))?;
     Ok(Value::from(json.to_string()))
@@ -453,7 +453,7 @@ fn sha256(args: FuncArgs) -> Result<Value, String> {
 }
 
 fn tostring(args: FuncArgs) -> Result<Value, String> {
-    display(args.get(0).ok_or("argument is missing")?).map(Value::from)
+    display(args.first().ok_or("argument is missing")?).map(Value::from)
 }
 
 #[cfg(test)]

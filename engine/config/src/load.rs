@@ -417,7 +417,7 @@ impl Loader {
             );
         }
         if let Some(s) = schema::top_level(kind) {
-            self.check_body(file, &block.body, s, kind);
+            self.check_body(file, &block.body, s, kind, label_span.clone());
         }
         self.add_decl(Decl {
             kind: schema::TOP_LEVEL
@@ -449,7 +449,14 @@ impl Loader {
         self.decls.push(decl);
     }
 
-    fn check_body(&mut self, file: usize, body: &Body, s: &'static BodySchema, what: &str) {
+    fn check_body(
+        &mut self,
+        file: usize,
+        body: &Body,
+        s: &'static BodySchema,
+        what: &str,
+        header: Option<Range<usize>>,
+    ) {
         let mut seen_attrs: HashMap<String, Option<Range<usize>>> = HashMap::new();
         let mut seen_blocks: HashMap<&str, usize> = HashMap::new();
         for st in body.iter() {
@@ -549,12 +556,11 @@ impl Loader {
                             "second block",
                         );
                     }
-                    self.check_body(file, &b.body, bs.body, ident);
+                    self.check_body(file, &b.body, bs.body, ident, b.ident.span());
                 }
             }
         }
-        let span = body.span();
-        let span = span.map(|r| r.start..r.start.max(r.start));
+        let span = header;
         for a in s.attrs.iter().filter(|a| a.required) {
             if !seen_attrs.contains_key(a.name) {
                 self.dh(
@@ -812,15 +818,9 @@ impl Loader {
                 let prefix = r.root.as_str();
                 let addr = format!("{prefix}.{attr}");
                 match self.by_name.get(&addr) {
-                    Some(&j) => {
-                        if prefix == "var"
-                            && decl.kind == "variable"
-                            && self.decls[j].name != decl.name
-                        {
-                            // variables may not refer to other variables (as in Terraform), except in validation
-                        }
-                        Ok(Some(j))
-                    }
+                    // a variable's validation refers to the variable itself: not a dependency
+                    Some(&j) if self.decls[j].address() == decl.address() => Ok(None),
+                    Some(&j) => Ok(Some(j)),
                     None => {
                         let kind = match prefix {
                             "var" => "variable",

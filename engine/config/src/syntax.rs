@@ -364,14 +364,14 @@ mod tests {
     fn images() {
         let i = parse_image("gcr.io/kubernetes-e2e-test-images/nautilus:1.0");
         assert_eq!(
-            i.map(|i| (i.host, i.mirror_key())),
+            i.map(|i| (i.host.clone(), i.mirror_key())),
             Ok((
                 "gcr.io".to_string(),
                 "kubernetes-e2e-test-images/nautilus:1.0".to_string()
             ))
         );
         assert_eq!(
-            parse_image("nginx").map(|i| (i.host, i.mirror_key())),
+            parse_image("nginx").map(|i| (i.host.clone(), i.mirror_key())),
             Ok(("docker.io".to_string(), "library/nginx:latest".to_string()))
         );
         assert_eq!(
