@@ -205,7 +205,9 @@ start() {{
   echo $! > "$PIDFILE"
   i=0
   while [ "$i" -lt 600 ]; do
-    if "$CTR" --address "$SOCK" version >/dev/null 2>&1; then return 0; fi
+    if [ -S "$SOCK" ] && "$CTR" --connect-timeout 2s --address "$SOCK" version >/dev/null 2>&1; then
+      return 0
+    fi
     if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
       echo "containerd exited during startup; last lines of $LOG:" >&2
       tail -n 20 "$LOG" >&2
@@ -295,8 +297,11 @@ pub(crate) fn ctr_answers(socket: &Path) -> bool {
     let Ok(ctr) = find_binary("ctr") else {
         return false;
     };
+    if !socket.exists() {
+        return false;
+    }
     Command::new(ctr)
-        .arg("--address")
+        .args(["--connect-timeout", "2s", "--address"])
         .arg(socket)
         .arg("version")
         .stdin(std::process::Stdio::null())

@@ -15,6 +15,36 @@
 //! parallel. No network namespace is created: all addresses are in
 //! 127.0.0.0/8.
 //!
+//! ## Main entry points
+//! * [`Registry::start`]`(`[`RegistryOptions`]`)`: `addr()`, `url()`,
+//!   `host_port()`, `ca_cert_path()`, `certs_dir()` (for skopeo),
+//!   `credentials()`, `docker_config_json()` / [`docker_config_json`],
+//!   `storage_dir()`, `log_path()` (access log), `v2_status(with_creds)`,
+//!   `stop()` and `start_again()` (same port and storage: for "registry went
+//!   away mid-push" tests). TLS material comes from [`TestPki`].
+//! * [`Sshd::start`]`(`[`SshdOptions`]`)`: `port()`, `client_key_path()`,
+//!   `known_hosts_path()`, `host_public_key()`, and [`SshEndpoint`]
+//!   (`endpoint()`) with `command(remote)` / `run(remote)` / `ssh_config_path()`.
+//! * [`Containerd::start`]`(`[`ContainerdOptions`]`)`: `socket_path()`,
+//!   `address()`, `config_path()`, `certs_dir()`, `version()`, `ctr()`,
+//!   `restart()`, `log_path()`.
+//! * [`Node::start`]`(`[`NodeOptions`]`)`: `ssh_addr()`, `ssh()`,
+//!   `ssh_run(remote)`, `etc_containerd_dir()` (host path of the node's
+//!   `/etc/containerd`), `containerd_restart()` / `containerd_restart_command()`
+//!   (the node's `restart_command`), `containerd_socket_host_path()`,
+//!   `containerd_version()`, `stop()`.
+//!
+//! ## Caveats
+//! * Node sshd addresses are `127.A.B.C` from [`net::unique_loopback_ip`],
+//!   not only `127.0.0.N`, so that parallel tests and processes never
+//!   share one.
+//! * A [`Containerd`] shares the host's `/run/containerd` (so `ctr run` from
+//!   the host works); runc state and cgroups are keyed by namespace and
+//!   container ID there, so parallel tests must use distinct container IDs.
+//!   A [`Node`] has its own `/run/containerd`; run `ctr run` on it over ssh.
+//! * Services are stopped on drop; a test process killed with SIGKILL
+//!   leaves them running (their temp dirs are `/tmp/mp-*`).
+//!
 //! ```no_run
 //! use mirrorplan_harness::{Credentials, Registry, RegistryOptions};
 //! # fn main() -> Result<(), mirrorplan_harness::HarnessError> {

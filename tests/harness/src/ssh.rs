@@ -280,6 +280,11 @@ impl Sshd {
         self.endpoint.host_public_key()
     }
 
+    /// An ssh_config (`ssh -F`) for this server.
+    pub fn ssh_config_path(&self) -> PathBuf {
+        self.endpoint.ssh_config_path()
+    }
+
     /// The generated sshd_config.
     pub fn config_path(&self) -> &Path {
         &self.config_path

@@ -108,3 +108,20 @@ fn two_containerds_in_parallel_have_separate_sockets() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn a_broken_config_is_an_error_with_the_log_not_a_hang_or_panic() {
+    let result = Containerd::start(ContainerdOptions {
+        extra_toml: "this is [not toml".into(),
+        ..Default::default()
+    });
+    match result {
+        Err(mirrorplan_harness::HarnessError::ExitedEarly { log_tail, .. }) => {
+            assert!(
+                log_tail.contains("containerd exited during startup"),
+                "{log_tail}"
+            );
+        }
+        other => panic!("expected ExitedEarly, got {other:?}"),
+    }
+}

@@ -49,6 +49,19 @@ fn ssh_with_generated_key_and_known_hosts_runs_a_command() -> TestResult {
     );
     assert!(sshd.host_public_key().starts_with("ssh-ed25519 "));
 
+    // So does the generated ssh_config alone.
+    let out = Command::new("ssh")
+        .arg("-F")
+        .arg(sshd.ssh_config_path())
+        .args(["127.0.0.1", "echo", "hi"])
+        .output()?;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hi\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // The harness's own ssh helper gives the same result.
     assert_eq!(sshd.endpoint().run("echo hi")?, "hi\n");
     Ok(())
