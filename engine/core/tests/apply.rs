@@ -139,9 +139,10 @@ async fn deletes_run_in_reverse_dependency_order() {
 
 #[tokio::test]
 async fn parallelism_is_never_exceeded() {
-    let mut provider = MemProvider::default();
-    provider.sleep = Some(Duration::from_millis(5));
-    let provider = Arc::new(provider);
+    let provider = Arc::new(MemProvider {
+        sleep: Some(Duration::from_millis(5)),
+        ..Default::default()
+    });
     let engine = Engine::new()
         .with_provider(provider.clone())
         .with_parallelism(3);
