@@ -572,3 +572,70 @@ fn platform_filter_rewrites_the_index_only_when_needed() {
         "amd64 manifest was filtered out"
     );
 }
+
+#[test]
+fn docker_archive_with_blob_paths_and_an_untagged_image() {
+    let dir = tmp();
+    let path = dir.path().join("docker25.tar");
+    let layer = b"\x1f\x8b pretend gzip layer".to_vec();
+    let config =
+        br#"{"os":"linux","architecture":"arm64","rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec();
+    let (ld, cd) = (Digest::of(&layer), Digest::of(&config));
+    let manifest = serde_json::json!([
+        { "Config": format!("blobs/sha256/{}", cd.hex()), "RepoTags": ["registry.example.com:5000/team/app:2"],
+          "Layers": [format!("blobs/sha256/{}", ld.hex())] },
+        { "Config": format!("blobs/sha256/{}", cd.hex()), "RepoTags": null, "Layers": [] }
+    ]);
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        (format!("blobs/sha256/{}", ld.hex()), layer.clone()),
+        (format!("blobs/sha256/{}", cd.hex()), config.clone()),
+        (
+            "manifest.json".to_string(),
+            manifest.to_string().into_bytes(),
+        ),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        ok(b.append_data(&mut h, name, &data[..]), "append");
+    }
+    ok(std::fs::write(&path, ok(b.into_inner(), "tar")), "write");
+    let cat = catalogue(&path);
+    assert_eq!(cat.format, BundleFormat::DockerArchive);
+    assert_eq!(cat.images.len(), 1);
+    let img = &cat.images[0];
+    assert_eq!(img.name, "registry.example.com:5000/team/app:2");
+    assert_eq!(img.mirror_ref(Some("ns")).to_string(), "ns/team/app:2");
+    assert!(img.synthesized);
+    let m: serde_json::Value = ok(serde_json::from_slice(&img.manifest_bytes), "manifest");
+    assert_eq!(
+        m["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    assert_eq!(m["layers"][0]["digest"].as_str(), Some(ld.as_str()));
+    assert_eq!(m["config"]["digest"].as_str(), Some(cd.as_str()));
+    assert_eq!(cat.failures.len(), 1);
+    assert!(matches!(
+        cat.failures[0].error,
+        BundleError::ImageName { .. }
+    ));
+    // A platform filter applies to single-platform images via their config.
+    let bundle = ok(Bundle::open(&path), "open");
+    let amd = ok(Platform::parse("linux/amd64"), "platform");
+    let filtered = ok(
+        bundle.catalogue_with(&CatalogueOptions {
+            platforms: vec![amd],
+        }),
+        "catalogue",
+    );
+    assert!(filtered.images.is_empty());
+    assert!(filtered
+        .failures
+        .iter()
+        .any(|f| matches!(f.error, BundleError::PlatformNotAvailable { .. })));
+    let (seen, report) = stream_all(&path, &cat);
+    assert!(report.is_ok(), "{:?}", report.failures);
+    assert_eq!(seen.len(), 2);
+}
