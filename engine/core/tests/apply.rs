@@ -512,3 +512,64 @@ async fn refresh_only_apply_updates_state_without_provider_calls() {
     );
     assert!(provider.events().iter().all(|e| !e.starts_with("start")));
 }
+
+#[derive(Default)]
+struct RecordingHooks(Mutex<Vec<String>>);
+
+impl mirrorplan_engine::Hooks for RecordingHooks {
+    fn pre_refresh(&self, address: &Address) {
+        self.0
+            .lock()
+            .expect("lock")
+            .push(format!("pre_refresh {address}"));
+    }
+    fn post_refresh(&self, address: &Address, outcome: Result<bool, &str>) {
+        self.0
+            .lock()
+            .expect("lock")
+            .push(format!("post_refresh {address} {outcome:?}"));
+    }
+    fn pre_apply(&self, address: &Address, action: Action) {
+        self.0
+            .lock()
+            .expect("lock")
+            .push(format!("pre_apply {address} {action}"));
+    }
+    fn progress(&self, address: &Address, progress: &mirrorplan_engine::Progress) {
+        self.0
+            .lock()
+            .expect("lock")
+            .push(format!("progress {address} {progress:?}"));
+    }
+    fn post_apply(&self, address: &Address, action: Action, outcome: Result<(), &str>) {
+        self.0
+            .lock()
+            .expect("lock")
+            .push(format!("post_apply {address} {action} {outcome:?}"));
+    }
+}
+
+#[tokio::test]
+async fn hooks_see_refresh_and_apply_in_order() {
+    let world = [("image.s[\"old\"]", Attrs::new())];
+    let provider = Arc::new(MemProvider::with_world(&world));
+    let hooks = Arc::new(RecordingHooks::default());
+    let engine = Engine::new()
+        .with_provider(provider.clone())
+        .with_hooks(hooks.clone())
+        .with_parallelism(1);
+    let prior = snapshot(1, &[("image.s[\"old\"]", record(&Attrs::new(), &[]))]);
+    let p = plan(&engine, vec![], prior.clone()).await;
+    apply(&engine, &p, &provider, &prior, &Saved::default()).await;
+    let seen = hooks.0.lock().expect("lock").clone();
+    assert_eq!(
+        seen,
+        [
+            "pre_refresh image.s[\"old\"]",
+            "post_refresh image.s[\"old\"] Ok(true)",
+            "pre_apply image.s[\"old\"] delete",
+            "progress image.s[\"old\"] Message(\"working\")",
+            "post_apply image.s[\"old\"] delete Ok(())",
+        ]
+    );
+}
