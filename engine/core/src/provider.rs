@@ -280,6 +280,12 @@ pub trait Provider: Send + Sync {
 
     /// Creates, updates, replaces or deletes one instance. Returns the new
     /// state of the object, or `None` when it no longer exists.
+    ///
+    /// `Replace` is one call: the provider removes the old object and creates
+    /// the new one. Secrets are in `change.after` in clear. Long operations
+    /// should report progress through `ctx` and stop early when
+    /// [`ApplyContext::is_cancelled`]; the engine drops the future on a second
+    /// interrupt anyway. Error messages must not contain secrets.
     async fn apply(
         &self,
         change: &PlannedChange,
