@@ -1242,3 +1242,36 @@ mod tests {
         assert!(err.contains("cannot open bundle"), "{err}");
     }
 }
+
+impl Catalogue {
+    /// A catalogue of only the images whose name `keep` accepts, with the
+    /// blob list and blob users narrowed to them (failures are not carried).
+    pub fn subset(&self, keep: impl Fn(&str) -> bool) -> Catalogue {
+        let images: Vec<ImageEntry> = self
+            .images
+            .iter()
+            .filter(|i| keep(&i.name))
+            .cloned()
+            .collect();
+        let mut blobs: BTreeMap<Digest, BlobRef> = BTreeMap::new();
+        let mut users: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+        for i in &images {
+            for b in &i.blobs {
+                blobs.entry(b.digest.clone()).or_insert_with(|| b.clone());
+                users
+                    .entry(b.digest.clone())
+                    .or_default()
+                    .push(i.name.clone());
+            }
+        }
+        Catalogue {
+            format: self.format,
+            compression: self.compression,
+            images,
+            failures: Vec::new(),
+            blobs: blobs.into_values().collect(),
+            users,
+            file_blobs: self.file_blobs.clone(),
+        }
+    }
+}

@@ -29,19 +29,29 @@
 //! - **One image's failure does not stop the others.** Per-image problems
 //!   are collected in `Catalogue::failures` / `StreamReport::failures`.
 
+pub mod auth;
 pub mod bundle;
+pub mod client;
+pub mod client_error;
 pub mod digest;
 pub mod error;
 pub mod fixtures;
 pub mod oci;
+pub mod provider;
 pub mod push;
 pub mod reference;
 pub mod store;
 
+pub use auth::{Auth, Credentials, Secret};
 pub use bundle::{
     BlobRef, Bundle, BundleFormat, Catalogue, CatalogueOptions, ChildManifest, Compression,
     ImageEntry, ImageFailure, StreamReport,
 };
+pub use client::{
+    ClientOptions, ManifestInfo, MountOutcome, RegistryClient, RegistryTarget, RetryPolicy, Scheme,
+    UploadMode, UploadSession,
+};
+pub use client_error::RegistryError;
 pub use digest::{Digest, VerifyFailure, VerifyingReader};
 pub use error::{BundleError, ImageNames, ReferenceError, SinkError, StoreError};
 pub use oci::Descriptor;

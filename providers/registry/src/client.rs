@@ -1,0 +1,1349 @@
+//! The OCI distribution client: one [`RegistryClient`] (one `reqwest`
+//! connection pool) per registry, with authentication (basic, bearer
+//! tokens with re-authentication when a token expires mid-run, Docker
+//! config files and credential helpers), TLS with a private CA, proxies,
+//! retries with exponential backoff and jitter, and the blob and manifest
+//! operations a mirror needs.
+//!
+//! # Why reqwest streams and not `oci-client`
+//!
+//! The push path is built directly on `reqwest` streaming bodies rather
+//! than on the `oci-client` crate, because for mirroring `oci-client`'s push:
+//! - re-uploads every blob on every push (no HEAD-before-upload, so a warm
+//!   re-run costs the full bundle size again);
+//! - takes each layer as a `Vec<u8>`, i.e. buffers whole blobs in memory,
+//!   while bundles stream multi-GiB layers out of a sequential tar;
+//! - has no retries/backoff (a single 502 from a proxy fails the run);
+//! - mounts blobs in a fragile way (a declined mount, `202`, is not turned
+//!   into an upload on the session the registry returned).
+//!
+//! Here a blob body is a `Stream` of chunks sent with an exact
+//! `Content-Length` (monolithic `POST` + `PUT ?digest=`), or in bounded
+//! `PATCH` chunks when configured or when a registry rejects monolithic
+//! uploads; memory per upload is bounded by the chunk size.
+//!
+//! # Requests, retries and auth
+//!
+//! Every request goes through one loop: add the `Authorization` the
+//! registry asked for (basic, or a bearer token cached per scope), send,
+//! then on `401` parse `WWW-Authenticate`, fetch a token (or switch to
+//! basic) and resend once; a second `401` is "wrong credentials" naming the
+//! user, never the password. Connect errors, `5xx` and `429` are retried
+//! with exponential backoff and jitter (`Retry-After` honoured), a bounded
+//! number of times; other `4xx` are never retried. A request whose body is
+//! a one-shot stream is sent once: its auth is settled by the preceding
+//! body-less `POST` of the upload session.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt, TryStreamExt};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE,
+};
+use reqwest::{RequestBuilder, Response, StatusCode, Url};
+use serde::Deserialize;
+use tokio::io::AsyncRead;
+
+use crate::auth::{parse_challenge, resolve_docker_config, Auth, Challenge, Credentials};
+use crate::client_error::RegistryError;
+use crate::digest::Digest;
+use crate::oci::media_types;
+
+/// Manifests larger than this are refused (registries cap them at 4 MiB).
+pub const MANIFEST_CAP: usize = 4 * 1024 * 1024;
+
+/// The `Accept` header for manifests: OCI and Docker, manifests and indexes.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// `https` or `http`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scheme {
+    /// TLS (the default).
+    #[default]
+    Https,
+    /// Plain HTTP (lab registries, upstreams on loopback).
+    Http,
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Scheme::Https => "https",
+            Scheme::Http => "http",
+        })
+    }
+}
+
+/// A registry to talk to.
+#[derive(Clone, Default)]
+pub struct RegistryTarget {
+    /// `https` or `http`.
+    pub scheme: Scheme,
+    /// `host[:port]`, e.g. `registry.lab:5000`.
+    pub host_port: String,
+    /// Mirror namespace (path prefix) images go under, if any.
+    pub namespace: Option<String>,
+    /// PEM CA certificate(s) trusted in addition to the system roots.
+    pub ca_cert_pem: Option<Vec<u8>>,
+    /// Accept any certificate (throwaway labs only).
+    pub insecure: bool,
+    /// Credentials.
+    pub auth: Auth,
+    /// Explicit proxy URL; without it `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`
+    /// from the environment apply.
+    pub proxy: Option<String>,
+}
+
+impl RegistryTarget {
+    /// A target with no auth, no CA and no namespace.
+    pub fn new(scheme: Scheme, host_port: impl Into<String>) -> Self {
+        RegistryTarget {
+            scheme,
+            host_port: host_port.into(),
+            ..RegistryTarget::default()
+        }
+    }
+
+    /// `scheme://host_port`.
+    pub fn base_url(&self) -> String {
+        format!("{}://{}", self.scheme, self.host_port)
+    }
+}
+
+impl fmt::Debug for RegistryTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryTarget")
+            .field("scheme", &self.scheme)
+            .field("host_port", &self.host_port)
+            .field("namespace", &self.namespace)
+            .field(
+                "ca_cert_pem",
+                &self
+                    .ca_cert_pem
+                    .as_ref()
+                    .map(|p| format!("{} bytes", p.len())),
+            )
+            .field("insecure", &self.insecure)
+            .field("auth", &self.auth)
+            .field("proxy", &self.proxy.as_ref().map(|p| redact_url(p)))
+            .finish()
+    }
+}
+
+/// A proxy URL without its `user:password@` part.
+fn redact_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            format!("{u} (credentials redacted)")
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparsable proxy URL>".to_string(),
+    }
+}
+
+/// Retry policy for connect errors, `5xx` and `429`.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts in total (1 = no retry).
+    pub max_attempts: u32,
+    /// First backoff delay; doubles each attempt.
+    pub base_delay: Duration,
+    /// Cap on one delay (also caps `Retry-After`).
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How blobs are uploaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UploadMode {
+    /// Monolithic; after a registry rejects a monolithic `PUT` (413, 405,
+    /// 501) the client switches to chunked for the rest of its life.
+    #[default]
+    Auto,
+    /// Always monolithic (`POST` then one streamed `PUT`).
+    Monolithic,
+    /// Always chunked `PATCH`es of at most `chunk_size` bytes.
+    Chunked {
+        /// Bytes per `PATCH` (memory used per upload).
+        chunk_size: usize,
+    },
+}
+
+/// Default chunk size for chunked uploads.
+pub const DEFAULT_CHUNK_SIZE: usize = 8 * 1024 * 1024;
+
+/// Client tuning.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Blob upload mode.
+    pub upload: UploadMode,
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            retry: RetryPolicy::default(),
+            upload: UploadMode::Auto,
+            connect_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Result of a `HEAD` on a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestInfo {
+    /// `Docker-Content-Digest`.
+    pub digest: Digest,
+    /// `Content-Type`.
+    pub media_type: String,
+    /// `Content-Length`.
+    pub size: u64,
+}
+
+/// An open blob upload session (`Location` of `POST .../blobs/uploads/`).
+#[derive(Debug, Clone)]
+pub struct UploadSession {
+    repository: String,
+    location: Url,
+}
+
+impl UploadSession {
+    /// The repository it uploads into.
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+}
+
+/// Result of [`RegistryClient::mount_blob`].
+#[derive(Debug)]
+pub enum MountOutcome {
+    /// `201`: the blob is now in the repository.
+    Mounted,
+    /// `202`: the registry declined and opened an upload session instead.
+    Declined(UploadSession),
+}
+
+/// A blob body: chunks of bytes, or an I/O error that aborts the upload.
+pub type BlobStream = futures::stream::BoxStream<'static, io::Result<Bytes>>;
+
+/// Turn an `AsyncRead` into a [`BlobStream`] (64 KiB chunks).
+pub fn stream_from_reader<R: AsyncRead + Send + 'static>(reader: R) -> BlobStream {
+    tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024).boxed()
+}
+
+#[derive(Default)]
+struct AuthState {
+    /// The registry asked for basic auth: send it up front.
+    basic: bool,
+    /// Bearer tokens by scope key.
+    tokens: HashMap<String, String>,
+}
+
+/// What a request is, for messages and token scopes.
+struct Op<'a> {
+    what: &'a str,
+    scopes: Vec<String>,
+}
+
+fn pull_scope(repo: &str) -> String {
+    format!("repository:{repo}:pull")
+}
+
+fn push_scope(repo: &str) -> String {
+    format!("repository:{repo}:pull,push")
+}
+
+/// A client for one registry. Cheap to share (`Arc`); all methods take
+/// `&self`.
+pub struct RegistryClient {
+    target: RegistryTarget,
+    base: Url,
+    http: reqwest::Client,
+    creds: Option<Credentials>,
+    options: ClientOptions,
+    auth: Mutex<AuthState>,
+    chunked: AtomicBool,
+    jitter: AtomicU64,
+}
+
+impl fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("target", &self.target)
+            .field("user", &self.creds.as_ref().map(|c| c.user.as_str()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegistryClient {
+    /// Build a client with default options.
+    pub fn new(target: RegistryTarget) -> Result<Self, RegistryError> {
+        Self::with_options(target, ClientOptions::default())
+    }
+
+    /// Build a client: TLS roots (system + `ca_cert_pem`), proxy and
+    /// credentials (a docker config file is read now).
+    pub fn with_options(
+        target: RegistryTarget,
+        options: ClientOptions,
+    ) -> Result<Self, RegistryError> {
+        let registry = target.host_port.clone();
+        let config = |reason: String| RegistryError::Config {
+            registry: registry.clone(),
+            reason,
+        };
+        let base = Url::parse(&format!("{}/", target.base_url())).map_err(|e| {
+            config(format!(
+                "`{}` is not a valid host:port: {e}",
+                target.host_port
+            ))
+        })?;
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .user_agent(concat!("mirrorplan/", env!("CARGO_PKG_VERSION")))
+            // Redirects to blob storage must not carry our Authorization.
+            .redirect(reqwest::redirect::Policy::limited(5));
+        if let Some(pem) = &target.ca_cert_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| config(format!("ca_cert is not a PEM certificate: {e}")))?;
+            if certs.is_empty() {
+                return Err(config("ca_cert holds no PEM certificate".into()));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        if target.insecure {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        if let Some(p) = &target.proxy {
+            let proxy = reqwest::Proxy::all(p)
+                .map_err(|_| config(format!("proxy `{}` is not a valid URL", redact_url(p))))?;
+            builder = builder.proxy(proxy);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| config(format!("cannot build the HTTP client: {e}")))?;
+        let creds = match &target.auth {
+            Auth::None => None,
+            Auth::Basic { user, password } => Some(Credentials {
+                user: user.clone(),
+                password: password.clone(),
+            }),
+            Auth::DockerConfig(path) => resolve_docker_config(path, &target.host_port, None)?,
+        };
+        let chunked = matches!(options.upload, UploadMode::Chunked { .. });
+        Ok(RegistryClient {
+            target,
+            base,
+            http,
+            creds,
+            options,
+            auth: Mutex::new(AuthState::default()),
+            chunked: AtomicBool::new(chunked),
+            jitter: AtomicU64::new(0),
+        })
+    }
+
+    /// The target.
+    pub fn target(&self) -> &RegistryTarget {
+        &self.target
+    }
+
+    /// `host[:port]`, as in messages.
+    pub fn registry(&self) -> &str {
+        &self.target.host_port
+    }
+
+    /// The resolved user name, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.creds.as_ref().map(|c| c.user.as_str())
+    }
+
+    /// Whether uploads are currently chunked.
+    pub fn uploads_chunked(&self) -> bool {
+        self.chunked.load(Ordering::Relaxed)
+    }
+
+    fn url(&self, path: &str) -> Result<Url, RegistryError> {
+        self.base.join(path).map_err(|e| RegistryError::Config {
+            registry: self.registry().to_string(),
+            reason: format!("cannot build URL for `{path}`: {e}"),
+        })
+    }
+
+    fn chunk_size(&self) -> usize {
+        match self.options.upload {
+            UploadMode::Chunked { chunk_size } => chunk_size.max(1),
+            _ => DEFAULT_CHUNK_SIZE,
+        }
+    }
+
+    // ----- request machinery -------------------------------------------
+
+    fn auth_header(&self, scopes: &[String]) -> Option<String> {
+        let state = self.auth.lock().ok()?;
+        if let Some(t) = state.tokens.get(&scopes.join(" ")) {
+            return Some(format!("Bearer {t}"));
+        }
+        if state.basic {
+            return self.creds.as_ref().map(Credentials::basic_header);
+        }
+        None
+    }
+
+    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let p = &self.options.retry;
+        if let Some(ra) = retry_after {
+            return ra.min(p.max_delay);
+        }
+        let exp = p
+            .base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(p.max_delay);
+        // Full jitter in [exp/2, exp].
+        let n = self.jitter.fetch_add(1, Ordering::Relaxed);
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(n);
+        let frac = (h.finish() % 1000) as f64 / 1000.0;
+        exp.mul_f64(0.5 + frac / 2.0)
+    }
+
+    /// Map a transport error; `Ok(detail)` when it is retryable.
+    fn classify(&self, e: &reqwest::Error, what: &str) -> Result<String, RegistryError> {
+        let mut chain = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            chain.push_str(": ");
+            chain.push_str(&s.to_string());
+            src = s.source();
+        }
+        let lower = chain.to_ascii_lowercase();
+        if lower.contains("unknownissuer") || lower.contains("unknown issuer") {
+            return Err(RegistryError::UnknownAuthority {
+                registry: self.registry().to_string(),
+                detail: "invalid peer certificate: UnknownIssuer".into(),
+            });
+        }
+        if lower.contains("certificate")
+            || lower.contains("tls")
+            || lower.contains("handshake")
+            || lower.contains("corrupt message")
+        {
+            return Err(RegistryError::Tls {
+                registry: self.registry().to_string(),
+                detail: last_part(&chain),
+            });
+        }
+        if e.is_connect() || e.is_timeout() {
+            return Ok(last_part(&chain));
+        }
+        Err(RegistryError::Transfer {
+            registry: self.registry().to_string(),
+            what: what.to_string(),
+            detail: last_part(&chain),
+        })
+    }
+
+    /// Send a request built by `make` (called again for each retry; it
+    /// returns `None` when its body cannot be replayed). Handles auth
+    /// challenges and retries. Returns the final response, whatever its
+    /// status (except 401, which becomes an error).
+    async fn send<F>(&self, op: &Op<'_>, mut make: F) -> Result<Response, RegistryError>
+    where
+        F: FnMut() -> Option<RequestBuilder>,
+    {
+        let mut attempt: u32 = 0;
+        let mut auth_rounds: u32 = 0;
+        loop {
+            attempt += 1;
+            let Some(mut req) = make() else {
+                return Err(RegistryError::Internal(format!(
+                    "{}: a one-shot request body cannot be resent",
+                    op.what
+                )));
+            };
+            let sent_auth = self.auth_header(&op.scopes);
+            if let Some(h) = &sent_auth {
+                let mut v = HeaderValue::from_str(h).map_err(|_| RegistryError::Config {
+                    registry: self.registry().to_string(),
+                    reason: "credentials contain characters not allowed in an HTTP header".into(),
+                })?;
+                v.set_sensitive(true);
+                req = req.header(AUTHORIZATION, v);
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    let detail = self.classify(&e, op.what)?;
+                    if attempt >= self.options.retry.max_attempts {
+                        return Err(RegistryError::Connect {
+                            registry: self.registry().to_string(),
+                            attempts: attempt,
+                            detail,
+                        });
+                    }
+                    tokio::time::sleep(self.backoff(attempt, None)).await;
+                    continue;
+                }
+            };
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED {
+                auth_rounds += 1;
+                let challenge = resp
+                    .headers()
+                    .get_all(reqwest::header::WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .filter_map(parse_challenge)
+                    .next();
+                if auth_rounds > 2 {
+                    return Err(self.rejected(op));
+                }
+                match challenge {
+                    Some(Challenge::Basic) => {
+                        let mut state = self
+                            .auth
+                            .lock()
+                            .map_err(|_| RegistryError::Internal("auth state poisoned".into()))?;
+                        if self.creds.is_none() || (state.basic && sent_auth.is_some()) {
+                            drop(state);
+                            return Err(self.rejected(op));
+                        }
+                        state.basic = true;
+                    }
+                    Some(Challenge::Bearer {
+                        realm,
+                        service,
+                        scope,
+                    }) => {
+                        let key = op.scopes.join(" ");
+                        let had_token = sent_auth
+                            .as_deref()
+                            .is_some_and(|h| h.starts_with("Bearer "));
+                        if had_token && auth_rounds > 1 {
+                            // A token fetched just now was refused.
+                            return Err(self.rejected(op));
+                        }
+                        let mut scopes = op.scopes.clone();
+                        if let Some(s) = scope {
+                            for s in s.split(' ') {
+                                if !s.is_empty() && !scopes.iter().any(|x| x == s) {
+                                    scopes.push(s.to_string());
+                                }
+                            }
+                        }
+                        let token = self
+                            .fetch_token(&realm, service.as_deref(), &scopes)
+                            .await?;
+                        if let Ok(mut state) = self.auth.lock() {
+                            state.tokens.insert(key, token);
+                        }
+                    }
+                    None => return Err(self.rejected(op)),
+                }
+                attempt -= 1;
+                continue;
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                if attempt < self.options.retry.max_attempts {
+                    let ra = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    tokio::time::sleep(self.backoff(attempt, ra)).await;
+                    continue;
+                }
+            }
+            return Ok(resp);
+        }
+    }
+
+    fn rejected(&self, op: &Op<'_>) -> RegistryError {
+        match &self.creds {
+            Some(c) => RegistryError::WrongCredentials {
+                registry: self.registry().to_string(),
+                user: c.user.clone(),
+            },
+            None => RegistryError::AuthRequired {
+                registry: self.registry().to_string(),
+                what: op.what.to_string(),
+            },
+        }
+    }
+
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+    ) -> Result<String, RegistryError> {
+        let fail = |reason: String| RegistryError::Token {
+            registry: self.registry().to_string(),
+            realm: realm.to_string(),
+            reason,
+        };
+        let mut url = Url::parse(realm).map_err(|e| fail(format!("invalid realm URL: {e}")))?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            for s in scopes {
+                q.append_pair("scope", s);
+            }
+        }
+        let mut attempt = 0;
+        let resp = loop {
+            attempt += 1;
+            let mut req = self.http.get(url.clone());
+            if let Some(c) = &self.creds {
+                let mut v = HeaderValue::from_str(&c.basic_header())
+                    .map_err(|_| fail("credentials are not a valid header value".into()))?;
+                v.set_sensitive(true);
+                req = req.header(AUTHORIZATION, v);
+            }
+            match req.send().await {
+                Ok(r)
+                    if (r.status().is_server_error() || r.status().as_u16() == 429)
+                        && attempt < self.options.retry.max_attempts =>
+                {
+                    tokio::time::sleep(self.backoff(attempt, None)).await;
+                }
+                Ok(r) => break r,
+                Err(e) => {
+                    let detail = self.classify(&e, "token request")?;
+                    if attempt >= self.options.retry.max_attempts {
+                        return Err(fail(detail));
+                    }
+                    tokio::time::sleep(self.backoff(attempt, None)).await;
+                }
+            }
+        };
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(match &self.creds {
+                Some(c) => RegistryError::WrongCredentials {
+                    registry: self.registry().to_string(),
+                    user: c.user.clone(),
+                },
+                None => RegistryError::AuthRequired {
+                    registry: self.registry().to_string(),
+                    what: format!("a token for {}", scopes.join(" ")),
+                },
+            });
+        }
+        if !status.is_success() {
+            return Err(fail(format!("HTTP {}", status.as_u16())));
+        }
+        #[derive(Deserialize)]
+        struct TokenReply {
+            #[serde(default)]
+            token: Option<String>,
+            #[serde(default)]
+            access_token: Option<String>,
+        }
+        let body = read_capped(resp, 1024 * 1024)
+            .await
+            .map_err(|e| fail(format!("reading the reply: {e}")))?;
+        let reply: TokenReply = serde_json::from_slice(&body)
+            .map_err(|_| fail("the reply is not token JSON".into()))?;
+        reply
+            .token
+            .or(reply.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| fail("the reply holds no token".into()))
+    }
+
+    /// Turn a non-success response into an error.
+    async fn status_error(&self, resp: Response, what: &str) -> RegistryError {
+        let status = resp.status().as_u16();
+        if status == 403 {
+            return RegistryError::Denied {
+                registry: self.registry().to_string(),
+                what: what.to_string(),
+                status,
+            };
+        }
+        let body = read_capped(resp, 8192).await.unwrap_or_default();
+        RegistryError::Status {
+            registry: self.registry().to_string(),
+            what: what.to_string(),
+            status,
+            detail: error_detail(&body),
+        }
+    }
+
+    // ----- public operations --------------------------------------------
+
+    /// `GET /v2/`: checks connectivity, TLS and credentials.
+    pub async fn ping(&self) -> Result<(), RegistryError> {
+        let url = self.url("v2/")?;
+        let op = Op {
+            what: "GET /v2/",
+            scopes: Vec::new(),
+        };
+        let resp = self.send(&op, || Some(self.http.get(url.clone()))).await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(self.status_error(resp, op.what).await)
+        }
+    }
+
+    /// `HEAD` a blob: its size when present.
+    pub async fn head_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<u64>, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/blobs/{digest}"))?;
+        let what = format!("HEAD blob {digest} in {repo}");
+        let op = Op {
+            what: &what,
+            scopes: vec![pull_scope(repo)],
+        };
+        let resp = self.send(&op, || Some(self.http.head(url.clone()))).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(Some(content_length(resp.headers()).unwrap_or(0))),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.status_error(resp, &what).await),
+        }
+    }
+
+    /// Open an upload session in `repo`.
+    pub async fn start_upload(&self, repo: &str) -> Result<UploadSession, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/blobs/uploads/"))?;
+        let what = format!("starting a blob upload in {repo}");
+        let op = Op {
+            what: &what,
+            scopes: vec![push_scope(repo)],
+        };
+        let resp = self
+            .send(&op, || {
+                Some(self.http.post(url.clone()).header(CONTENT_LENGTH, "0"))
+            })
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(self.status_error(resp, &what).await);
+        }
+        self.session_from(&resp, repo, &what)
+    }
+
+    fn session_from(
+        &self,
+        resp: &Response,
+        repo: &str,
+        what: &str,
+    ) -> Result<UploadSession, RegistryError> {
+        let loc = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| RegistryError::Protocol {
+                registry: self.registry().to_string(),
+                what: what.to_string(),
+                reason: "no Location header in the upload reply".into(),
+            })?;
+        let location = self.base.join(loc).map_err(|e| RegistryError::Protocol {
+            registry: self.registry().to_string(),
+            what: what.to_string(),
+            reason: format!("invalid Location `{loc}`: {e}"),
+        })?;
+        Ok(UploadSession {
+            repository: repo.to_string(),
+            location,
+        })
+    }
+
+    /// Cross-repository mount: `POST /v2/<repo>/blobs/uploads/?mount=&from=`.
+    pub async fn mount_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        from_repo: &str,
+    ) -> Result<MountOutcome, RegistryError> {
+        let mut url = self.url(&format!("v2/{repo}/blobs/uploads/"))?;
+        url.query_pairs_mut()
+            .append_pair("mount", digest.as_str())
+            .append_pair("from", from_repo);
+        let what = format!("mounting blob {digest} into {repo} from {from_repo}");
+        let op = Op {
+            what: &what,
+            scopes: vec![push_scope(repo), pull_scope(from_repo)],
+        };
+        let resp = self
+            .send(&op, || {
+                Some(self.http.post(url.clone()).header(CONTENT_LENGTH, "0"))
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(MountOutcome::Mounted),
+            StatusCode::ACCEPTED => Ok(MountOutcome::Declined(
+                self.session_from(&resp, repo, &what)?,
+            )),
+            _ => Err(self.status_error(resp, &what).await),
+        }
+    }
+
+    /// Upload a blob from a stream of chunks (never buffered whole):
+    /// opens a session, then a monolithic streamed `PUT` or chunked
+    /// `PATCH`es depending on [`UploadMode`].
+    pub async fn upload_blob<S>(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        body: S,
+    ) -> Result<(), RegistryError>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + 'static,
+    {
+        let session = self.start_upload(repo).await?;
+        self.upload_to_session(session, digest, size, body).await
+    }
+
+    /// [`Self::upload_blob`] from an `AsyncRead`.
+    pub async fn upload_blob_reader<R: AsyncRead + Send + 'static>(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        reader: R,
+    ) -> Result<(), RegistryError> {
+        self.upload_blob(repo, digest, size, stream_from_reader(reader))
+            .await
+    }
+
+    /// Finish an upload on an open session (e.g. a declined mount's).
+    pub async fn upload_to_session<S>(
+        &self,
+        session: UploadSession,
+        digest: &Digest,
+        size: u64,
+        body: S,
+    ) -> Result<(), RegistryError>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + 'static,
+    {
+        if self.uploads_chunked() {
+            return self.upload_chunked(session, digest, size, body).await;
+        }
+        let repo = session.repository.clone();
+        let what = format!("uploading blob {digest} ({size} bytes) to {repo}");
+        let mut url = session.location.clone();
+        url.query_pairs_mut().append_pair("digest", digest.as_str());
+        let source_error: std::sync::Arc<Mutex<Option<String>>> = Default::default();
+        let seen = source_error.clone();
+        let body = body.map_err(move |e| {
+            if let Ok(mut s) = seen.lock() {
+                *s = Some(e.to_string());
+            }
+            e
+        });
+        let mut once = Some(reqwest::Body::wrap_stream(body));
+        let op = Op {
+            what: &what,
+            scopes: vec![push_scope(&repo)],
+        };
+        let result = self
+            .send(&op, || {
+                once.take().map(|b| {
+                    self.http
+                        .put(url.clone())
+                        .header(CONTENT_TYPE, "application/octet-stream")
+                        .header(CONTENT_LENGTH, size.to_string())
+                        .body(b)
+                })
+            })
+            .await;
+        let source_failed = source_error.lock().ok().and_then(|s| s.clone());
+        if let Some(detail) = source_failed {
+            return Err(RegistryError::Source {
+                registry: self.registry().to_string(),
+                what,
+                detail,
+            });
+        }
+        let resp = match result {
+            Err(RegistryError::Internal(_)) => {
+                // The one-shot body was refused by a retryable status.
+                return Err(RegistryError::Transfer {
+                    registry: self.registry().to_string(),
+                    what,
+                    detail: "the registry failed the upload and the stream cannot be resent".into(),
+                });
+            }
+            other => other?,
+        };
+        match resp.status() {
+            StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
+            s if self.options.upload == UploadMode::Auto
+                && matches!(s.as_u16(), 405 | 413 | 501) =>
+            {
+                self.chunked.store(true, Ordering::Relaxed);
+                let mut e = self.status_error(resp, &what).await;
+                if let RegistryError::Status { detail, .. } = &mut e {
+                    detail.push_str(" (monolithic uploads rejected; switching to chunked uploads)");
+                }
+                Err(e)
+            }
+            _ => Err(self.status_error(resp, &what).await),
+        }
+    }
+
+    async fn upload_chunked<S>(
+        &self,
+        session: UploadSession,
+        digest: &Digest,
+        size: u64,
+        body: S,
+    ) -> Result<(), RegistryError>
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + 'static,
+    {
+        let repo = session.repository.clone();
+        let what = format!("uploading blob {digest} ({size} bytes, chunked) to {repo}");
+        let chunk = self.chunk_size();
+        let mut location = session.location;
+        let mut offset: u64 = 0;
+        let mut body = Box::pin(body);
+        let mut buf = BytesMut::with_capacity(chunk.min(1 << 20));
+        let mut ended = false;
+        let source_err = |e: io::Error| RegistryError::Source {
+            registry: self.registry().to_string(),
+            what: what.clone(),
+            detail: e.to_string(),
+        };
+        while !ended {
+            while buf.len() < chunk {
+                match body.next().await {
+                    Some(Ok(b)) => buf.extend_from_slice(&b),
+                    Some(Err(e)) => return Err(source_err(e)),
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+            let piece: Bytes = if buf.len() > chunk {
+                buf.split_to(chunk).freeze()
+            } else {
+                buf.split().freeze()
+            };
+            if piece.is_empty() {
+                break;
+            }
+            let end = offset + piece.len() as u64 - 1;
+            let op = Op {
+                what: &what,
+                scopes: vec![push_scope(&repo)],
+            };
+            let loc = location.clone();
+            let resp = self
+                .send(&op, || {
+                    Some(
+                        self.http
+                            .patch(loc.clone())
+                            .header(CONTENT_TYPE, "application/octet-stream")
+                            .header("Content-Range", format!("{offset}-{end}"))
+                            .header(CONTENT_LENGTH, piece.len().to_string())
+                            .body(piece.clone()),
+                    )
+                })
+                .await?;
+            if resp.status() != StatusCode::ACCEPTED {
+                return Err(self.status_error(resp, &what).await);
+            }
+            location = self.session_from(&resp, &repo, &what)?.location;
+            offset = end + 1;
+            if !buf.is_empty() {
+                ended = false;
+            }
+        }
+        if offset != size {
+            return Err(RegistryError::Source {
+                registry: self.registry().to_string(),
+                what,
+                detail: format!("the source gave {offset} bytes, expected {size}"),
+            });
+        }
+        let mut url = location;
+        url.query_pairs_mut().append_pair("digest", digest.as_str());
+        let op = Op {
+            what: &what,
+            scopes: vec![push_scope(&repo)],
+        };
+        let resp = self
+            .send(&op, || {
+                Some(self.http.put(url.clone()).header(CONTENT_LENGTH, "0"))
+            })
+            .await?;
+        match resp.status() {
+            StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
+            _ => Err(self.status_error(resp, &what).await),
+        }
+    }
+
+    /// `HEAD` a manifest by tag or digest.
+    pub async fn head_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<ManifestInfo>, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/manifests/{reference}"))?;
+        let what = format!("HEAD manifest {repo}:{reference}");
+        let op = Op {
+            what: &what,
+            scopes: vec![pull_scope(repo)],
+        };
+        let resp = self
+            .send(&op, || {
+                Some(self.http.head(url.clone()).header(ACCEPT, MANIFEST_ACCEPT))
+            })
+            .await?;
+        match resp.status() {
+            s if s.is_success() => {
+                let h = resp.headers();
+                let digest = h
+                    .get("Docker-Content-Digest")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| Digest::parse(v.trim()).ok());
+                let digest = match digest {
+                    Some(d) => d,
+                    None => match Digest::parse(reference) {
+                        Ok(d) => d,
+                        Err(_) => {
+                            // No digest header: fall back to GET and hash.
+                            let (_, _, d) = self.get_manifest(repo, reference).await?;
+                            d
+                        }
+                    },
+                };
+                Ok(Some(ManifestInfo {
+                    digest,
+                    media_type: content_type(h),
+                    size: content_length(h).unwrap_or(0),
+                }))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.status_error(resp, &what).await),
+        }
+    }
+
+    /// `GET` a manifest: exact bytes, media type, digest (verified against
+    /// the reference when it is a digest, and against
+    /// `Docker-Content-Digest`).
+    pub async fn get_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<(Vec<u8>, String, Digest), RegistryError> {
+        let url = self.url(&format!("v2/{repo}/manifests/{reference}"))?;
+        let what = format!("GET manifest {repo}:{reference}");
+        let op = Op {
+            what: &what,
+            scopes: vec![pull_scope(repo)],
+        };
+        let resp = self
+            .send(&op, || {
+                Some(self.http.get(url.clone()).header(ACCEPT, MANIFEST_ACCEPT))
+            })
+            .await?;
+        match resp.status() {
+            s if s.is_success() => {}
+            StatusCode::NOT_FOUND => {
+                return Err(RegistryError::NotFound {
+                    registry: self.registry().to_string(),
+                    repository: repo.to_string(),
+                    reference: reference.to_string(),
+                })
+            }
+            _ => return Err(self.status_error(resp, &what).await),
+        }
+        let media_type = content_type(resp.headers());
+        let header_digest = resp
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Digest::parse(v.trim()).ok());
+        let bytes = read_capped(resp, MANIFEST_CAP)
+            .await
+            .map_err(|e| RegistryError::Transfer {
+                registry: self.registry().to_string(),
+                what: what.clone(),
+                detail: e.to_string(),
+            })?;
+        let digest = Digest::of(&bytes);
+        let expected = Digest::parse(reference).ok().or(header_digest);
+        if let Some(exp) = expected {
+            if exp != digest {
+                return Err(RegistryError::DigestMismatch {
+                    registry: self.registry().to_string(),
+                    repository: repo.to_string(),
+                    expected: exp,
+                    actual: digest,
+                });
+            }
+        }
+        let media_type = if media_type.is_empty() || media_type == "application/json" {
+            crate::oci::parse_manifest(&bytes, None)
+                .map(|(m, _)| m)
+                .unwrap_or(media_type)
+        } else {
+            media_type
+        };
+        Ok((bytes, media_type, digest))
+    }
+
+    /// `PUT` a manifest, exact bytes. Returns its digest.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<Digest, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/manifests/{reference}"))?;
+        let digest = Digest::of(bytes);
+        let what = format!("PUT manifest {digest} as {repo}:{reference}");
+        let body = Bytes::copy_from_slice(bytes);
+        let op = Op {
+            what: &what,
+            scopes: vec![push_scope(repo)],
+        };
+        let resp = self
+            .send(&op, || {
+                Some(
+                    self.http
+                        .put(url.clone())
+                        .header(CONTENT_TYPE, media_type)
+                        .body(body.clone()),
+                )
+            })
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.status_error(resp, &what).await);
+        }
+        if let Some(d) = resp
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| Digest::parse(v.trim()).ok())
+        {
+            if d != digest {
+                return Err(RegistryError::DigestMismatch {
+                    registry: self.registry().to_string(),
+                    repository: repo.to_string(),
+                    expected: digest,
+                    actual: d,
+                });
+            }
+        }
+        Ok(digest)
+    }
+
+    /// `DELETE` a manifest by digest. `Ok(false)` when it was not there.
+    pub async fn delete_manifest(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<bool, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/manifests/{digest}"))?;
+        let what = format!("DELETE manifest {repo}@{digest}");
+        let op = Op {
+            what: &what,
+            scopes: vec![format!("repository:{repo}:pull,push,delete")],
+        };
+        let resp = self
+            .send(&op, || Some(self.http.delete(url.clone())))
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.status_error(resp, &what).await),
+        }
+    }
+
+    /// `GET` a blob as a stream of chunks (size from `Content-Length`).
+    /// The bytes are not verified here: the registry they are uploaded to
+    /// checks the digest before committing.
+    pub async fn get_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<(Option<u64>, BlobStream), RegistryError> {
+        let url = self.url(&format!("v2/{repo}/blobs/{digest}"))?;
+        let what = format!("GET blob {digest} from {repo}");
+        let op = Op {
+            what: &what,
+            scopes: vec![pull_scope(repo)],
+        };
+        let resp = self.send(&op, || Some(self.http.get(url.clone()))).await?;
+        match resp.status() {
+            s if s.is_success() => {}
+            StatusCode::NOT_FOUND => {
+                return Err(RegistryError::NotFound {
+                    registry: self.registry().to_string(),
+                    repository: repo.to_string(),
+                    reference: digest.to_string(),
+                })
+            }
+            _ => return Err(self.status_error(resp, &what).await),
+        }
+        let len = content_length(resp.headers());
+        let stream = resp.bytes_stream().map_err(io::Error::other).boxed();
+        Ok((len, stream))
+    }
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn content_type(h: &HeaderMap) -> String {
+    h.get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn last_part(chain: &str) -> String {
+    // reqwest's chain repeats the URL; the innermost causes are the useful part.
+    let parts: Vec<&str> = chain.split(": ").collect();
+    let n = parts.len();
+    parts[n.saturating_sub(2)..].join(": ")
+}
+
+async fn read_capped(resp: Response, cap: usize) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut s = resp.bytes_stream();
+    while let Some(chunk) = s.next().await {
+        let chunk = chunk.map_err(io::Error::other)?;
+        if out.len() + chunk.len() > cap {
+            return Err(io::Error::other(format!("reply larger than {cap} bytes")));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// `: CODE: message` from an OCI error body, or a short excerpt.
+fn error_detail(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Errs {
+        errors: Vec<E>,
+    }
+    #[derive(Deserialize)]
+    struct E {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    if let Ok(e) = serde_json::from_slice::<Errs>(body) {
+        let parts: Vec<String> = e
+            .errors
+            .iter()
+            .map(|e| format!("{} ({})", e.code, e.message))
+            .collect();
+        if !parts.is_empty() {
+            return format!(": {}", parts.join("; "));
+        }
+    }
+    let text: String = String::from_utf8_lossy(body)
+        .trim()
+        .chars()
+        .take(200)
+        .collect();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(": {text}")
+    }
+}
+
+/// Media types accepted for manifests (for callers building `Accept`).
+pub fn manifest_media_types() -> [&'static str; 4] {
+    [
+        media_types::OCI_INDEX,
+        media_types::OCI_MANIFEST,
+        media_types::DOCKER_MANIFEST_LIST,
+        media_types::DOCKER_MANIFEST,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_details() {
+        let b = br#"{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"}]}"#;
+        assert_eq!(
+            error_detail(b),
+            ": DIGEST_INVALID (provided digest did not match uploaded content)"
+        );
+        assert_eq!(error_detail(b""), "");
+        assert_eq!(error_detail(b"oops"), ": oops");
+    }
+
+    #[test]
+    fn proxy_urls_are_redacted() {
+        let r = redact_url("http://user:pa55@proxy.lab:3128");
+        assert!(!r.contains("pa55") && !r.contains("user"), "{r}");
+        let t = RegistryTarget {
+            proxy: Some("http://u:topsecret@p:1".into()),
+            auth: Auth::Basic {
+                user: "me".into(),
+                password: "hunter2".into(),
+            },
+            ..RegistryTarget::new(Scheme::Https, "r:1")
+        };
+        let d = format!("{t:?}");
+        assert!(!d.contains("topsecret") && !d.contains("hunter2"), "{d}");
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let c = RegistryClient::new(RegistryTarget::new(Scheme::Http, "127.0.0.1:1"));
+        let Ok(c) = c else { panic!("client") };
+        let d1 = c.backoff(1, None);
+        let d4 = c.backoff(4, None);
+        assert!(d1 <= Duration::from_millis(200) && d1 >= Duration::from_millis(100));
+        assert!(d4 >= Duration::from_millis(800) && d4 <= Duration::from_millis(1600));
+        assert_eq!(
+            c.backoff(30, Some(Duration::from_secs(999))),
+            Duration::from_secs(10)
+        );
+        assert!(c.backoff(30, None) <= Duration::from_secs(10));
+    }
+}

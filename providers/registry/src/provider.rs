@@ -1,0 +1,586 @@
+//! The `image` provider: one resource instance per image of an image set,
+//! `image.SET["gcr.io/a/b:t"]`, implementing the engine's provider contract.
+//!
+//! The instance's attributes are built from an [`ImageSpec`] by
+//! [`ImageSpec::to_desired`] and read back by [`ImageSpec::from_attrs`]: the
+//! binary that expands the configuration and this provider share that one
+//! contract and nothing else.
+//!
+//! Images of one bundle are pushed together: the first `apply` of an image
+//! of bundle B streams B once and pushes every image of B that the plan
+//! wants (see [`ImageProvider::prepare`]); the other images' `apply` calls
+//! wait for that one pass and report their own outcome.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use mirrorplan_engine::{
+    Action, Address, ApplyContext, Attrs, DesiredInstance, NewInstanceState, Observed,
+    PlannedChange, PriorInstance, Provider, ProviderError,
+};
+use serde_json::{json, Value};
+use tokio::sync::OnceCell;
+
+use crate::bundle::{Bundle, Catalogue, CatalogueOptions};
+use crate::store::OciStore;
+
+/// The provider kind.
+pub const KIND: &str = "image";
+
+/// Where an image comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// A bundle file.
+    Bundle(PathBuf),
+    /// An upstream registry.
+    Registry,
+}
+
+/// How to reach a registry (mirror or upstream).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RegistryConn {
+    /// `https://host:port`, `http://host:port` or `oci:/path`.
+    pub endpoint: String,
+    /// CA certificate file (PEM).
+    pub ca_cert: Option<String>,
+    /// User for basic auth.
+    pub username: Option<String>,
+    /// Password (secret).
+    pub password: Option<String>,
+    /// Docker config.json with credentials.
+    pub docker_config: Option<String>,
+    /// Skip TLS verification.
+    pub insecure: bool,
+    /// Proxy URL.
+    pub proxy: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryConn")
+            .field("endpoint", &self.endpoint)
+            .field("ca_cert", &self.ca_cert)
+            .field("username", &self.username)
+            .field(
+                "password",
+                &self.password.as_ref().map(|_| "(sensitive value)"),
+            )
+            .field("docker_config", &self.docker_config)
+            .field("insecure", &self.insecure)
+            .field("proxy", &self.proxy)
+            .finish()
+    }
+}
+
+impl RegistryConn {
+    fn to_json(&self) -> Value {
+        json!({
+            "endpoint": self.endpoint,
+            "ca_cert": self.ca_cert,
+            "username": self.username,
+            "docker_config": self.docker_config,
+            "insecure": self.insecure,
+            "proxy": self.proxy,
+        })
+    }
+
+    fn from_json(v: Option<&Value>, password: Option<&Value>) -> Option<RegistryConn> {
+        let v = v?;
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        Some(RegistryConn {
+            endpoint: s("endpoint")?,
+            ca_cert: s("ca_cert"),
+            username: s("username"),
+            password: password.and_then(Value::as_str).map(str::to_string),
+            docker_config: s("docker_config"),
+            insecure: v.get("insecure").and_then(Value::as_bool).unwrap_or(false),
+            proxy: s("proxy"),
+        })
+    }
+
+    /// The `oci:` store directory, when this is a local store.
+    pub fn oci_path(&self) -> Option<PathBuf> {
+        self.endpoint.strip_prefix("oci:").map(PathBuf::from)
+    }
+}
+
+/// Everything the provider needs to know about one image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageSpec {
+    /// Full upstream reference, e.g. `gcr.io/a/b:1.0` (the instance key).
+    pub upstream: String,
+    /// Where the image comes from.
+    pub source: ImageSource,
+    /// The upstream registry's connection when a `registry` block matches its host.
+    pub upstream_conn: Option<RegistryConn>,
+    /// The mirror.
+    pub mirror: RegistryConn,
+    /// Repository on the mirror (namespace included), e.g. `test-namespace/a/b`.
+    pub repository: String,
+    /// Tag on the mirror (None for digest-only references).
+    pub tag: Option<String>,
+    /// The manifest digest the mirror must serve.
+    pub digest: String,
+    /// Platforms kept (empty = all).
+    pub platforms: Vec<String>,
+    /// Whether a platform filter rewrote the index (digest differs from the source's).
+    pub filtered: bool,
+    /// Delete the tag from the mirror on destroy.
+    pub prune: bool,
+    /// Number of blobs.
+    pub blobs: u64,
+    /// Total blob bytes.
+    pub bytes: u64,
+}
+
+fn bad(msg: impl Into<String>) -> ProviderError {
+    ProviderError::invalid_input(msg)
+}
+
+impl ImageSpec {
+    /// The desired instance for `address`.
+    pub fn to_desired(&self, address: Address) -> DesiredInstance {
+        let mut attrs = Attrs::new()
+            .with("upstream", self.upstream.clone())
+            .with(
+                "source",
+                match &self.source {
+                    ImageSource::Bundle(p) => format!("bundle:{}", p.display()),
+                    ImageSource::Registry => "registry".to_string(),
+                },
+            )
+            .with("mirror", self.mirror.to_json())
+            .with("repository", self.repository.clone())
+            .with("tag", json!(self.tag))
+            .with("digest", self.digest.clone())
+            .with("platforms", json!(self.platforms))
+            .with("filtered", self.filtered)
+            .with("prune", self.prune)
+            .with("blobs", self.blobs)
+            .with("bytes", self.bytes);
+        if let Some(u) = &self.upstream_conn {
+            attrs.insert("upstream_registry", u.to_json());
+            if let Some(p) = &u.password {
+                attrs.insert_sensitive("upstream_password", p.clone());
+            }
+        }
+        if let Some(p) = &self.mirror.password {
+            attrs.insert_sensitive("password", p.clone());
+        }
+        DesiredInstance::new(address, KIND, attrs)
+    }
+
+    /// Reads a spec back from attributes (desired, or a plan's `after`).
+    pub fn from_attrs(attrs: &Attrs) -> Result<ImageSpec, ProviderError> {
+        let s = |k: &str| attrs.get(k).and_then(Value::as_str).map(str::to_string);
+        let u = |k: &str| attrs.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let source = match s("source").as_deref() {
+            Some("registry") => ImageSource::Registry,
+            Some(b) if b.starts_with("bundle:") => {
+                ImageSource::Bundle(PathBuf::from(&b["bundle:".len()..]))
+            }
+            _ => return Err(bad("image instance without a valid `source`")),
+        };
+        let mirror = RegistryConn::from_json(attrs.get("mirror"), attrs.get("password"))
+            .ok_or_else(|| bad("image instance without a `mirror`"))?;
+        Ok(ImageSpec {
+            upstream: s("upstream").ok_or_else(|| bad("image instance without `upstream`"))?,
+            source,
+            upstream_conn: RegistryConn::from_json(
+                attrs.get("upstream_registry"),
+                attrs.get("upstream_password"),
+            ),
+            mirror,
+            repository: s("repository")
+                .ok_or_else(|| bad("image instance without `repository`"))?,
+            tag: s("tag"),
+            digest: s("digest").ok_or_else(|| bad("image instance without `digest`"))?,
+            platforms: attrs
+                .get("platforms")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            filtered: attrs
+                .get("filtered")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            prune: attrs.get("prune").and_then(Value::as_bool).unwrap_or(false),
+            blobs: u("blobs"),
+            bytes: u("bytes"),
+        })
+    }
+}
+
+type CatalogueKey = (PathBuf, Vec<String>);
+
+static CATALOGUES: Mutex<Option<HashMap<CatalogueKey, Arc<Catalogue>>>> = Mutex::new(None);
+
+/// Reads (once per process) the catalogue of a bundle for a platform filter.
+pub fn bundle_catalogue(
+    path: &Path,
+    platforms: &[String],
+) -> Result<Arc<Catalogue>, ProviderError> {
+    let key = (path.to_path_buf(), platforms.to_vec());
+    if let Ok(guard) = CATALOGUES.lock() {
+        if let Some(c) = guard.as_ref().and_then(|m| m.get(&key)) {
+            return Ok(c.clone());
+        }
+    }
+    let bundle = Bundle::open(path).map_err(|e| {
+        ProviderError::invalid_input(format!("bundle {}: {e}", path.display())).with_help(
+            "check that the bundle file exists and is a .tar, .tar.gz, .tar.xz or .tar.zst",
+        )
+    })?;
+    let options = CatalogueOptions {
+        platforms: platforms
+            .iter()
+            .filter_map(|p| crate::reference::Platform::parse(p).ok())
+            .collect(),
+    };
+    let cat = bundle
+        .catalogue_with(&options)
+        .map_err(|e| ProviderError::invalid_input(format!("bundle {}: {e}", path.display())))?;
+    let cat = Arc::new(cat);
+    if let Ok(mut guard) = CATALOGUES.lock() {
+        guard
+            .get_or_insert_with(HashMap::new)
+            .insert(key, cat.clone());
+    }
+    Ok(cat)
+}
+
+/// The outcome of one bundle pass: per image name, the digest pushed or why not.
+type BatchResult = Result<HashMap<String, Result<String, String>>, String>;
+
+/// Pushes images into mirrors.
+#[derive(Default)]
+pub struct ImageProvider {
+    wanted: Mutex<HashMap<PathBuf, HashSet<String>>>,
+    batches: Mutex<HashMap<(PathBuf, String), Arc<OnceCell<BatchResult>>>>,
+}
+
+impl ImageProvider {
+    /// A provider with nothing prepared.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Tells the provider which images the plan will push, so that one pass
+    /// over each bundle serves them all.
+    pub fn prepare(&self, changes: &[PlannedChange]) {
+        let Ok(mut wanted) = self.wanted.lock() else {
+            return;
+        };
+        for c in changes {
+            if c.provider != KIND
+                || !matches!(c.action, Action::Create | Action::Update | Action::Replace)
+            {
+                continue;
+            }
+            let Some(after) = &c.after else { continue };
+            if let Ok(spec) = ImageSpec::from_attrs(after) {
+                if let ImageSource::Bundle(p) = &spec.source {
+                    wanted
+                        .entry(p.clone())
+                        .or_default()
+                        .insert(spec.upstream.clone());
+                }
+            }
+        }
+    }
+
+    async fn push_from_bundle(
+        &self,
+        spec: &ImageSpec,
+        bundle: &Path,
+        ctx: &ApplyContext,
+    ) -> Result<String, ProviderError> {
+        let key = (bundle.to_path_buf(), spec.mirror.endpoint.clone());
+        let cell = {
+            let mut batches = self
+                .batches
+                .lock()
+                .map_err(|_| ProviderError::failed("internal lock poisoned"))?;
+            batches.entry(key).or_default().clone()
+        };
+        let wanted = self
+            .wanted
+            .lock()
+            .ok()
+            .and_then(|w| w.get(bundle).cloned())
+            .unwrap_or_default();
+        ctx.message(format!("streaming bundle {}", bundle.display()));
+        let spec2 = spec.clone();
+        let bundle2 = bundle.to_path_buf();
+        let result = cell
+            .get_or_init(|| async move {
+                let joined = tokio::task::spawn_blocking(move || {
+                    push_bundle_blocking(&spec2, &bundle2, &wanted)
+                })
+                .await;
+                match joined {
+                    Ok(r) => r,
+                    Err(e) => Err(format!("bundle push task failed: {e}")),
+                }
+            })
+            .await;
+        match result {
+            Ok(map) => match map.get(&spec.upstream) {
+                Some(Ok(d)) => Ok(d.clone()),
+                Some(Err(why)) => Err(ProviderError::failed(why.clone())),
+                None => Err(ProviderError::failed(format!(
+                    "{} was not found in bundle {}",
+                    spec.upstream,
+                    bundle.display()
+                ))),
+            },
+            Err(why) => Err(ProviderError::failed(why.clone())),
+        }
+    }
+}
+
+fn push_bundle_blocking(
+    spec: &ImageSpec,
+    bundle_path: &Path,
+    wanted: &HashSet<String>,
+) -> BatchResult {
+    let catalogue = bundle_catalogue(bundle_path, &spec.platforms).map_err(|e| e.message)?;
+    let cat = catalogue
+        .subset(|name| wanted.is_empty() || wanted.contains(name) || name == spec.upstream);
+    let bundle = Bundle::open(bundle_path).map_err(|e| e.to_string())?;
+    let namespace = namespace_of(spec);
+    let mut out: HashMap<String, Result<String, String>> = HashMap::new();
+    match spec.mirror.oci_path() {
+        Some(store_path) => {
+            let store = OciStore::open_or_create(&store_path).map_err(|e| e.to_string())?;
+            let report =
+                crate::push::push_bundle_to_store(&bundle, &cat, &store, namespace.as_deref())
+                    .map_err(|e| e.to_string())?;
+            for p in report.pushed {
+                out.insert(p.name, Ok(p.digest.to_string()));
+            }
+            for name in report.skipped {
+                let why = report
+                    .blob_failures
+                    .iter()
+                    .map(|e| e.to_string())
+                    .find(|m| m.contains(&name))
+                    .unwrap_or_else(|| "one of its blobs failed".into());
+                out.insert(name.clone(), Err(format!("{name} was not pushed: {why}")));
+            }
+            for (name, e) in report.manifest_failures {
+                out.insert(name.clone(), Err(format!("{name}: {e}")));
+            }
+        }
+        None => {
+            return Err(format!(
+                "pushing to {} needs the registry client, which this build does not have yet",
+                spec.mirror.endpoint
+            ))
+        }
+    }
+    for f in &catalogue.failures {
+        out.entry(f.name.clone())
+            .or_insert_with(|| Err(format!("{}: {}", f.name, f.error)));
+    }
+    Ok(out)
+}
+
+/// The namespace part of the mirror repository (what precedes the upstream path).
+fn namespace_of(spec: &ImageSpec) -> Option<String> {
+    let Ok(r) = crate::reference::ImageRef::parse(&spec.upstream) else {
+        return None;
+    };
+    let path = r.repository.clone();
+    spec.repository
+        .strip_suffix(&path)
+        .map(|ns| ns.trim_end_matches('/').to_string())
+        .filter(|ns| !ns.is_empty())
+}
+
+fn observed_digest(spec: &ImageSpec) -> Result<Option<String>, ProviderError> {
+    match spec.mirror.oci_path() {
+        Some(path) => {
+            if !path.join("oci-layout").is_file() {
+                return Ok(None);
+            }
+            let store = OciStore::open_or_create(&path)
+                .map_err(|e| ProviderError::failed(format!("oci store {}: {e}", path.display())))?;
+            let tag = spec.tag.clone().unwrap_or_else(|| spec.digest.clone());
+            let found = store
+                .resolve(&spec.repository, &tag)
+                .map_err(|e| ProviderError::failed(format!("oci store {}: {e}", path.display())))?;
+            Ok(found.map(|d| d.digest.to_string()))
+        }
+        None => Err(ProviderError::failed(format!(
+            "reading {} needs the registry client, which this build does not have yet",
+            spec.mirror.endpoint
+        ))),
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[async_trait]
+impl Provider for ImageProvider {
+    fn kind(&self) -> &str {
+        KIND
+    }
+
+    fn force_new(&self) -> &[&str] {
+        &["repository", "tag"]
+    }
+
+    async fn read(
+        &self,
+        desired: Option<&DesiredInstance>,
+        prior: Option<&PriorInstance>,
+    ) -> Result<Option<Observed>, ProviderError> {
+        let attrs = match (desired, prior) {
+            (_, Some(p)) => p.attrs_view(),
+            (Some(d), None) => d.attrs.clone(),
+            (None, None) => return Ok(None),
+        };
+        let mut spec = ImageSpec::from_attrs(&attrs)?;
+        if let Some(d) = desired {
+            // read where the image should be; the prior's mirror might have moved
+            if let Ok(ds) = ImageSpec::from_attrs(&d.attrs) {
+                if prior.is_none() {
+                    spec = ds;
+                }
+            }
+        }
+        match observed_digest(&spec)? {
+            Some(digest) => Ok(Some(Observed {
+                attrs: Attrs::new().with("digest", digest),
+            })),
+            None => Ok(None),
+        }
+    }
+
+    fn plan(
+        &self,
+        desired: Option<&DesiredInstance>,
+        prior: Option<&PriorInstance>,
+        observed: Option<&Observed>,
+    ) -> Result<PlannedChange, ProviderError> {
+        let mut change = mirrorplan_engine::diff(self.force_new(), desired, prior)?;
+        let _ = observed;
+        if let (Some(d), Action::Create | Action::Update | Action::Replace) =
+            (desired, change.action)
+        {
+            let spec = ImageSpec::from_attrs(&d.attrs)?;
+            change.details.push(format!(
+                "{} blob{} ({}) to send unless already in the mirror",
+                spec.blobs,
+                if spec.blobs == 1 { "" } else { "s" },
+                human_bytes(spec.bytes)
+            ));
+            if spec.filtered {
+                change.details.push(format!(
+                    "platform filter {:?}: the index is rewritten, its digest differs from the source's",
+                    spec.platforms
+                ));
+            }
+            if spec.mirror.insecure {
+                change.details.push(
+                    "warning: TLS verification is off for this registry (insecure = true)".into(),
+                );
+            }
+        }
+        if let (None, Some(p), Action::Delete) = (desired, prior, change.action) {
+            let prune = p
+                .attrs
+                .get("prune")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            change.details.push(if prune {
+                "the tag is deleted from the mirror (prune = true)".into()
+            } else {
+                "forgotten only: the image stays in the mirror (set prune = true to delete it)"
+                    .into()
+            });
+        }
+        Ok(change)
+    }
+
+    async fn apply(
+        &self,
+        change: &PlannedChange,
+        ctx: &ApplyContext,
+    ) -> Result<Option<NewInstanceState>, ProviderError> {
+        match change.action {
+            Action::Delete => {
+                let Some(before) = &change.before else {
+                    return Ok(None);
+                };
+                let spec = ImageSpec::from_attrs(before)?;
+                if spec.prune {
+                    if let (Some(path), Some(tag)) = (spec.mirror.oci_path(), &spec.tag) {
+                        let store = OciStore::open_or_create(&path).map_err(|e| {
+                            ProviderError::failed(format!("oci store {}: {e}", path.display()))
+                        })?;
+                        store.delete_tag(&spec.repository, tag).map_err(|e| {
+                            ProviderError::failed(format!(
+                                "deleting {}:{tag}: {e}",
+                                spec.repository
+                            ))
+                        })?;
+                    }
+                }
+                Ok(None)
+            }
+            Action::Create | Action::Update | Action::Replace => {
+                let after = change
+                    .after
+                    .as_ref()
+                    .ok_or_else(|| ProviderError::failed("a create without attributes"))?;
+                let spec = ImageSpec::from_attrs(after)?;
+                let digest = match &spec.source {
+                    ImageSource::Bundle(b) => self.push_from_bundle(&spec, b, ctx).await?,
+                    ImageSource::Registry => {
+                        return Err(ProviderError::failed(format!(
+                            "copying {} from its registry needs the registry client, which this build does not have yet",
+                            spec.upstream
+                        )))
+                    }
+                };
+                if digest != spec.digest {
+                    return Err(ProviderError::failed(format!(
+                        "{} was pushed as {digest}, but the plan expected {}",
+                        spec.upstream, spec.digest
+                    )));
+                }
+                let mut attrs = after.clone();
+                attrs.insert("digest", digest.clone());
+                Ok(Some(NewInstanceState {
+                    attrs,
+                    digests: BTreeMap::from([("manifest".to_string(), digest)]),
+                }))
+            }
+            Action::NoOp | Action::Read => Ok(change.after.clone().map(|attrs| NewInstanceState {
+                attrs,
+                digests: BTreeMap::new(),
+            })),
+        }
+    }
+}
