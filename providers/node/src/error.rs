@@ -137,6 +137,17 @@ pub enum NodeError {
         source: std::io::Error,
     },
 
+    /// The SSH transport failed (connection, host key, authentication,
+    /// remote command).
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Ssh(Box<crate::ssh::SshError>),
+
+    /// A CRI call failed.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Cri(Box<crate::cri::CriError>),
+
     /// An empty argv was given to `Transport::run`.
     #[error("cannot run an empty command")]
     #[diagnostic(

@@ -1,5 +1,5 @@
 //! Node provider pieces: containerd configuration renderers and the node
-//! transports (local now, SSH later).
+//! transports (local directory, SSH) and a minimal CRI client.
 //!
 //! # Invariants
 //! - **`config_path` and legacy `registry.mirrors` never coexist** in a
@@ -34,12 +34,16 @@
 //! [`NodeMirrorConfig`].
 
 mod containerd;
+pub mod cri;
 mod diff;
 mod error;
 mod hosts;
+mod known_hosts;
 mod model;
+pub mod provider;
 mod secret;
 pub mod shell;
+mod ssh;
 mod transport;
 
 pub use containerd::{
@@ -48,14 +52,17 @@ pub use containerd::{
     ConfigEdit, ConfigFacts, ContainerdRelease, ContainerdVersion, LegacyConfigFacts,
     CRI_IMAGES_PLUGIN_V3, CRI_PLUGIN_V2, MANAGED_MARKER,
 };
+pub use cri::{CriClient, CriError, CriVersion, ImageInfo};
 pub use diff::{diff_files, digest, looks_sensitive, ChangeKind, DesiredFile, FileChange};
 pub use error::{NodeError, Result};
 pub use hosts::{
     ca_file_path, hosts_toml_path, render_hosts, upstream_server, MODE_PUBLIC, MODE_SECRET,
 };
+pub use known_hosts::fingerprint;
 pub use model::{
     normalize_host, ConfigStyle, EndpointScheme, MirrorSpec, NodeMirrorConfig, PullAuth,
     DEFAULT_CONFIG_PATH, GCR_HOST, GCR_KEY_USERNAME,
 };
 pub use secret::{Secret, REDACTED};
+pub use ssh::{SshError, SshOptions, SshTransport, TEMP_MARKER};
 pub use transport::{LocalTransport, Output, RunMode, Transport};

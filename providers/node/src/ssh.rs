@@ -1,0 +1,1021 @@
+//! `SshTransport`: a node reached over SSH (russh, ring crypto backend).
+//!
+//! One SSH connection per node, opened by [`SshTransport::connect`] and
+//! reused for every operation; each operation opens its own channel.
+//!
+//! # Security
+//! - **Host keys are always checked**: against `known_hosts` (default
+//!   `~/.ssh/known_hosts`; `[host]:port` and plain forms, hashed entries,
+//!   `@revoked`) or against an explicit pin. An unknown host or a changed key
+//!   stops the connection with an error naming the host and the key's
+//!   SHA256 fingerprint. Nothing is ever added to known_hosts.
+//! - **No shell string is built from data**: every word is quoted with
+//!   [`crate::shell::quote`]; file scripts are fixed text and receive paths
+//!   as positional parameters (`sh -c SCRIPT sh PATH ...`), file contents
+//!   on stdin.
+//! - **Secrets stay out of errors**: passphrases are [`Secret`]s; remote
+//!   stderr is truncated and never includes file contents (they travel on
+//!   stdin/stdout only).
+//!
+//! # Remote requirements
+//! A POSIX `sh`, `cat`, `mktemp`, `chmod`, `mv`, `wc`, `dirname`,
+//! `basename`; `sync FILE` is used when available (GNU coreutils ≥ 8.24,
+//! recent busybox). Non-root users need passwordless `sudo` (`sudo -n`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use russh::client::{self, Handle};
+use russh::keys::agent::client::AgentClient;
+use russh::keys::agent::AgentIdentity;
+use russh::keys::ssh_key::PublicKey;
+use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::{ChannelMsg, ChannelStream};
+
+use crate::error::{NodeError, Result};
+use crate::known_hosts::{self, fingerprint, HostKeyCheck};
+use crate::secret::Secret;
+use crate::shell;
+use crate::transport::{Output, Transport};
+
+/// How much remote stderr an error message keeps.
+const STDERR_LIMIT: usize = 2000;
+
+/// Name part of the temporary files `write_file_atomic` creates next to the
+/// target (`.NAME.mirrorplan-tmp.XXXXXX`); stale ones are removed by the
+/// next write of the same file.
+pub const TEMP_MARKER: &str = "mirrorplan-tmp";
+
+/// How to reach one node over SSH.
+#[derive(Debug, Clone)]
+pub struct SshOptions {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port (22).
+    pub port: u16,
+    /// Login user (`root`).
+    pub user: String,
+    /// Private key file (OpenSSH or PEM format). When `None` and the agent
+    /// is not used (or has no usable key), `~/.ssh/id_ed25519`,
+    /// `id_ecdsa` and `id_rsa` are tried, like `ssh`.
+    pub private_key: Option<PathBuf>,
+    /// Passphrase of `private_key`.
+    pub passphrase: Option<Secret>,
+    /// known_hosts file; `~/.ssh/known_hosts` when `None`. Ignored when
+    /// `host_key_pin` is set.
+    pub known_hosts: Option<PathBuf>,
+    /// Accept exactly this host key instead of consulting known_hosts:
+    /// `ssh-ed25519 AAAA…` (a comment may follow) or `SHA256:…`.
+    pub host_key_pin: Option<String>,
+    /// Try the keys of the SSH agent at `SSH_AUTH_SOCK` (if set).
+    pub use_agent: bool,
+    /// Limit for TCP connect + handshake + authentication and for opening
+    /// each channel. Commands themselves are not limited.
+    pub timeout: Duration,
+    /// Prefix commands with `sudo -n --`. `None`: only when `user` is not
+    /// `root`.
+    pub sudo: Option<bool>,
+}
+
+impl SshOptions {
+    /// Port 22, user `root`, known_hosts from `~/.ssh`, agent used, 30 s
+    /// timeout, sudo automatic.
+    pub fn new(host: impl Into<String>) -> Self {
+        SshOptions {
+            host: host.into(),
+            port: 22,
+            user: "root".to_owned(),
+            private_key: None,
+            passphrase: None,
+            known_hosts: None,
+            host_key_pin: None,
+            use_agent: true,
+            timeout: Duration::from_secs(30),
+            sudo: None,
+        }
+    }
+
+    /// Whether commands run through `sudo -n --`.
+    pub fn uses_sudo(&self) -> bool {
+        self.sudo.unwrap_or(self.user != "root")
+    }
+
+    /// `user@host:port`, for messages.
+    pub fn target(&self) -> String {
+        format!("{}@{}:{}", self.user, self.host, self.port)
+    }
+}
+
+/// Errors of the SSH transport and of CRI calls made through it.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[non_exhaustive]
+pub enum SshError {
+    /// Invalid option values.
+    #[error("invalid SSH options for {target}: {reason}")]
+    #[diagnostic(
+        code(mirrorplan::node::ssh::options),
+        help("check the node's ssh settings (host, user, host_key_pin)")
+    )]
+    Options { target: String, reason: String },
+
+    /// TCP connection failed.
+    #[error("cannot connect to {target}: {source}")]
+    #[diagnostic(
+        code(mirrorplan::node::ssh::connect),
+        help("check that the node is up, that sshd listens on this address and port, and that no firewall is in the way")
+    )]
+    Connect {
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Connect, handshake, authentication or channel open took too long.
+    #[error("{what} with {target} timed out after {after:?}")]
+    #[diagnostic(
+        code(mirrorplan::node::ssh::timeout),
+        help("the node or the network is slow or unreachable; raise the timeout if the node is known to be slow")
+    )]
+    Timeout {
+        target: String,
+        what: &'static str,
+        after: Duration,
+    },
+
+    /// The host is not in known_hosts.
+    #[error("host key of {host} is not known ({key_type} {fingerprint}); not in {known_hosts}")]
+    #[diagnostic(
+        code(mirrorplan::node::ssh::unknown_host),
+        help("verify the fingerprint out of band (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the node), then add the key to known_hosts (`ssh-keyscan -p PORT HOST`) or set host_key_pin")
+    )]
+    UnknownHost {
+        host: String,
+        key_type: String,
+        fingerprint: String,
+        known_hosts: String,
+    },
+
+    /// The host presented another key than the one recorded.
+    #[error("HOST KEY OF {host} HAS CHANGED: it presented {key_type} {fingerprint}, which does not match {known_hosts} line(s) {lines}")]
+    #[diagnostic(
+        code(mirrorplan::node::ssh::host_key_changed),
+        help("someone may be intercepting the connection; if the node was reinstalled, verify the new fingerprint out of band and replace the old known_hosts line(s)")
+    )]
+    HostKeyChanged {
+        host: String,
+        key_type: String,
+        fingerprint: String,
+        known_hosts: String,
+        lines: String,
+    },
+
+    /// The host key is marked `@revoked`.
+    #[error("host key of {host} ({fingerprint}) is revoked in {known_hosts} line {line}")]
+    #[diagnostic(
+        code(mirrorplan::node::ssh::host_key_revoked),
+        help("this key must not be trusted; give the node a new host key")
+    )]
+    HostKeyRevoked {
+        host: String,
+        fingerprint: String,
+        known_hosts: String,
+        line: usize,
+    },
+
+    /// The host key differs from `host_key_pin`.
+    #[error(
+        "host key of {host} ({key_type} {fingerprint}) does not match the pinned key {pinned}"
+    )]
+    #[diagnostic(
+        code(mirrorplan::node::ssh::host_key_pin_mismatch),
+        help("someone may be intercepting the connection; if the node's key really changed, update host_key_pin after verifying it out of band")
+    )]
+    HostKeyPinMismatch {
+        host: String,
+        key_type: String,
+        fingerprint: String,
+        pinned: String,
+    },
+
+    /// The server offered a host certificate.
+    #[error("{host} presented a host certificate; only plain host keys are accepted")]
+    #[diagnostic(
+        code(mirrorplan::node::ssh::host_certificate),
+        help("pin the host's plain key with host_key_pin or add it to known_hosts")
+    )]
+    HostCertificate { host: String },
+
+    /// known_hosts exists but cannot be read.
+    #[error("cannot read known_hosts {path}: {source}")]
+    #[diagnostic(
+        code(mirrorplan::node::ssh::known_hosts),
+        help("check the file's permissions")
+    )]
+    KnownHosts {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The private key file cannot be used.
+    #[error("cannot use private key {path}: {reason}")]
+    #[diagnostic(
+        code(mirrorplan::node::ssh::private_key),
+        help("give an OpenSSH or PEM private key file; an encrypted key needs its passphrase")
+    )]
+    PrivateKey { path: PathBuf, reason: String },
+
+    /// Authentication was refused.
+    #[error("authentication as {target} failed (tried: {tried})")]
+    #[diagnostic(
+        code(mirrorplan::node::ssh::auth),
+        help("check that the key's public half is in the user's authorized_keys on the node, or that the agent holds it")
+    )]
+    Auth { target: String, tried: String },
+
+    /// SSH agent failure.
+    #[error("SSH agent: {reason}")]
+    #[diagnostic(
+        code(mirrorplan::node::ssh::agent),
+        help(
+            "check SSH_AUTH_SOCK and that the agent runs (`ssh-add -l`), or set use_agent = false"
+        )
+    )]
+    Agent { reason: String },
+
+    /// SSH protocol error or lost connection.
+    #[error("SSH session with {target}: {message}")]
+    #[diagnostic(
+        code(mirrorplan::node::ssh::session),
+        help("the connection failed or was closed; run again, and check the node's sshd log if it keeps happening")
+    )]
+    Session { target: String, message: String },
+
+    /// A remote helper script or command failed.
+    #[error("{operation} on {target} failed (exit {status}): {stderr}")]
+    #[diagnostic(
+        code(mirrorplan::node::ssh::remote),
+        help(
+            "the message above is the node's stderr; check permissions and free space on the node"
+        )
+    )]
+    Remote {
+        target: String,
+        operation: String,
+        status: String,
+        stderr: String,
+    },
+
+    /// `sudo -n` refused.
+    #[error("sudo on {target} refused to run without a password: {stderr}")]
+    #[diagnostic(
+        code(mirrorplan::node::ssh::sudo),
+        help("give the user passwordless sudo (NOPASSWD) for the commands mirrorplan runs, or log in as root")
+    )]
+    Sudo { target: String, stderr: String },
+
+    /// `direct-streamlocal` forwarding refused.
+    #[error("cannot reach unix socket {socket} on {target}: {message}")]
+    #[diagnostic(
+        code(mirrorplan::node::ssh::streamlocal),
+        help("sshd must allow it (`AllowStreamLocalForwarding yes`, no `DisableForwarding`), the socket must exist, and the login user must be able to open it (root for containerd)")
+    )]
+    StreamLocal {
+        target: String,
+        socket: String,
+        message: String,
+    },
+}
+
+impl From<SshError> for NodeError {
+    fn from(e: SshError) -> Self {
+        NodeError::Ssh(Box::new(e))
+    }
+}
+
+/// Error type of the russh handler: russh's own errors, or our verdict on
+/// the host key.
+#[derive(Debug)]
+enum HandlerError {
+    Russh(russh::Error),
+    HostKey(SshError),
+}
+
+impl From<russh::Error> for HandlerError {
+    fn from(e: russh::Error) -> Self {
+        HandlerError::Russh(e)
+    }
+}
+
+/// How the host key is verified.
+#[derive(Debug, Clone)]
+enum HostKeyPolicy {
+    KnownHosts(PathBuf),
+    PinKey(Box<PublicKey>),
+    PinFingerprint(String),
+}
+
+struct ClientHandler {
+    host: String,
+    port: u16,
+    policy: HostKeyPolicy,
+}
+
+impl ClientHandler {
+    fn verify(&self, key: &PublicKeyOrCertificate) -> Result<(), SshError> {
+        let key = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key,
+            PublicKeyOrCertificate::Certificate(_) => {
+                return Err(SshError::HostCertificate {
+                    host: self.display_host(),
+                })
+            }
+        };
+        let fp = fingerprint(key);
+        let key_type = key.algorithm().to_string();
+        match &self.policy {
+            HostKeyPolicy::PinKey(pinned) => {
+                if pinned.key_data() == key.key_data() {
+                    Ok(())
+                } else {
+                    Err(SshError::HostKeyPinMismatch {
+                        host: self.display_host(),
+                        key_type,
+                        fingerprint: fp,
+                        pinned: fingerprint(pinned),
+                    })
+                }
+            }
+            HostKeyPolicy::PinFingerprint(pinned) => {
+                if *pinned == fp {
+                    Ok(())
+                } else {
+                    Err(SshError::HostKeyPinMismatch {
+                        host: self.display_host(),
+                        key_type,
+                        fingerprint: fp,
+                        pinned: pinned.clone(),
+                    })
+                }
+            }
+            HostKeyPolicy::KnownHosts(path) => {
+                let contents = match std::fs::read_to_string(path) {
+                    Ok(c) => c,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                    Err(source) => {
+                        return Err(SshError::KnownHosts {
+                            path: path.clone(),
+                            source,
+                        })
+                    }
+                };
+                let kh = path.display().to_string();
+                match known_hosts::check(&contents, &self.host, self.port, key) {
+                    HostKeyCheck::Match => Ok(()),
+                    HostKeyCheck::Unknown => Err(SshError::UnknownHost {
+                        host: self.display_host(),
+                        key_type,
+                        fingerprint: fp,
+                        known_hosts: kh,
+                    }),
+                    HostKeyCheck::Changed { lines } => Err(SshError::HostKeyChanged {
+                        host: self.display_host(),
+                        key_type,
+                        fingerprint: fp,
+                        known_hosts: kh,
+                        lines: lines
+                            .iter()
+                            .map(usize::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    }),
+                    HostKeyCheck::Revoked { line } => Err(SshError::HostKeyRevoked {
+                        host: self.display_host(),
+                        fingerprint: fp,
+                        known_hosts: kh,
+                        line,
+                    }),
+                }
+            }
+        }
+    }
+
+    fn display_host(&self) -> String {
+        if self.port == 22 {
+            self.host.clone()
+        } else {
+            format!("[{}]:{}", self.host, self.port)
+        }
+    }
+}
+
+impl client::Handler for ClientHandler {
+    type Error = HandlerError;
+
+    async fn check_server_key(
+        &mut self,
+        server_public_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        self.verify(server_public_key)
+            .map_err(HandlerError::HostKey)?;
+        Ok(true)
+    }
+}
+
+struct Inner {
+    handle: Handle<ClientHandler>,
+    target: String,
+    sudo: bool,
+    timeout: Duration,
+}
+
+/// A node reached over SSH. Cheap to clone: clones share the connection.
+#[derive(Clone)]
+pub struct SshTransport {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SshTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshTransport")
+            .field("target", &self.inner.target)
+            .field("sudo", &self.inner.sudo)
+            .finish_non_exhaustive()
+    }
+}
+
+fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+fn parse_pin(target: &str, pin: &str) -> Result<HostKeyPolicy, SshError> {
+    let pin = pin.trim();
+    if pin.starts_with("SHA256:") {
+        return Ok(HostKeyPolicy::PinFingerprint(pin.to_owned()));
+    }
+    PublicKey::from_openssh(pin)
+        .map(|k| HostKeyPolicy::PinKey(Box::new(k)))
+        .map_err(|e| SshError::Options {
+            target: target.to_owned(),
+            reason: format!(
+                "host_key_pin must be `TYPE BASE64` (as in a .pub file) or `SHA256:…`: {e}"
+            ),
+        })
+}
+
+fn truncate_stderr(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let text = text.trim();
+    if text.len() <= STDERR_LIMIT {
+        return text.to_owned();
+    }
+    let mut end = STDERR_LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
+}
+
+fn status_text(status: Option<i32>) -> String {
+    status.map_or_else(|| "by signal".to_owned(), |s| s.to_string())
+}
+
+/// Node paths given to the file operations: absolute, no NUL byte.
+fn check_path(path: &str) -> Result<()> {
+    let bad = |reason: &str| NodeError::PathNotAllowed {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if !path.starts_with('/') {
+        return Err(bad("it is not absolute"));
+    }
+    if path.contains('\0') {
+        return Err(bad("it contains a NUL byte"));
+    }
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(bad("it contains `..` or `.`"));
+    }
+    if path.ends_with('/') {
+        return Err(bad("it names a directory"));
+    }
+    Ok(())
+}
+
+/// `read_file`: `F` + contents, or `N` when missing.
+const READ_SCRIPT: &str = r#"if [ -e "$1" ]; then printf F; exec cat -- "$1"; else printf N; fi"#;
+
+/// `remove_file`: `R` when removed, `N` when missing.
+const REMOVE_SCRIPT: &str =
+    r#"if [ -e "$1" ] || [ -L "$1" ]; then rm -f -- "$1" && printf R; else printf N; fi"#;
+
+/// `write_file_atomic`: $1 path, $2 octal mode, $3 expected byte count;
+/// contents on stdin. The length check refuses a stdin cut short by a lost
+/// connection, so a truncated file is never renamed into place.
+const WRITE_SCRIPT: &str = r#"set -e
+p=$1; m=$2; n=$3
+d=$(dirname -- "$p"); b=$(basename -- "$p")
+mkdir -p -- "$d"
+for s in "$d/.$b.mirrorplan-tmp."*; do
+  if [ -f "$s" ]; then rm -f -- "$s"; fi
+done
+t=$(mktemp "$d/.$b.mirrorplan-tmp.XXXXXX")
+trap 'rm -f -- "$t"' EXIT
+cat > "$t"
+got=$(wc -c < "$t" | tr -d ' ')
+if [ "$got" != "$n" ]; then
+  echo "received $got of $n bytes; file left unchanged" >&2
+  exit 3
+fi
+chmod "$m" "$t"
+sync -- "$t" 2>/dev/null || sync
+mv -f -- "$t" "$p"
+trap - EXIT
+sync -- "$d" 2>/dev/null || true
+"#;
+
+impl SshTransport {
+    /// Connect, check the host key, authenticate. The connection stays open
+    /// until the last clone is dropped (or [`Self::close`]).
+    pub async fn connect(opts: &SshOptions) -> Result<Self> {
+        Ok(Self::connect_inner(opts).await?)
+    }
+
+    async fn connect_inner(opts: &SshOptions) -> Result<Self, SshError> {
+        let target = opts.target();
+        if opts.host.is_empty() || opts.user.is_empty() {
+            return Err(SshError::Options {
+                target,
+                reason: "host and user must not be empty".to_owned(),
+            });
+        }
+        let policy = match (&opts.host_key_pin, &opts.known_hosts) {
+            (Some(pin), _) => parse_pin(&target, pin)?,
+            (None, Some(path)) => HostKeyPolicy::KnownHosts(path.clone()),
+            (None, None) => match home_dir() {
+                Some(h) => HostKeyPolicy::KnownHosts(h.join(".ssh").join("known_hosts")),
+                None => {
+                    return Err(SshError::Options {
+                        target,
+                        reason: "no known_hosts given and HOME is not set".to_owned(),
+                    })
+                }
+            },
+        };
+        let handler = ClientHandler {
+            host: opts.host.clone(),
+            port: opts.port,
+            policy,
+        };
+        let timeout = opts.timeout;
+        let setup = async {
+            let tcp = tokio::net::TcpStream::connect((opts.host.as_str(), opts.port))
+                .await
+                .map_err(|source| SshError::Connect {
+                    target: target.clone(),
+                    source,
+                })?;
+            let _ = tcp.set_nodelay(true);
+            let config = Arc::new(client::Config {
+                inactivity_timeout: None,
+                keepalive_interval: Some(Duration::from_secs(15)),
+                keepalive_max: 4,
+                ..client::Config::default()
+            });
+            let mut handle =
+                client::connect_stream(config, tcp, handler)
+                    .await
+                    .map_err(|e| match e {
+                        HandlerError::HostKey(e) => e,
+                        HandlerError::Russh(e) => SshError::Session {
+                            target: target.clone(),
+                            message: format!("handshake failed: {e}"),
+                        },
+                    })?;
+            authenticate(&mut handle, opts, &target).await?;
+            Ok::<_, SshError>(handle)
+        };
+        let handle =
+            tokio::time::timeout(timeout, setup)
+                .await
+                .map_err(|_| SshError::Timeout {
+                    target: target.clone(),
+                    what: "SSH connection setup",
+                    after: timeout,
+                })??;
+        Ok(SshTransport {
+            inner: Arc::new(Inner {
+                handle,
+                target,
+                sudo: opts.uses_sudo(),
+                timeout,
+            }),
+        })
+    }
+
+    /// `user@host:port`.
+    pub fn target(&self) -> &str {
+        &self.inner.target
+    }
+
+    /// Whether commands run through `sudo -n --`.
+    pub fn uses_sudo(&self) -> bool {
+        self.inner.sudo
+    }
+
+    /// Disconnect politely (dropping the last clone also closes).
+    pub async fn close(&self) {
+        let _ = self
+            .inner
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    }
+
+    fn session_err(&self, message: impl Into<String>) -> SshError {
+        SshError::Session {
+            target: self.inner.target.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// The remote command line for `argv`, with `sudo -n --` if needed.
+    fn command_line(&self, argv: &[&str]) -> String {
+        let cmd = shell::join(argv);
+        if self.inner.sudo {
+            format!("sudo -n -- {cmd}")
+        } else {
+            cmd
+        }
+    }
+
+    /// Run a fixed `sh` script with positional `args` (`$1`…), optional stdin.
+    async fn run_script(
+        &self,
+        script: &str,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> Result<Output, SshError> {
+        let mut argv = vec!["sh", "-c", script, "sh"];
+        argv.extend_from_slice(args);
+        self.exec(&self.command_line(&argv), stdin).await
+    }
+
+    /// Execute one remote command line on a new channel, feeding `stdin`
+    /// (then EOF) while collecting stdout, stderr and the exit status.
+    async fn exec(&self, command: &str, stdin: Option<&[u8]>) -> Result<Output, SshError> {
+        let timeout = self.inner.timeout;
+        let channel = tokio::time::timeout(timeout, self.inner.handle.channel_open_session())
+            .await
+            .map_err(|_| SshError::Timeout {
+                target: self.inner.target.clone(),
+                what: "opening an SSH channel",
+                after: timeout,
+            })?
+            .map_err(|e| self.session_err(format!("cannot open a channel: {e}")))?;
+        channel
+            .exec(true, command.as_bytes())
+            .await
+            .map_err(|e| self.session_err(format!("cannot start a command: {e}")))?;
+        let (mut reader, writer) = channel.split();
+        let feed = async {
+            if let Some(bytes) = stdin {
+                writer.data(bytes).await?;
+            }
+            writer.eof().await
+        };
+        let collect = async {
+            let mut out = Output::default();
+            let mut exited = false;
+            let mut refused = false;
+            while let Some(msg) = reader.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+                    ChannelMsg::ExtendedData { data, ext: 1 } => {
+                        out.stderr.extend_from_slice(&data)
+                    }
+                    ChannelMsg::ExitStatus { exit_status } => {
+                        out.status = Some(i32::try_from(exit_status).unwrap_or(i32::MAX));
+                        exited = true;
+                    }
+                    ChannelMsg::ExitSignal { .. } => {
+                        out.status = None;
+                        exited = true;
+                    }
+                    ChannelMsg::Failure => refused = true,
+                    ChannelMsg::Close => break,
+                    _ => {}
+                }
+            }
+            (out, exited, refused)
+        };
+        let (fed, (out, exited, refused)) = tokio::join!(feed, collect);
+        if refused {
+            return Err(self.session_err("the server refused to run the command"));
+        }
+        if !exited {
+            return Err(self.session_err("the connection closed before the command finished"));
+        }
+        // A command that exits without reading all of stdin makes sending
+        // fail; its exit status says what happened, so only report a send
+        // error when the command itself succeeded.
+        if let Err(e) = fed {
+            if out.success() {
+                return Err(self.session_err(format!("cannot send data: {e}")));
+            }
+        }
+        if self.inner.sudo && out.status == Some(1) && out.stderr.starts_with(b"sudo:") {
+            return Err(SshError::Sudo {
+                target: self.inner.target.clone(),
+                stderr: truncate_stderr(&out.stderr),
+            });
+        }
+        Ok(out)
+    }
+
+    fn remote_err(&self, operation: String, out: &Output) -> SshError {
+        SshError::Remote {
+            target: self.inner.target.clone(),
+            operation,
+            status: status_text(out.status),
+            stderr: truncate_stderr(&out.stderr),
+        }
+    }
+
+    /// Open a `direct-streamlocal@openssh.com` channel to the unix socket
+    /// `socket_path` on the node: a byte stream to whatever listens there.
+    pub async fn open_unix_socket(&self, socket_path: &str) -> Result<ChannelStream<client::Msg>> {
+        Ok(self.open_streamlocal(socket_path).await?)
+    }
+
+    pub(crate) async fn open_streamlocal(
+        &self,
+        socket_path: &str,
+    ) -> Result<ChannelStream<client::Msg>, SshError> {
+        let timeout = self.inner.timeout;
+        let err = |message: String| SshError::StreamLocal {
+            target: self.inner.target.clone(),
+            socket: socket_path.to_owned(),
+            message,
+        };
+        let channel = tokio::time::timeout(
+            timeout,
+            self.inner
+                .handle
+                .channel_open_direct_streamlocal(socket_path),
+        )
+        .await
+        .map_err(|_| err(format!("no answer within {timeout:?}")))?
+        .map_err(|e| err(e.to_string()))?;
+        Ok(channel.into_stream())
+    }
+}
+
+/// Public-key authentication: the configured key file, then the agent,
+/// then the default key files.
+async fn authenticate(
+    handle: &mut Handle<ClientHandler>,
+    opts: &SshOptions,
+    target: &str,
+) -> Result<(), SshError> {
+    let session_err = |e: russh::Error| SshError::Session {
+        target: target.to_owned(),
+        message: format!("authentication failed: {e}"),
+    };
+    let mut tried: Vec<String> = Vec::new();
+    let rsa_hash = handle
+        .best_supported_rsa_hash()
+        .await
+        .map_err(session_err)?
+        .flatten();
+
+    if let Some(path) = &opts.private_key {
+        let key = load_key(path, opts.passphrase.as_ref())?;
+        tried.push(format!("key {}", path.display()));
+        let res = handle
+            .authenticate_publickey(
+                opts.user.clone(),
+                PrivateKeyWithHashAlg::new(Arc::new(key), rsa_hash),
+            )
+            .await
+            .map_err(session_err)?;
+        if res.success() {
+            return Ok(());
+        }
+    }
+
+    if opts.use_agent && std::env::var_os("SSH_AUTH_SOCK").is_some_and(|s| !s.is_empty()) {
+        let mut agent = AgentClient::connect_env()
+            .await
+            .map_err(|e| SshError::Agent {
+                reason: format!("cannot connect: {e}"),
+            })?;
+        let identities = agent
+            .request_identities()
+            .await
+            .map_err(|e| SshError::Agent {
+                reason: format!("cannot list keys: {e}"),
+            })?;
+        for id in identities {
+            let AgentIdentity::PublicKey { key, .. } = id else {
+                continue;
+            };
+            tried.push(format!("agent key {}", fingerprint(&key)));
+            match handle
+                .authenticate_publickey_with(opts.user.clone(), key, rsa_hash, &mut agent)
+                .await
+            {
+                Ok(res) if res.success() => return Ok(()),
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(SshError::Agent {
+                        reason: format!("signing failed: {e}"),
+                    })
+                }
+            }
+        }
+    }
+
+    if opts.private_key.is_none() {
+        if let Some(home) = home_dir() {
+            for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+                let path = home.join(".ssh").join(name);
+                if !path.is_file() {
+                    continue;
+                }
+                // Default keys that cannot be opened are skipped, like ssh.
+                let Ok(key) = load_key(&path, opts.passphrase.as_ref()) else {
+                    continue;
+                };
+                tried.push(format!("key {}", path.display()));
+                let res = handle
+                    .authenticate_publickey(
+                        opts.user.clone(),
+                        PrivateKeyWithHashAlg::new(Arc::new(key), rsa_hash),
+                    )
+                    .await
+                    .map_err(session_err)?;
+                if res.success() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    Err(SshError::Auth {
+        target: target.to_owned(),
+        tried: if tried.is_empty() {
+            "nothing: no private key given, no agent keys, no ~/.ssh/id_* file".to_owned()
+        } else {
+            tried.join(", ")
+        },
+    })
+}
+
+fn load_key(path: &Path, passphrase: Option<&Secret>) -> Result<russh::keys::PrivateKey, SshError> {
+    russh::keys::load_secret_key(path, passphrase.map(Secret::expose)).map_err(|e| {
+        let reason = match e {
+            russh::keys::Error::KeyIsEncrypted => {
+                "it is encrypted and no passphrase was given".to_owned()
+            }
+            russh::keys::Error::IO(io) => io.to_string(),
+            other if passphrase.is_some() => {
+                format!("wrong passphrase or unreadable key ({other})")
+            }
+            other => other.to_string(),
+        };
+        SshError::PrivateKey {
+            path: path.to_owned(),
+            reason,
+        }
+    })
+}
+
+#[async_trait]
+impl Transport for SshTransport {
+    fn describe(&self) -> String {
+        format!("ssh:{}", self.inner.target)
+    }
+
+    async fn read_file(&self, path: &str) -> Result<Option<Vec<u8>>> {
+        check_path(path)?;
+        let out = self.run_script(READ_SCRIPT, &[path], None).await?;
+        if !out.success() {
+            return Err(self.remote_err(format!("reading {path}"), &out).into());
+        }
+        match out.stdout.split_first() {
+            Some((b'F', rest)) => Ok(Some(rest.to_vec())),
+            Some((b'N', [])) => Ok(None),
+            _ => Err(self
+                .session_err(format!("unexpected answer while reading {path}"))
+                .into()),
+        }
+    }
+
+    async fn write_file_atomic(&self, path: &str, bytes: &[u8], mode: u32) -> Result<()> {
+        check_path(path)?;
+        let mode_s = format!("{:04o}", mode & 0o7777);
+        let len = bytes.len().to_string();
+        let out = self
+            .run_script(WRITE_SCRIPT, &[path, &mode_s, &len], Some(bytes))
+            .await?;
+        if !out.success() {
+            return Err(self.remote_err(format!("writing {path}"), &out).into());
+        }
+        Ok(())
+    }
+
+    async fn remove_file(&self, path: &str) -> Result<bool> {
+        check_path(path)?;
+        let out = self.run_script(REMOVE_SCRIPT, &[path], None).await?;
+        if !out.success() {
+            return Err(self.remote_err(format!("removing {path}"), &out).into());
+        }
+        match out.stdout.as_slice() {
+            b"R" => Ok(true),
+            b"N" => Ok(false),
+            _ => Err(self
+                .session_err(format!("unexpected answer while removing {path}"))
+                .into()),
+        }
+    }
+
+    async fn run(&self, argv: &[&str]) -> Result<Output> {
+        if argv.is_empty() {
+            return Err(NodeError::EmptyCommand);
+        }
+        Ok(self.exec(&self.command_line(argv), None).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sudo_is_automatic_for_non_root() {
+        let mut o = SshOptions::new("127.0.0.1");
+        assert!(!o.uses_sudo());
+        o.user = "deploy".into();
+        assert!(o.uses_sudo());
+        o.sudo = Some(false);
+        assert!(!o.uses_sudo());
+        assert_eq!(o.target(), "deploy@127.0.0.1:22");
+    }
+
+    #[test]
+    fn passphrase_never_in_debug() {
+        let mut o = SshOptions::new("h");
+        o.passphrase = Some(Secret::new("hunter2"));
+        assert!(!format!("{o:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn stderr_is_truncated_on_a_char_boundary() {
+        let long = "é".repeat(STDERR_LIMIT);
+        let t = truncate_stderr(long.as_bytes());
+        assert!(t.len() < STDERR_LIMIT + 40, "{}", t.len());
+        assert!(t.ends_with(&format!("({} bytes in all)", long.len())));
+        assert_eq!(truncate_stderr(b"  short\n"), "short");
+    }
+
+    #[test]
+    fn paths_are_checked() {
+        assert!(check_path("/etc/containerd/config.toml").is_ok());
+        for bad in ["etc/x", "/etc/../x", "/etc/./x", "/etc/", "/a\0b"] {
+            assert!(check_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn pins_parse() {
+        let pin =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM3/X8jS/bw0dwJkzoc3CaOZVZ99LEBcNCUtjShujR5R c";
+        assert!(matches!(parse_pin("t", pin), Ok(HostKeyPolicy::PinKey(_))));
+        assert!(matches!(
+            parse_pin("t", "SHA256:abc"),
+            Ok(HostKeyPolicy::PinFingerprint(_))
+        ));
+        let err = parse_pin("t", "not a key").map(|_| ()).err();
+        assert!(
+            matches!(&err, Some(SshError::Options { reason, .. }) if reason.contains("host_key_pin")),
+            "{err:?}"
+        );
+    }
+
+    /// The scripts are fixed text: they must parse with /bin/sh.
+    #[test]
+    fn scripts_parse() -> std::io::Result<()> {
+        for script in [READ_SCRIPT, REMOVE_SCRIPT, WRITE_SCRIPT] {
+            let st = std::process::Command::new("/bin/sh")
+                .args(["-n", "-c", script])
+                .status()?;
+            assert!(st.success(), "{script}");
+        }
+        assert!(WRITE_SCRIPT.contains(TEMP_MARKER));
+        Ok(())
+    }
+}
