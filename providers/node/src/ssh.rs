@@ -40,6 +40,10 @@ use crate::secret::Secret;
 use crate::shell;
 use crate::transport::{Output, Transport};
 
+/// Session channels open at once on one connection: OpenSSH's default
+/// `MaxSessions` is 10; stay below it (forwarded sockets do not count).
+const MAX_SESSIONS: usize = 8;
+
 /// How much remote stderr an error message keeps.
 const STDERR_LIMIT: usize = 2000;
 
@@ -429,6 +433,7 @@ struct Inner {
     target: String,
     sudo: bool,
     timeout: Duration,
+    sessions: tokio::sync::Semaphore,
 }
 
 /// A node reached over SSH. Cheap to clone: clones share the connection.
@@ -612,6 +617,7 @@ impl SshTransport {
                 target,
                 sudo: opts.uses_sudo(),
                 timeout,
+                sessions: tokio::sync::Semaphore::new(MAX_SESSIONS),
             }),
         })
     }
@@ -668,6 +674,12 @@ impl SshTransport {
     /// (then EOF) while collecting stdout, stderr and the exit status.
     async fn exec(&self, command: &str, stdin: Option<&[u8]>) -> Result<Output, SshError> {
         let timeout = self.inner.timeout;
+        let _permit = self
+            .inner
+            .sessions
+            .acquire()
+            .await
+            .map_err(|_| self.session_err("the transport is closing"))?;
         let channel = tokio::time::timeout(timeout, self.inner.handle.channel_open_session())
             .await
             .map_err(|_| SshError::Timeout {
@@ -1004,6 +1016,38 @@ mod tests {
             matches!(&err, Some(SshError::Options { reason, .. }) if reason.contains("host_key_pin")),
             "{err:?}"
         );
+    }
+
+    /// A stdin cut short (lost connection) must not replace the file.
+    #[test]
+    fn write_script_refuses_short_input() -> Result<(), Box<dyn std::error::Error>> {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir()?;
+        let target = dir.path().join("f.toml");
+        std::fs::write(&target, "old")?;
+        let path = target.to_str().ok_or("non-UTF-8 temp dir")?;
+        let run = |input: &[u8], len: &str| -> std::io::Result<std::process::Output> {
+            let mut child = std::process::Command::new("/bin/sh")
+                .args(["-c", WRITE_SCRIPT, "sh", path, "0640", len])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()?;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(input)?;
+            }
+            child.wait_with_output()
+        };
+        let out = run(b"new cont", "11")?;
+        assert_eq!(out.status.code(), Some(3));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("received 8 of 11 bytes"));
+        assert_eq!(std::fs::read_to_string(&target)?, "old");
+        // the temp file was removed by the EXIT trap
+        assert_eq!(std::fs::read_dir(dir.path())?.count(), 1);
+        let out = run(b"new content", "11")?;
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(std::fs::read_to_string(&target)?, "new content");
+        Ok(())
     }
 
     /// The scripts are fixed text: they must parse with /bin/sh.
