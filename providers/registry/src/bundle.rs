@@ -185,6 +185,20 @@ impl Catalogue {
     pub fn image(&self, name: &str) -> Option<&ImageEntry> {
         self.images.iter().find(|i| i.name == name)
     }
+
+    /// A copy without `failures` (their errors cannot be cloned), e.g. to
+    /// move into a blocking task that runs [`Bundle::stream_blobs`].
+    pub fn clone_without_failures(&self) -> Catalogue {
+        Catalogue {
+            format: self.format,
+            compression: self.compression,
+            images: self.images.clone(),
+            failures: Vec::new(),
+            blobs: self.blobs.clone(),
+            users: self.users.clone(),
+            file_blobs: self.file_blobs.clone(),
+        }
+    }
 }
 
 /// Result of [`Bundle::stream_blobs`].
@@ -1189,7 +1203,7 @@ fn platform_list(ps: &[Platform]) -> String {
 }
 
 /// A new index with only the kept entries (all other fields preserved).
-fn filter_index(bytes: &[u8], kept: &[&Descriptor]) -> Result<Vec<u8>, String> {
+pub(crate) fn filter_index(bytes: &[u8], kept: &[&Descriptor]) -> Result<Vec<u8>, String> {
     let mut v: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     let keep: HashSet<&str> = kept.iter().map(|d| d.digest.as_str()).collect();
     let manifests = v

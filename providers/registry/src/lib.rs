@@ -37,8 +37,10 @@ pub mod digest;
 pub mod error;
 pub mod fixtures;
 pub mod oci;
+pub mod plan;
 pub mod provider;
 pub mod push;
+pub mod push_remote;
 pub mod reference;
 pub mod store;
 
@@ -55,6 +57,11 @@ pub use client_error::RegistryError;
 pub use digest::{Digest, VerifyFailure, VerifyingReader};
 pub use error::{BundleError, ImageNames, ReferenceError, SinkError, StoreError};
 pub use oci::Descriptor;
+pub use plan::{image_status, plan_bundle_push, ImagePlan, ImageStatus, PushPlan};
 pub use push::{push_bundle_to_store, PushReport};
+pub use push_remote::{
+    push_bundle_to_registry, FailedImage, PushProgress, RegistryPushReport, RemoteImage,
+    RemotePushOptions,
+};
 pub use reference::{mirror_path, validate_namespace, ImageRef, MirrorRef, Platform};
 pub use store::{OciStore, TagEntry};

@@ -1,0 +1,262 @@
+//! Read-only queries for planning: where a tag points on a mirror
+//! ([`image_status`]) and what pushing a bundle would transfer
+//! ([`plan_bundle_push`]).
+//!
+//! Cost: one manifest `HEAD` per image; only images whose tag does not
+//! already point at the expected digest cost one blob `HEAD` per
+//! (repository, blob) pair. A warm plan (everything present) therefore
+//! costs exactly one request per tag.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use futures::{StreamExt, TryStreamExt};
+
+use crate::bundle::{Catalogue, ImageEntry};
+use crate::client::RegistryClient;
+use crate::client_error::RegistryError;
+use crate::digest::Digest;
+use crate::reference::MirrorRef;
+
+/// Where a reference points on the mirror, compared to what we expect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageStatus {
+    /// It points at the expected digest.
+    Present(Digest),
+    /// The tag (or digest) does not exist.
+    Missing,
+    /// The tag points at another digest.
+    Moved(Digest),
+}
+
+/// `HEAD /v2/<repo>/manifests/<reference>` compared with `expected`.
+pub async fn image_status(
+    client: &RegistryClient,
+    repo: &str,
+    reference: &str,
+    expected: &Digest,
+) -> Result<ImageStatus, RegistryError> {
+    Ok(match client.head_manifest(repo, reference).await? {
+        None => ImageStatus::Missing,
+        Some(info) if &info.digest == expected => ImageStatus::Present(info.digest),
+        Some(info) => ImageStatus::Moved(info.digest),
+    })
+}
+
+/// What pushing one image needs.
+#[derive(Debug, Clone)]
+pub struct ImagePlan {
+    /// Full upstream name.
+    pub name: String,
+    /// Where it goes.
+    pub mirror: MirrorRef,
+    /// The manifest digest that will be pushed.
+    pub digest: Digest,
+    /// Current state of its tag (or digest) on the mirror.
+    pub status: ImageStatus,
+    /// Blobs this image's repository gets by upload.
+    pub blobs_to_upload: usize,
+    /// Blobs it gets by cross-repository mount.
+    pub blobs_to_mount: usize,
+    /// Blobs already in its repository (or not needed: image present).
+    pub blobs_to_skip: usize,
+    /// Bytes to upload for it.
+    pub bytes_to_upload: u64,
+}
+
+/// A blob mount: `digest` into `repo` from `from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedMount {
+    /// Destination repository.
+    pub repo: String,
+    /// Blob.
+    pub digest: Digest,
+    /// Repository that has (or will have) the blob.
+    pub from: String,
+}
+
+/// What pushing a bundle needs, blob by blob.
+#[derive(Debug, Clone, Default)]
+pub struct PushPlan {
+    /// One entry per catalogue image, in order.
+    pub images: Vec<ImagePlan>,
+    /// Blobs to upload (each once), with the repository that gets the
+    /// upload and the size.
+    pub uploads: BTreeMap<Digest, (String, u64)>,
+    /// Mounts to do after the uploads.
+    pub mounts: Vec<PlannedMount>,
+    /// Requests the plan cost.
+    pub requests: usize,
+}
+
+impl PushPlan {
+    /// Whether nothing needs to be pushed.
+    pub fn is_noop(&self) -> bool {
+        self.images
+            .iter()
+            .all(|i| matches!(i.status, ImageStatus::Present(_)))
+    }
+
+    /// Total bytes to upload.
+    pub fn bytes_to_upload(&self) -> u64 {
+        self.uploads.values().map(|(_, s)| *s).sum()
+    }
+}
+
+fn reference_of(image: &ImageEntry, mirror: &MirrorRef) -> String {
+    match &mirror.tag {
+        Some(t) => t.clone(),
+        None => image.manifest_digest.to_string(),
+    }
+}
+
+/// Plan the push of `catalogue` to `client` under `namespace`: manifest
+/// `HEAD` per image, then blob `HEAD`s for images not present (at most
+/// `concurrency` requests in flight).
+pub async fn plan_bundle_push(
+    catalogue: &Catalogue,
+    client: &RegistryClient,
+    namespace: Option<&str>,
+    concurrency: usize,
+) -> Result<PushPlan, RegistryError> {
+    let concurrency = concurrency.max(1);
+    let mirrors: Vec<MirrorRef> = catalogue
+        .images
+        .iter()
+        .map(|i| i.mirror_ref(namespace))
+        .collect();
+    let statuses: Vec<ImageStatus> = futures::stream::iter(catalogue.images.iter().zip(&mirrors))
+        .map(|(image, mirror)| {
+            let reference = reference_of(image, mirror);
+            async move {
+                image_status(
+                    client,
+                    &mirror.repository,
+                    &reference,
+                    &image.manifest_digest,
+                )
+                .await
+            }
+        })
+        .buffered(concurrency)
+        .try_collect()
+        .await?;
+    let mut requests = statuses.len();
+
+    // (repo, digest) pairs needed by images not present, first-seen order.
+    let mut pairs: Vec<(String, Digest, u64)> = Vec::new();
+    let mut seen: HashSet<(String, Digest)> = HashSet::new();
+    for ((image, mirror), status) in catalogue.images.iter().zip(&mirrors).zip(&statuses) {
+        if matches!(status, ImageStatus::Present(_)) {
+            continue;
+        }
+        for b in &image.blobs {
+            if seen.insert((mirror.repository.clone(), b.digest.clone())) {
+                pairs.push((mirror.repository.clone(), b.digest.clone(), b.size));
+            }
+        }
+    }
+    let present: Vec<bool> = futures::stream::iter(pairs.iter())
+        .map(|(repo, digest, _)| async move {
+            client.head_blob(repo, digest).await.map(|s| s.is_some())
+        })
+        .buffered(concurrency)
+        .try_collect()
+        .await?;
+    requests += pairs.len();
+
+    // Per digest: who has it, who needs it.
+    let mut having: HashMap<&Digest, Vec<&str>> = HashMap::new();
+    let mut needing: BTreeMap<&Digest, Vec<(&str, u64)>> = BTreeMap::new();
+    for ((repo, digest, size), here) in pairs.iter().zip(&present) {
+        if *here {
+            having.entry(digest).or_default().push(repo);
+        } else {
+            needing.entry(digest).or_default().push((repo, *size));
+        }
+    }
+    let mut uploads = BTreeMap::new();
+    let mut mounts = Vec::new();
+    // (repo, digest) -> how it arrives.
+    let mut how: HashMap<(&str, &Digest), Arrival> = HashMap::new();
+    for (digest, repos) in &needing {
+        let (source, rest) = match having.get(digest).and_then(|h| h.first()) {
+            Some(src) => (src.to_string(), &repos[..]),
+            None => {
+                let (first, size) = repos[0];
+                uploads.insert((*digest).clone(), (first.to_string(), size));
+                how.insert((first, digest), Arrival::Upload(size));
+                (first.to_string(), &repos[1..])
+            }
+        };
+        for (repo, _) in rest {
+            mounts.push(PlannedMount {
+                repo: repo.to_string(),
+                digest: (*digest).clone(),
+                from: source.clone(),
+            });
+            how.insert((repo, digest), Arrival::Mount);
+        }
+    }
+    let mut images = Vec::with_capacity(catalogue.images.len());
+    for ((image, mirror), status) in catalogue.images.iter().zip(&mirrors).zip(statuses) {
+        let mut p = ImagePlan {
+            name: image.name.clone(),
+            mirror: mirror.clone(),
+            digest: image.manifest_digest.clone(),
+            status: status.clone(),
+            blobs_to_upload: 0,
+            blobs_to_mount: 0,
+            blobs_to_skip: 0,
+            bytes_to_upload: 0,
+        };
+        for b in &image.blobs {
+            if matches!(status, ImageStatus::Present(_)) {
+                p.blobs_to_skip += 1;
+                continue;
+            }
+            match how.get(&(mirror.repository.as_str(), &b.digest)) {
+                Some(Arrival::Upload(size)) => {
+                    p.blobs_to_upload += 1;
+                    p.bytes_to_upload += size;
+                }
+                Some(Arrival::Mount) => p.blobs_to_mount += 1,
+                None => p.blobs_to_skip += 1,
+            }
+        }
+        images.push(p);
+    }
+    // An upload is counted for the first image of its repository only.
+    let mut counted: HashSet<(String, Digest)> = HashSet::new();
+    for (image, p) in catalogue.images.iter().zip(images.iter_mut()) {
+        if matches!(p.status, ImageStatus::Present(_)) {
+            continue;
+        }
+        for b in &image.blobs {
+            let key = (p.mirror.repository.clone(), b.digest.clone());
+            if how.contains_key(&(p.mirror.repository.as_str(), &b.digest)) && !counted.insert(key)
+            {
+                // Already arrives for an earlier image of the same repository.
+                match how.get(&(p.mirror.repository.as_str(), &b.digest)) {
+                    Some(Arrival::Upload(size)) => {
+                        p.blobs_to_upload -= 1;
+                        p.bytes_to_upload -= size;
+                    }
+                    _ => p.blobs_to_mount -= 1,
+                }
+                p.blobs_to_skip += 1;
+            }
+        }
+    }
+    Ok(PushPlan {
+        images,
+        uploads,
+        mounts,
+        requests,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Arrival {
+    Upload(u64),
+    Mount,
+}
