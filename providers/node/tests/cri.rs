@@ -203,7 +203,7 @@ async fn pull_through_ssh_on_a_node() -> TestResult {
         .await?
         .ok_or("the pulled image should be present")?;
     assert_eq!(info.id, config_digest);
-    assert_eq!(info.repo_tags, [image.clone()]);
+    assert_eq!(info.repo_tags, vec![image.clone()]);
     assert_eq!(
         info.repo_digests,
         [format!("{host}/test/hello@{manifest_digest}")]
