@@ -27,7 +27,12 @@
 //! 4. Apply with [`Transport::write_file_atomic`] / [`Transport::remove_file`];
 //!    restart containerd only when config.toml changed (legacy style, or the
 //!    first time `config_path` is set); hosts.toml is read per pull.
-//! 5. Verify with [`inspect_config`] (`conflict` must be false) and a CRI call.
+//! 5. Verify with [`inspect_config`] (`conflict` must be false) and a CRI call
+//!    ([`CriClient::over_ssh`]: `version`, `pull`, `image_status`).
+//!
+//! Remote nodes use [`SshTransport`] (one SSH connection per node, host
+//! keys always checked against known_hosts or a pin); `local:PATH` nodes
+//! use [`LocalTransport`].
 //!
 //! # API boundary
 //! No dependency on other mirrorplan crates; the engine maps its model into

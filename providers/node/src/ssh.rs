@@ -3,6 +3,19 @@
 //! One SSH connection per node, opened by [`SshTransport::connect`] and
 //! reused for every operation; each operation opens its own channel.
 //!
+//! ```no_run
+//! use mirrorplan_node::{CriClient, SshOptions, SshTransport, Transport};
+//! # async fn demo() -> mirrorplan_node::Result<()> {
+//! let mut opts = SshOptions::new("10.0.0.5");
+//! opts.private_key = Some("/home/me/.ssh/id_ed25519".into());
+//! let node = SshTransport::connect(&opts).await?;
+//! let out = node.run(&["containerd", "--version"]).await?;
+//! let config = node.read_file("/etc/containerd/config.toml").await?;
+//! let cri = CriClient::over_ssh(&node, "/run/containerd/containerd.sock").await?;
+//! println!("{:?} {:?} {:?}", out.status, config.map(|c| c.len()), cri.version().await?);
+//! # Ok(()) }
+//! ```
+//!
 //! # Security
 //! - **Host keys are always checked**: against `known_hosts` (default
 //!   `~/.ssh/known_hosts`; `[host]:port` and plain forms, hashed entries,
