@@ -32,6 +32,49 @@ pub struct VarArgs {
     pub var_files: Vec<PathBuf>,
 }
 
+/// Where the state lives and how it is locked.
+#[derive(Debug, Args, Clone)]
+pub struct StateArgs {
+    /// State file (default: .mirrorplan/state.json beside the configuration).
+    #[arg(long = "state", value_name = "FILE", global = true)]
+    pub state: Option<PathBuf>,
+    /// Take the state lock (use --lock=false for read-only cron checks).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub lock: bool,
+    /// How long to wait for a lock held by another run (e.g. 0s, 30s, 5m).
+    #[arg(long, default_value = "0s", value_parser = crate::commands::run::parse_duration, value_name = "DURATION")]
+    pub lock_timeout: std::time::Duration,
+}
+
+/// Flags shared by plan, apply and destroy.
+#[derive(Debug, Args, Clone)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub vars: VarArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Read what really exists before planning (--refresh=false to skip).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub refresh: bool,
+    /// Only record reality into state (drift check); no changes are proposed.
+    #[arg(long)]
+    pub refresh_only: bool,
+    /// Limit to this instance (and what it depends on); repeatable.
+    #[arg(long = "target", value_name = "ADDR")]
+    pub targets: Vec<String>,
+    /// Provider operations run at once.
+    #[arg(long, default_value_t = 10)]
+    pub parallelism: usize,
+    /// Print the plan as JSON (format documented in docs/plan-json.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Show every refresh on stderr.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+    #[arg(skip)]
+    pub destroy: bool,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -60,10 +103,98 @@ pub enum Command {
         #[command(flatten)]
         vars: VarArgs,
     },
+    /// Show what apply would change: drift first, then the actions.
+    Plan {
+        #[command(flatten)]
+        args: PlanArgs,
+        /// Save the plan to FILE for `mirrorplan apply FILE`.
+        #[arg(long = "out", value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Exit 0 when nothing changes, 1 on error, 2 when there are changes.
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Plan to destroy everything mirrorplan manages.
+        #[arg(long)]
+        destroy: bool,
+    },
+    /// Make the changes: push images, configure nodes; state saved after each one.
+    Apply {
+        #[command(flatten)]
+        args: PlanArgs,
+        /// Skip the interactive approval (required without a terminal).
+        #[arg(long)]
+        auto_approve: bool,
+        /// A plan saved with `plan --out`: apply exactly that.
+        plan_file: Option<PathBuf>,
+    },
+    /// Remove what mirrorplan created on nodes (images stay unless `prune = true`).
+    Destroy {
+        #[command(flatten)]
+        args: PlanArgs,
+        /// Skip the interactive approval.
+        #[arg(long)]
+        auto_approve: bool,
+    },
+    /// Show a saved plan, or the state.
+    Show {
+        /// A plan file from `plan --out`.
+        plan_file: Option<PathBuf>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Inspect or edit the state.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+    /// Print output values from the state.
+    Output {
+        /// One output.
+        name: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Remove a lock left by a killed run (check that nothing else runs first).
+    ForceUnlock {
+        /// The lock id shown in the error.
+        id: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell.
         shell: Shell,
+    },
+}
+
+/// `mirrorplan state ...`
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// List the addresses in the state.
+    List {
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Show one instance.
+    Show {
+        /// Its address, e.g. 'node.admin1["cp1.example"]'.
+        address: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Forget an instance (nothing is changed on nodes or registries).
+    Rm {
+        /// Its address.
+        address: String,
+        #[command(flatten)]
+        state: StateArgs,
     },
 }
 

@@ -3,7 +3,9 @@
 
 mod cli;
 mod commands;
+mod expand;
 mod output;
+mod transports;
 
 use std::process::ExitCode;
 

@@ -7,7 +7,6 @@ use std::io::IsTerminal;
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
     /// ANSI colour on stdout.
-    #[allow(dead_code)]
     pub color_stdout: bool,
     /// ANSI colour on stderr.
     pub color_stderr: bool,

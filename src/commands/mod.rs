@@ -1,14 +1,16 @@
 //! One module per command; each parses nothing, loads what it needs and
 //! returns an exit code or an error report.
 
-mod config;
+pub mod config;
 mod fmt;
+pub mod run;
+mod state;
 
 use std::process::ExitCode;
 
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command, Shell};
+use crate::cli::{Cli, Command, Shell, StateCommand};
 use crate::output::Output;
 
 /// Runs the chosen command.
@@ -17,10 +19,45 @@ pub fn run(cli: Cli, out: &Output) -> miette::Result<ExitCode> {
         .dir
         .clone()
         .unwrap_or_else(|| std::path::PathBuf::from("."));
+    // absolute, so that paths in plans and state do not depend on where mirrorplan ran
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
     match cli.command {
         Command::Validate { json } => config::validate(&dir, json, out),
         Command::Graph { vars } => config::graph(&dir, &vars, out),
         Command::Fmt { check, diff, files } => fmt::run(&dir, check, diff, &files),
+        Command::Plan {
+            mut args,
+            out: plan_out,
+            detailed_exitcode,
+            destroy,
+        } => {
+            args.destroy = destroy;
+            run::plan(&dir, &args, plan_out.as_deref(), detailed_exitcode, out)
+        }
+        Command::Apply {
+            args,
+            auto_approve,
+            plan_file,
+        } => run::apply(&dir, &args, plan_file.as_deref(), auto_approve, out),
+        Command::Destroy {
+            mut args,
+            auto_approve,
+        } => {
+            args.destroy = true;
+            run::apply(&dir, &args, None, auto_approve, out)
+        }
+        Command::Show {
+            plan_file,
+            json,
+            state,
+        } => state::show(&dir, plan_file.as_deref(), json, &state, out),
+        Command::State { command } => match command {
+            StateCommand::List { state } => state::list(&dir, &state),
+            StateCommand::Show { address, state } => state::show_one(&dir, &address, &state),
+            StateCommand::Rm { address, state } => state::rm(&dir, &address, &state),
+        },
+        Command::Output { name, json, state } => state::output(&dir, name.as_deref(), json, &state),
+        Command::ForceUnlock { id, state } => state::force_unlock(&dir, &id, &state),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             let shell = match shell {

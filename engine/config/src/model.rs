@@ -177,6 +177,8 @@ pub enum NodeAddr {
     Local {
         /// The directory, resolved against the configuration directory.
         path: PathBuf,
+        /// The path as written (the node's name).
+        written: String,
     },
 }
 
@@ -186,7 +188,7 @@ impl NodeAddr {
         match self {
             NodeAddr::Ssh { host, port: 22 } => host.clone(),
             NodeAddr::Ssh { host, port } => format!("{host}:{port}"),
-            NodeAddr::Local { path } => format!("local:{}", path.display()),
+            NodeAddr::Local { written, .. } => format!("local:{written}"),
         }
     }
 }

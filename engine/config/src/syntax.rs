@@ -121,6 +121,7 @@ pub fn parse_node(s: &str, base: &Path) -> Result<NodeAddr, String> {
             return Err("`local:` needs a directory path, e.g. `local:./nodes/n1`".into());
         }
         return Ok(NodeAddr::Local {
+            written: path.to_string(),
             path: base.join(path),
         });
     }

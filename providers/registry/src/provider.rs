@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use mirrorplan_engine::{
     Action, Address, ApplyContext, Attrs, DesiredInstance, NewInstanceState, Observed,
-    PlannedChange, PriorInstance, Provider, ProviderError,
+    PlannedChange, PriorInstance, Provider, ProviderError, ResourceChange,
 };
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
@@ -258,11 +258,14 @@ pub fn bundle_catalogue(
 /// The outcome of one bundle pass: per image name, the digest pushed or why not.
 type BatchResult = Result<HashMap<String, Result<String, String>>, String>;
 
+/// One shared pass over a bundle, for one mirror.
+type Batch = Arc<OnceCell<BatchResult>>;
+
 /// Pushes images into mirrors.
 #[derive(Default)]
 pub struct ImageProvider {
     wanted: Mutex<HashMap<PathBuf, HashSet<String>>>,
-    batches: Mutex<HashMap<(PathBuf, String), Arc<OnceCell<BatchResult>>>>,
+    batches: Mutex<HashMap<(PathBuf, String), Batch>>,
 }
 
 impl ImageProvider {
@@ -273,7 +276,7 @@ impl ImageProvider {
 
     /// Tells the provider which images the plan will push, so that one pass
     /// over each bundle serves them all.
-    pub fn prepare(&self, changes: &[PlannedChange]) {
+    pub fn prepare(&self, changes: &[ResourceChange]) {
         let Ok(mut wanted) = self.wanted.lock() else {
             return;
         };
@@ -284,7 +287,11 @@ impl ImageProvider {
                 continue;
             }
             let Some(after) = &c.after else { continue };
-            if let Ok(spec) = ImageSpec::from_attrs(after) {
+            let mut attrs = Attrs::new();
+            for (k, v) in after {
+                attrs.insert(k, v.clone());
+            }
+            if let Ok(spec) = ImageSpec::from_attrs(&attrs) {
                 if let ImageSource::Bundle(p) = &spec.source {
                     wanted
                         .entry(p.clone())

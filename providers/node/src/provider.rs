@@ -1,0 +1,677 @@
+//! The `node` provider: one resource instance per cluster node,
+//! `node.CLUSTER["host"]`, implementing the engine's provider contract.
+//!
+//! Attributes (built by [`NodeSpec::to_desired`], read back by
+//! [`NodeSpec::from_attrs`]): the transport, the containerd settings, one
+//! `file:PATH` attribute per rendered file (sensitive when it holds
+//! credentials) and, for the legacy style, the mirror settings needed to edit
+//! `config.toml`. The provider adds `file:CONFIG_FILE` itself at plan time:
+//! that edit depends on the file as it is on the node.
+//!
+//! One node's apply: read the files → write only what differs, each
+//! atomically, after checking TOML parses → restart containerd only if
+//! `config.toml` changed → health check → on failure restore every file and
+//! restart again, and fail the node with the reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use mirrorplan_engine::{
+    Address, ApplyContext, Attrs, DesiredInstance, NewInstanceState, Observed, PlannedChange,
+    PriorInstance, Provider, ProviderError,
+};
+use serde_json::{json, Value};
+
+use crate::containerd::{edit_config, parse_containerd_version, ContainerdVersion};
+use crate::diff::{digest, DesiredFile};
+use crate::model::{ConfigStyle, EndpointScheme, MirrorSpec, NodeMirrorConfig, PullAuth};
+use crate::secret::Secret;
+use crate::transport::{LocalTransport, Transport};
+use crate::NodeError;
+
+/// The provider kind.
+pub const KIND: &str = "node";
+/// Prefix of file attributes.
+pub const FILE_PREFIX: &str = "file:";
+
+/// How to reach a node.
+#[derive(Clone, PartialEq, Eq)]
+pub enum TransportSpec {
+    /// A directory on this machine standing in for the node's root.
+    Local {
+        /// The directory.
+        root: String,
+    },
+    /// SSH.
+    Ssh {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+        /// Remote user.
+        user: String,
+        /// Private key file.
+        private_key: Option<String>,
+        /// Key passphrase (secret).
+        passphrase: Option<String>,
+        /// known_hosts file.
+        known_hosts: Option<String>,
+        /// Explicit host key pin.
+        host_key: Option<String>,
+        /// Use the SSH agent when present.
+        use_agent: bool,
+        /// Connect timeout in seconds.
+        timeout_seconds: u64,
+    },
+}
+
+impl std::fmt::Debug for TransportSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransportSpec::Local { root } => write!(f, "local:{root}"),
+            TransportSpec::Ssh {
+                host, port, user, ..
+            } => write!(f, "ssh://{user}@{host}:{port}"),
+        }
+    }
+}
+
+impl TransportSpec {
+    fn to_json(&self) -> Value {
+        match self {
+            TransportSpec::Local { root } => json!({"kind": "local", "root": root}),
+            TransportSpec::Ssh {
+                host,
+                port,
+                user,
+                private_key,
+                known_hosts,
+                host_key,
+                use_agent,
+                timeout_seconds,
+                ..
+            } => json!({
+                "kind": "ssh", "host": host, "port": port, "user": user,
+                "private_key": private_key, "known_hosts": known_hosts, "host_key": host_key,
+                "use_agent": use_agent, "timeout_seconds": timeout_seconds,
+            }),
+        }
+    }
+
+    fn from_json(v: &Value, passphrase: Option<&Value>) -> Option<TransportSpec> {
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        match s("kind")?.as_str() {
+            "local" => Some(TransportSpec::Local { root: s("root")? }),
+            "ssh" => Some(TransportSpec::Ssh {
+                host: s("host")?,
+                port: v
+                    .get("port")
+                    .and_then(Value::as_u64)
+                    .and_then(|p| u16::try_from(p).ok())
+                    .unwrap_or(22),
+                user: s("user").unwrap_or_else(|| "root".into()),
+                private_key: s("private_key"),
+                passphrase: passphrase.and_then(Value::as_str).map(str::to_string),
+                known_hosts: s("known_hosts"),
+                host_key: s("host_key"),
+                use_agent: v.get("use_agent").and_then(Value::as_bool).unwrap_or(true),
+                timeout_seconds: v
+                    .get("timeout_seconds")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(10),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Opens transports; SSH is plugged in by whoever builds the provider.
+pub type TransportFactory =
+    Arc<dyn Fn(&TransportSpec) -> Result<Arc<dyn Transport>, ProviderError> + Send + Sync>;
+
+/// The default factory: local nodes only.
+pub fn local_only_factory() -> TransportFactory {
+    Arc::new(|spec: &TransportSpec| match spec {
+        TransportSpec::Local { root } => {
+            // a local node is a directory standing in for a node's root: make it exist
+            std::fs::create_dir_all(root).map_err(|e| {
+                ProviderError::failed(format!(
+                    "node local:{root}: cannot create the directory: {e}"
+                ))
+            })?;
+            Ok(Arc::new(LocalTransport::new(root)) as Arc<dyn Transport>)
+        }
+        TransportSpec::Ssh { host, .. } => Err(ProviderError::failed(format!(
+            "node {host}: this build has no SSH transport"
+        ))),
+    })
+}
+
+/// Everything the provider needs to know about one node.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// How to reach it.
+    pub transport: TransportSpec,
+    /// The mirror settings (rendered into files).
+    pub config: NodeMirrorConfig,
+    /// containerd's main config file on the node.
+    pub config_file: String,
+    /// Command that restarts containerd.
+    pub restart_command: String,
+}
+
+fn bad(msg: impl Into<String>) -> ProviderError {
+    ProviderError::invalid_input(msg)
+}
+
+fn node_err(ctx: &str, e: NodeError) -> ProviderError {
+    ProviderError::failed(format!("{ctx}: {e}"))
+}
+
+fn mirror_config_json(cfg: &NodeMirrorConfig) -> Value {
+    let mirrors: Vec<Value> = cfg
+        .mirrors
+        .iter()
+        .map(|m| {
+            json!({
+                "scheme": m.endpoint_scheme.as_str(),
+                "host_port": m.host_port,
+                "namespace": m.namespace,
+                "ca_cert_pem": m.ca_cert_pem.as_ref().map(|p| String::from_utf8_lossy(p).into_owned()),
+                "pull_auth": match &m.pull_auth {
+                    Some(PullAuth::Basic { username, password }) => json!({"username": username, "password": password.expose()}),
+                    Some(PullAuth::Token(t)) => json!({"token": t.expose()}),
+                    None => Value::Null,
+                },
+                "hosts": m.hosts,
+            })
+        })
+        .collect();
+    json!({
+        "style": match cfg.config_style { ConfigStyle::Hosts => "hosts", ConfigStyle::Legacy => "legacy" },
+        "config_path": cfg.config_path,
+        "mirrors": mirrors,
+        "gcr_key": cfg.gcr_key.as_ref().map(|k| k.expose().to_string()),
+    })
+}
+
+fn mirror_config_from_json(v: &Value) -> Option<NodeMirrorConfig> {
+    let style = match v.get("style")?.as_str()? {
+        "legacy" => ConfigStyle::Legacy,
+        _ => ConfigStyle::Hosts,
+    };
+    let mut cfg = NodeMirrorConfig::new(style);
+    cfg.config_path = v.get("config_path")?.as_str()?.to_string();
+    cfg.gcr_key = v.get("gcr_key").and_then(Value::as_str).map(Secret::from);
+    for m in v.get("mirrors")?.as_array()? {
+        let mut spec = MirrorSpec::new(m.get("host_port")?.as_str()?);
+        spec.endpoint_scheme = if m.get("scheme").and_then(Value::as_str) == Some("http") {
+            EndpointScheme::Http
+        } else {
+            EndpointScheme::Https
+        };
+        spec.namespace = m
+            .get("namespace")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        spec.ca_cert_pem = m
+            .get("ca_cert_pem")
+            .and_then(Value::as_str)
+            .map(|s| s.as_bytes().to_vec());
+        spec.pull_auth = match m.get("pull_auth") {
+            Some(a) if a.get("token").is_some() => a
+                .get("token")
+                .and_then(Value::as_str)
+                .map(|t| PullAuth::Token(Secret::from(t))),
+            Some(a) if a.get("username").is_some() => Some(PullAuth::basic(
+                a.get("username")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                Secret::from(
+                    a.get("password")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                ),
+            )),
+            _ => None,
+        };
+        spec.hosts = m
+            .get("hosts")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        cfg.mirrors.push(spec);
+    }
+    Some(cfg)
+}
+
+impl NodeSpec {
+    /// The files rendered for this node (hosts.toml or legacy CA files).
+    pub fn rendered_files(&self) -> Result<Vec<DesiredFile>, ProviderError> {
+        crate::containerd::render_node_files(&self.config).map_err(|e| bad(e.to_string()))
+    }
+
+    /// The desired instance for `address`.
+    pub fn to_desired(&self, address: Address) -> Result<DesiredInstance, ProviderError> {
+        let mut attrs = Attrs::new()
+            .with("transport", self.transport.to_json())
+            .with(
+                "config_style",
+                match self.config.config_style {
+                    ConfigStyle::Hosts => "hosts",
+                    ConfigStyle::Legacy => "legacy",
+                },
+            )
+            .with("config_path", self.config.config_path.clone())
+            .with("config_file", self.config_file.clone())
+            .with("restart_command", self.restart_command.clone());
+        if let TransportSpec::Ssh {
+            passphrase: Some(p),
+            ..
+        } = &self.transport
+        {
+            attrs.insert_sensitive("ssh_passphrase", p.clone());
+        }
+        attrs.insert_sensitive(
+            "mirror_config",
+            mirror_config_json(&self.config).to_string(),
+        );
+        for f in self.rendered_files()? {
+            let name = format!("{FILE_PREFIX}{}", f.path);
+            let text = String::from_utf8_lossy(&f.contents).into_owned();
+            if f.sensitive {
+                attrs.insert_sensitive(&name, text);
+            } else {
+                attrs.insert(&name, text);
+            }
+        }
+        Ok(DesiredInstance::new(address, KIND, attrs))
+    }
+
+    /// Reads the parts of a spec that apply needs from attributes.
+    pub fn from_attrs(attrs: &Attrs) -> Result<NodeSpec, ProviderError> {
+        let s = |k: &str| attrs.get(k).and_then(Value::as_str).map(str::to_string);
+        let transport = attrs
+            .get("transport")
+            .and_then(|t| TransportSpec::from_json(t, attrs.get("ssh_passphrase")))
+            .ok_or_else(|| bad("node instance without a valid `transport`"))?;
+        let style = match s("config_style").as_deref() {
+            Some("legacy") => ConfigStyle::Legacy,
+            _ => ConfigStyle::Hosts,
+        };
+        let config = attrs
+            .get("mirror_config")
+            .and_then(Value::as_str)
+            .and_then(|j| serde_json::from_str::<Value>(j).ok())
+            .and_then(|v| mirror_config_from_json(&v))
+            .unwrap_or_else(|| {
+                let mut c = NodeMirrorConfig::new(style);
+                if let Some(p) = s("config_path") {
+                    c.config_path = p;
+                }
+                c
+            });
+        Ok(NodeSpec {
+            transport,
+            config,
+            config_file: s("config_file").unwrap_or_else(|| "/etc/containerd/config.toml".into()),
+            restart_command: s("restart_command")
+                .unwrap_or_else(|| "systemctl restart containerd".into()),
+        })
+    }
+}
+
+/// The file attribute names of an attribute set.
+fn file_attrs(attrs: &Attrs) -> BTreeSet<String> {
+    attrs
+        .names()
+        .filter(|n| n.starts_with(FILE_PREFIX))
+        .map(str::to_string)
+        .collect()
+}
+
+fn file_attrs_prior(p: &PriorInstance) -> BTreeSet<String> {
+    p.attrs
+        .keys()
+        .chain(p.sensitive.keys())
+        .filter(|n| n.starts_with(FILE_PREFIX))
+        .cloned()
+        .collect()
+}
+
+/// Configures containerd's registry settings on nodes.
+pub struct NodeProvider {
+    factory: TransportFactory,
+}
+
+impl NodeProvider {
+    /// A provider opening transports with `factory`.
+    pub fn new(factory: TransportFactory) -> Self {
+        NodeProvider { factory }
+    }
+
+    fn transport(&self, spec: &TransportSpec) -> Result<Arc<dyn Transport>, ProviderError> {
+        (self.factory)(spec)
+    }
+}
+
+impl Default for NodeProvider {
+    fn default() -> Self {
+        NodeProvider::new(local_only_factory())
+    }
+}
+
+fn unreachable(t: &dyn Transport, e: NodeError) -> ProviderError {
+    let msg = format!("node {}: {e}", t.describe());
+    match e {
+        NodeError::Io { .. } => ProviderError::failed(msg),
+        _ => ProviderError::unreachable(msg),
+    }
+}
+
+async fn containerd_version(t: &dyn Transport, spec: &TransportSpec) -> ContainerdVersion {
+    if matches!(spec, TransportSpec::Local { .. }) {
+        return ContainerdVersion::V1;
+    }
+    match t.run(&["containerd", "--version"]).await {
+        Ok(out) if out.success() => parse_containerd_version(&String::from_utf8_lossy(&out.stdout))
+            .unwrap_or(ContainerdVersion::V1),
+        _ => ContainerdVersion::V1,
+    }
+}
+
+#[async_trait]
+impl Provider for NodeProvider {
+    fn kind(&self) -> &str {
+        KIND
+    }
+
+    async fn read(
+        &self,
+        desired: Option<&DesiredInstance>,
+        prior: Option<&PriorInstance>,
+    ) -> Result<Option<Observed>, ProviderError> {
+        let (spec, mut names, sensitive): (NodeSpec, BTreeSet<String>, BTreeSet<String>) =
+            match (desired, prior) {
+                (Some(d), p) => {
+                    let mut names = file_attrs(&d.attrs);
+                    if let Some(p) = p {
+                        names.extend(file_attrs_prior(p));
+                    }
+                    let sens = d.attrs.sensitive_names().map(str::to_string).collect();
+                    (NodeSpec::from_attrs(&d.attrs)?, names, sens)
+                }
+                (None, Some(p)) => (
+                    NodeSpec::from_attrs(&p.attrs_view())?,
+                    file_attrs_prior(p),
+                    p.sensitive.keys().cloned().collect(),
+                ),
+                (None, None) => return Ok(None),
+            };
+        names.insert(format!("{FILE_PREFIX}{}", spec.config_file));
+        let t = self.transport(&spec.transport)?;
+        let mut attrs = Attrs::new();
+        for name in names {
+            let path = &name[FILE_PREFIX.len()..];
+            let content = t
+                .read_file(path)
+                .await
+                .map_err(|e| unreachable(t.as_ref(), e))?;
+            let value = match content {
+                Some(bytes) => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
+                None => Value::Null,
+            };
+            let is_sensitive = sensitive.contains(&name)
+                || prior.is_some_and(|p| p.sensitive.contains_key(&name))
+                || value
+                    .as_str()
+                    .is_some_and(|s| crate::diff::looks_sensitive(s.as_bytes()));
+            if is_sensitive {
+                attrs.insert_sensitive(&name, value);
+            } else {
+                attrs.insert(&name, value);
+            }
+        }
+        let version = containerd_version(t.as_ref(), &spec.transport).await;
+        attrs.insert(
+            "containerd",
+            match version {
+                ContainerdVersion::V1 => "1.x",
+                ContainerdVersion::V2 => "2.x",
+            },
+        );
+        Ok(Some(Observed { attrs }))
+    }
+
+    fn plan(
+        &self,
+        desired: Option<&DesiredInstance>,
+        prior: Option<&PriorInstance>,
+        observed: Option<&Observed>,
+    ) -> Result<PlannedChange, ProviderError> {
+        let Some(d) = desired else {
+            let mut change = mirrorplan_engine::diff(self.force_new(), None, prior)?;
+            change
+                .details
+                .push("the rendered files are removed; config.toml keeps its config_path".into());
+            return Ok(change);
+        };
+        let spec = NodeSpec::from_attrs(&d.attrs)?;
+        let cfg_name = format!("{FILE_PREFIX}{}", spec.config_file);
+        // config.toml as it is now: what refresh found, else what state recorded
+        let current: Option<String> = observed
+            .and_then(|o| o.attrs.get(&cfg_name))
+            .or_else(|| prior.and_then(|p| p.attrs.get(&cfg_name)))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let seen_version: Option<String> = observed
+            .and_then(|o| o.attrs.get("containerd"))
+            .or_else(|| prior.and_then(|p| p.attrs.get("containerd")))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let version = match seen_version.as_deref() {
+            Some("2.x") => ContainerdVersion::V2,
+            _ => ContainerdVersion::V1,
+        };
+        let edit = edit_config(current.as_deref().unwrap_or(""), version, &spec.config)
+            .map_err(|e| bad(format!("{}: {e}", spec.config_file)))?;
+        let mut desired2 = d.clone();
+        if let Some(v) = &seen_version {
+            // what refresh learnt about the node is kept, not planned away
+            desired2.attrs.insert("containerd", v.clone());
+        }
+        if edit.contains_credentials {
+            desired2
+                .attrs
+                .insert_sensitive(&cfg_name, edit.text.clone());
+        } else {
+            desired2.attrs.insert(&cfg_name, edit.text.clone());
+        }
+        let mut change = mirrorplan_engine::diff(self.force_new(), Some(&desired2), prior)?;
+        for n in edit.notes {
+            change.details.push(format!("{}: {n}", spec.config_file));
+        }
+        let cfg_changes = match prior {
+            None => true,
+            Some(p) => match (p.attrs.get(&cfg_name), edit.contains_credentials) {
+                (Some(v), false) => v.as_str() != Some(edit.text.as_str()),
+                _ => !p.secret_matches(&cfg_name, &Value::String(edit.text.clone())),
+            },
+        };
+        if cfg_changes && edit.changed {
+            change.details.push(format!(
+                "{} changes: containerd is restarted with `{}`",
+                spec.config_file, spec.restart_command
+            ));
+        }
+        Ok(change)
+    }
+
+    async fn apply(
+        &self,
+        change: &PlannedChange,
+        ctx: &ApplyContext,
+    ) -> Result<Option<NewInstanceState>, ProviderError> {
+        let (attrs, deleting) = match (&change.after, &change.before) {
+            (Some(a), _) => (a, false),
+            (None, Some(b)) => (b, true),
+            (None, None) => return Ok(None),
+        };
+        let spec = NodeSpec::from_attrs(attrs)?;
+        let t = self.transport(&spec.transport)?;
+        let cfg_path = spec.config_file.clone();
+        // what to write and what to remove
+        let mut writes: Vec<(String, String, bool)> = Vec::new();
+        if !deleting {
+            for name in file_attrs(attrs) {
+                if let Some(v) = attrs.get(&name).and_then(Value::as_str) {
+                    writes.push((
+                        name[FILE_PREFIX.len()..].to_string(),
+                        v.to_string(),
+                        attrs.is_sensitive(&name),
+                    ));
+                }
+            }
+        }
+        let keep: BTreeSet<String> = writes.iter().map(|(p, _, _)| p.clone()).collect();
+        let mut removes: Vec<String> = Vec::new();
+        if let Some(before) = &change.before {
+            for name in file_attrs(before) {
+                let path = name[FILE_PREFIX.len()..].to_string();
+                if !keep.contains(&path) && path != cfg_path {
+                    removes.push(path);
+                }
+            }
+        }
+        // validate before touching anything
+        for (path, text, _) in &writes {
+            if path.ends_with(".toml") {
+                if let Err(e) = text.parse::<toml_edit::DocumentMut>() {
+                    let first = e.to_string().lines().next().unwrap_or_default().to_string();
+                    return Err(ProviderError::failed(format!(
+                        "node {}: {path} would not be valid TOML: {first}",
+                        t.describe()
+                    )));
+                }
+            }
+        }
+        // backups and the actual changes
+        let mut backups: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+        let mut config_changed = false;
+        let mut result: Result<(), ProviderError> = Ok(());
+        for (path, text, sensitive) in &writes {
+            let current = match t.read_file(path).await {
+                Ok(c) => c,
+                Err(e) => {
+                    result = Err(unreachable(t.as_ref(), e));
+                    break;
+                }
+            };
+            if current.as_deref() == Some(text.as_bytes()) {
+                continue;
+            }
+            ctx.message(format!("writing {path}"));
+            let mode = if *sensitive { 0o600 } else { 0o644 };
+            backups.push((path.clone(), current));
+            if let Err(e) = t.write_file_atomic(path, text.as_bytes(), mode).await {
+                result = Err(node_err(
+                    &format!("node {}: writing {path}", t.describe()),
+                    e,
+                ));
+                break;
+            }
+            if *path == cfg_path {
+                config_changed = true;
+            }
+        }
+        if result.is_ok() {
+            for path in &removes {
+                let current = t.read_file(path).await.ok().flatten();
+                if current.is_none() {
+                    continue;
+                }
+                ctx.message(format!("removing {path}"));
+                backups.push((path.clone(), current));
+                if let Err(e) = t.remove_file(path).await {
+                    result = Err(node_err(
+                        &format!("node {}: removing {path}", t.describe()),
+                        e,
+                    ));
+                    break;
+                }
+            }
+        }
+        if result.is_ok() && config_changed && matches!(spec.transport, TransportSpec::Ssh { .. }) {
+            ctx.message("restarting containerd".to_string());
+            result = restart_and_check(t.as_ref(), &spec).await;
+        }
+        if let Err(e) = result {
+            // put every file back as it was
+            for (path, old) in backups.iter().rev() {
+                let _ = match old {
+                    Some(bytes) => t.write_file_atomic(path, bytes, 0o600).await.map(|_| true),
+                    None => t.remove_file(path).await,
+                };
+            }
+            let mut msg = format!("{} (the node's files were restored", e.message);
+            if config_changed && matches!(spec.transport, TransportSpec::Ssh { .. }) {
+                match restart_and_check(t.as_ref(), &spec).await {
+                    Ok(()) => msg.push_str(" and containerd restarted healthy"),
+                    Err(e2) => {
+                        msg.push_str(&format!("; containerd is still unhealthy: {}", e2.message))
+                    }
+                }
+            }
+            msg.push(')');
+            return Err(ProviderError { message: msg, ..e });
+        }
+        if deleting {
+            return Ok(None);
+        }
+        let mut digests = BTreeMap::new();
+        for (path, text, _) in &writes {
+            digests.insert(path.clone(), digest(text.as_bytes()));
+        }
+        Ok(Some(NewInstanceState {
+            attrs: attrs.clone(),
+            digests,
+        }))
+    }
+}
+
+async fn restart_and_check(t: &dyn Transport, spec: &NodeSpec) -> Result<(), ProviderError> {
+    let out = t
+        .run(&["sh", "-c", &spec.restart_command])
+        .await
+        .map_err(|e| unreachable(t, e))?;
+    if !out.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: String = err
+            .lines()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(ProviderError::failed(format!(
+            "node {}: `{}` failed (exit {:?}): {tail}",
+            t.describe(),
+            spec.restart_command,
+            out.status
+        )));
+    }
+    Ok(())
+}
+
+/// Basic auth header value for `user:password` (used by renderers and tests).
+pub fn basic_auth(user: &str, password: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}

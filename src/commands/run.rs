@@ -1,0 +1,519 @@
+//! `plan`, `apply` and `destroy`: configuration → instances → engine plan →
+//! rendering → (apply) walk with state saved after every instance.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use miette::{miette, IntoDiagnostic, WrapErr};
+use mirrorplan_config::Mode;
+use mirrorplan_engine::{
+    render_apply_report, render_plan, render_plan_json, Action, Address, DesiredInstance, Engine,
+    Hooks, InstanceRecord, Interrupt, Plan, PlanRequest, PriorSnapshot, Progress, RenderOptions,
+    SinkError, StateIdentity,
+};
+use mirrorplan_node::provider::NodeProvider;
+use mirrorplan_registry::provider::ImageProvider;
+use mirrorplan_state::{LockRequest, State, StateLock, StateStore};
+
+use crate::cli::{PlanArgs, StateArgs};
+use crate::commands::config::{load_checked, load_options};
+use crate::expand;
+use crate::output::Output;
+
+/// The state store for these flags.
+pub fn store(dir: &Path, state: &StateArgs) -> StateStore {
+    match &state.state {
+        Some(p) => StateStore::new(p.clone()),
+        None => StateStore::new(expand::default_state_path(dir)),
+    }
+}
+
+/// Takes the state lock unless `--lock=false`.
+pub fn lock(
+    store: &StateStore,
+    state: &StateArgs,
+    operation: &str,
+) -> miette::Result<Option<StateLock>> {
+    if !state.lock {
+        return Ok(None);
+    }
+    if let Some(parent) = store.path().parent() {
+        std::fs::create_dir_all(parent)
+            .into_diagnostic()
+            .wrap_err_with(|| format!("cannot create the state directory {}", parent.display()))?;
+    }
+    let request = LockRequest {
+        operation: operation.to_string(),
+        timeout: state.lock_timeout,
+    };
+    store.lock(request).map(Some).map_err(miette::Report::new)
+}
+
+fn identity(state: &State) -> StateIdentity {
+    StateIdentity {
+        lineage: state.lineage().to_string(),
+        serial: state.serial(),
+        secret_salt: mirrorplan_engine::Sensitive::new(state.secret_salt().to_string()),
+    }
+}
+
+fn to_engine_record(r: &mirrorplan_state::InstanceRecord) -> InstanceRecord {
+    InstanceRecord {
+        provider: r.provider.clone(),
+        attributes: r.attributes.clone().into_iter().collect(),
+        sensitive: r.sensitive.clone(),
+        dependencies: r.dependencies.clone(),
+        digests: r.digests.clone(),
+    }
+}
+
+fn to_state_record(r: &InstanceRecord) -> mirrorplan_state::InstanceRecord {
+    let mut out = mirrorplan_state::InstanceRecord::new(r.provider.clone());
+    out.attributes = r.attributes.clone().into_iter().collect();
+    out.sensitive = r.sensitive.clone();
+    out.dependencies = r.dependencies.clone();
+    out.digests = r.digests.clone();
+    out
+}
+
+/// The prior snapshot the engine plans against.
+pub fn snapshot(state: &State) -> miette::Result<PriorSnapshot> {
+    let mut snap = PriorSnapshot::new(
+        &state.lineage().to_string(),
+        state.serial(),
+        state.secret_salt(),
+    );
+    for (addr, rec) in state.instances() {
+        let a: Address = addr.parse().map_err(|e| {
+            miette!(
+                code = "mirrorplan::state::bad_address",
+                help = "remove the entry with `mirrorplan state rm`",
+                "the state holds an invalid address {addr:?}: {e}"
+            )
+        })?;
+        snap = snap.with_instance(a, to_engine_record(rec));
+    }
+    Ok(snap)
+}
+
+/// Progress on stderr, Terraform style.
+struct StderrHooks {
+    started: Mutex<std::collections::HashMap<Address, Instant>>,
+    quiet: bool,
+}
+
+impl StderrHooks {
+    fn new(quiet: bool) -> Self {
+        StderrHooks {
+            started: Mutex::new(Default::default()),
+            quiet,
+        }
+    }
+}
+
+fn verb(action: Action) -> (&'static str, &'static str) {
+    match action {
+        Action::Create => ("Creating...", "Creation complete"),
+        Action::Update => ("Modifying...", "Modifications complete"),
+        Action::Replace => ("Replacing...", "Replacement complete"),
+        Action::Delete => ("Destroying...", "Destruction complete"),
+        Action::NoOp | Action::Read => ("Reading...", "Read complete"),
+    }
+}
+
+impl Hooks for StderrHooks {
+    fn pre_refresh(&self, address: &Address) {
+        if !self.quiet {
+            eprintln!("{address}: Refreshing state...");
+        }
+    }
+    fn pre_apply(&self, address: &Address, action: Action) {
+        if let Ok(mut s) = self.started.lock() {
+            s.insert(address.clone(), Instant::now());
+        }
+        eprintln!("{address}: {}", verb(action).0);
+    }
+    fn progress(&self, address: &Address, progress: &Progress) {
+        match progress {
+            Progress::Message(m) => eprintln!("{address}: {m}"),
+            Progress::Bytes { done, total } => match total {
+                Some(t) => eprintln!("{address}: {done}/{t} bytes"),
+                None => eprintln!("{address}: {done} bytes"),
+            },
+        }
+    }
+    fn post_apply(&self, address: &Address, action: Action, outcome: Result<(), &str>) {
+        let elapsed = self
+            .started
+            .lock()
+            .ok()
+            .and_then(|s| s.get(address).map(|t| t.elapsed()))
+            .unwrap_or_default();
+        match outcome {
+            Ok(()) => eprintln!(
+                "{address}: {} after {:.1}s",
+                verb(action).1,
+                elapsed.as_secs_f64()
+            ),
+            Err(e) => eprintln!("{address}: failed after {:.1}s: {e}", elapsed.as_secs_f64()),
+        }
+    }
+}
+
+/// Everything a plan or apply run needs.
+pub struct Context {
+    pub dir: PathBuf,
+    pub engine: Engine,
+    pub images: Arc<ImageProvider>,
+    pub desired: Vec<DesiredInstance>,
+    pub outputs: Vec<(String, serde_json::Value, bool)>,
+}
+
+/// Loads the configuration and expands it; `Ok(None)` after printing problems.
+pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Option<Context>> {
+    let opts = load_options(&args.vars, Mode::Plan)?;
+    let Some(loaded) = load_checked(dir, &opts, out) else {
+        return Ok(None);
+    };
+    let expanded = expand::expand(&loaded.config);
+    if !expanded.errors.is_empty() {
+        for e in &expanded.errors {
+            let report = miette!(
+                code = "mirrorplan::plan::expand",
+                help = e.help.clone(),
+                "{}: {}",
+                e.address,
+                e.message
+            );
+            out.report(&report);
+        }
+        return Ok(None);
+    }
+    let images = Arc::new(ImageProvider::new());
+    let nodes = Arc::new(NodeProvider::new(crate::transports::factory()));
+    let engine = Engine::new()
+        .with_provider(images.clone())
+        .with_provider(nodes)
+        .with_parallelism(args.parallelism.max(1))
+        .with_hooks(Arc::new(StderrHooks::new(!args.verbose)));
+    let outputs = loaded
+        .config
+        .outputs
+        .values()
+        .map(|o| (o.name.clone(), o.value.clone(), o.sensitive))
+        .collect();
+    Ok(Some(Context {
+        dir: dir.to_path_buf(),
+        engine,
+        images,
+        desired: expanded.desired,
+        outputs,
+    }))
+}
+
+fn targets(args: &PlanArgs) -> miette::Result<Vec<Address>> {
+    args.targets
+        .iter()
+        .map(|t| {
+            t.parse::<Address>().map_err(|e| {
+                miette!(
+                    code = "mirrorplan::cli::bad_target",
+                    help = "write e.g. --target 'image.anthos[\"gcr.io/a/b:1\"]' or --target node.admin1",
+                    "invalid --target {t:?}: {e}"
+                )
+            })
+        })
+        .collect()
+}
+
+fn runtime() -> miette::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .into_diagnostic()
+        .wrap_err("cannot start the async runtime")
+}
+
+/// `mirrorplan plan`
+pub fn plan(
+    dir: &Path,
+    args: &PlanArgs,
+    plan_out: Option<&Path>,
+    detailed_exitcode: bool,
+    out: &Output,
+) -> miette::Result<ExitCode> {
+    let Some(ctx) = prepare(dir, args, out)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let store = store(dir, &args.state);
+    let _lock = lock(&store, &args.state, "plan")?;
+    let mut state = store.load_or_new().map_err(miette::Report::new)?;
+    if plan_out.is_some() && store.load().map_err(miette::Report::new)?.is_none() {
+        // a saved plan must name a lineage that exists on disk
+        store.save(&mut state).map_err(miette::Report::new)?;
+    }
+    let desired = if args.destroy {
+        Vec::new()
+    } else {
+        ctx.desired.clone()
+    };
+    let rt = runtime()?;
+    let plan = rt
+        .block_on(ctx.engine.plan(PlanRequest {
+            desired,
+            prior: snapshot(&state)?,
+            refresh: args.refresh,
+            refresh_only: args.refresh_only,
+            targets: targets(args)?,
+        }))
+        .map_err(miette::Report::new)?;
+    print_plan(&plan, args, out);
+    if let Some(path) = plan_out {
+        let bytes = plan.to_file_bytes().map_err(miette::Report::new)?;
+        write_private(path, &bytes)?;
+        if !args.json {
+            println!("\nSaved the plan to: {}\nTo perform exactly these actions, run: mirrorplan apply {}", path.display(), path.display());
+        }
+    }
+    let changes = plan.has_changes() || !plan.drift.is_empty() && args.refresh_only;
+    Ok(if detailed_exitcode && changes {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> miette::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot write {}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot write {}", path.display()))
+}
+
+fn print_plan(plan: &Plan, args: &PlanArgs, out: &Output) {
+    if args.json {
+        println!("{}", render_plan_json(plan));
+    } else {
+        print!(
+            "{}",
+            render_plan(
+                plan,
+                RenderOptions {
+                    color: out.color_stdout
+                }
+            )
+        );
+    }
+}
+
+/// `mirrorplan apply [PLANFILE]` and `mirrorplan destroy`.
+pub fn apply(
+    dir: &Path,
+    args: &PlanArgs,
+    plan_file: Option<&Path>,
+    auto_approve: bool,
+    out: &Output,
+) -> miette::Result<ExitCode> {
+    let Some(ctx) = prepare(dir, args, out)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let store = store(dir, &args.state);
+    let _lock = lock(
+        &store,
+        &args.state,
+        if args.destroy { "destroy" } else { "apply" },
+    )?;
+    let mut state = match store.load().map_err(miette::Report::new)? {
+        Some(s) => s,
+        None => {
+            let mut s = State::new();
+            store.save(&mut s).map_err(miette::Report::new)?;
+            s
+        }
+    };
+    let rt = runtime()?;
+    let desired_now = if args.destroy {
+        Vec::new()
+    } else {
+        ctx.desired.clone()
+    };
+    let (plan, resupply) = match plan_file {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot read the plan file {}", path.display()))?;
+            let plan = Plan::from_file_bytes(&bytes).map_err(miette::Report::new)?;
+            (plan, Some(desired_now))
+        }
+        None => {
+            let plan = rt
+                .block_on(ctx.engine.plan(PlanRequest {
+                    desired: desired_now,
+                    prior: snapshot(&state)?,
+                    refresh: args.refresh,
+                    refresh_only: args.refresh_only,
+                    targets: targets(args)?,
+                }))
+                .map_err(miette::Report::new)?;
+            print_plan(&plan, args, out);
+            if !plan.has_changes() && plan.drift.is_empty() {
+                save_outputs(&store, &mut state, &ctx)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !auto_approve {
+                if !std::io::stdin().is_terminal() {
+                    return Err(miette!(
+                        code = "mirrorplan::cli::approval_needed",
+                        help = "run `mirrorplan plan --out FILE` then `mirrorplan apply FILE`, or pass --auto-approve",
+                        "standard input is not a terminal, so mirrorplan cannot ask for approval"
+                    ));
+                }
+                eprint!("\nDo you want to perform these actions?\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ");
+                let mut answer = String::new();
+                std::io::stdin()
+                    .lock()
+                    .read_line(&mut answer)
+                    .into_diagnostic()?;
+                if answer.trim() != "yes" {
+                    eprintln!("\nApply cancelled.");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+            (plan, None)
+        }
+    };
+    ctx.images.prepare(&plan.changes);
+    let interrupt = Interrupt::new();
+    let state_cell = Arc::new(Mutex::new(state));
+    let result = rt.block_on(async {
+        let watcher = {
+            let interrupt = interrupt.clone();
+            tokio::spawn(async move {
+                let mut n = 0;
+                while tokio::signal::ctrl_c().await.is_ok() {
+                    n += 1;
+                    if n == 1 {
+                        eprintln!("\nInterrupt received: no new work starts; waiting for running operations (press Ctrl-C again to stop at once).");
+                    } else {
+                        eprintln!("\nSecond interrupt: stopping now. State is saved as of the last finished instance.");
+                    }
+                    interrupt.signal();
+                }
+            })
+        };
+        let identity = match state_cell.lock() {
+            Ok(s) => identity(&s),
+            Err(_) => return Err(miette!("internal error: state lock poisoned")),
+        };
+        let cell = state_cell.clone();
+        let store2 = StateStore::new(store.path().to_path_buf());
+        let mut sink = move |addr: &Address, rec: Option<&InstanceRecord>| -> Result<(), SinkError> {
+            let mut st = cell.lock().map_err(|_| SinkError { message: "state lock poisoned".into() })?;
+            match rec {
+                Some(r) => {
+                    st.set_instance(addr.to_string(), to_state_record(r));
+                }
+                None => {
+                    st.remove_instance(&addr.to_string());
+                }
+            }
+            store2.save(&mut st).map(|_| ()).map_err(|e| SinkError { message: e.to_string() })
+        };
+        let report = ctx
+            .engine
+            .apply(
+                &plan,
+                mirrorplan_engine::ApplyRequest {
+                    state: identity,
+                    desired: resupply,
+                    sink: &mut sink,
+                    interrupt: interrupt.clone(),
+                },
+            )
+            .await
+            .map_err(miette::Report::new);
+        watcher.abort();
+        report
+    })?;
+    eprintln!();
+    print!(
+        "{}",
+        render_apply_report(
+            &result,
+            RenderOptions {
+                color: out.color_stdout
+            }
+        )
+    );
+    if let Ok(mut st) = state_cell.lock() {
+        if result.is_success() {
+            save_outputs(&store, &mut st, &ctx)?;
+            print_outputs(&st);
+        }
+    }
+    Ok(if result.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn save_outputs(store: &StateStore, state: &mut State, ctx: &Context) -> miette::Result<()> {
+    let names: Vec<String> = state.outputs().keys().cloned().collect();
+    for n in names {
+        if !ctx.outputs.iter().any(|(o, _, _)| *o == n) {
+            state.remove_output(&n);
+        }
+    }
+    for (name, value, sensitive) in &ctx.outputs {
+        if *sensitive {
+            state.set_sensitive_output(name.clone(), value.to_string().as_bytes());
+        } else {
+            state.set_output(name.clone(), value.clone());
+        }
+    }
+    let _ = &ctx.dir;
+    store.save(state).map(|_| ()).map_err(miette::Report::new)
+}
+
+fn print_outputs(state: &State) {
+    if state.outputs().is_empty() {
+        return;
+    }
+    println!("\nOutputs:\n");
+    for (name, o) in state.outputs() {
+        if o.sensitive {
+            println!("{name} = (sensitive value)");
+        } else {
+            println!("{name} = {}", o.value);
+        }
+    }
+}
+
+/// Parses `--lock-timeout` values like `0s`, `30s`, `5m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 0s, 30s or 5m"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("`{s}` has an unknown unit (use ms, s, m or h)")),
+    }
+}

@@ -1,0 +1,363 @@
+//! Expansion: the checked configuration → the resource instances the engine
+//! plans, with their dependencies.
+//!
+//! This is where files named by the configuration are read (bundles' indexes,
+//! CA certificates, pull credentials, the gcr.io key): `validate` never gets
+//! here. Each provider crate owns the attribute contract of its instances
+//! (`ImageSpec`, `NodeSpec`); this module only maps the model onto them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use mirrorplan_config::{Cluster, Config, ConfigStyle, Endpoint, ImageSet, NodeAddr, Registry};
+use mirrorplan_engine::{Address, DesiredInstance};
+use mirrorplan_node::provider::{NodeSpec, TransportSpec};
+use mirrorplan_node::{EndpointScheme, MirrorSpec, NodeMirrorConfig, PullAuth, Secret};
+use mirrorplan_registry::provider::{bundle_catalogue, ImageSource, ImageSpec, RegistryConn};
+
+/// A problem found while expanding (a file that cannot be read, a bad bundle).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpandError {
+    /// The block address it concerns, e.g. `image_set.anthos`.
+    pub address: String,
+    /// What is wrong.
+    pub message: String,
+    /// What to do.
+    pub help: String,
+}
+
+/// The instances of a configuration and the problems found.
+#[derive(Debug, Default)]
+pub struct Expanded {
+    /// Desired instances, in configuration order.
+    pub desired: Vec<DesiredInstance>,
+    /// Problems; planning must not go on when there are any.
+    pub errors: Vec<ExpandError>,
+}
+
+fn conn(r: &Registry) -> RegistryConn {
+    RegistryConn {
+        endpoint: r.endpoint.to_string(),
+        ca_cert: r.ca_cert.as_ref().map(|p| p.display().to_string()),
+        username: r.username.clone(),
+        password: r.password.as_ref().map(|p| p.expose().to_string()),
+        docker_config: r.docker_config.as_ref().map(|p| p.display().to_string()),
+        insecure: r.insecure,
+        proxy: r.proxy.clone(),
+    }
+}
+
+/// `KIND.NAME["KEY"]`; a `for_each` instance's key is folded into the name
+/// (`NAME_KEY`, characters that are not allowed in a name become `_`).
+fn instance_address(kind: &str, name: &str, for_each_key: Option<&str>, key: &str) -> Address {
+    let mut full = name.to_string();
+    if let Some(k) = for_each_key {
+        full.push('_');
+        full.extend(k.chars().map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        }));
+    }
+    match Address::keyed(kind, &full, key) {
+        Ok(a) => a,
+        // names come from validated labels, so this is not reached
+        Err(_) => Address::keyed(kind, "_", key).unwrap_or_else(|_| unreachable_address()),
+    }
+}
+
+#[allow(clippy::unwrap_used)]
+fn unreachable_address() -> Address {
+    // "_" is an identifier for Address::new
+    Address::new("_", "_").unwrap()
+}
+
+/// `image.SET["upstream"]`.
+fn image_address(set: &ImageSet, upstream: &str) -> Address {
+    instance_address("image", &set.name, set.key.as_deref(), upstream)
+}
+
+/// `node.CLUSTER["host[:port]"]`.
+pub fn node_address(c: &Cluster, n: &NodeAddr) -> Address {
+    instance_address("node", &c.name, c.key.as_deref(), &n.key())
+}
+
+/// Expands the whole configuration.
+pub fn expand(config: &Config) -> Expanded {
+    let mut out = Expanded::default();
+    // image set address → its image instance addresses
+    let mut set_images: BTreeMap<String, Vec<Address>> = BTreeMap::new();
+    for set in &config.image_sets {
+        let addrs = expand_image_set(config, set, &mut out);
+        set_images.insert(set.address(), addrs);
+    }
+    for c in &config.clusters {
+        expand_cluster(config, c, &set_images, &mut out);
+    }
+    out
+}
+
+fn expand_image_set(config: &Config, set: &ImageSet, out: &mut Expanded) -> Vec<Address> {
+    let mut addrs = Vec::new();
+    let Some(reg) = config.registries.get(&set.registry) else {
+        return addrs;
+    };
+    let err = |message: String, help: &str| ExpandError {
+        address: set.address(),
+        message,
+        help: help.to_string(),
+    };
+    if let Some(bundle) = &set.bundle {
+        match bundle_catalogue(bundle, &set.platforms) {
+            Ok(cat) => {
+                for f in &cat.failures {
+                    out.errors.push(err(
+                        format!("{} in bundle {}: {}", f.name, bundle.display(), f.error),
+                        "the other images of the bundle are planned; fix or rebuild the bundle",
+                    ));
+                }
+                for img in &cat.images {
+                    let m = img.mirror_ref(reg.namespace.as_deref());
+                    let spec = ImageSpec {
+                        upstream: img.name.clone(),
+                        source: ImageSource::Bundle(bundle.clone()),
+                        upstream_conn: None,
+                        mirror: conn(reg),
+                        repository: m.repository.clone(),
+                        tag: m.tag.clone(),
+                        digest: img.manifest_digest.to_string(),
+                        platforms: set.platforms.clone(),
+                        filtered: img.filtered,
+                        prune: set.prune,
+                        blobs: img.blobs.len() as u64,
+                        bytes: img.blob_bytes(),
+                    };
+                    let addr = image_address(set, &img.name);
+                    addrs.push(addr.clone());
+                    out.desired.push(spec.to_desired(addr));
+                }
+            }
+            Err(e) => out.errors.push(err(
+                e.message.clone(),
+                e.help
+                    .as_deref()
+                    .unwrap_or("check the bundle path in the image set"),
+            )),
+        }
+    }
+    for img in &set.images {
+        out.errors.push(err(
+            format!("copying {img} from its registry is not supported by this build yet"),
+            "put the image in a bundle, or use a build with the registry client",
+        ));
+    }
+    addrs
+}
+
+fn read_file(path: &Path, what: &str, address: &str) -> Result<Vec<u8>, ExpandError> {
+    std::fs::read(path).map_err(|e| ExpandError {
+        address: address.to_string(),
+        message: format!("cannot read {what} {}: {e}", path.display()),
+        help: format!("make sure the {what} exists on the machine that runs mirrorplan"),
+    })
+}
+
+/// The pull credentials for `host_port` from a Docker config file.
+fn pull_auth(path: &Path, host_port: &str, address: &str) -> Result<Option<PullAuth>, ExpandError> {
+    let bytes = read_file(path, "pull credentials file", address)?;
+    let bad = |why: &str| ExpandError {
+        address: address.to_string(),
+        message: format!("pull credentials file {}: {why}", path.display()),
+        help: "give a Docker config.json with an `auths` entry for the mirror".into(),
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| bad("not valid JSON"))?;
+    let auths = v.get("auths").and_then(|a| a.as_object());
+    let entry = auths.and_then(|a| {
+        a.get(host_port)
+            .or_else(|| a.get(&format!("https://{host_port}")))
+            .or_else(|| a.get(&format!("http://{host_port}")))
+    });
+    let Some(entry) = entry else {
+        return Err(bad(&format!("no `auths` entry for {host_port}")));
+    };
+    if let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth)
+            .map_err(|_| bad("the `auth` value is not base64"))?;
+        let text = String::from_utf8(decoded).map_err(|_| bad("the `auth` value is not text"))?;
+        return PullAuth::from_user_pass(&Secret::from(text))
+            .map(Some)
+            .ok_or_else(|| bad("the `auth` value is not user:password"));
+    }
+    match (
+        entry.get("username").and_then(|u| u.as_str()),
+        entry.get("password").and_then(|p| p.as_str()),
+    ) {
+        (Some(u), Some(p)) => Ok(Some(PullAuth::basic(u, Secret::from(p)))),
+        _ => match entry.get("identitytoken").and_then(|t| t.as_str()) {
+            Some(t) => Ok(Some(PullAuth::Token(Secret::from(t)))),
+            None => Err(bad(&format!(
+                "the entry for {host_port} has no credentials"
+            ))),
+        },
+    }
+}
+
+fn mirror_spec(
+    c: &Cluster,
+    m: &mirrorplan_config::RegistryMirror,
+    r: &Registry,
+) -> Result<MirrorSpec, ExpandError> {
+    let address = c.address();
+    let (scheme, host_port) = match &r.endpoint {
+        Endpoint::Https { .. } => (
+            EndpointScheme::Https,
+            r.endpoint.host_port().unwrap_or_default(),
+        ),
+        Endpoint::Http { .. } => (
+            EndpointScheme::Http,
+            r.endpoint.host_port().unwrap_or_default(),
+        ),
+        Endpoint::Oci { path } => return Err(ExpandError {
+            address,
+            message: format!(
+                "registry `{}` is a local store (oci:{}): nodes cannot pull from it",
+                r.name,
+                path.display()
+            ),
+            help: "point registry_mirror at the registry the nodes pull from (https:// or http://)"
+                .into(),
+        }),
+    };
+    let mut spec = MirrorSpec::new(host_port.clone());
+    spec.endpoint_scheme = scheme;
+    spec.namespace = r.namespace.clone();
+    spec.hosts = m.hosts.clone();
+    if let Some(ca) = &r.ca_cert {
+        spec.ca_cert_pem = Some(read_file(ca, "CA certificate", &address)?);
+    }
+    if let Some(p) = &m.pull_credentials {
+        spec.pull_auth = pull_auth(p, &host_port, &address)?;
+    }
+    Ok(spec)
+}
+
+fn expand_cluster(
+    config: &Config,
+    c: &Cluster,
+    set_images: &BTreeMap<String, Vec<Address>>,
+    out: &mut Expanded,
+) {
+    let address = c.address();
+    let mut cfg = NodeMirrorConfig::new(match c.containerd.config_style {
+        ConfigStyle::Hosts => mirrorplan_node::ConfigStyle::Hosts,
+        ConfigStyle::Legacy => mirrorplan_node::ConfigStyle::Legacy,
+    });
+    cfg.config_path = c.containerd.config_path.clone();
+    let mut ok = true;
+    for m in &c.mirrors {
+        let Some(r) = config.registries.get(&m.registry) else {
+            continue;
+        };
+        match mirror_spec(c, m, r) {
+            Ok(s) => cfg.mirrors.push(s),
+            Err(e) => {
+                out.errors.push(e);
+                ok = false;
+            }
+        }
+    }
+    if let Some(key) = &c.gcr_key {
+        match read_file(key, "gcr.io key", &address) {
+            Ok(bytes) => {
+                cfg.gcr_key = Some(Secret::from(String::from_utf8_lossy(&bytes).into_owned()))
+            }
+            Err(e) => {
+                out.errors.push(e);
+                ok = false;
+            }
+        }
+    }
+    if !ok {
+        return;
+    }
+    // what every node of the cluster waits for: image sets (and other blocks) it depends on
+    let mut deps: Vec<Address> = Vec::new();
+    for e in &config.edges {
+        let to_node =
+            e.to.starts_with("node.") && e.to.contains(&format!("node.{}[", c.instance_name()));
+        if !to_node {
+            continue;
+        }
+        if let Some(images) = set_images.get(&e.from) {
+            for a in images {
+                if !deps.contains(a) {
+                    deps.push(a.clone());
+                }
+            }
+        } else if e.from.starts_with("cluster.") {
+            for other in config.clusters.iter().filter(|o| o.address() == e.from) {
+                for n in &other.nodes {
+                    let a = node_address(other, n);
+                    if !deps.contains(&a) {
+                        deps.push(a);
+                    }
+                }
+            }
+        }
+    }
+    let batch = c.rollout.max_unavailable.max(1) as usize;
+    let mut previous_batch: Vec<Address> = Vec::new();
+    for chunk in c.nodes.chunks(batch) {
+        let mut this_batch = Vec::new();
+        for n in chunk {
+            let transport = match n {
+                NodeAddr::Local { path, .. } => TransportSpec::Local {
+                    root: path.display().to_string(),
+                },
+                NodeAddr::Ssh { host, port } => TransportSpec::Ssh {
+                    host: host.clone(),
+                    port: *port,
+                    user: c.ssh.user.clone(),
+                    private_key: c.ssh.private_key.as_ref().map(|p| p.display().to_string()),
+                    passphrase: c.ssh.passphrase.as_ref().map(|p| p.expose().to_string()),
+                    known_hosts: c.ssh.known_hosts.as_ref().map(|p| p.display().to_string()),
+                    host_key: c.ssh.host_key.clone(),
+                    use_agent: c.ssh.use_agent,
+                    timeout_seconds: c.ssh.timeout_seconds,
+                },
+            };
+            let spec = NodeSpec {
+                transport,
+                config: cfg.clone(),
+                config_file: c.containerd.config_file.clone(),
+                restart_command: c.containerd.restart_command.clone(),
+            };
+            let addr = node_address(c, n);
+            match spec.to_desired(addr.clone()) {
+                Ok(mut d) => {
+                    d.dependencies.extend(deps.iter().cloned());
+                    d.dependencies.extend(previous_batch.iter().cloned());
+                    out.desired.push(d);
+                    this_batch.push(addr);
+                }
+                Err(e) => out.errors.push(ExpandError {
+                    address: address.clone(),
+                    message: e.message,
+                    help: e
+                        .help
+                        .unwrap_or_else(|| "check the cluster's registry_mirror settings".into()),
+                }),
+            }
+        }
+        previous_batch = this_batch;
+    }
+}
+
+/// Where the state file of a configuration lives by default.
+pub fn default_state_path(dir: &Path) -> PathBuf {
+    dir.join(".mirrorplan").join("state.json")
+}
