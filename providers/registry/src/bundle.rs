@@ -1218,6 +1218,39 @@ pub(crate) fn filter_index(bytes: &[u8], kept: &[&Descriptor]) -> Result<Vec<u8>
     serde_json::to_vec(&v).map_err(|e| e.to_string())
 }
 
+impl Catalogue {
+    /// A catalogue of only the images whose name `keep` accepts, with the
+    /// blob list and blob users narrowed to them (failures are not carried).
+    pub fn subset(&self, keep: impl Fn(&str) -> bool) -> Catalogue {
+        let images: Vec<ImageEntry> = self
+            .images
+            .iter()
+            .filter(|i| keep(&i.name))
+            .cloned()
+            .collect();
+        let mut blobs: BTreeMap<Digest, BlobRef> = BTreeMap::new();
+        let mut users: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+        for i in &images {
+            for b in &i.blobs {
+                blobs.entry(b.digest.clone()).or_insert_with(|| b.clone());
+                users
+                    .entry(b.digest.clone())
+                    .or_default()
+                    .push(i.name.clone());
+            }
+        }
+        Catalogue {
+            format: self.format,
+            compression: self.compression,
+            images,
+            failures: Vec::new(),
+            blobs: blobs.into_values().collect(),
+            users,
+            file_blobs: self.file_blobs.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1254,38 +1287,5 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("cannot open bundle"), "{err}");
-    }
-}
-
-impl Catalogue {
-    /// A catalogue of only the images whose name `keep` accepts, with the
-    /// blob list and blob users narrowed to them (failures are not carried).
-    pub fn subset(&self, keep: impl Fn(&str) -> bool) -> Catalogue {
-        let images: Vec<ImageEntry> = self
-            .images
-            .iter()
-            .filter(|i| keep(&i.name))
-            .cloned()
-            .collect();
-        let mut blobs: BTreeMap<Digest, BlobRef> = BTreeMap::new();
-        let mut users: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
-        for i in &images {
-            for b in &i.blobs {
-                blobs.entry(b.digest.clone()).or_insert_with(|| b.clone());
-                users
-                    .entry(b.digest.clone())
-                    .or_default()
-                    .push(i.name.clone());
-            }
-        }
-        Catalogue {
-            format: self.format,
-            compression: self.compression,
-            images,
-            failures: Vec::new(),
-            blobs: blobs.into_values().collect(),
-            users,
-            file_blobs: self.file_blobs.clone(),
-        }
     }
 }

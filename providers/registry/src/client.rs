@@ -569,17 +569,17 @@ impl RegistryClient {
                 attempt -= 1;
                 continue;
             }
-            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                if attempt < self.options.retry.max_attempts {
-                    let ra = resp
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    tokio::time::sleep(self.backoff(attempt, ra)).await;
-                    continue;
-                }
+            if (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error())
+                && attempt < self.options.retry.max_attempts
+            {
+                let ra = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                tokio::time::sleep(self.backoff(attempt, ra)).await;
+                continue;
             }
             return Ok(resp);
         }

@@ -33,6 +33,7 @@ pub mod auth;
 pub mod bundle;
 pub mod client;
 pub mod client_error;
+pub mod copy;
 pub mod digest;
 pub mod error;
 pub mod fixtures;
@@ -54,6 +55,7 @@ pub use client::{
     UploadMode, UploadSession,
 };
 pub use client_error::RegistryError;
+pub use copy::{copy_image, CopyOptions, CopyReport};
 pub use digest::{Digest, VerifyFailure, VerifyingReader};
 pub use error::{BundleError, ImageNames, ReferenceError, SinkError, StoreError};
 pub use oci::Descriptor;

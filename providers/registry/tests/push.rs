@@ -447,3 +447,136 @@ fn registry_stopped_mid_push_then_resumed() {
     assert!(second.blobs_uploaded > 0);
     check_on_registry(&reg, &cat, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_from_upstream_to_mirror() {
+    use mirrorplan_registry::{copy_image, CopyOptions, ImageRef, Platform};
+    // Upstream: a plain HTTP registry holding the fixture images (no namespace).
+    let upstream = plain_registry();
+    let up = client_for(&upstream);
+    let dir = tmp();
+    let fx = fixture(dir.path(), &FixtureSpec::default(), Packing::TarGz);
+    let (b, cat) = open(&fx.path);
+    let r = ok(
+        push_bundle_to_registry(&b, &cat, &up, None, &RemotePushOptions::default()).await,
+        "seed upstream",
+    );
+    assert!(r.is_ok(), "{:?}", r.failed);
+
+    let mirror = secure_registry();
+    let dst = client_for(&mirror);
+    let multi = &cat.images[0];
+    assert!(!multi.children.is_empty());
+    let m = multi.mirror_ref(None);
+    let src_ref = ok(
+        ImageRef::parse(&format!(
+            "{}/{}:{}",
+            upstream.host_port(),
+            m.repository,
+            m.tag.clone().unwrap_or_default()
+        )),
+        "ref",
+    );
+    let dst_repo = format!("{NS}/{}", m.repository);
+    let rep = ok(
+        copy_image(
+            &up,
+            &src_ref,
+            &dst,
+            &dst_repo,
+            Some("copied"),
+            &CopyOptions::default(),
+        )
+        .await,
+        "copy",
+    );
+    assert!(!rep.up_to_date && !rep.filtered);
+    assert_eq!(rep.digest.as_ref(), Some(&multi.manifest_digest));
+    assert_eq!(rep.blobs_copied, multi.blobs.len());
+    assert_eq!(rep.manifests_pushed, multi.children.len() + 1);
+    assert_eq!(
+        skopeo_manifest_digest(&mirror, &format!("{dst_repo}:copied")).as_deref(),
+        Some(multi.manifest_digest.as_str())
+    );
+    for child in &multi.children {
+        assert_eq!(
+            skopeo_manifest_digest(&mirror, &format!("{dst_repo}@{}", child.digest)).as_deref(),
+            Some(child.digest.as_str())
+        );
+    }
+    // Warm: nothing copied.
+    let again = ok(
+        copy_image(
+            &up,
+            &src_ref,
+            &dst,
+            &dst_repo,
+            Some("copied"),
+            &CopyOptions::default(),
+        )
+        .await,
+        "copy again",
+    );
+    assert!(again.up_to_date);
+    assert_eq!(again.blobs_copied + again.manifests_pushed, 0);
+
+    // Platform filter: a new index with one entry, only that platform's blobs.
+    let arm = ok(Platform::parse("linux/arm64"), "platform");
+    let opts = CopyOptions {
+        platforms: vec![arm.clone()],
+        ..CopyOptions::default()
+    };
+    let filtered_repo = format!("{NS}/filtered");
+    let f = ok(
+        copy_image(&up, &src_ref, &dst, &filtered_repo, Some("arm"), &opts).await,
+        "filtered copy",
+    );
+    assert!(f.filtered);
+    assert_ne!(f.digest.as_ref(), Some(&multi.manifest_digest));
+    assert_eq!(f.source_digest.as_ref(), Some(&multi.manifest_digest));
+    let (bytes, _, d) = ok(
+        dst.get_manifest(&filtered_repo, "arm").await,
+        "get filtered",
+    );
+    assert_eq!(Some(d), f.digest);
+    let v: serde_json::Value = ok(serde_json::from_slice(&bytes), "json");
+    let entries = v["manifests"].as_array().map(|a| a.len());
+    assert_eq!(entries, Some(1));
+    let Some(arm_child) = multi
+        .children
+        .iter()
+        .find(|c| c.platform.as_ref().is_some_and(|p| arm.matches(p)))
+    else {
+        panic!("no arm64 child")
+    };
+    assert_eq!(f.blobs_copied, arm_child.blobs.len());
+    for c in &multi.children {
+        for blob in &c.blobs {
+            let here = ok(dst.head_blob(&filtered_repo, &blob.digest).await, "head").is_some();
+            assert_eq!(
+                here,
+                arm_child.blobs.iter().any(|a| a.digest == blob.digest),
+                "{}",
+                blob.digest
+            );
+        }
+    }
+    // No matching platform: a clear error.
+    let none = CopyOptions {
+        platforms: vec![ok(Platform::parse("linux/s390x"), "platform")],
+        ..CopyOptions::default()
+    };
+    let e = copy_image(&up, &src_ref, &dst, &filtered_repo, Some("x"), &none).await;
+    let msg = e.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        msg.contains("linux/amd64") && msg.contains("linux/arm64"),
+        "{msg}"
+    );
+    // A missing source tag names the image.
+    let missing = ok(
+        ImageRef::parse(&format!("{}/nope/nope:1", upstream.host_port())),
+        "ref",
+    );
+    let e = copy_image(&up, &missing, &dst, "x/y", None, &CopyOptions::default()).await;
+    assert!(matches!(e, Err(RegistryError::NotFound { .. })), "{e:?}");
+}

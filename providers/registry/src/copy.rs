@@ -1,0 +1,243 @@
+//! Copy one image from an upstream registry to a mirror, registry to
+//! registry: blob bodies stream from the source `GET` straight into the
+//! destination `PUT` (no temp files, never a whole blob in memory), and
+//! manifests are copied byte for byte, platform manifests before the index,
+//! the tag last.
+//!
+//! With a platform filter that drops entries of an index, the index is
+//! rewritten by the same function the bundle reader uses (all other fields
+//! kept) and therefore gets a new digest; [`CopyReport::filtered`] says so.
+//! A warm copy (the tag already points at the expected digest) costs one
+//! `GET` of the source manifest and one `HEAD` on the mirror.
+
+use futures::StreamExt;
+
+use crate::client::RegistryClient;
+use crate::client_error::RegistryError;
+use crate::digest::Digest;
+use crate::oci::{self, Descriptor, Parsed};
+use crate::reference::{ImageRef, Platform};
+
+/// What [`copy_image`] did.
+#[derive(Debug, Clone, Default)]
+pub struct CopyReport {
+    /// Digest of the manifest now under the tag on the mirror.
+    pub digest: Option<Digest>,
+    /// The source's manifest digest.
+    pub source_digest: Option<Digest>,
+    /// A platform filter rewrote the index (`digest` != `source_digest`).
+    pub filtered: bool,
+    /// The tag already pointed at the expected digest: nothing copied.
+    pub up_to_date: bool,
+    /// Blobs copied.
+    pub blobs_copied: usize,
+    /// Blobs the mirror repository already had.
+    pub blobs_skipped: usize,
+    /// Bytes copied.
+    pub bytes_copied: u64,
+    /// Manifests `PUT`.
+    pub manifests_pushed: usize,
+}
+
+/// Options of [`copy_image`].
+#[derive(Debug, Clone)]
+pub struct CopyOptions {
+    /// Keep only these platforms of an index (empty: all).
+    pub platforms: Vec<Platform>,
+    /// Blob copies in flight.
+    pub concurrency: usize,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            platforms: Vec::new(),
+            concurrency: 3,
+        }
+    }
+}
+
+fn unreadable(image: &str, digest: &Digest, reason: String) -> RegistryError {
+    RegistryError::Platform {
+        image: image.to_string(),
+        reason: format!("manifest {digest} is unreadable: {reason}"),
+    }
+}
+
+/// Copy `src_ref` (its repository, and its digest or else its tag) from
+/// `src` to `dst` as `dst_repo:tag` (`tag` `None`: by digest only).
+pub async fn copy_image(
+    src: &RegistryClient,
+    src_ref: &ImageRef,
+    dst: &RegistryClient,
+    dst_repo: &str,
+    tag: Option<&str>,
+    options: &CopyOptions,
+) -> Result<CopyReport, RegistryError> {
+    let image = src_ref.to_string();
+    let src_repo = src_ref.repository.as_str();
+    let reference = match (&src_ref.digest, &src_ref.tag) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.clone(),
+        (None, None) => "latest".to_string(),
+    };
+    let (bytes, media_type, source_digest) = src.get_manifest(src_repo, &reference).await?;
+    let (media_type, parsed) = oci::parse_manifest(&bytes, Some(&media_type))
+        .map_err(|r| unreadable(&image, &source_digest, r))?;
+
+    // What will be pushed: children (with their blobs) and the top bytes.
+    let mut children: Vec<(Descriptor, Vec<u8>, String, Vec<Descriptor>)> = Vec::new();
+    let mut top_blobs: Vec<Descriptor> = Vec::new();
+    let (top_bytes, filtered) = match &parsed {
+        Parsed::Image { config, layers } => {
+            top_blobs.push(config.clone());
+            top_blobs.extend(layers.iter().filter(|l| !oci::is_foreign_layer(l)).cloned());
+            (bytes.clone(), false)
+        }
+        Parsed::Index { manifests } => {
+            let wanted = &options.platforms;
+            let kept: Vec<&Descriptor> = manifests
+                .iter()
+                .filter(|c| {
+                    wanted.is_empty()
+                        || c.platform
+                            .as_ref()
+                            .is_some_and(|p| wanted.iter().any(|w| w.matches(p)))
+                })
+                .collect();
+            if kept.is_empty() {
+                let available: Vec<String> = manifests
+                    .iter()
+                    .filter_map(|c| c.platform.as_ref().map(|p| p.to_string()))
+                    .collect();
+                return Err(RegistryError::Platform {
+                    image,
+                    reason: format!(
+                        "no platform matches the filter; it has {}",
+                        if available.is_empty() {
+                            "no platforms".to_string()
+                        } else {
+                            available.join(", ")
+                        }
+                    ),
+                });
+            }
+            let filtered = kept.len() < manifests.len();
+            let top = if filtered {
+                crate::bundle::filter_index(&bytes, &kept)
+                    .map_err(|r| unreadable(&image, &source_digest, r))?
+            } else {
+                bytes.clone()
+            };
+            for child in kept {
+                children.push((child.clone(), Vec::new(), String::new(), Vec::new()));
+            }
+            (top, filtered)
+        }
+    };
+    let final_digest = Digest::of(&top_bytes);
+    let dst_reference = match tag {
+        Some(t) => t.to_string(),
+        None => final_digest.to_string(),
+    };
+    let mut report = CopyReport {
+        digest: Some(final_digest.clone()),
+        source_digest: Some(source_digest.clone()),
+        filtered,
+        ..CopyReport::default()
+    };
+    if let Some(info) = dst.head_manifest(dst_repo, &dst_reference).await? {
+        if info.digest == final_digest {
+            report.up_to_date = true;
+            return Ok(report);
+        }
+    }
+
+    // Child manifests from the source.
+    for (desc, cbytes, cmt, cblobs) in children.iter_mut() {
+        let (b, mt, _) = src.get_manifest(src_repo, desc.digest.as_str()).await?;
+        let (mt, p) =
+            oci::parse_manifest(&b, Some(if mt.is_empty() { &desc.media_type } else { &mt }))
+                .map_err(|r| unreadable(&image, &desc.digest, r))?;
+        let Parsed::Image { config, layers } = p else {
+            return Err(unreadable(
+                &image,
+                &desc.digest,
+                "nested indexes are not supported".into(),
+            ));
+        };
+        cblobs.push(config);
+        cblobs.extend(layers.into_iter().filter(|l| !oci::is_foreign_layer(l)));
+        *cbytes = b;
+        *cmt = mt;
+    }
+
+    // Blobs, distinct, in parallel.
+    let mut blobs: Vec<Descriptor> = Vec::new();
+    for d in top_blobs
+        .iter()
+        .chain(children.iter().flat_map(|c| c.3.iter()))
+    {
+        if !blobs.iter().any(|b| b.digest == d.digest) {
+            blobs.push(d.clone());
+        }
+    }
+    let results: Vec<Result<Option<u64>, RegistryError>> = futures::stream::iter(blobs.iter())
+        .map(|b| copy_blob(src, src_repo, dst, dst_repo, &b.digest, b.size))
+        .buffer_unordered(options.concurrency.max(1))
+        .collect()
+        .await;
+    for r in results {
+        match r? {
+            Some(n) => {
+                report.blobs_copied += 1;
+                report.bytes_copied += n;
+            }
+            None => report.blobs_skipped += 1,
+        }
+    }
+
+    // Manifests: children first, then the top one under the tag.
+    for (desc, cbytes, cmt, _) in &children {
+        dst.put_manifest(dst_repo, desc.digest.as_str(), cmt, cbytes)
+            .await?;
+        report.manifests_pushed += 1;
+    }
+    dst.put_manifest(dst_repo, &dst_reference, &media_type, &top_bytes)
+        .await?;
+    report.manifests_pushed += 1;
+    Ok(report)
+}
+
+/// Copy one blob unless the destination has it. `Some(bytes)` when copied.
+/// A failed transfer is tried once more (the source can be read again).
+async fn copy_blob(
+    src: &RegistryClient,
+    src_repo: &str,
+    dst: &RegistryClient,
+    dst_repo: &str,
+    digest: &Digest,
+    size: u64,
+) -> Result<Option<u64>, RegistryError> {
+    if dst.head_blob(dst_repo, digest).await?.is_some() {
+        return Ok(None);
+    }
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let chunked_before = dst.uploads_chunked();
+        let (_, body) = src.get_blob(src_repo, digest).await?;
+        match dst.upload_blob(dst_repo, digest, size, body).await {
+            Ok(()) => return Ok(Some(size)),
+            Err(e) => {
+                let retry = matches!(
+                    e,
+                    RegistryError::Transfer { .. } | RegistryError::Source { .. }
+                ) || (!chunked_before && dst.uploads_chunked());
+                if !retry || attempt >= 2 {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
