@@ -6,6 +6,14 @@
 //! into such a store ([`push`]) and deterministic test bundles
 //! ([`fixtures`]).
 //!
+//! The network half: a registry client with auth, TLS, proxies and retries
+//! ([`client`], [`auth`], errors in [`client_error`]), the push of a bundle
+//! to a registry ([`push_remote`]: HEAD before upload, each blob uploaded
+//! once per run and mounted into the other repositories, bounded-memory
+//! streaming from the archive), registry-to-registry copies ([`copy`]) and
+//! read-only plan queries ([`plan`]). The invariants below hold for both
+//! halves.
+//!
 //! # Invariants
 //!
 //! - **Manifests byte for byte.** Manifest and index bytes are copied
