@@ -12,9 +12,13 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use mirrorplan_config::{Cluster, Config, ConfigStyle, Endpoint, ImageSet, NodeAddr, Registry};
 use mirrorplan_engine::{Address, DesiredInstance};
+use mirrorplan_node::cluster::ClusterSpec;
 use mirrorplan_node::provider::{NodeSpec, TransportSpec};
 use mirrorplan_node::{EndpointScheme, MirrorSpec, NodeMirrorConfig, PullAuth, Secret};
-use mirrorplan_registry::provider::{bundle_catalogue, ImageSource, ImageSpec, RegistryConn};
+use mirrorplan_registry::provider::{
+    bundle_catalogue, ImageProvider, ImageSource, ImageSpec, RegistryConn,
+};
+use mirrorplan_registry::{mirror_path, ImageRef};
 
 /// A problem found while expanding (a file that cannot be read, a bad bundle).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,13 +89,15 @@ pub fn node_address(c: &Cluster, n: &NodeAddr) -> Address {
     instance_address("node", &c.name, c.key.as_deref(), &n.key())
 }
 
-/// Expands the whole configuration.
-pub fn expand(config: &Config) -> Expanded {
+/// Expands the whole configuration. Images named by `images = [...]` are
+/// resolved in their upstream registries (one manifest GET each, concurrently).
+pub async fn expand(config: &Config, images: &ImageProvider) -> Expanded {
     let mut out = Expanded::default();
     // image set address → its image instance addresses
     let mut set_images: BTreeMap<String, Vec<Address>> = BTreeMap::new();
     for set in &config.image_sets {
-        let addrs = expand_image_set(config, set, &mut out);
+        let mut addrs = expand_image_set(config, set, &mut out);
+        addrs.extend(expand_upstream_images(config, set, images, &mut out).await);
         set_images.insert(set.address(), addrs);
     }
     for c in &config.clusters {
@@ -148,11 +154,85 @@ fn expand_image_set(config: &Config, set: &ImageSet, out: &mut Expanded) -> Vec<
             )),
         }
     }
+    addrs
+}
+
+/// The connection for an upstream image: the `registry` block whose
+/// endpoint names the same host[:port], else HTTPS with Docker config credentials.
+fn upstream_conn(config: &Config, host: &str) -> RegistryConn {
+    for r in config.registries.values() {
+        if r.endpoint.host_port().as_deref() == Some(host) {
+            return conn(r);
+        }
+    }
+    RegistryConn {
+        endpoint: format!("https://{host}"),
+        ..RegistryConn::default()
+    }
+}
+
+async fn expand_upstream_images(
+    config: &Config,
+    set: &ImageSet,
+    images: &ImageProvider,
+    out: &mut Expanded,
+) -> Vec<Address> {
+    let Some(reg) = config.registries.get(&set.registry) else {
+        return Vec::new();
+    };
+    let mut jobs = Vec::new();
     for img in &set.images {
-        out.errors.push(err(
-            format!("copying {img} from its registry is not supported by this build yet"),
-            "put the image in a bundle, or use a build with the registry client",
-        ));
+        let upstream = match ImageRef::parse(img) {
+            Ok(r) => r,
+            Err(e) => {
+                out.errors.push(ExpandError {
+                    address: set.address(),
+                    message: format!("{img}: {e}"),
+                    help: "write HOST/PATH:TAG or HOST/PATH@sha256:DIGEST".into(),
+                });
+                continue;
+            }
+        };
+        let src = upstream_conn(config, &upstream.registry);
+        jobs.push(async move {
+            let resolved = images
+                .resolve_upstream(&upstream, &src, &set.platforms)
+                .await;
+            (upstream, src, resolved)
+        });
+    }
+    let mut addrs = Vec::new();
+    for (upstream, src, resolved) in futures::future::join_all(jobs).await {
+        match resolved {
+            Ok(r) => {
+                let m = mirror_path(&upstream, reg.namespace.as_deref());
+                let name = upstream.to_string();
+                let spec = ImageSpec {
+                    upstream: name.clone(),
+                    source: ImageSource::Registry,
+                    upstream_conn: Some(src),
+                    mirror: conn(reg),
+                    repository: m.repository.clone(),
+                    tag: m.tag.clone(),
+                    digest: r.digest.to_string(),
+                    platforms: set.platforms.clone(),
+                    filtered: r.filtered,
+                    prune: set.prune,
+                    blobs: 0,
+                    bytes: 0,
+                };
+                let addr = image_address(set, &name);
+                addrs.push(addr.clone());
+                out.desired.push(spec.to_desired(addr));
+            }
+            Err(e) => out.errors.push(ExpandError {
+                address: set.address(),
+                message: e.message.clone(),
+                help: e.help.clone().unwrap_or_else(|| {
+                    "check that the upstream registry is reachable and the image exists".into()
+                }),
+            }),
+        }
     }
     addrs
 }
@@ -310,6 +390,8 @@ fn expand_cluster(
         }
     }
     let batch = c.rollout.max_unavailable.max(1) as usize;
+    let mut all_nodes: Vec<Address> = Vec::new();
+    let mut transports: Vec<TransportSpec> = Vec::new();
     let mut previous_batch: Vec<Address> = Vec::new();
     for chunk in c.nodes.chunks(batch) {
         let mut this_batch = Vec::new();
@@ -342,7 +424,9 @@ fn expand_cluster(
                     d.dependencies.extend(deps.iter().cloned());
                     d.dependencies.extend(previous_batch.iter().cloned());
                     out.desired.push(d);
-                    this_batch.push(addr);
+                    this_batch.push(addr.clone());
+                    all_nodes.push(addr);
+                    transports.push(spec.transport.clone());
                 }
                 Err(e) => out.errors.push(ExpandError {
                     address: address.clone(),
@@ -355,6 +439,71 @@ fn expand_cluster(
         }
         previous_batch = this_batch;
     }
+    if all_nodes.is_empty() {
+        return;
+    }
+    // the cluster step: prove that a node pulls one of the cluster's images through the mirror
+    let mirrored: Vec<String> = cfg.upstream_hosts().into_iter().collect();
+    let candidate = out.desired.iter().find(|d| {
+        deps.contains(&d.address)
+            && d.provider == "image"
+            && d.attrs
+                .get("upstream")
+                .and_then(|u| u.as_str())
+                .and_then(|u| ImageRef::parse(u).ok())
+                .is_some_and(|r| mirrored.contains(&r.registry))
+    });
+    let image = candidate.and_then(|d| {
+        d.attrs
+            .get("upstream")
+            .and_then(|u| u.as_str())
+            .map(str::to_string)
+    });
+    let expected = candidate.and_then(|d| {
+        d.attrs
+            .get("digest")
+            .and_then(|u| u.as_str())
+            .map(str::to_string)
+    });
+    let required_files = match cfg.config_style {
+        mirrorplan_node::ConfigStyle::Hosts => mirrored
+            .iter()
+            .map(|h| format!("{}/{h}/hosts.toml", cfg.config_dir()))
+            .collect(),
+        mirrorplan_node::ConfigStyle::Legacy => vec![c.containerd.config_file.clone()],
+    };
+    let mut hasher = blake3::Hasher::new();
+    for d in out
+        .desired
+        .iter()
+        .filter(|d| all_nodes.contains(&d.address))
+    {
+        for name in d.attrs.names() {
+            if let Some(v) = d.attrs.get(name) {
+                hasher.update(name.as_bytes());
+                hasher.update(v.to_string().as_bytes());
+            }
+        }
+    }
+    let spec = ClusterSpec {
+        canary: transports
+            .iter()
+            .find(|t| matches!(t, TransportSpec::Ssh { .. }))
+            .cloned(),
+        nodes: transports,
+        image,
+        expected_digest: expected,
+        required_files,
+        config_digest: format!("blake3:{}", hasher.finalize().to_hex()),
+        socket: mirrorplan_node::cri::DEFAULT_SOCKET.to_string(),
+    };
+    let name = match &c.key {
+        Some(k) => format!("{}_{k}", c.name),
+        None => c.name.clone(),
+    };
+    let mut d = spec.to_desired(instance_address("cluster", &name, None, "").without_key());
+    d.dependencies = all_nodes;
+    out.desired.push(d);
 }
 
 /// Where the state file of a configuration lives by default.

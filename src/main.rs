@@ -5,7 +5,6 @@ mod cli;
 mod commands;
 mod expand;
 mod output;
-mod transports;
 
 use std::process::ExitCode;
 

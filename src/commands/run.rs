@@ -14,7 +14,8 @@ use mirrorplan_engine::{
     Hooks, InstanceRecord, Interrupt, Plan, PlanRequest, PriorSnapshot, Progress, RenderOptions,
     SinkError, StateIdentity,
 };
-use mirrorplan_node::provider::NodeProvider;
+use mirrorplan_node::cluster::ClusterProvider;
+use mirrorplan_node::provider::{Connections, NodeProvider};
 use mirrorplan_registry::provider::ImageProvider;
 use mirrorplan_state::{LockRequest, State, StateLock, StateStore};
 
@@ -165,6 +166,7 @@ impl Hooks for StderrHooks {
 
 /// Everything a plan or apply run needs.
 pub struct Context {
+    pub rt: tokio::runtime::Runtime,
     pub dir: PathBuf,
     pub engine: Engine,
     pub images: Arc<ImageProvider>,
@@ -178,7 +180,9 @@ pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Opti
     let Some(loaded) = load_checked(dir, &opts, out) else {
         return Ok(None);
     };
-    let expanded = expand::expand(&loaded.config);
+    let images = Arc::new(ImageProvider::new());
+    let rt = runtime()?;
+    let expanded = rt.block_on(expand::expand(&loaded.config, &images));
     if !expanded.errors.is_empty() {
         for e in &expanded.errors {
             let report = miette!(
@@ -192,11 +196,13 @@ pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Opti
         }
         return Ok(None);
     }
-    let images = Arc::new(ImageProvider::new());
-    let nodes = Arc::new(NodeProvider::new(crate::transports::factory()));
+    let connections = Arc::new(Connections::default());
+    let nodes = Arc::new(NodeProvider::new(connections.clone()));
+    let clusters = Arc::new(ClusterProvider::new(connections));
     let engine = Engine::new()
         .with_provider(images.clone())
         .with_provider(nodes)
+        .with_provider(clusters)
         .with_parallelism(args.parallelism.max(1))
         .with_hooks(Arc::new(StderrHooks::new(!args.verbose)));
     let outputs = loaded
@@ -206,6 +212,7 @@ pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Opti
         .map(|o| (o.name.clone(), o.value.clone(), o.sensitive))
         .collect();
     Ok(Some(Context {
+        rt,
         dir: dir.to_path_buf(),
         engine,
         images,
@@ -260,8 +267,8 @@ pub fn plan(
     } else {
         ctx.desired.clone()
     };
-    let rt = runtime()?;
-    let plan = rt
+    let plan = ctx
+        .rt
         .block_on(ctx.engine.plan(PlanRequest {
             desired,
             prior: snapshot(&state)?,
@@ -343,7 +350,7 @@ pub fn apply(
             s
         }
     };
-    let rt = runtime()?;
+    let rt = &ctx.rt;
     let desired_now = if args.destroy {
         Vec::new()
     } else {

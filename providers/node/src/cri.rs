@@ -155,6 +155,9 @@ pub mod proto {
     }
 }
 
+/// containerd's default socket on a node.
+pub const DEFAULT_SOCKET: &str = "/run/containerd/containerd.sock";
+
 /// `Version` RPC path.
 pub const PATH_VERSION: &str = "/runtime.v1.RuntimeService/Version";
 /// `PullImage` RPC path.

@@ -38,6 +38,7 @@
 //! No dependency on other mirrorplan crates; the engine maps its model into
 //! [`NodeMirrorConfig`].
 
+pub mod cluster;
 mod containerd;
 pub mod cri;
 mod diff;

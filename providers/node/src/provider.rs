@@ -127,26 +127,80 @@ impl TransportSpec {
     }
 }
 
-/// Opens transports; SSH is plugged in by whoever builds the provider.
-pub type TransportFactory =
-    Arc<dyn Fn(&TransportSpec) -> Result<Arc<dyn Transport>, ProviderError> + Send + Sync>;
+/// Open connections, one per node, reused by every operation of a run.
+#[derive(Default)]
+pub struct Connections {
+    ssh: tokio::sync::Mutex<std::collections::HashMap<String, Arc<crate::ssh::SshTransport>>>,
+}
 
-/// The default factory: local nodes only.
-pub fn local_only_factory() -> TransportFactory {
-    Arc::new(|spec: &TransportSpec| match spec {
-        TransportSpec::Local { root } => {
-            // a local node is a directory standing in for a node's root: make it exist
-            std::fs::create_dir_all(root).map_err(|e| {
-                ProviderError::failed(format!(
-                    "node local:{root}: cannot create the directory: {e}"
-                ))
-            })?;
-            Ok(Arc::new(LocalTransport::new(root)) as Arc<dyn Transport>)
+impl Connections {
+    /// The transport for a node: a directory for `local:` nodes, an SSH
+    /// connection (opened once, then shared) for the others.
+    pub async fn open(&self, spec: &TransportSpec) -> Result<Arc<dyn Transport>, ProviderError> {
+        match spec {
+            TransportSpec::Local { root } => {
+                // a local node is a directory standing in for a node's root: make it exist
+                std::fs::create_dir_all(root).map_err(|e| {
+                    ProviderError::failed(format!(
+                        "node local:{root}: cannot create the directory: {e}"
+                    ))
+                })?;
+                Ok(Arc::new(LocalTransport::new(root)) as Arc<dyn Transport>)
+            }
+            TransportSpec::Ssh { .. } => Ok(self.ssh(spec).await? as Arc<dyn Transport>),
         }
-        TransportSpec::Ssh { host, .. } => Err(ProviderError::failed(format!(
-            "node {host}: this build has no SSH transport"
-        ))),
-    })
+    }
+
+    /// The SSH connection for an SSH node.
+    pub async fn ssh(
+        &self,
+        spec: &TransportSpec,
+    ) -> Result<Arc<crate::ssh::SshTransport>, ProviderError> {
+        let TransportSpec::Ssh {
+            host,
+            port,
+            user,
+            private_key,
+            passphrase,
+            known_hosts,
+            host_key,
+            use_agent,
+            timeout_seconds,
+        } = spec
+        else {
+            return Err(ProviderError::invalid_input("not an SSH node"));
+        };
+        let key = format!("{user}@{host}:{port}");
+        let mut cache = self.ssh.lock().await;
+        if let Some(t) = cache.get(&key) {
+            return Ok(t.clone());
+        }
+        let mut opts = crate::ssh::SshOptions::new(host.clone());
+        opts.port = *port;
+        opts.user = user.clone();
+        opts.private_key = private_key.as_ref().map(std::path::PathBuf::from);
+        opts.passphrase = passphrase.as_ref().map(|p| Secret::from(p.as_str()));
+        opts.known_hosts = known_hosts.as_ref().map(std::path::PathBuf::from);
+        opts.host_key_pin = host_key.clone();
+        opts.use_agent = *use_agent;
+        opts.timeout = std::time::Duration::from_secs((*timeout_seconds).max(1));
+        let t = crate::ssh::SshTransport::connect(&opts).await.map_err(|e| {
+            let unreachable = matches!(
+                &e,
+                NodeError::Ssh(inner)
+                    if matches!(**inner, crate::ssh::SshError::Connect { .. } | crate::ssh::SshError::Timeout { .. })
+            );
+            let msg = format!("node {key}: {e}");
+            if unreachable {
+                ProviderError::unreachable(msg)
+            } else {
+                ProviderError::failed(msg)
+            }
+        })?;
+        let t = Arc::new(t);
+        cache.insert(key, t.clone());
+        Ok(t)
+    }
 }
 
 /// Everything the provider needs to know about one node.
@@ -347,23 +401,27 @@ fn file_attrs_prior(p: &PriorInstance) -> BTreeSet<String> {
 
 /// Configures containerd's registry settings on nodes.
 pub struct NodeProvider {
-    factory: TransportFactory,
+    connections: Arc<Connections>,
+    socket: String,
 }
 
 impl NodeProvider {
-    /// A provider opening transports with `factory`.
-    pub fn new(factory: TransportFactory) -> Self {
-        NodeProvider { factory }
+    /// A provider sharing `connections` (with the cluster provider).
+    pub fn new(connections: Arc<Connections>) -> Self {
+        NodeProvider {
+            connections,
+            socket: crate::cri::DEFAULT_SOCKET.to_string(),
+        }
     }
 
-    fn transport(&self, spec: &TransportSpec) -> Result<Arc<dyn Transport>, ProviderError> {
-        (self.factory)(spec)
+    async fn transport(&self, spec: &TransportSpec) -> Result<Arc<dyn Transport>, ProviderError> {
+        self.connections.open(spec).await
     }
 }
 
 impl Default for NodeProvider {
     fn default() -> Self {
-        NodeProvider::new(local_only_factory())
+        NodeProvider::new(Arc::new(Connections::default()))
     }
 }
 
@@ -415,7 +473,7 @@ impl Provider for NodeProvider {
                 (None, None) => return Ok(None),
             };
         names.insert(format!("{FILE_PREFIX}{}", spec.config_file));
-        let t = self.transport(&spec.transport)?;
+        let t = self.transport(&spec.transport).await?;
         let mut attrs = Attrs::new();
         for name in names {
             let path = &name[FILE_PREFIX.len()..];
@@ -524,7 +582,7 @@ impl Provider for NodeProvider {
             (None, None) => return Ok(None),
         };
         let spec = NodeSpec::from_attrs(attrs)?;
-        let t = self.transport(&spec.transport)?;
+        let t = self.transport(&spec.transport).await?;
         let cfg_path = spec.config_file.clone();
         // what to write and what to remove
         let mut writes: Vec<(String, String, bool)> = Vec::new();
@@ -610,6 +668,9 @@ impl Provider for NodeProvider {
         if result.is_ok() && config_changed && matches!(spec.transport, TransportSpec::Ssh { .. }) {
             ctx.message("restarting containerd".to_string());
             result = restart_and_check(t.as_ref(), &spec).await;
+            if result.is_ok() {
+                result = self.health_check(&spec).await;
+            }
         }
         if let Err(e) = result {
             // put every file back as it was
@@ -621,7 +682,11 @@ impl Provider for NodeProvider {
             }
             let mut msg = format!("{} (the node's files were restored", e.message);
             if config_changed && matches!(spec.transport, TransportSpec::Ssh { .. }) {
-                match restart_and_check(t.as_ref(), &spec).await {
+                let again = match restart_and_check(t.as_ref(), &spec).await {
+                    Ok(()) => self.health_check(&spec).await,
+                    Err(e) => Err(e),
+                };
+                match again {
                     Ok(()) => msg.push_str(" and containerd restarted healthy"),
                     Err(e2) => {
                         msg.push_str(&format!("; containerd is still unhealthy: {}", e2.message))
@@ -642,6 +707,33 @@ impl Provider for NodeProvider {
             attrs: attrs.clone(),
             digests,
         }))
+    }
+}
+
+impl NodeProvider {
+    /// containerd answers on its socket and its CRI plugin is loaded (a CRI
+    /// `Version` call succeeds), within 20 seconds.
+    async fn health_check(&self, spec: &NodeSpec) -> Result<(), ProviderError> {
+        let ssh = self.connections.ssh(&spec.transport).await?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut last = String::new();
+        while std::time::Instant::now() < deadline {
+            match crate::cri::CriClient::over_ssh(&ssh, &self.socket).await {
+                Ok(client) => match client.version().await {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last = e.to_string(),
+                },
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        Err(ProviderError::failed(format!(
+            "node {:?}: containerd's CRI plugin does not answer after the restart: {last}",
+            spec.transport
+        ))
+        .with_help(
+            "check the node's containerd log; `mirrors` and `config_path` must not both be set",
+        ))
     }
 }
 

@@ -64,6 +64,119 @@ fn unreadable(image: &str, digest: &Digest, reason: String) -> RegistryError {
     }
 }
 
+/// The top manifest to push for a source manifest and a platform filter.
+struct Top {
+    /// Media type of the source manifest, as its body or the registry says.
+    media_type: String,
+    bytes: Vec<u8>,
+    filtered: bool,
+    /// Config and layers of a single-platform image.
+    blobs: Vec<Descriptor>,
+    /// Platform manifests kept from an index.
+    children: Vec<Descriptor>,
+}
+
+fn select_top(
+    image: &str,
+    bytes: &[u8],
+    media_type: &str,
+    source_digest: &Digest,
+    platforms: &[Platform],
+) -> Result<Top, RegistryError> {
+    let (media_type, parsed) = oci::parse_manifest(bytes, Some(media_type))
+        .map_err(|r| unreadable(image, source_digest, r))?;
+    let media_type = media_type.to_string();
+    match &parsed {
+        Parsed::Image { config, layers } => {
+            let mut blobs = vec![config.clone()];
+            blobs.extend(layers.iter().filter(|l| !oci::is_foreign_layer(l)).cloned());
+            Ok(Top {
+                media_type,
+                bytes: bytes.to_vec(),
+                filtered: false,
+                blobs,
+                children: Vec::new(),
+            })
+        }
+        Parsed::Index { manifests } => {
+            let kept: Vec<&Descriptor> = manifests
+                .iter()
+                .filter(|c| {
+                    platforms.is_empty()
+                        || c.platform
+                            .as_ref()
+                            .is_some_and(|p| platforms.iter().any(|w| w.matches(p)))
+                })
+                .collect();
+            if kept.is_empty() {
+                let available: Vec<String> = manifests
+                    .iter()
+                    .filter_map(|c| c.platform.as_ref().map(|p| p.to_string()))
+                    .collect();
+                return Err(RegistryError::Platform {
+                    image: image.to_string(),
+                    reason: format!(
+                        "no platform matches the filter; it has {}",
+                        if available.is_empty() {
+                            "no platforms".to_string()
+                        } else {
+                            available.join(", ")
+                        }
+                    ),
+                });
+            }
+            let filtered = kept.len() < manifests.len();
+            let top = if filtered {
+                crate::bundle::filter_index(bytes, &kept)
+                    .map_err(|r| unreadable(image, source_digest, r))?
+            } else {
+                bytes.to_vec()
+            };
+            Ok(Top {
+                media_type,
+                bytes: top,
+                filtered,
+                blobs: Vec::new(),
+                children: kept.into_iter().cloned().collect(),
+            })
+        }
+    }
+}
+
+/// What [`resolve_source`] found: the digest the mirror will serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedSource {
+    /// Digest of the manifest that will be pushed (after a platform filter).
+    pub digest: Digest,
+    /// The source's own manifest digest.
+    pub source_digest: Digest,
+    /// A platform filter rewrote the index.
+    pub filtered: bool,
+}
+
+/// Reads the source manifest of `src_ref` (one GET) and works out the
+/// digest the mirror will serve once [`copy_image`] ran with `platforms`.
+pub async fn resolve_source(
+    src: &RegistryClient,
+    src_ref: &ImageRef,
+    platforms: &[Platform],
+) -> Result<ResolvedSource, RegistryError> {
+    let image = src_ref.to_string();
+    let reference = match (&src_ref.digest, &src_ref.tag) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.clone(),
+        (None, None) => "latest".to_string(),
+    };
+    let (bytes, media_type, source_digest) =
+        src.get_manifest(&src_ref.repository, &reference).await?;
+    let top = select_top(&image, &bytes, &media_type, &source_digest, platforms)?;
+    Ok(ResolvedSource {
+        digest: Digest::of(&top.bytes),
+        source_digest,
+        filtered: top.filtered,
+    })
+}
+
 /// Copy `src_ref` (its repository, and its digest or else its tag) from
 /// `src` to `dst` as `dst_repo:tag` (`tag` `None`: by digest only).
 pub async fn copy_image(
@@ -82,59 +195,21 @@ pub async fn copy_image(
         (None, None) => "latest".to_string(),
     };
     let (bytes, media_type, source_digest) = src.get_manifest(src_repo, &reference).await?;
-    let (media_type, parsed) = oci::parse_manifest(&bytes, Some(&media_type))
-        .map_err(|r| unreadable(&image, &source_digest, r))?;
-
-    // What will be pushed: children (with their blobs) and the top bytes.
-    let mut children: Vec<(Descriptor, Vec<u8>, String, Vec<Descriptor>)> = Vec::new();
-    let mut top_blobs: Vec<Descriptor> = Vec::new();
-    let (top_bytes, filtered) = match &parsed {
-        Parsed::Image { config, layers } => {
-            top_blobs.push(config.clone());
-            top_blobs.extend(layers.iter().filter(|l| !oci::is_foreign_layer(l)).cloned());
-            (bytes.clone(), false)
-        }
-        Parsed::Index { manifests } => {
-            let wanted = &options.platforms;
-            let kept: Vec<&Descriptor> = manifests
-                .iter()
-                .filter(|c| {
-                    wanted.is_empty()
-                        || c.platform
-                            .as_ref()
-                            .is_some_and(|p| wanted.iter().any(|w| w.matches(p)))
-                })
-                .collect();
-            if kept.is_empty() {
-                let available: Vec<String> = manifests
-                    .iter()
-                    .filter_map(|c| c.platform.as_ref().map(|p| p.to_string()))
-                    .collect();
-                return Err(RegistryError::Platform {
-                    image,
-                    reason: format!(
-                        "no platform matches the filter; it has {}",
-                        if available.is_empty() {
-                            "no platforms".to_string()
-                        } else {
-                            available.join(", ")
-                        }
-                    ),
-                });
-            }
-            let filtered = kept.len() < manifests.len();
-            let top = if filtered {
-                crate::bundle::filter_index(&bytes, &kept)
-                    .map_err(|r| unreadable(&image, &source_digest, r))?
-            } else {
-                bytes.clone()
-            };
-            for child in kept {
-                children.push((child.clone(), Vec::new(), String::new(), Vec::new()));
-            }
-            (top, filtered)
-        }
-    };
+    let top = select_top(
+        &image,
+        &bytes,
+        &media_type,
+        &source_digest,
+        &options.platforms,
+    )?;
+    let media_type = top.media_type;
+    let (top_bytes, filtered) = (top.bytes, top.filtered);
+    let top_blobs = top.blobs;
+    let mut children: Vec<(Descriptor, Vec<u8>, String, Vec<Descriptor>)> = top
+        .children
+        .into_iter()
+        .map(|c| (c, Vec::new(), String::new(), Vec::new()))
+        .collect();
     let final_digest = Digest::of(&top_bytes);
     let dst_reference = match tag {
         Some(t) => t.to_string(),

@@ -63,7 +63,7 @@ pub use client::{
     UploadMode, UploadSession,
 };
 pub use client_error::RegistryError;
-pub use copy::{copy_image, CopyOptions, CopyReport};
+pub use copy::{copy_image, resolve_source, CopyOptions, CopyReport, ResolvedSource};
 pub use digest::{Digest, VerifyFailure, VerifyingReader};
 pub use error::{BundleError, ImageNames, ReferenceError, SinkError, StoreError};
 pub use oci::Descriptor;

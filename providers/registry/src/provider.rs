@@ -255,6 +255,81 @@ pub fn bundle_catalogue(
     Ok(cat)
 }
 
+/// Splits `https://host:port` into a scheme and `host:port`.
+fn scheme_host(endpoint: &str) -> Option<(crate::client::Scheme, String)> {
+    if let Some(h) = endpoint.strip_prefix("https://") {
+        Some((
+            crate::client::Scheme::Https,
+            h.trim_end_matches('/').to_string(),
+        ))
+    } else {
+        endpoint.strip_prefix("http://").map(|h| {
+            (
+                crate::client::Scheme::Http,
+                h.trim_end_matches('/').to_string(),
+            )
+        })
+    }
+}
+
+/// The client settings for a registry connection. Credentials: the
+/// password when given, else the named Docker config, else
+/// `~/.docker/config.json` when it exists, else anonymous.
+pub fn target_for(conn: &RegistryConn) -> Result<crate::client::RegistryTarget, ProviderError> {
+    let (scheme, host_port) = scheme_host(&conn.endpoint).ok_or_else(|| {
+        ProviderError::invalid_input(format!(
+            "`{}` is not an http(s) registry endpoint",
+            conn.endpoint
+        ))
+    })?;
+    // Docker Hub's API lives on another host than its image names
+    let host_port = if host_port == "docker.io" {
+        "registry-1.docker.io".to_string()
+    } else {
+        host_port
+    };
+    let mut t = crate::client::RegistryTarget::new(scheme, host_port.clone());
+    t.insecure = conn.insecure;
+    t.proxy = conn.proxy.clone();
+    if let Some(ca) = &conn.ca_cert {
+        let pem = std::fs::read(ca).map_err(|e| {
+            ProviderError::invalid_input(format!(
+                "registry {host_port}: cannot read ca_cert {ca}: {e}"
+            ))
+            .with_help(
+                "ca_cert must name the PEM file of the CA that signed the registry's certificate",
+            )
+        })?;
+        t.ca_cert_pem = Some(pem);
+    }
+    t.auth = match (&conn.username, &conn.password, &conn.docker_config) {
+        (Some(user), Some(pw), _) => crate::auth::Auth::Basic {
+            user: user.clone(),
+            password: crate::auth::Secret::from(pw.as_str()),
+        },
+        (_, _, Some(cfg)) => crate::auth::Auth::DockerConfig(PathBuf::from(cfg)),
+        _ => match std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json")) {
+            Some(p) if p.is_file() => crate::auth::Auth::DockerConfig(p),
+            _ => crate::auth::Auth::None,
+        },
+    };
+    Ok(t)
+}
+
+fn registry_error(what: &str, e: crate::client_error::RegistryError) -> ProviderError {
+    let help = miette::Diagnostic::help(&e).map(|h| h.to_string());
+    let unreachable = e.is_fatal() && e.to_string().to_lowercase().contains("connect");
+    let mut err = if unreachable {
+        ProviderError::unreachable(format!("{what}: {e}"))
+    } else {
+        ProviderError::failed(format!("{what}: {e}"))
+    };
+    if let Some(h) = help {
+        err = err.with_help(h);
+    }
+    err
+}
+
 /// The outcome of one bundle pass: per image name, the digest pushed or why not.
 type BatchResult = Result<HashMap<String, Result<String, String>>, String>;
 
@@ -264,6 +339,7 @@ type Batch = Arc<OnceCell<BatchResult>>;
 /// Pushes images into mirrors.
 #[derive(Default)]
 pub struct ImageProvider {
+    clients: Mutex<HashMap<String, Arc<crate::client::RegistryClient>>>,
     wanted: Mutex<HashMap<PathBuf, HashSet<String>>>,
     batches: Mutex<HashMap<(PathBuf, String), Batch>>,
 }
@@ -272,6 +348,104 @@ impl ImageProvider {
     /// A provider with nothing prepared.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// One client per registry connection, shared by every image (connection reuse).
+    pub fn client(
+        &self,
+        conn: &RegistryConn,
+    ) -> Result<Arc<crate::client::RegistryClient>, ProviderError> {
+        let key = format!(
+            "{}|{:?}|{:?}",
+            conn.endpoint, conn.username, conn.docker_config
+        );
+        if let Ok(clients) = self.clients.lock() {
+            if let Some(c) = clients.get(&key) {
+                return Ok(c.clone());
+            }
+        }
+        let target = target_for(conn)?;
+        let client = crate::client::RegistryClient::new(target)
+            .map_err(|e| registry_error(&format!("registry {}", conn.endpoint), e))?;
+        let client = Arc::new(client);
+        if let Ok(mut clients) = self.clients.lock() {
+            clients.insert(key, client.clone());
+        }
+        Ok(client)
+    }
+
+    /// The digest the mirror will serve for an upstream image (one GET of
+    /// its manifest), with the platform filter applied.
+    pub async fn resolve_upstream(
+        &self,
+        upstream: &crate::reference::ImageRef,
+        conn: &RegistryConn,
+        platforms: &[String],
+    ) -> Result<crate::copy::ResolvedSource, ProviderError> {
+        let client = self.client(conn)?;
+        let platforms: Vec<crate::reference::Platform> = platforms
+            .iter()
+            .filter_map(|p| crate::reference::Platform::parse(p).ok())
+            .collect();
+        crate::copy::resolve_source(&client, upstream, &platforms)
+            .await
+            .map_err(|e| registry_error(&format!("reading {upstream} from its registry"), e))
+    }
+
+    async fn copy_from_registry(
+        &self,
+        spec: &ImageSpec,
+        ctx: &ApplyContext,
+    ) -> Result<String, ProviderError> {
+        let src_conn = spec.upstream_conn.clone().ok_or_else(|| {
+            ProviderError::invalid_input(format!(
+                "{}: no upstream registry connection",
+                spec.upstream
+            ))
+        })?;
+        if spec.mirror.oci_path().is_some() {
+            return Err(ProviderError::failed(format!(
+                "{}: copying from a registry into an oci: store is not supported",
+                spec.upstream
+            ))
+            .with_help("push to an https:// or http:// registry, or put the image in a bundle"));
+        }
+        let src = self.client(&src_conn)?;
+        let dst = self.client(&spec.mirror)?;
+        let upstream = crate::reference::ImageRef::parse(&spec.upstream)
+            .map_err(|e| ProviderError::invalid_input(format!("{}: {e}", spec.upstream)))?;
+        let options = crate::copy::CopyOptions {
+            platforms: spec
+                .platforms
+                .iter()
+                .filter_map(|p| crate::reference::Platform::parse(p).ok())
+                .collect(),
+            ..crate::copy::CopyOptions::default()
+        };
+        let repo = spec.repository.clone();
+        let tag = spec.tag.clone();
+        ctx.message(format!(
+            "copying {} from {}",
+            spec.upstream, src_conn.endpoint
+        ));
+        let handle = tokio::runtime::Handle::current();
+        let what = format!("copying {} to {}", spec.upstream, spec.mirror.endpoint);
+        let joined = tokio::task::spawn_blocking(move || {
+            handle.block_on(crate::copy::copy_image(
+                &src,
+                &upstream,
+                &dst,
+                &repo,
+                tag.as_deref(),
+                &options,
+            ))
+        })
+        .await
+        .map_err(|e| ProviderError::failed(format!("copy task failed: {e}")))?;
+        let report = joined.map_err(|e| registry_error(&what, e))?;
+        report.digest.map(|d| d.to_string()).ok_or_else(|| {
+            ProviderError::failed(format!("{what}: the registry reported no digest"))
+        })
     }
 
     /// Tells the provider which images the plan will push, so that one pass
@@ -325,15 +499,36 @@ impl ImageProvider {
         ctx.message(format!("streaming bundle {}", bundle.display()));
         let spec2 = spec.clone();
         let bundle2 = bundle.to_path_buf();
+        let remote = match spec.mirror.oci_path() {
+            Some(_) => None,
+            None => Some(self.client(&spec.mirror)?),
+        };
         let result = cell
             .get_or_init(|| async move {
-                let joined = tokio::task::spawn_blocking(move || {
-                    push_bundle_blocking(&spec2, &bundle2, &wanted)
-                })
-                .await;
-                match joined {
-                    Ok(r) => r,
-                    Err(e) => Err(format!("bundle push task failed: {e}")),
+                match remote {
+                    None => {
+                        let joined = tokio::task::spawn_blocking(move || {
+                            push_bundle_blocking(&spec2, &bundle2, &wanted)
+                        })
+                        .await;
+                        match joined {
+                            Ok(r) => r,
+                            Err(e) => Err(format!("bundle push task failed: {e}")),
+                        }
+                    }
+                    Some(client) => {
+                        // the push future is not Send (higher-ranked closures inside);
+                        // run it to completion on a blocking thread of this runtime
+                        let handle = tokio::runtime::Handle::current();
+                        let joined = tokio::task::spawn_blocking(move || {
+                            handle.block_on(push_bundle_remote(&spec2, &bundle2, &wanted, &client))
+                        })
+                        .await;
+                        match joined {
+                            Ok(r) => r,
+                            Err(e) => Err(format!("bundle push task failed: {e}")),
+                        }
+                    }
                 }
             })
             .await;
@@ -399,6 +594,60 @@ fn push_bundle_blocking(
     Ok(out)
 }
 
+async fn push_bundle_remote(
+    spec: &ImageSpec,
+    bundle_path: &Path,
+    wanted: &HashSet<String>,
+    client: &crate::client::RegistryClient,
+) -> BatchResult {
+    let catalogue = bundle_catalogue(bundle_path, &spec.platforms).map_err(|e| e.message)?;
+    let cat = catalogue
+        .subset(|name| wanted.is_empty() || wanted.contains(name) || name == spec.upstream);
+    let bundle = Bundle::open(bundle_path).map_err(|e| e.to_string())?;
+    let namespace = namespace_of(spec);
+    let options = crate::push_remote::RemotePushOptions::default();
+    let report = crate::push_remote::push_bundle_to_registry(
+        &bundle,
+        &cat,
+        client,
+        namespace.as_deref(),
+        &options,
+    )
+    .await
+    .map_err(|e| {
+        registry_error(
+            &format!(
+                "pushing bundle {} to {}",
+                bundle_path.display(),
+                spec.mirror.endpoint
+            ),
+            e,
+        )
+        .message
+    })?;
+    let mut out: HashMap<String, Result<String, String>> = HashMap::new();
+    for p in report.pushed {
+        out.insert(p.name, Ok(p.digest.to_string()));
+    }
+    for f in report.failed {
+        out.insert(
+            f.name.clone(),
+            Err(format!("{} was not pushed: {}", f.name, f.reason)),
+        );
+    }
+    if let Some(fatal) = report.fatal {
+        for i in &cat.images {
+            out.entry(i.name.clone())
+                .or_insert_with(|| Err(format!("{} was not pushed: {fatal}", i.name)));
+        }
+    }
+    for f in &catalogue.failures {
+        out.entry(f.name.clone())
+            .or_insert_with(|| Err(format!("{}: {}", f.name, f.error)));
+    }
+    Ok(out)
+}
+
 /// The namespace part of the mirror repository (what precedes the upstream path).
 fn namespace_of(spec: &ImageSpec) -> Option<String> {
     let Ok(r) = crate::reference::ImageRef::parse(&spec.upstream) else {
@@ -411,7 +660,10 @@ fn namespace_of(spec: &ImageSpec) -> Option<String> {
         .filter(|ns| !ns.is_empty())
 }
 
-fn observed_digest(spec: &ImageSpec) -> Result<Option<String>, ProviderError> {
+async fn observed_digest(
+    provider: &ImageProvider,
+    spec: &ImageSpec,
+) -> Result<Option<String>, ProviderError> {
     match spec.mirror.oci_path() {
         Some(path) => {
             if !path.join("oci-layout").is_file() {
@@ -425,10 +677,23 @@ fn observed_digest(spec: &ImageSpec) -> Result<Option<String>, ProviderError> {
                 .map_err(|e| ProviderError::failed(format!("oci store {}: {e}", path.display())))?;
             Ok(found.map(|d| d.digest.to_string()))
         }
-        None => Err(ProviderError::failed(format!(
-            "reading {} needs the registry client, which this build does not have yet",
-            spec.mirror.endpoint
-        ))),
+        None => {
+            let client = provider.client(&spec.mirror)?;
+            let reference = spec.tag.clone().unwrap_or_else(|| spec.digest.clone());
+            let found = client
+                .head_manifest(&spec.repository, &reference)
+                .await
+                .map_err(|e| {
+                    registry_error(
+                        &format!(
+                            "reading {}:{reference} in {}",
+                            spec.repository, spec.mirror.endpoint
+                        ),
+                        e,
+                    )
+                })?;
+            Ok(found.map(|m| m.digest.to_string()))
+        }
     }
 }
 
@@ -476,7 +741,7 @@ impl Provider for ImageProvider {
                 }
             }
         }
-        match observed_digest(&spec)? {
+        match observed_digest(self, &spec).await? {
             Some(digest) => Ok(Some(Observed {
                 attrs: Attrs::new().with("digest", digest),
             })),
@@ -552,6 +817,20 @@ impl Provider for ImageProvider {
                                 spec.repository
                             ))
                         })?;
+                    } else if spec.mirror.oci_path().is_none() {
+                        let client = self.client(&spec.mirror)?;
+                        let digest = crate::digest::Digest::parse(&spec.digest).map_err(|e| {
+                            ProviderError::invalid_input(format!("{}: {e}", spec.digest))
+                        })?;
+                        client
+                            .delete_manifest(&spec.repository, &digest)
+                            .await
+                            .map_err(|e| {
+                                registry_error(
+                                    &format!("deleting {}@{}", spec.repository, spec.digest),
+                                    e,
+                                )
+                            })?;
                     }
                 }
                 Ok(None)
@@ -564,12 +843,7 @@ impl Provider for ImageProvider {
                 let spec = ImageSpec::from_attrs(after)?;
                 let digest = match &spec.source {
                     ImageSource::Bundle(b) => self.push_from_bundle(&spec, b, ctx).await?,
-                    ImageSource::Registry => {
-                        return Err(ProviderError::failed(format!(
-                            "copying {} from its registry needs the registry client, which this build does not have yet",
-                            spec.upstream
-                        )))
-                    }
+                    ImageSource::Registry => self.copy_from_registry(&spec, ctx).await?,
                 };
                 if digest != spec.digest {
                     return Err(ProviderError::failed(format!(
