@@ -42,50 +42,11 @@ pub struct ClusterSpec {
 }
 
 fn transport_json(t: &TransportSpec) -> Value {
-    match t {
-        TransportSpec::Local { root } => json!({"kind": "local", "root": root}),
-        TransportSpec::Ssh {
-            host,
-            port,
-            user,
-            private_key,
-            known_hosts,
-            host_key,
-            use_agent,
-            timeout_seconds,
-            ..
-        } => json!({
-            "kind": "ssh", "host": host, "port": port, "user": user,
-            "private_key": private_key, "known_hosts": known_hosts, "host_key": host_key,
-            "use_agent": use_agent, "timeout_seconds": timeout_seconds,
-        }),
-    }
+    t.to_json()
 }
 
 fn transport_from(v: &Value, passphrase: Option<&Value>) -> Option<TransportSpec> {
-    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-    match s("kind")?.as_str() {
-        "local" => Some(TransportSpec::Local { root: s("root")? }),
-        "ssh" => Some(TransportSpec::Ssh {
-            host: s("host")?,
-            port: v
-                .get("port")
-                .and_then(Value::as_u64)
-                .and_then(|p| u16::try_from(p).ok())
-                .unwrap_or(22),
-            user: s("user").unwrap_or_else(|| "root".into()),
-            private_key: s("private_key"),
-            passphrase: passphrase.and_then(Value::as_str).map(str::to_string),
-            known_hosts: s("known_hosts"),
-            host_key: s("host_key"),
-            use_agent: v.get("use_agent").and_then(Value::as_bool).unwrap_or(true),
-            timeout_seconds: v
-                .get("timeout_seconds")
-                .and_then(Value::as_u64)
-                .unwrap_or(10),
-        }),
-        _ => None,
-    }
+    TransportSpec::from_json(v, passphrase)
 }
 
 impl ClusterSpec {

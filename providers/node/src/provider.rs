@@ -79,7 +79,8 @@ impl std::fmt::Debug for TransportSpec {
 }
 
 impl TransportSpec {
-    fn to_json(&self) -> Value {
+    /// The public JSON form used in instance attributes (no passphrase).
+    pub(crate) fn to_json(&self) -> Value {
         match self {
             TransportSpec::Local { root } => json!({"kind": "local", "root": root}),
             TransportSpec::Ssh {
@@ -100,7 +101,8 @@ impl TransportSpec {
         }
     }
 
-    fn from_json(v: &Value, passphrase: Option<&Value>) -> Option<TransportSpec> {
+    /// Reads [`TransportSpec::to_json`] back, with the passphrase attribute.
+    pub(crate) fn from_json(v: &Value, passphrase: Option<&Value>) -> Option<TransportSpec> {
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         match s("kind")?.as_str() {
             "local" => Some(TransportSpec::Local { root: s("root")? }),
