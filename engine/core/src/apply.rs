@@ -388,6 +388,9 @@ fn secrets_from_config(
                     {
                         clear.insert_sensitive(name, v.clone());
                     }
+                    // derived by the provider's plan from other attributes (and
+                    // from what it read): it derives it again when applying
+                    None => {}
                     _ => return Err(EngineError::MissingSecrets(c.address.clone())),
                 }
             }

@@ -590,14 +590,28 @@ impl Provider for NodeProvider {
         let mut writes: Vec<(String, String, bool)> = Vec::new();
         if !deleting {
             for name in file_attrs(attrs) {
+                let path = &name[FILE_PREFIX.len()..];
+                if path == cfg_path {
+                    continue;
+                }
                 if let Some(v) = attrs.get(&name).and_then(Value::as_str) {
-                    writes.push((
-                        name[FILE_PREFIX.len()..].to_string(),
-                        v.to_string(),
-                        attrs.is_sensitive(&name),
-                    ));
+                    writes.push((path.to_string(), v.to_string(), attrs.is_sensitive(&name)));
                 }
             }
+            // config.toml is edited as the node has it now: only mirrorplan's
+            // keys change, whatever else happened to the file since the plan
+            let current = t
+                .read_file(&cfg_path)
+                .await
+                .map_err(|e| unreachable(t.as_ref(), e))?;
+            let current = current.map(|b| String::from_utf8_lossy(&b).into_owned());
+            let version = match attrs.get("containerd").and_then(Value::as_str) {
+                Some("2.x") => ContainerdVersion::V2,
+                _ => ContainerdVersion::V1,
+            };
+            let edit = edit_config(current.as_deref().unwrap_or(""), version, &spec.config)
+                .map_err(|e| bad(format!("node {}: {cfg_path}: {e}", t.describe())))?;
+            writes.push((cfg_path.clone(), edit.text, edit.contains_credentials));
         }
         let keep: BTreeSet<String> = writes.iter().map(|(p, _, _)| p.clone()).collect();
         let mut removes: Vec<String> = Vec::new();
@@ -702,11 +716,22 @@ impl Provider for NodeProvider {
             return Ok(None);
         }
         let mut digests = BTreeMap::new();
-        for (path, text, _) in &writes {
+        let mut new_attrs = attrs.clone();
+        for (path, text, sensitive) in &writes {
             digests.insert(path.clone(), digest(text.as_bytes()));
+            if *path == cfg_path {
+                // what was really written (the plan may not hold it: a saved
+                // plan carries no secrets)
+                let name = format!("{FILE_PREFIX}{path}");
+                if *sensitive {
+                    new_attrs.insert_sensitive(&name, text.clone());
+                } else {
+                    new_attrs.insert(&name, text.clone());
+                }
+            }
         }
         Ok(Some(NewInstanceState {
-            attrs: attrs.clone(),
+            attrs: new_attrs,
             digests,
         }))
     }
