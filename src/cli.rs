@@ -65,14 +65,67 @@ pub struct PlanArgs {
     /// Provider operations run at once.
     #[arg(long, default_value_t = 10)]
     pub parallelism: usize,
-    /// Print the plan as JSON (format documented in docs/plan-json.md).
+    /// Print the plan as JSON (format documented in docs/plan-json.md); the same as --format json.
     #[arg(long)]
     pub json: bool,
+    /// How to print the plan: human, json, or markdown (for a merge-request comment).
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
     /// Show every refresh on stderr.
     #[arg(long, short = 'v')]
     pub verbose: bool,
     #[arg(skip)]
     pub destroy: bool,
+}
+
+/// How a plan is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    /// Terraform-style text.
+    #[default]
+    Human,
+    /// The versioned JSON of docs/plan-json.md.
+    Json,
+    /// A compact, collapsible summary for a merge-request comment.
+    Markdown,
+}
+
+impl PlanArgs {
+    /// The chosen format (`--json` is an alias of `--format json`).
+    pub fn format(&self) -> Format {
+        if self.json {
+            Format::Json
+        } else {
+            self.format
+        }
+    }
+}
+
+/// Flags of `mirrorplan verify`.
+#[derive(Debug, Args, Clone)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub vars: VarArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// Only this cluster (its name, e.g. admin1).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// Only this image set (its name, e.g. anthos).
+    #[arg(long = "image-set", value_name = "NAME")]
+    pub image_set: Option<String>,
+    /// Only this node (host or host:port as written in `nodes`).
+    #[arg(long, value_name = "HOST")]
+    pub node: Option<String>,
+    /// Pull the cluster's image on every SSH node, not only on each cluster's canary.
+    #[arg(long, conflicts_with = "no_pull")]
+    pub pull: bool,
+    /// Pull nothing, not even on the canaries (digest and configuration checks only).
+    #[arg(long)]
+    pub no_pull: bool,
+    /// Print the results as JSON (versioned).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The subcommands.
@@ -135,13 +188,23 @@ pub enum Command {
         #[arg(long)]
         auto_approve: bool,
     },
+    /// Check that the mirror serves the expected digests and that the nodes
+    /// really pull through it (digests, live containerd configuration, CRI).
+    ///
+    /// Changes nothing, except that it pulls one image into the containerd of
+    /// each cluster's canary node (every SSH node with --pull, none with
+    /// --no-pull), and says so. Exit 0 when every check passes, 1 otherwise.
+    Verify(VerifyArgs),
     /// Show a saved plan, or the state.
     Show {
         /// A plan file from `plan --out`.
         plan_file: Option<PathBuf>,
-        /// JSON output.
+        /// JSON output (the same as --format json).
         #[arg(long)]
         json: bool,
+        /// How to print a plan: human, json, or markdown.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
         #[command(flatten)]
         state: StateArgs,
     },

@@ -5,6 +5,7 @@ pub mod config;
 mod fmt;
 pub mod run;
 mod state;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -46,11 +47,20 @@ pub fn run(cli: Cli, out: &Output) -> miette::Result<ExitCode> {
             args.destroy = true;
             run::apply(&dir, &args, None, auto_approve, out)
         }
+        Command::Verify(args) => verify::run(&dir, &args, out),
         Command::Show {
             plan_file,
             json,
+            format,
             state,
-        } => state::show(&dir, plan_file.as_deref(), json, &state, out),
+        } => {
+            let format = if json {
+                crate::cli::Format::Json
+            } else {
+                format
+            };
+            state::show(&dir, plan_file.as_deref(), format, &state, out)
+        }
         Command::State { command } => match command {
             StateCommand::List { state } => state::list(&dir, &state),
             StateCommand::Show { address, state } => state::show_one(&dir, &address, &state),

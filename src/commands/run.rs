@@ -10,16 +10,16 @@ use std::time::{Duration, Instant};
 use miette::{miette, IntoDiagnostic, WrapErr};
 use mirrorplan_config::Mode;
 use mirrorplan_engine::{
-    render_apply_report, render_plan, render_plan_json, Action, Address, DesiredInstance, Engine,
-    Hooks, InstanceRecord, Interrupt, Plan, PlanRequest, PriorSnapshot, Progress, RenderOptions,
-    SinkError, StateIdentity,
+    render_apply_report, render_plan, render_plan_json, render_plan_markdown, Action, Address,
+    DesiredInstance, Engine, Hooks, InstanceRecord, Interrupt, Plan, PlanRequest, PriorSnapshot,
+    Progress, RenderOptions, SinkError, StateIdentity,
 };
 use mirrorplan_node::cluster::ClusterProvider;
 use mirrorplan_node::provider::{Connections, NodeProvider};
 use mirrorplan_registry::provider::ImageProvider;
 use mirrorplan_state::{LockRequest, State, StateLock, StateStore};
 
-use crate::cli::{PlanArgs, StateArgs};
+use crate::cli::{Format, PlanArgs, StateArgs};
 use crate::commands::config::{load_checked, load_options};
 use crate::expand;
 use crate::output::Output;
@@ -276,16 +276,22 @@ pub fn plan(
             refresh_only: args.refresh_only,
             targets: targets(args)?,
         }))
-        .map_err(miette::Report::new)?;
+        .map_err(plan_error)?;
     print_plan(&plan, args, out);
     if let Some(path) = plan_out {
         let bytes = plan.to_file_bytes().map_err(miette::Report::new)?;
         write_private(path, &bytes)?;
-        if !args.json {
+        if args.format() == Format::Human {
             println!("\nSaved the plan to: {}\nTo perform exactly these actions, run: mirrorplan apply {}", path.display(), path.display());
         }
     }
-    let changes = plan.has_changes() || !plan.drift.is_empty() && args.refresh_only;
+    // a drift check (refresh-only) answers "did reality move away from the
+    // state?"; a normal plan "would apply change anything?"
+    let changes = if args.refresh_only {
+        !plan.drift.is_empty()
+    } else {
+        plan.has_changes()
+    };
     Ok(if detailed_exitcode && changes {
         ExitCode::from(2)
     } else {
@@ -310,10 +316,15 @@ fn write_private(path: &Path, bytes: &[u8]) -> miette::Result<()> {
 }
 
 fn print_plan(plan: &Plan, args: &PlanArgs, out: &Output) {
-    if args.json {
-        println!("{}", render_plan_json(plan));
-    } else {
-        print!(
+    print_plan_as(plan, args.format(), out);
+}
+
+/// Prints a plan on stdout in the chosen format.
+pub fn print_plan_as(plan: &Plan, format: Format, out: &Output) {
+    match format {
+        Format::Json => print!("{}", render_plan_json(plan)),
+        Format::Markdown => print!("{}", render_plan_markdown(plan)),
+        Format::Human => print!(
             "{}",
             render_plan(
                 plan,
@@ -321,8 +332,29 @@ fn print_plan(plan: &Plan, args: &PlanArgs, out: &Output) {
                     color: out.color_stdout
                 }
             )
+        ),
+    }
+}
+
+/// A refresh that could not reach a node or registry: a distinct error,
+/// so that a drift check never mistakes "unreachable" for "no drift".
+fn plan_error(e: mirrorplan_engine::EngineError) -> miette::Report {
+    if e.is_unreachable() {
+        let what = match &e {
+            mirrorplan_engine::EngineError::Refresh { failures } => failures
+                .iter()
+                .map(|f| format!("{}: {}", f.address, f.error))
+                .collect::<Vec<_>>()
+                .join("\n  "),
+            other => other.to_string(),
+        };
+        return miette!(
+            code = "mirrorplan::refresh::unreachable",
+            help = "this is not drift: nothing was compared. Check the network path, SSH and registry credentials, then run the check again",
+            "could not reach every node and registry, so drift is unknown:\n  {what}"
         );
     }
+    miette::Report::new(e)
 }
 
 /// `mirrorplan apply [PLANFILE]` and `mirrorplan destroy`.
@@ -373,7 +405,7 @@ pub fn apply(
                     refresh_only: args.refresh_only,
                     targets: targets(args)?,
                 }))
-                .map_err(miette::Report::new)?;
+                .map_err(plan_error)?;
             print_plan(&plan, args, out);
             if !plan.has_changes() && plan.drift.is_empty() {
                 save_outputs(&store, &mut state, &ctx)?;

@@ -5,10 +5,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use miette::{miette, IntoDiagnostic, WrapErr};
-use mirrorplan_engine::{render_plan, render_plan_json, Plan, RenderOptions};
+use mirrorplan_engine::Plan;
 use mirrorplan_state::State;
 
-use crate::cli::StateArgs;
+use crate::cli::{Format, StateArgs};
 use crate::commands::run::{lock, store};
 use crate::output::Output;
 
@@ -25,11 +25,11 @@ fn load(dir: &Path, args: &StateArgs) -> miette::Result<State> {
     }
 }
 
-/// `mirrorplan show [PLANFILE] [--json]`
+/// `mirrorplan show [PLANFILE] [--json | --format FORMAT]`
 pub fn show(
     dir: &Path,
     plan_file: Option<&Path>,
-    json: bool,
+    format: Format,
     args: &StateArgs,
     out: &Output,
 ) -> miette::Result<ExitCode> {
@@ -38,23 +38,11 @@ pub fn show(
             .into_diagnostic()
             .wrap_err_with(|| format!("cannot read the plan file {}", path.display()))?;
         let plan = Plan::from_file_bytes(&bytes).map_err(miette::Report::new)?;
-        if json {
-            println!("{}", render_plan_json(&plan));
-        } else {
-            print!(
-                "{}",
-                render_plan(
-                    &plan,
-                    RenderOptions {
-                        color: out.color_stdout
-                    }
-                )
-            );
-        }
+        crate::commands::run::print_plan_as(&plan, format, out);
         return Ok(ExitCode::SUCCESS);
     }
     let state = load(dir, args)?;
-    if json {
+    if format == Format::Json {
         let v = serde_json::to_value(&state).into_diagnostic()?;
         println!("{}", serde_json::to_string_pretty(&v).into_diagnostic()?);
         return Ok(ExitCode::SUCCESS);

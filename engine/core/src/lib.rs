@@ -33,6 +33,7 @@ pub mod engine;
 pub mod error;
 mod graph;
 pub mod hooks;
+pub mod markdown;
 pub mod plan;
 pub mod planfile;
 pub mod provider;
@@ -44,6 +45,7 @@ pub use apply::{ApplyReport, ApplyRequest, SinkError, StateSink};
 pub use engine::{Engine, PlanRequest, PriorSnapshot, StateIdentity, DEFAULT_PARALLELISM};
 pub use error::{EngineError, RefreshFailure};
 pub use hooks::{ApplyContext, Hooks, Interrupt, NoHooks, Progress};
+pub use markdown::render_plan_markdown;
 pub use plan::{
     config_digest, Action, AttrChange, Drift, InstanceRecord, Plan, ResourceChange, StateUpdate,
     Summary,
