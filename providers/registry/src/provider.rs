@@ -738,6 +738,10 @@ impl Provider for ImageProvider {
             if let Ok(ds) = ImageSpec::from_attrs(&d.attrs) {
                 if prior.is_none() {
                     spec = ds;
+                } else if ds.mirror.endpoint == spec.mirror.endpoint {
+                    // the state holds only a digest of the password: connect
+                    // with the configuration's credentials and CA
+                    spec.mirror = ds.mirror;
                 }
             }
         }
