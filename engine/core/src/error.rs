@@ -148,7 +148,11 @@ pub enum EngineError {
 fn summarize(failures: &[RefreshFailure]) -> String {
     failures
         .iter()
-        .map(|f| format!("{}: {}", f.address, f.error))
+        .map(|f| match &f.error.help {
+            // the provider's advice is specific (e.g. "set `ca_cert`"): keep it
+            Some(h) => format!("{}: {} (help: {h})", f.address, f.error),
+            None => format!("{}: {}", f.address, f.error),
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
