@@ -1,0 +1,769 @@
+//! Issue 4 through the `mirrorplan` binary: image sets pushed into REAL
+//! registries started by `mirrorplan-harness` (a TLS + htpasswd "mirror" and
+//! a plain-HTTP "upstream"), with configurations written to temp dirs.
+//!
+//! Every manifest digest is read back from the mirror independently of
+//! mirrorplan (`skopeo inspect --raw | sha256sum`, or the OCI layout files),
+//! uploads are counted in the registry's access log, and faults (wrong
+//! password, no CA, the registry going away mid-push, corrupt and truncated
+//! bundles) are checked for exit codes, messages and what reached the mirror.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mirrorplan_harness::{Credentials, Registry, RegistryOptions};
+use mirrorplan_registry::fixtures::{
+    truncate_copy, write_docker_archive, write_oci_bundle, write_oci_bundle_with, Corruption,
+    Fixture, FixtureSpec, LayerCompression, Packing,
+};
+
+const USER: &str = "mirror-pusher";
+const PASSWORD: &str = "Corr3ct-h0rse-Battery";
+const NS: &str = "test-namespace";
+
+// ---------------------------------------------------------------- helpers
+
+fn ok<T, E: std::fmt::Debug>(r: Result<T, E>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: {e:?}"),
+    }
+}
+
+fn tmp() -> tempfile::TempDir {
+    ok(
+        tempfile::Builder::new().prefix("mp-regtest-").tempdir(),
+        "tempdir",
+    )
+}
+
+/// The mirror: TLS from a test CA and htpasswd auth.
+fn secure_registry() -> Registry {
+    ok(
+        Registry::start(RegistryOptions {
+            tls: true,
+            auth: Some(Credentials::new(USER, PASSWORD)),
+            ..Default::default()
+        }),
+        "start the TLS registry",
+    )
+}
+
+/// The upstream: plain HTTP, no auth.
+fn plain_registry() -> Registry {
+    ok(
+        Registry::start(RegistryOptions::default()),
+        "start the plain registry",
+    )
+}
+
+/// What one run of the binary did.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+    fn expect(&self, code: i32, what: &str) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "{what}: expected exit {code}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+fn from_output(o: Output) -> Run {
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// `mirrorplan -C DIR ARGS` with the mirror password in the environment
+/// (never in argv) and no proxy variables from the caller's environment.
+fn mp_cmd(dir: &Path, password: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mirrorplan"));
+    c.env("NO_COLOR", "1")
+        .env("MIRRORPLAN_VAR_mirror_password", password)
+        .env("HOME", dir)
+        .stdin(Stdio::null());
+    for v in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        c.env_remove(v);
+    }
+    c.arg("-C").arg(dir).args(args);
+    c
+}
+
+fn mp(dir: &Path, args: &[&str]) -> Run {
+    mp_pw(dir, PASSWORD, args)
+}
+
+fn mp_pw(dir: &Path, password: &str, args: &[&str]) -> Run {
+    from_output(ok(mp_cmd(dir, password, args).output(), "run mirrorplan"))
+}
+
+fn apply(dir: &Path) -> Run {
+    mp(dir, &["apply", "--auto-approve"])
+}
+
+fn plan_exit(dir: &Path) -> Run {
+    mp(dir, &["plan", "--detailed-exitcode"])
+}
+
+/// A `registry` block for a harness registry.
+fn registry_block(name: &str, reg: &Registry, namespace: Option<&str>, ca: bool) -> String {
+    let mut b = format!("registry \"{name}\" {{\n  endpoint = \"{}\"\n", reg.url());
+    if let Some(ns) = namespace {
+        b.push_str(&format!("  namespace = \"{ns}\"\n"));
+    }
+    if let (true, Some(ca)) = (ca, reg.ca_cert_path()) {
+        b.push_str(&format!("  ca_cert = \"{}\"\n", ca.display()));
+    }
+    if let Some(c) = reg.credentials() {
+        b.push_str(&format!(
+            "  username = \"{}\"\n  password = var.mirror_password\n",
+            c.username()
+        ));
+    }
+    b.push_str("}\n");
+    b
+}
+
+const PASSWORD_VAR: &str = "variable \"mirror_password\" {\n  type      = string\n  sensitive = true\n  default   = \"\"\n}\n";
+
+/// Writes `main.hcl` (the password variable plus `body`) into `dir`.
+fn write_config(dir: &Path, body: &str) {
+    ok(
+        std::fs::write(dir.join("main.hcl"), format!("{PASSWORD_VAR}\n{body}")),
+        "write main.hcl",
+    );
+}
+
+fn bundle_set(name: &str, registry: &str, bundle: &Path, extra: &str) -> String {
+    format!(
+        "image_set \"{name}\" {{\n  registry = registry.{registry}\n  bundle   = \"{}\"\n{extra}}}\n",
+        bundle.display()
+    )
+}
+
+/// `gcr.io/a/b:t` → `NS/a/b:t` (the host dropped), written out here rather
+/// than taken from mirrorplan so that the mapping itself is checked.
+fn mirror_ref(upstream: &str, ns: Option<&str>) -> String {
+    let path = match upstream.split_once('/') {
+        Some((_, rest)) => rest,
+        None => upstream,
+    };
+    match ns {
+        Some(ns) => format!("{ns}/{path}"),
+        None => path.to_string(),
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let mut child = ok(
+        Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn(),
+        "run sha256sum",
+    );
+    {
+        let mut stdin = ok(child.stdin.take().ok_or("no stdin"), "sha256sum stdin");
+        ok(stdin.write_all(bytes), "feed sha256sum");
+    }
+    let out = ok(child.wait_with_output(), "sha256sum");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().next().unwrap_or("").to_string()
+}
+
+/// The raw manifest of `REPO:TAG` as skopeo reads it, or None if absent.
+fn skopeo_raw(reg: &Registry, reference: &str) -> Option<Vec<u8>> {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["inspect", "--raw"]);
+    match reg.certs_dir() {
+        Some(d) => {
+            cmd.arg("--cert-dir").arg(d);
+        }
+        None => {
+            cmd.arg("--tls-verify=false");
+        }
+    }
+    if let Some(c) = reg.credentials() {
+        cmd.arg("--creds")
+            .arg(format!("{}:{}", c.username(), c.password()));
+    }
+    cmd.arg(format!("docker://{}/{reference}", reg.host_port()));
+    let out = ok(cmd.output(), "run skopeo");
+    out.status.success().then_some(out.stdout)
+}
+
+/// `sha256:…` of the manifest the registry serves for `REPO:TAG`.
+fn mirror_digest(reg: &Registry, reference: &str) -> Option<String> {
+    skopeo_raw(reg, reference).map(|b| format!("sha256:{}", sha256_hex(&b)))
+}
+
+fn log_text(reg: &Registry) -> String {
+    std::fs::read_to_string(reg.log_path()).unwrap_or_default()
+}
+
+/// Digests of blobs whose upload finished (`PUT …/blobs/uploads/…digest=… 201`)
+/// in `log`.
+fn uploaded_blobs(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("\"PUT /v2/") && l.contains("/blobs/uploads/"))
+        .filter(|l| l.contains("\" 201 "))
+        .filter_map(|l| {
+            let i = l.find("digest=sha256")?;
+            let rest = &l[i + "digest=".len()..];
+            let end = rest.find(['&', ' ', '"']).unwrap_or(rest.len());
+            Some(rest[..end].replace("%3A", ":"))
+        })
+        .collect()
+}
+
+/// Number of access-log lines with all `needles`.
+fn log_count(log: &str, needles: &[&str]) -> usize {
+    log.lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .count()
+}
+
+/// Repositories the registry stores (empty when nothing was pushed).
+fn stored_repositories(reg: &Registry) -> Vec<String> {
+    let root = reg.storage_dir().join("docker/registry/v2/repositories");
+    let mut out = Vec::new();
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.file_name().is_some_and(|n| n == "_manifests") {
+                if let Ok(rel) = dir.strip_prefix(root) {
+                    out.push(rel.display().to_string());
+                }
+            } else if p.is_dir()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n == "_layers" || n == "_uploads")
+            {
+                walk(&p, root, out);
+            }
+        }
+    }
+    walk(&root, &root, &mut out);
+    out.sort();
+    out
+}
+
+/// Tags the registry stores (`repo:tag`), read from its storage directory.
+fn stored_tags(reg: &Registry) -> Vec<String> {
+    let root = reg.storage_dir().join("docker/registry/v2/repositories");
+    let mut out = Vec::new();
+    for repo in stored_repositories(reg) {
+        let tags = root.join(&repo).join("_manifests/tags");
+        if let Ok(rd) = std::fs::read_dir(tags) {
+            for e in rd.flatten() {
+                out.push(format!("{repo}:{}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `DELETE /v2/REPO/manifests/DIGEST` on the mirror with curl (the
+/// registry removes the tags that point at it).
+fn delete_manifest(reg: &Registry, repo: &str, digest: &str) {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "DELETE",
+    ]);
+    if let Some(ca) = reg.ca_cert_path() {
+        cmd.arg("--cacert").arg(ca);
+    }
+    cmd.args(["-K", "-"]);
+    cmd.arg(format!("{}/v2/{repo}/manifests/{digest}", reg.url()));
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = ok(cmd.spawn(), "run curl");
+    if let (Some(mut stdin), Some(c)) = (child.stdin.take(), reg.credentials()) {
+        ok(
+            writeln!(stdin, "user = \"{}:{}\"", c.username(), c.password()),
+            "feed curl",
+        );
+    }
+    let out = ok(child.wait_with_output(), "curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "202",
+        "DELETE {repo}@{digest}"
+    );
+}
+
+fn spec(seed: u64, images: usize, layer_size: usize) -> FixtureSpec {
+    FixtureSpec {
+        seed,
+        images,
+        layers_per_image: 2,
+        shared_base_layers: 1,
+        layer_size,
+        multi_arch: true,
+        layer_compression: LayerCompression::Mixed,
+    }
+}
+
+fn oci_bundle(dir: &Path, name: &str, spec: &FixtureSpec, packing: Packing) -> Fixture {
+    let path = dir.join(format!("{name}.{}", packing.extension()));
+    ok(write_oci_bundle(&path, spec, packing), "write bundle")
+}
+
+/// Every image of `fixture` is in `reg` under `NS` with the source's digest,
+/// as skopeo reads it.
+fn assert_all_mirrored(reg: &Registry, fixture: &Fixture, ns: Option<&str>) {
+    for img in &fixture.images {
+        let want = img
+            .manifest_digest
+            .as_ref()
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        let got = mirror_digest(reg, &mirror_ref(&img.name, ns));
+        assert_eq!(
+            got.as_deref(),
+            Some(want.as_str()),
+            "digest of {}",
+            img.name
+        );
+    }
+}
+
+fn state_text(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join(".mirrorplan/state.json")).unwrap_or_default()
+}
+
+fn image_addr(set: &str, upstream: &str) -> String {
+    format!("image.{set}[\"{upstream}\"]")
+}
+
+// ------------------------------------------------------------------ tests
+
+/// The main path: a bundle (random layers, a base layer shared by every
+/// image, a two-platform index) pushed into a TLS + htpasswd mirror under a
+/// namespace; digests equal the source's; the plan counts blobs and bytes;
+/// a second apply uploads nothing; a tag deleted in the mirror is drift
+/// that `apply` repairs.
+#[test]
+fn bundle_push_is_exact_idempotent_and_repairs_drift() {
+    let reg = secure_registry();
+    let dir = tmp();
+    let fx = oci_bundle(
+        dir.path(),
+        "bundle",
+        &spec(11, 4, 64 * 1024),
+        Packing::TarZst,
+    );
+    write_config(
+        dir.path(),
+        &format!(
+            "{}{}",
+            registry_block("mirror", &reg, Some(NS), true),
+            bundle_set("anthos", "mirror", &fx.path, "")
+        ),
+    );
+
+    // the plan: one create per image, with its blob count and bytes
+    let plan = mp(dir.path(), &["plan", "--detailed-exitcode"]);
+    plan.expect(2, "first plan");
+    for img in &fx.images {
+        assert!(
+            plan.stdout.contains(&image_addr("anthos", &img.name)),
+            "{}",
+            plan.stdout
+        );
+    }
+    let n = fx.images[1].blobs.len();
+    assert!(
+        plan.stdout.contains(&format!("{n} blobs (")),
+        "blob count of image 1 ({n}) in the plan:\n{}",
+        plan.stdout
+    );
+    assert!(
+        !plan.all().contains(PASSWORD),
+        "the password leaked into the plan"
+    );
+
+    let first = apply(dir.path());
+    first.expect(0, "first apply");
+    assert!(
+        !first.all().contains(PASSWORD),
+        "the password leaked into apply"
+    );
+    assert_all_mirrored(&reg, &fx, Some(NS));
+    // the two-platform index: both platform manifests are there too
+    let index = ok(
+        String::from_utf8(
+            skopeo_raw(&reg, &mirror_ref(&fx.images[0].name, Some(NS))).unwrap_or_default(),
+        ),
+        "index text",
+    );
+    assert_eq!(fx.images[0].child_digests.len(), 2);
+    for child in &fx.images[0].child_digests {
+        assert!(index.contains(&child.to_string()), "index lists {child}");
+        let repo = mirror_ref(&fx.images[0].name, Some(NS));
+        let repo = repo.rsplit_once(':').map(|(r, _)| r).unwrap_or(&repo);
+        assert_eq!(
+            mirror_digest(&reg, &format!("{repo}@{child}")).as_deref(),
+            Some(child.to_string().as_str())
+        );
+    }
+    // each distinct blob uploaded at most once (the shared base layer too)
+    let log1 = log_text(&reg);
+    let uploads = uploaded_blobs(&log1);
+    let distinct: BTreeSet<&String> = uploads.iter().collect();
+    assert_eq!(
+        uploads.len(),
+        distinct.len(),
+        "a blob was uploaded twice: {uploads:?}"
+    );
+    assert_eq!(
+        distinct.len(),
+        fx.blobs.len(),
+        "every blob of the bundle uploaded once"
+    );
+
+    // warm: nothing to do, nothing uploaded
+    plan_exit(dir.path()).expect(0, "plan after apply");
+    let second = apply(dir.path());
+    second.expect(0, "second apply");
+    let log2 = log_text(&reg);
+    let new_log = &log2[log1.len()..];
+    assert_eq!(
+        log_count(new_log, &["\"PUT /v2/"]),
+        0,
+        "second apply wrote:\n{new_log}"
+    );
+    assert_eq!(
+        log_count(new_log, &["\"POST /v2/"]),
+        0,
+        "second apply started uploads:\n{new_log}"
+    );
+
+    // drift: delete image 1's manifest (and so its tag) in the mirror
+    let victim = &fx.images[1];
+    let digest = victim
+        .manifest_digest
+        .as_ref()
+        .map(|d| d.to_string())
+        .unwrap_or_default();
+    let mref = mirror_ref(&victim.name, Some(NS));
+    let (repo, _tag) = mref.rsplit_once(':').unwrap_or((&mref, ""));
+    delete_manifest(&reg, repo, &digest);
+    assert_eq!(mirror_digest(&reg, &mref), None, "the tag is gone");
+    let drift = plan_exit(dir.path());
+    drift.expect(2, "plan after the tag was deleted");
+    let victim_addr = image_addr("anthos", &victim.name);
+    assert!(
+        drift.stdout.contains("changed outside of mirrorplan")
+            && drift
+                .stdout
+                .contains(&format!("# {victim_addr} has been deleted"))
+            && drift
+                .stdout
+                .contains(&format!("# {victim_addr} will be created")),
+        "drift for {victim_addr}:\n{}",
+        drift.stdout
+    );
+    for other in fx.images.iter().filter(|i| i.name != victim.name) {
+        let a = image_addr("anthos", &other.name);
+        assert!(
+            !drift
+                .stdout
+                .lines()
+                .any(|l| l.contains(&a) && (l.contains("created") || l.contains("updated"))),
+            "only {victim_addr} should change:\n{}",
+            drift.stdout
+        );
+    }
+    apply(dir.path()).expect(0, "apply after drift");
+    assert_eq!(
+        mirror_digest(&reg, &mref).as_deref(),
+        Some(digest.as_str()),
+        "restored"
+    );
+    plan_exit(dir.path()).expect(0, "plan after repair");
+}
+
+/// A `docker save` archive (`.tar.xz`) pushed without a namespace: the
+/// mirror serves a manifest that names exactly the archive's config and
+/// layers, under the digest recorded in the state.
+#[test]
+fn docker_archive_is_pushed_without_namespace() {
+    let reg = secure_registry();
+    let dir = tmp();
+    let path = dir.path().join("saved.tar.xz");
+    let fx = ok(
+        write_docker_archive(&path, &spec(12, 3, 32 * 1024), Packing::TarXz),
+        "write docker archive",
+    );
+    write_config(
+        dir.path(),
+        &format!(
+            "{}{}",
+            registry_block("mirror", &reg, None, true),
+            bundle_set("saved", "mirror", &path, "")
+        ),
+    );
+    apply(dir.path()).expect(0, "apply of a docker archive");
+    let state = state_text(dir.path());
+    for img in &fx.images {
+        let mref = mirror_ref(&img.name, None);
+        let raw = skopeo_raw(&reg, &mref).unwrap_or_else(|| panic!("{mref} is not in the mirror"));
+        let digest = format!("sha256:{}", sha256_hex(&raw));
+        let text = String::from_utf8_lossy(&raw);
+        for blob in &img.blobs {
+            assert!(text.contains(&blob.to_string()), "{mref} names {blob}");
+        }
+        assert!(
+            state.contains(&digest),
+            "the state records {mref}'s digest {digest}"
+        );
+    }
+    plan_exit(dir.path()).expect(0, "plan after apply");
+}
+
+/// A wrong password: exit 1, the error names the registry and the user,
+/// never the password, and nothing reaches the mirror.
+#[test]
+fn wrong_password_is_a_clear_error_and_pushes_nothing() {
+    let reg = secure_registry();
+    let dir = tmp();
+    let fx = oci_bundle(dir.path(), "b", &spec(13, 2, 8 * 1024), Packing::TarGz);
+    write_config(
+        dir.path(),
+        &format!(
+            "{}{}",
+            registry_block("mirror", &reg, Some(NS), true),
+            bundle_set("s", "mirror", &fx.path, "")
+        ),
+    );
+    let wrong = "Wr0ng-passw0rd-xyz";
+    let run = mp_pw(dir.path(), wrong, &["apply", "--auto-approve"]);
+    run.expect(1, "apply with a wrong password");
+    let all = run.all();
+    assert!(all.contains(&reg.host_port()), "names the registry:\n{all}");
+    assert!(all.contains(USER), "names the user:\n{all}");
+    assert!(
+        all.contains("credentials"),
+        "says the credentials are wrong:\n{all}"
+    );
+    assert!(!all.contains(wrong), "the password leaked:\n{all}");
+    assert!(stored_repositories(&reg).is_empty(), "nothing pushed");
+    let log = log_text(&reg);
+    assert_eq!(log_count(&log, &["\"PUT /v2/"]), 0, "no PUT:\n{log}");
+}
+
+/// `ca_cert` left out for a registry whose certificate a private CA
+/// signed: a clear certificate error that points at `ca_cert`.
+#[test]
+fn missing_ca_is_a_clear_certificate_error() {
+    let reg = secure_registry();
+    let dir = tmp();
+    let fx = oci_bundle(dir.path(), "b", &spec(14, 1, 4 * 1024), Packing::Tar);
+    write_config(
+        dir.path(),
+        &format!(
+            "{}{}",
+            registry_block("mirror", &reg, Some(NS), false),
+            bundle_set("s", "mirror", &fx.path, "")
+        ),
+    );
+    let run = apply(dir.path());
+    run.expect(1, "apply without the CA");
+    let all = run.all().to_lowercase();
+    assert!(all.contains("certificate"), "a certificate error:\n{all}");
+    assert!(all.contains("ca_cert"), "points at ca_cert:\n{all}");
+    assert!(all.contains(&reg.host_port()), "names the registry:\n{all}");
+    assert!(stored_repositories(&reg).is_empty(), "nothing pushed");
+}
+
+/// `images = [...]` from a plain-HTTP upstream (matched by the `registry`
+/// block with the same host:port) copied into the TLS mirror, digests
+/// unchanged; with `platforms`, the plan says the index is rewritten and
+/// the mirror gets the filtered index.
+#[test]
+fn upstream_images_are_copied_and_filtered() {
+    let up = plain_registry();
+    let mirror = secure_registry();
+    let dir = tmp();
+    // the upstream's content: a bundle pushed into it with mirrorplan
+    let seed_dir = tmp();
+    let fx = oci_bundle(
+        seed_dir.path(),
+        "b",
+        &spec(15, 2, 16 * 1024),
+        Packing::TarGz,
+    );
+    write_config(
+        seed_dir.path(),
+        &format!(
+            "{}{}",
+            registry_block("upstream", &up, None, false),
+            bundle_set("seed", "upstream", &fx.path, "")
+        ),
+    );
+    apply(seed_dir.path()).expect(0, "seed the upstream");
+    assert_all_mirrored(&up, &fx, None);
+
+    let multi = &fx.images[0]; // the two-platform index
+    let single = &fx.images[1];
+    let up_ref = |name: &str| format!("{}/{}", up.host_port(), mirror_ref(name, None));
+    write_config(
+        dir.path(),
+        &format!(
+            "{}{}image_set \"extras\" {{\n  registry = registry.mirror\n  images   = [\"{}\", \"{}\"]\n}}\nimage_set \"amd64\" {{\n  registry  = registry.mirror2\n  images    = [\"{}\"]\n  platforms = [\"linux/amd64\"]\n}}\n{}",
+            registry_block("upstream", &up, None, false),
+            registry_block("mirror", &mirror, Some(NS), true),
+            up_ref(&multi.name),
+            up_ref(&single.name),
+            up_ref(&multi.name),
+            registry_block("mirror2", &mirror, Some("filtered"), true),
+        ),
+    );
+    let plan = plan_exit(dir.path());
+    plan.expect(2, "plan of the upstream copy");
+    let filtered_addr = image_addr("amd64", &up_ref(&multi.name));
+    let header = format!("# {filtered_addr} will be created");
+    let section: String = plan
+        .stdout
+        .split("\n\n")
+        .find(|s| s.contains(&header))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        section.contains("digest differs from the source's"),
+        "the plan says the filter changes the digest:\n{}",
+        plan.stdout
+    );
+
+    apply(dir.path()).expect(0, "apply of the upstream copy");
+    for img in [multi, single] {
+        let want = img.manifest_digest.as_ref().map(|d| d.to_string());
+        assert_eq!(
+            mirror_digest(&mirror, &mirror_ref(&img.name, Some(NS))),
+            want,
+            "{} copied byte for byte",
+            img.name
+        );
+    }
+    // the filtered index: only amd64, another digest, recorded in the state
+    let fref = mirror_ref(&multi.name, Some("filtered"));
+    let raw = skopeo_raw(&mirror, &fref).unwrap_or_else(|| panic!("{fref} missing"));
+    let index: serde_json::Value = ok(serde_json::from_slice(&raw), "filtered index JSON");
+    let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
+    assert_eq!(manifests.len(), 1, "one platform left: {index}");
+    assert_eq!(manifests[0]["platform"]["architecture"], "amd64");
+    let fdigest = format!("sha256:{}", sha256_hex(&raw));
+    assert_ne!(
+        Some(&fdigest),
+        multi
+            .manifest_digest
+            .as_ref()
+            .map(|d| d.to_string())
+            .as_ref()
+    );
+    assert!(
+        state_text(dir.path()).contains(&fdigest),
+        "the state has the filtered digest"
+    );
+    // the platform manifest it names is there
+    let child = manifests[0]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let repo = fref
+        .rsplit_once(':')
+        .map(|(r, _)| r.to_string())
+        .unwrap_or_default();
+    assert_eq!(
+        mirror_digest(&mirror, &format!("{repo}@{child}")),
+        Some(child)
+    );
+    plan_exit(dir.path()).expect(0, "plan after the copy");
+}
+
+/// `oci:PATH` as the target: the layout's index.json tags each image with
+/// its mirror path and the stored manifest blob hashes to the source digest.
+#[test]
+fn oci_store_target_holds_exact_manifests() {
+    let dir = tmp();
+    let fx = oci_bundle(dir.path(), "b", &spec(16, 3, 8 * 1024), Packing::TarZst);
+    write_config(
+        dir.path(),
+        &format!(
+            "registry \"store\" {{\n  endpoint  = \"oci:./store\"\n  namespace = \"{NS}\"\n}}\n{}",
+            bundle_set("s", "store", &fx.path, "")
+        ),
+    );
+    apply(dir.path()).expect(0, "apply into an oci: store");
+    let store = dir.path().join("store");
+    let index: serde_json::Value = ok(
+        serde_json::from_slice(&ok(
+            std::fs::read(store.join("index.json")),
+            "read index.json",
+        )),
+        "index.json",
+    );
+    let entries = index["manifests"].as_array().cloned().unwrap_or_default();
+    for img in &fx.images {
+        let want = mirror_ref(&img.name, Some(NS));
+        let entry = entries
+            .iter()
+            .find(|e| e["annotations"]["org.opencontainers.image.ref.name"] == want.as_str())
+            .unwrap_or_else(|| panic!("{want} in index.json: {index}"));
+        let digest = entry["digest"].as_str().unwrap_or_default();
+        let want_digest = img
+            .manifest_digest
+            .as_ref()
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        assert_eq!(digest, want_digest, "{want}");
+        let hex = digest.trim_start_matches("sha256:");
+        let bytes = ok(
+            std::fs::read(store.join("blobs/sha256").join(hex)),
+            "manifest blob",
+        );
+        assert_eq!(
+            sha256_hex(&bytes),
+            hex,
+            "the stored manifest hashes to its digest"
+        );
+    }
+    plan_exit(dir.path()).expect(0, "plan after apply");
+}
