@@ -69,3 +69,289 @@ fn apply_makes_every_node_pull_through_the_mirror_and_converges() {
         streams(&o)
     );
 }
+
+#[test]
+fn pull_credentials_become_an_authorization_header_in_a_0600_file() {
+    let lab = Lab::start();
+    let n1 = start_node();
+    // without pull credentials the node has no way in: the cluster step's
+    // canary pull is refused by the mirror and apply fails on cluster.c1
+    lab.write_config(
+        &[&n1],
+        &ClusterConf {
+            pull_credentials: false,
+            ..Default::default()
+        },
+    );
+    let o = run_ok(lab.path(), &["apply", "--auto-approve"], 1);
+    let out = all_text(&o);
+    assert!(out.contains("cluster.c1"), "{out}");
+    let gcr = node_file(&n1, "certs.d/gcr.io/hosts.toml").unwrap_or_default();
+    assert!(!gcr.contains("Authorization"), "{gcr}");
+    assert_eq!(node_file_mode(&n1, "certs.d/gcr.io/hosts.toml"), 0o644);
+    let err = cri_pull(&n1, GCR_IMAGE).expect_err("pull without credentials");
+    assert!(
+        err.to_lowercase().contains("401") || err.contains("nauthorized"),
+        "{err}"
+    );
+
+    // with them: a Basic header for the mirror's entry, the file 0600,
+    // the CA copied beside it, and the plan shows the secret redacted
+    lab.write_config(&[&n1], &ClusterConf::default());
+    let o = run_ok(lab.path(), &["plan", "--detailed-exitcode"], 2);
+    assert!(
+        all_text(&o).contains("(sensitive value)"),
+        "{}",
+        streams(&o)
+    );
+    run_ok(lab.path(), &["apply", "--auto-approve"], 0);
+    for host in ["gcr.io", "quay.io"] {
+        let rel = format!("certs.d/{host}/hosts.toml");
+        let text = node_file(&n1, &rel).unwrap_or_default();
+        let creds = mirrorplan_harness::Credentials::new(USER, PASSWORD);
+        assert!(
+            text.contains(&format!(
+                "Authorization = [\"Basic {}\"]",
+                creds.basic_token()
+            )),
+            "{text}"
+        );
+        assert_eq!(node_file_mode(&n1, &rel), 0o600, "{rel}");
+        let ca_line = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("ca = "))
+            .unwrap_or_else(|| panic!("no ca in {text}"));
+        let ca_path = ca_line.trim_matches('"');
+        let rel_ca = ca_path.trim_start_matches("/etc/containerd/");
+        let copied = node_file(&n1, rel_ca).unwrap_or_default();
+        let original = std::fs::read_to_string(lab.ca_cert()).unwrap_or_default();
+        assert_eq!(copied, original, "CA copy {ca_path}");
+    }
+    assert_pulls_through_mirror(&lab, &n1, GCR_IMAGE);
+    // the push credentials never reach the node
+    let all = std::fs::read_dir(n1.etc_containerd_dir().join("certs.d"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .count();
+    assert!(all >= 2);
+}
+
+#[test]
+fn a_containerd_1x_default_config_gets_config_path_and_a_restart() {
+    let lab = Lab::start();
+    // containerd 1.x default: no config_path at all
+    let n1 = start_node_with(mirrorplan_harness::ContainerdOptions {
+        config_style: mirrorplan_harness::ConfigStyle::Legacy,
+        ..Default::default()
+    });
+    let before = node_file(&n1, "config.toml").unwrap_or_default();
+    assert!(!before.contains("config_path"), "{before}");
+    let starts = containerd_starts(&n1);
+    lab.write_config(&[&n1], &ClusterConf::default());
+    let o = run_ok(lab.path(), &["plan"], 0);
+    assert!(
+        all_text(&o).contains("config_path"),
+        "the plan does not show the config_path edit:\n{}",
+        streams(&o)
+    );
+    run_ok(lab.path(), &["apply", "--auto-approve"], 0);
+    let after = node_file(&n1, "config.toml").unwrap_or_default();
+    assert!(
+        after.contains("config_path = \"/etc/containerd/certs.d\""),
+        "{after}"
+    );
+    // everything else is kept line for line
+    for line in before.lines() {
+        assert!(after.contains(line), "lost line {line:?} in:\n{after}");
+    }
+    assert!(
+        containerd_starts(&n1) > starts,
+        "containerd was not restarted"
+    );
+    cri_healthy(&n1).unwrap_or_else(|e| panic!("{e}"));
+    assert_pulls_through_mirror(&lab, &n1, GCR_IMAGE);
+    assert_pulls_through_mirror(&lab, &n1, QUAY_IMAGE);
+    run_ok(lab.path(), &["plan", "--detailed-exitcode"], 0);
+}
+
+/// `config_path` (outside comments) and legacy `mirrors` tables in config.toml.
+fn registry_settings(config: &str) -> (bool, bool) {
+    let live = |l: &&str| !l.trim_start().starts_with('#');
+    let config_path = config
+        .lines()
+        .filter(live)
+        .any(|l| l.trim_start().starts_with("config_path"));
+    let mirrors = config
+        .lines()
+        .filter(live)
+        .any(|l| l.contains("registry.mirrors"));
+    (config_path, mirrors)
+}
+
+#[test]
+fn switching_hosts_legacy_hosts_migrates_cleanly_and_pulls_keep_working() {
+    let lab = Lab::start();
+    let n1 = start_node();
+    lab.write_config(&[&n1], &ClusterConf::default());
+    run_ok(lab.path(), &["apply", "--auto-approve"], 0);
+    assert_eq!(
+        registry_settings(&node_file(&n1, "config.toml").unwrap_or_default()),
+        (true, false)
+    );
+
+    // hosts → legacy: mirrors in config.toml, config_path gone, hosts.toml gone, restart
+    let starts = containerd_starts(&n1);
+    lab.write_config(
+        &[&n1],
+        &ClusterConf {
+            style: "legacy",
+            ..Default::default()
+        },
+    );
+    run_ok(lab.path(), &["apply", "--auto-approve"], 0);
+    let cfg = node_file(&n1, "config.toml").unwrap_or_default();
+    assert_eq!(registry_settings(&cfg), (false, true), "{cfg}");
+    assert!(cfg.contains("registry.mirrors.\"gcr.io\""), "{cfg}");
+    assert!(cfg.contains("registry.mirrors.\"quay.io\""), "{cfg}");
+    assert!(node_file(&n1, "certs.d/gcr.io/hosts.toml").is_none());
+    assert!(
+        containerd_starts(&n1) > starts,
+        "no restart after the legacy edit"
+    );
+    cri_healthy(&n1).unwrap_or_else(|e| panic!("{e}"));
+    // a fresh image name each time: the pull must resolve again
+    assert_pulls_through_mirror(&lab, &n1, QUAY_IMAGE);
+    run_ok(lab.path(), &["plan", "--detailed-exitcode"], 0);
+
+    // legacy → hosts: config_path back, mirrors gone, restart, healthy
+    let starts = containerd_starts(&n1);
+    lab.write_config(&[&n1], &ClusterConf::default());
+    run_ok(lab.path(), &["apply", "--auto-approve"], 0);
+    let cfg = node_file(&n1, "config.toml").unwrap_or_default();
+    assert_eq!(registry_settings(&cfg), (true, false), "{cfg}");
+    assert!(!cfg.contains("registry.configs"), "{cfg}");
+    assert!(
+        containerd_starts(&n1) > starts,
+        "no restart after the hosts edit"
+    );
+    cri_healthy(&n1).unwrap_or_else(|e| panic!("{e}"));
+    assert_pulls_through_mirror(&lab, &n1, GCR_IMAGE);
+    run_ok(lab.path(), &["plan", "--detailed-exitcode"], 0);
+}
+
+#[test]
+fn a_changed_ca_shows_a_diff_for_every_node_and_rolls_out() {
+    let lab = Lab::start();
+    let n1 = start_node();
+    let n2 = start_node();
+    // the CA file as a path the test controls
+    let ca = lab.path().join("mirror-ca.crt");
+    std::fs::copy(lab.ca_cert(), &ca).unwrap_or_else(|e| panic!("copy CA: {e}"));
+    let conf = ClusterConf {
+        ca_cert: Some(ca.clone()),
+        ..Default::default()
+    };
+    lab.write_config(&[&n1, &n2], &conf);
+    run_ok(lab.path(), &["apply", "--auto-approve"], 0);
+
+    // a second CA in the bundle (as when a CA is rotated): same path, new content
+    let other = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pki = mirrorplan_harness::TestPki::generate(other.path(), &[])
+        .unwrap_or_else(|e| panic!("second CA: {e}"));
+    let mut bundle = std::fs::read_to_string(lab.ca_cert()).unwrap_or_default();
+    bundle.push_str(&std::fs::read_to_string(pki.ca_cert_path()).unwrap_or_default());
+    std::fs::write(&ca, &bundle).unwrap_or_else(|e| panic!("{e}"));
+
+    let o = run_ok(lab.path(), &["plan", "--detailed-exitcode"], 2);
+    let plan = all_text(&o);
+    for n in [&n1, &n2] {
+        assert!(
+            plan.contains(&node_address(n)),
+            "{} not in the plan:\n{plan}",
+            node_address(n)
+        );
+    }
+    assert!(plan.contains("-ca.crt"), "no CA file diff:\n{plan}");
+    assert!(
+        plan.contains("BEGIN CERTIFICATE"),
+        "no CA content diff:\n{plan}"
+    );
+    run_ok(lab.path(), &["apply", "--auto-approve"], 0);
+    for n in [&n1, &n2] {
+        let gcr = node_file(n, "certs.d/gcr.io/hosts.toml").unwrap_or_default();
+        let ca_path = gcr
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("ca = "))
+            .map(|s| {
+                s.trim_matches('"')
+                    .trim_start_matches("/etc/containerd/")
+                    .to_string()
+            })
+            .unwrap_or_else(|| panic!("no ca in {gcr}"));
+        assert_eq!(node_file(n, &ca_path).unwrap_or_default(), bundle);
+        assert_pulls_through_mirror(&lab, n, GCR_IMAGE);
+    }
+    run_ok(lab.path(), &["plan", "--detailed-exitcode"], 0);
+}
+
+#[test]
+fn a_hand_edit_or_a_deleted_file_on_a_node_shows_as_drift() {
+    let lab = Lab::start();
+    let n1 = start_node();
+    lab.write_config(&[&n1], &ClusterConf::default());
+    run_ok(lab.path(), &["apply", "--auto-approve"], 0);
+    let certs = n1.etc_containerd_dir().join("certs.d");
+
+    // a public file (the CA copy): the plan shows the edited line
+    let ca = std::fs::read_dir(certs.join("quay.io"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-ca.crt"))
+        .unwrap_or_else(|| panic!("no CA copy for quay.io"));
+    let good_ca = std::fs::read_to_string(&ca).unwrap_or_default();
+    std::fs::write(&ca, format!("{good_ca}# a hand edit\n")).unwrap_or_else(|e| panic!("{e}"));
+    // a file holding credentials: shown as changed, its content never printed
+    let hosts = certs.join("quay.io/hosts.toml");
+    let good = std::fs::read_to_string(&hosts).unwrap_or_default();
+    let edited = good.replace(
+        "override_path = true",
+        "override_path = false # secret-edit",
+    );
+    assert_ne!(good, edited);
+    std::fs::write(&hosts, &edited).unwrap_or_else(|e| panic!("{e}"));
+
+    let o = run_ok(lab.path(), &["plan", "--detailed-exitcode"], 2);
+    let plan = all_text(&o);
+    assert!(plan.contains(&node_address(&n1)), "{plan}");
+    assert!(
+        plan.contains("a hand edit"),
+        "the plan shows no diff of the edit:\n{plan}"
+    );
+    assert!(plan.contains("quay.io/hosts.toml"), "{plan}");
+    assert!(plan.contains("(sensitive value)"), "{plan}");
+    assert!(
+        !plan.contains("secret-edit"),
+        "a sensitive file was printed:\n{plan}"
+    );
+    assert!(
+        !plan.contains("Basic "),
+        "credentials were printed:\n{plan}"
+    );
+    run_ok(lab.path(), &["apply", "--auto-approve"], 0);
+    assert_eq!(std::fs::read_to_string(&hosts).unwrap_or_default(), good);
+    assert_eq!(std::fs::read_to_string(&ca).unwrap_or_default(), good_ca);
+
+    std::fs::remove_file(certs.join("gcr.io/hosts.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let o = run_ok(lab.path(), &["plan", "--detailed-exitcode"], 2);
+    assert!(
+        all_text(&o).contains("gcr.io/hosts.toml"),
+        "{}",
+        streams(&o)
+    );
+    run_ok(lab.path(), &["apply", "--auto-approve"], 0);
+    assert!(node_file(&n1, "certs.d/gcr.io/hosts.toml").is_some());
+    run_ok(lab.path(), &["plan", "--detailed-exitcode"], 0);
+}
