@@ -11,7 +11,17 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let mut cli = cli::Cli::parse();
+    // `-C DIR` runs "as if started in DIR": relative paths on the command line
+    // (plan files, --state, --var-file) are relative to DIR, as with `tofu -chdir`.
+    if let Some(dir) = cli.dir.take() {
+        let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+        if dir.is_dir() && std::env::set_current_dir(&dir).is_err() {
+            eprintln!("mirrorplan: cannot change to {}", dir.display());
+            return ExitCode::from(1);
+        }
+        cli.dir = Some(dir);
+    }
     let out = output::Output::new(cli.no_color);
     out.install_miette_hook();
     match commands::run(cli, &out) {
