@@ -38,6 +38,12 @@ pub struct Expanded {
     pub desired: Vec<DesiredInstance>,
     /// Problems; planning must not go on when there are any.
     pub errors: Vec<ExpandError>,
+    /// Images that cannot be pushed (damaged in their bundle): the other
+    /// instances are planned and applied, these are reported and the run
+    /// exits 1. Their recorded state is left alone (never planned for
+    /// deletion). The address is an image instance's, or `image.SET` when
+    /// the whole bundle is unreadable.
+    pub image_errors: Vec<(String, ExpandError)>,
 }
 
 fn conn(r: &Registry) -> RegistryConn {
@@ -77,6 +83,17 @@ fn instance_address(kind: &str, name: &str, for_each_key: Option<&str>, key: &st
 fn unreachable_address() -> Address {
     // "_" is an identifier for Address::new
     Address::new("_", "_").unwrap()
+}
+
+/// The instance name of an image set's images (`NAME`, or `NAME_KEY` for a
+/// `for_each` instance): `image.NAME_KEY["…"]`.
+fn set_instance_name(set: &ImageSet) -> String {
+    let probe = image_address(set, "x").to_string();
+    probe
+        .strip_prefix("image.")
+        .and_then(|p| p.split_once('['))
+        .map(|(n, _)| n.to_string())
+        .unwrap_or_else(|| set.name.clone())
 }
 
 /// `image.SET["upstream"]`.
@@ -120,9 +137,12 @@ fn expand_image_set(config: &Config, set: &ImageSet, out: &mut Expanded) -> Vec<
         match bundle_catalogue(bundle, &set.platforms) {
             Ok(cat) => {
                 for f in &cat.failures {
-                    out.errors.push(err(
-                        format!("{} in bundle {}: {}", f.name, bundle.display(), f.error),
-                        "the other images of the bundle are planned; fix or rebuild the bundle",
+                    out.image_errors.push((
+                        image_address(set, &f.name).to_string(),
+                        err(
+                            format!("{} in bundle {}: {}", f.name, bundle.display(), f.error),
+                            "the other images of the bundle are planned and pushed; fix or rebuild the bundle",
+                        ),
                     ));
                 }
                 for img in &cat.images {
@@ -146,11 +166,15 @@ fn expand_image_set(config: &Config, set: &ImageSet, out: &mut Expanded) -> Vec<
                     out.desired.push(spec.to_desired(addr));
                 }
             }
-            Err(e) => out.errors.push(err(
-                e.message.clone(),
-                e.help
-                    .as_deref()
-                    .unwrap_or("check the bundle path in the image set"),
+            // an unreadable bundle fails its own images, not the other sets
+            Err(e) => out.image_errors.push((
+                format!("image.{}", set_instance_name(set)),
+                err(
+                    e.message.clone(),
+                    e.help
+                        .as_deref()
+                        .unwrap_or("check the bundle path in the image set"),
+                ),
             )),
         }
     }

@@ -171,6 +171,8 @@ pub struct Context {
     pub engine: Engine,
     pub images: Arc<ImageProvider>,
     pub desired: Vec<DesiredInstance>,
+    /// Images reported as unpushable (see `Expanded::image_errors`): the run exits 1.
+    pub failed_images: Vec<String>,
     pub outputs: Vec<(String, serde_json::Value, bool)>,
 }
 
@@ -183,6 +185,18 @@ pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Opti
     let images = Arc::new(ImageProvider::new());
     let rt = runtime()?;
     let expanded = rt.block_on(expand::expand(&loaded.config, &images));
+    if !args.destroy {
+        for (_, e) in &expanded.image_errors {
+            let report = miette!(
+                code = "mirrorplan::plan::image",
+                help = e.help.clone(),
+                "{}: {}",
+                e.address,
+                e.message
+            );
+            out.report(&report);
+        }
+    }
     if !expanded.errors.is_empty() {
         for e in &expanded.errors {
             let report = miette!(
@@ -217,6 +231,11 @@ pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Opti
         engine,
         images,
         desired: expanded.desired,
+        failed_images: if args.destroy {
+            Vec::new()
+        } else {
+            expanded.image_errors.into_iter().map(|(a, _)| a).collect()
+        },
         outputs,
     }))
 }
@@ -277,6 +296,7 @@ pub fn plan(
             targets: targets(args)?,
         }))
         .map_err(plan_error)?;
+    let plan = keep_failed_images(plan, &ctx.failed_images);
     print_plan(&plan, args, out);
     if let Some(path) = plan_out {
         let bytes = plan.to_file_bytes().map_err(miette::Report::new)?;
@@ -292,6 +312,10 @@ pub fn plan(
     } else {
         plan.has_changes()
     };
+    if !ctx.failed_images.is_empty() {
+        report_failed_images(&ctx.failed_images);
+        return Ok(ExitCode::from(1));
+    }
     Ok(if detailed_exitcode && changes {
         ExitCode::from(2)
     } else {
@@ -406,9 +430,14 @@ pub fn apply(
                     targets: targets(args)?,
                 }))
                 .map_err(plan_error)?;
+            let plan = keep_failed_images(plan, &ctx.failed_images);
             print_plan(&plan, args, out);
             if !plan.has_changes() && plan.drift.is_empty() {
                 save_outputs(&store, &mut state, &ctx)?;
+                if !ctx.failed_images.is_empty() {
+                    report_failed_images(&ctx.failed_images);
+                    return Ok(ExitCode::from(1));
+                }
                 return Ok(ExitCode::SUCCESS);
             }
             if !auto_approve {
@@ -502,11 +531,39 @@ pub fn apply(
             print_outputs(&st);
         }
     }
+    if !ctx.failed_images.is_empty() {
+        report_failed_images(&ctx.failed_images);
+        return Ok(ExitCode::from(1));
+    }
     Ok(if result.is_success() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Images that cannot be pushed keep their recorded state: a damaged
+/// bundle must never make a plan forget (or prune) what the mirror has.
+fn keep_failed_images(mut plan: Plan, failed: &[String]) -> Plan {
+    let hit = |a: &Address| {
+        let a = a.to_string();
+        failed
+            .iter()
+            .any(|f| a == *f || a.starts_with(&format!("{f}[")))
+    };
+    plan.changes
+        .retain(|c| !(c.action == Action::Delete && hit(&c.address)));
+    plan
+}
+
+fn report_failed_images(failed: &[String]) {
+    eprintln!(
+        "\nError: {} image(s) could not be planned and were not pushed (see the errors above):",
+        failed.len()
+    );
+    for a in failed {
+        eprintln!("  {a}");
+    }
 }
 
 fn save_outputs(store: &StateStore, state: &mut State, ctx: &Context) -> miette::Result<()> {
