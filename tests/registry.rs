@@ -767,3 +767,301 @@ fn oci_store_target_holds_exact_manifests() {
     }
     plan_exit(dir.path()).expect(0, "plan after apply");
 }
+
+/// A tiny HTTP CONNECT proxy on loopback that records the targets it tunnelled to.
+struct ConnectProxy {
+    port: u16,
+    targets: Arc<Mutex<Vec<String>>>,
+}
+
+impl ConnectProxy {
+    fn start() -> ConnectProxy {
+        let listener = ok(TcpListener::bind("127.0.0.1:0"), "bind the proxy");
+        let port = ok(listener.local_addr(), "proxy address").port();
+        let targets = Arc::new(Mutex::new(Vec::new()));
+        let seen = targets.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let seen = seen.clone();
+                std::thread::spawn(move || proxy_one(conn, &seen));
+            }
+        });
+        ConnectProxy { port, targets }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn targets(&self) -> Vec<String> {
+        self.targets.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+}
+
+fn proxy_one(mut client: TcpStream, seen: &Mutex<Vec<String>>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match client.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut words = head.split_whitespace();
+    let (Some("CONNECT"), Some(target)) = (words.next(), words.next()) else {
+        let _ = client.write_all(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n");
+        return;
+    };
+    // tests talk to 127.0.0.0/8 only
+    let upstream = match target.starts_with("127.") {
+        true => TcpStream::connect(target),
+        false => Err(std::io::Error::other("not loopback")),
+    };
+    let Ok(upstream) = upstream else {
+        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n");
+        return;
+    };
+    if let Ok(mut s) = seen.lock() {
+        s.push(target.to_string());
+    }
+    if client
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .is_err()
+    {
+        return;
+    }
+    let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), upstream.try_clone()) else {
+        return;
+    };
+    let mut upstream = upstream;
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c2, &mut upstream);
+        let _ = upstream.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut u2, &mut client);
+    let _ = client.shutdown(std::net::Shutdown::Write);
+    let _ = up.join();
+}
+
+/// `proxy = "http://…"` in the registry block, and `HTTPS_PROXY` in the
+/// environment: every connection to the mirror goes through a CONNECT
+/// tunnel; a proxy that is down makes apply fail instead of going direct.
+#[test]
+fn proxy_setting_and_https_proxy_variable_are_used() {
+    let reg = secure_registry();
+    let proxy = ConnectProxy::start();
+    let dir = tmp();
+    let fx = oci_bundle(dir.path(), "b", &spec(17, 2, 8 * 1024), Packing::TarGz);
+    let with_proxy = registry_block("mirror", &reg, Some(NS), true)
+        .replace("}\n", &format!("  proxy = \"{}\"\n}}\n", proxy.url()));
+    write_config(
+        dir.path(),
+        &format!("{with_proxy}{}", bundle_set("s", "mirror", &fx.path, "")),
+    );
+    apply(dir.path()).expect(0, "apply through the proxy");
+    assert_all_mirrored(&reg, &fx, Some(NS));
+    let tunnels = proxy.targets();
+    assert!(!tunnels.is_empty(), "the proxy saw no CONNECT");
+    assert!(
+        tunnels.iter().all(|t| *t == reg.host_port()),
+        "tunnels go to the mirror: {tunnels:?}"
+    );
+
+    // a proxy that is down: apply fails, it does not silently go direct
+    let dead = ok(TcpListener::bind("127.0.0.1:0"), "bind");
+    let dead_port = ok(dead.local_addr(), "addr").port();
+    drop(dead);
+    let dir2 = tmp();
+    let fx2 = oci_bundle(dir2.path(), "b", &spec(18, 1, 4 * 1024), Packing::Tar);
+    let down = registry_block("mirror", &reg, Some("via-dead-proxy"), true).replace(
+        "}\n",
+        &format!("  proxy = \"http://127.0.0.1:{dead_port}\"\n}}\n"),
+    );
+    write_config(
+        dir2.path(),
+        &format!("{down}{}", bundle_set("s", "mirror", &fx2.path, "")),
+    );
+    let failed = apply(dir2.path());
+    failed.expect(1, "apply through a proxy that is down");
+    assert!(
+        !stored_repositories(&reg)
+            .iter()
+            .any(|r| r.starts_with("via-dead-proxy")),
+        "nothing pushed around the dead proxy"
+    );
+
+    // HTTPS_PROXY from the environment, no `proxy` attribute
+    let env_proxy = ConnectProxy::start();
+    let dir3 = tmp();
+    let fx3 = oci_bundle(dir3.path(), "b", &spec(19, 1, 4 * 1024), Packing::Tar);
+    write_config(
+        dir3.path(),
+        &format!(
+            "{}{}",
+            registry_block("mirror", &reg, Some("via-env"), true),
+            bundle_set("s", "mirror", &fx3.path, "")
+        ),
+    );
+    let run = from_output(ok(
+        mp_cmd(dir3.path(), PASSWORD, &["apply", "--auto-approve"])
+            .env("HTTPS_PROXY", env_proxy.url())
+            .output(),
+        "run mirrorplan",
+    ));
+    run.expect(0, "apply with HTTPS_PROXY");
+    assert_all_mirrored(&reg, &fx3, Some("via-env"));
+    assert!(
+        env_proxy.targets().contains(&reg.host_port()),
+        "HTTPS_PROXY was used: {:?}",
+        env_proxy.targets()
+    );
+}
+
+/// Corrupt and truncated bundles: the damaged images fail with an error
+/// naming the image and the blob, no manifest is pushed for them, the
+/// other images (of the same bundle and of other sets) are pushed, the run
+/// exits 1, and a plan after the good images are in reports only the bad.
+#[test]
+fn corrupt_and_truncated_bundles_fail_only_their_images() {
+    let reg = secure_registry();
+    let dir = tmp();
+    let s = spec(20, 4, 32 * 1024);
+    let mut config = String::new();
+    // (set name, fixture, the image that must fail)
+    let mut cases: Vec<(&str, Fixture, String)> = Vec::new();
+    for (name, corruption, bad) in [
+        ("wronglayer", Corruption::WrongLayerContent, 0),
+        ("missinglayer", Corruption::MissingLayer, 3),
+        ("wrongconfig", Corruption::WrongConfigContent, 3),
+    ] {
+        let path = dir.path().join(format!("{name}.tar.gz"));
+        let fx = ok(
+            write_oci_bundle_with(&path, &s, Packing::TarGz, corruption),
+            "write a corrupt bundle",
+        );
+        config.push_str(&registry_block(name, &reg, Some(name), true));
+        config.push_str(&bundle_set(name, name, &path, ""));
+        let bad_name = fx.images[bad].name.clone();
+        cases.push((name, fx, bad_name));
+    }
+    // an unreadable index.json: every image of that bundle fails, nothing else
+    let unreadable = dir.path().join("unreadable.tar");
+    ok(
+        write_oci_bundle_with(&unreadable, &s, Packing::Tar, Corruption::UnreadableIndex),
+        "write a bundle with a bad index",
+    );
+    config.push_str(&registry_block(
+        "unreadable",
+        &reg,
+        Some("unreadable"),
+        true,
+    ));
+    config.push_str(&bundle_set("unreadable", "unreadable", &unreadable, ""));
+    // a good set beside them
+    let good = oci_bundle(dir.path(), "good", &spec(21, 2, 8 * 1024), Packing::TarZst);
+    config.push_str(&registry_block("good", &reg, Some("good"), true));
+    config.push_str(&bundle_set("good", "good", &good.path, ""));
+    write_config(dir.path(), &config);
+
+    let run = apply(dir.path());
+    run.expect(1, "apply of corrupt bundles");
+    let all = run.all();
+    assert!(!all.contains(PASSWORD), "the password leaked");
+    assert_all_mirrored(&reg, &good, Some("good"));
+    for (name, fx, bad) in &cases {
+        let corrupted = fx
+            .corrupted
+            .as_ref()
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        assert!(
+            !corrupted.is_empty(),
+            "{name}: the fixture names its damaged blob"
+        );
+        // the error names the image and the blob (messages may wrap lines)
+        let flat_nows: String = all.split_whitespace().collect();
+        assert!(
+            flat_nows.contains(&corrupted) && flat_nows.contains(bad.as_str()),
+            "{name}: an error naming {bad} and {corrupted}:\n{all}"
+        );
+        for img in &fx.images {
+            let mref = mirror_ref(&img.name, Some(name));
+            let got = mirror_digest(&reg, &mref);
+            if img.name == *bad {
+                assert_eq!(
+                    got, None,
+                    "{name}: no manifest for the damaged {}",
+                    img.name
+                );
+            } else {
+                let want = img.manifest_digest.as_ref().map(|d| d.to_string());
+                assert_eq!(got, want, "{name}: {} is pushed", img.name);
+            }
+        }
+    }
+    assert!(
+        all.contains("image_set.unreadable"),
+        "the unreadable bundle is reported:\n{all}"
+    );
+    assert!(
+        !stored_repositories(&reg)
+            .iter()
+            .any(|r| r.starts_with("unreadable")),
+        "nothing from the unreadable bundle"
+    );
+    // the good images are recorded; a second apply has only the bad ones left
+    let state = state_text(dir.path());
+    for img in &good.images {
+        assert!(state.contains(&img.name), "the state records {}", img.name);
+    }
+    let again = plan_exit(dir.path());
+    again.expect(1, "plan with damaged images still exits 1");
+    for (name, _, bad) in &cases {
+        let a = image_addr(name, bad);
+        assert!(
+            again.all().contains(&a),
+            "{a} still reported or planned:\n{}",
+            again.all()
+        );
+    }
+    assert!(
+        !again.stdout.contains("to destroy") || again.stdout.contains("0 to destroy"),
+        "damaged images never make the plan destroy anything:\n{}",
+        again.stdout
+    );
+
+    // a truncated bundle: its index.json is cut off with the tail, so none
+    // of its images can be known; they fail, a good set beside it is pushed
+    let tdir = tmp();
+    let whole = oci_bundle(tdir.path(), "whole", &spec(22, 4, 64 * 1024), Packing::Tar);
+    let len = ok(std::fs::metadata(&whole.path), "bundle size").len();
+    let cut = tdir.path().join("cut.tar");
+    ok(truncate_copy(&whole.path, &cut, len * 3 / 4), "truncate");
+    let good2 = oci_bundle(tdir.path(), "good2", &spec(23, 1, 8 * 1024), Packing::TarGz);
+    write_config(
+        tdir.path(),
+        &format!(
+            "{}{}{}{}",
+            registry_block("mirror", &reg, Some("truncated"), true),
+            bundle_set("cut", "mirror", &cut, ""),
+            registry_block("other", &reg, Some("beside-truncated"), true),
+            bundle_set("other", "other", &good2.path, ""),
+        ),
+    );
+    let run = apply(tdir.path());
+    run.expect(1, "apply of a truncated bundle");
+    let flat: String = run.all().split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains("image_set.cut") && flat.contains("truncated") && flat.contains("cut.tar"),
+        "a clear error for the truncated bundle:\n{}",
+        run.all()
+    );
+    assert!(
+        !stored_repositories(&reg)
+            .iter()
+            .any(|r| r.starts_with("truncated")),
+        "nothing from the truncated bundle"
+    );
+    assert_all_mirrored(&reg, &good2, Some("beside-truncated"));
+}
