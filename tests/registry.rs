@@ -1065,3 +1065,106 @@ fn corrupt_and_truncated_bundles_fail_only_their_images() {
     );
     assert_all_mirrored(&reg, &good2, Some("beside-truncated"));
 }
+
+/// The registry goes away mid-push (stopped once the first blob upload has
+/// finished): apply exits 1 with an error naming the registry, the state
+/// records exactly images that are really in the mirror, and once the
+/// registry is back the next apply completes without uploading again any
+/// blob the first run finished.
+#[test]
+fn registry_stopped_mid_push_then_resumed() {
+    let mut reg = secure_registry();
+    let dir = tmp();
+    let fx = oci_bundle(
+        dir.path(),
+        "big",
+        &FixtureSpec {
+            layers_per_image: 2,
+            ..spec(24, 12, 1536 * 1024)
+        },
+        Packing::TarZst,
+    );
+    write_config(
+        dir.path(),
+        &format!(
+            "{}{}",
+            registry_block("mirror", &reg, Some(NS), true),
+            bundle_set("big", "mirror", &fx.path, "")
+        ),
+    );
+    let mut child = ok(
+        mp_cmd(dir.path(), PASSWORD, &["apply", "--auto-approve"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn(),
+        "spawn apply",
+    );
+    // stop the registry as soon as one blob upload has completed
+    let mut stopped = false;
+    for _ in 0..60_000 {
+        if !uploaded_blobs(&log_text(&reg)).is_empty() {
+            reg.stop();
+            stopped = true;
+            break;
+        }
+        if ok(child.try_wait(), "poll apply").is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let first = from_output(ok(child.wait_with_output(), "wait for apply"));
+    assert!(
+        stopped,
+        "the registry was stopped mid-push:\n{}",
+        first.all()
+    );
+    first.expect(1, "apply while the registry goes away");
+    assert!(
+        first.all().contains(&reg.host_port()),
+        "the error names the registry:\n{}",
+        first.all()
+    );
+    assert!(
+        !first.all().contains("panicked"),
+        "a clean failure:\n{}",
+        first.all()
+    );
+    let log1 = log_text(&reg);
+    let done1: BTreeSet<String> = uploaded_blobs(&log1).into_iter().collect();
+    assert!(
+        !done1.is_empty() && done1.len() < fx.blobs.len(),
+        "stopped part way: {done1:?}"
+    );
+
+    // the state records only images that are really complete in the mirror
+    let state = state_text(dir.path());
+    let recorded: Vec<&str> = fx
+        .images
+        .iter()
+        .filter(|i| state.contains(&i.name))
+        .map(|i| i.name.as_str())
+        .collect();
+    let tags = stored_tags(&reg);
+    for name in &recorded {
+        let want = mirror_ref(name, Some(NS));
+        assert!(
+            tags.contains(&want),
+            "{name} is in the state, so in the mirror: {tags:?}"
+        );
+    }
+
+    ok(reg.start_again(), "start the registry again");
+    let second = apply(dir.path());
+    second.expect(0, "apply after the registry came back");
+    assert_all_mirrored(&reg, &fx, Some(NS));
+    let log2 = log_text(&reg);
+    let done2: BTreeSet<String> = uploaded_blobs(&log2[log1.len()..]).into_iter().collect();
+    let again: Vec<&String> = done1.intersection(&done2).collect();
+    assert!(again.is_empty(), "blobs uploaded twice: {again:?}");
+    assert_eq!(
+        done1.len() + done2.len(),
+        fx.blobs.len(),
+        "every blob uploaded exactly once over the two runs"
+    );
+    plan_exit(dir.path()).expect(0, "plan after the resumed apply");
+}
