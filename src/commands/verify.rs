@@ -460,7 +460,8 @@ fn hosts_endpoints(text: &str) -> Vec<String> {
             let l = l.trim();
             let rest = l.strip_prefix("[host.\"")?;
             let end = rest.find('"')?;
-            Some(rest[..end].to_string())
+            // `[host."URL"]` itself, not its `[host."URL".header]` subtable
+            (&rest[end..] == "\"]").then(|| rest[..end].to_string())
         })
         .collect()
 }
@@ -803,7 +804,7 @@ async fn check_node(
                 "pull",
                 &target,
                 Status::Fail,
-                format!("pulled {image}, but repoDigests {:?} do not hold the mirror's {expected}: the node did not get the mirror's copy", info.repo_digests),
+                format!("pulled {image}, but repoDigests {:?} do not hold the expected digest {expected}: the node did not get the expected content", info.repo_digests),
             ),
             Ok(None) => Check::new("pull", &target, Status::Fail, format!("{image} is not in containerd after the pull")),
             Err(e) => Check::new("pull", &target, Status::Fail, format!("image status of {image}: {e}")),
