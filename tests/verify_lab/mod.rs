@@ -390,6 +390,22 @@ cluster "admin" {{
         out = out.replace(&self.registry.host_port(), "[MIRROR]");
         out = out.replace(&self.registry.host_port().replace(':', "_"), "[MIRROR_]");
         out = out.replace(&self.ca_cert().display().to_string(), "[CA]");
+        let out: String = out
+            .lines()
+            .map(|l| {
+                let body = l.trim_start_matches(['+', '-', ' ']);
+                let pem = body.len() >= 20
+                    && !body.contains("--")
+                    && body
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c));
+                if pem {
+                    format!("{}[PEM]\n", &l[..l.len() - body.len()])
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
         redact_digests(&out)
     }
 }

@@ -263,7 +263,23 @@ impl Engine {
                     }
                     Some(o) => {
                         let r = overlay(p, &o.attrs);
-                        let diffs = attr_changes(&p.attrs, &p.sensitive, &r.attrs, &r.sensitive);
+                        let mut diffs =
+                            attr_changes(&p.attrs, &p.sensitive, &r.attrs, &r.sensitive);
+                        // an attribute the state never recorded that is also
+                        // absent in reality (e.g. a file the configuration
+                        // adds but no apply wrote yet) is not drift
+                        let null_digest =
+                            crate::value::secret_digest(&salt, &crate::value::AttrValue::Null);
+                        diffs.retain(|c| {
+                            let absent = match &c.after {
+                                None | Some(crate::value::AttrValue::Null) => true,
+                                Some(crate::value::AttrValue::String(d)) => {
+                                    c.sensitive && *d == null_digest
+                                }
+                                Some(_) => false,
+                            };
+                            !(c.before.is_none() && absent)
+                        });
                         if !diffs.is_empty() {
                             drift.push(Drift {
                                 address: address.clone(),

@@ -70,6 +70,13 @@ fn write_attr_change(out: &mut String, a: &AttrChange) {
         .attribute
         .strip_prefix(FILE_PREFIX)
         .unwrap_or(&a.attribute);
+    // a file that does not exist reads as null: treat it as absent
+    let a = &AttrChange {
+        attribute: a.attribute.clone(),
+        before: a.before.clone().filter(|v| !v.is_null()),
+        after: a.after.clone().filter(|v| !v.is_null()),
+        sensitive: a.sensitive,
+    };
     let is_text = |v: Option<&AttrValue>| v.is_none_or(AttrValue::is_string);
     let multiline = !a.sensitive
         && (a.before.as_ref().is_some_and(is_multiline)
