@@ -188,8 +188,12 @@ pub enum Command {
         #[arg(long)]
         auto_approve: bool,
     },
-    /// Check that the mirror serves the expected digests and that the nodes
-    /// really pull through it (digests, live containerd configuration, CRI).
+    /// Check that the nodes really pull through the mirror (read-only).
+    ///
+    /// Method 1: the mirror serves the expected digests, and a CRI pull by
+    /// the public name yields them. Method 2: each node's live containerd
+    /// configuration lists the mirror, its CA file matches, `config_path`
+    /// and legacy `mirrors` are not both set, and the CRI plugin answers.
     ///
     /// Changes nothing, except that it pulls one image into the containerd of
     /// each cluster's canary node (every SSH node with --pull, none with
