@@ -12,12 +12,11 @@
 #     platform with its own 12 MiB layer.
 # Names in index.json are full upstream names (`org.opencontainers.image.ref.name`),
 # so both mirrorplan and `skopeo copy oci:DIR:NAME` find them.
-# Layers are single-file tars whose payload comes from a seeded PRNG (not
-# /dev/urandom, so reruns are reproducible). Prints one line per image:
-# NAME DIGEST.
+# Layers are single-file (uncompressed) tars whose payload comes from a
+# seeded PRNG (not /dev/urandom, so reruns are reproducible). Prints one line
+# per image: NAME DIGEST.
 import argparse
 import hashlib
-import io
 import json
 import os
 import random
@@ -44,17 +43,32 @@ class Layout:
 
 
 def layer(layout, rng, size, label):
-    """A tar with one file of `size` random bytes, streamed to disk."""
-    payload = rng.randbytes(size)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as t:
-        info = tarfile.TarInfo(name=f"data/{label}.bin")
-        info.size = size
-        info.mtime = 1577836800
-        t.addfile(info, io.BytesIO(payload))
-    raw = buf.getvalue()
-    desc = layout.put(raw, LAYER)
-    return desc, "sha256:" + hashlib.sha256(raw).hexdigest()
+    """A tar with one file of `size` random bytes, streamed to disk in 8 MiB
+    chunks (so the 256 MiB layer needs little memory)."""
+    info = tarfile.TarInfo(name=f"data/{label}.bin")
+    info.size = size
+    info.mtime = 1577836800
+    h_raw = hashlib.sha256()
+    tmp = os.path.join(layout.blobs, ".partial")
+    total = 0
+    with open(tmp, "wb") as f:
+        def out(b):
+            nonlocal total
+            h_raw.update(b)
+            f.write(b)
+            total += len(b)
+        out(info.tobuf(format=tarfile.USTAR_FORMAT))
+        left = size
+        while left:
+            n = min(left, 8 * MIB)
+            out(rng.randbytes(n))
+            left -= n
+        out(b"\0" * ((512 - size % 512) % 512))
+        out(b"\0" * 1024)
+    d = h_raw.hexdigest()
+    os.rename(tmp, os.path.join(layout.blobs, d))
+    desc = {"mediaType": LAYER, "digest": "sha256:" + d, "size": total}
+    return desc, "sha256:" + d
 
 
 def image(layout, layers, arch, label):
