@@ -737,7 +737,19 @@ impl SshTransport {
             }
             (out, exited, refused)
         };
-        let (fed, (out, exited, refused)) = tokio::join!(feed, collect);
+        // Stop feeding when the channel ends: when the connection is cut
+        // mid-write, the window the sender waits for never opens, and
+        // waiting for the feed would hang forever.
+        tokio::pin!(feed);
+        tokio::pin!(collect);
+        let mut fed: Option<std::result::Result<(), russh::Error>> = None;
+        let (out, exited, refused) = loop {
+            tokio::select! {
+                r = &mut feed, if fed.is_none() => fed = Some(r),
+                c = &mut collect => break c,
+            }
+        };
+        let fed = fed.unwrap_or(Err(russh::Error::SendError));
         if refused {
             return Err(self.session_err("the server refused to run the command"));
         }
