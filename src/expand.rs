@@ -13,7 +13,7 @@ use base64::Engine as _;
 use mirrorplan_config::{Cluster, Config, ConfigStyle, Endpoint, ImageSet, NodeAddr, Registry};
 use mirrorplan_engine::{Address, DesiredInstance};
 use mirrorplan_node::cluster::ClusterSpec;
-use mirrorplan_node::provider::{NodeSpec, TransportSpec};
+use mirrorplan_node::provider::{NodeSpec, RolloutSpec, TransportSpec, ROLLOUT_ATTR};
 use mirrorplan_node::{EndpointScheme, MirrorSpec, NodeMirrorConfig, PullAuth, Secret};
 use mirrorplan_registry::provider::{
     bundle_catalogue, ImageProvider, ImageSource, ImageSpec, RegistryConn,
@@ -413,7 +413,17 @@ fn expand_cluster(
             }
         }
     }
+    // Rollout: with max_failures = 0 the batches of max_unavailable nodes
+    // are chained by dependencies (the first failure skips every later
+    // node); with max_failures > 0 they are not chained and the node
+    // provider enforces both limits (`RolloutSpec`), so the other nodes go
+    // on until more than max_failures have failed.
     let batch = c.rollout.max_unavailable.max(1) as usize;
+    let rollout = (c.rollout.max_failures > 0).then(|| RolloutSpec {
+        cluster: address.clone(),
+        max_unavailable: c.rollout.max_unavailable.max(1),
+        max_failures: c.rollout.max_failures,
+    });
     let mut all_nodes: Vec<Address> = Vec::new();
     let mut transports: Vec<TransportSpec> = Vec::new();
     let mut previous_batch: Vec<Address> = Vec::new();
@@ -446,7 +456,10 @@ fn expand_cluster(
             match spec.to_desired(addr.clone()) {
                 Ok(mut d) => {
                     d.dependencies.extend(deps.iter().cloned());
-                    d.dependencies.extend(previous_batch.iter().cloned());
+                    match &rollout {
+                        Some(r) => d.attrs.insert(ROLLOUT_ATTR, r.to_json()),
+                        None => d.dependencies.extend(previous_batch.iter().cloned()),
+                    }
                     out.desired.push(d);
                     this_batch.push(addr.clone());
                     all_nodes.push(addr);

@@ -405,6 +405,62 @@ fn file_attrs_prior(p: &PriorInstance) -> BTreeSet<String> {
 pub struct NodeProvider {
     connections: Arc<Connections>,
     socket: String,
+    rollouts: std::sync::Mutex<std::collections::HashMap<String, Arc<RolloutGate>>>,
+}
+
+/// Name of the attribute that carries a cluster's rollout limits when
+/// `max_failures > 0` (see [`RolloutSpec`]).
+pub const ROLLOUT_ATTR: &str = "rollout";
+
+/// A cluster's rollout limits, enforced by the node provider.
+///
+/// With `max_failures = 0` (the default) the binary chains the batches of
+/// `max_unavailable` nodes by dependencies, so the engine skips every node
+/// after the first failure and reports them as skipped. With
+/// `max_failures > 0` the nodes are not chained: each node carries this
+/// attribute, and the provider lets at most `max_unavailable` nodes of the
+/// cluster change at once and starts no further node of the cluster once
+/// more than `max_failures` have failed (those fail with "not started",
+/// their files untouched, and stay pending in the next plan).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutSpec {
+    /// The cluster, e.g. `cluster.c1`.
+    pub cluster: String,
+    /// Nodes changed at once (at least 1).
+    pub max_unavailable: u32,
+    /// Failed nodes tolerated before the rollout stops.
+    pub max_failures: u32,
+}
+
+impl RolloutSpec {
+    /// The attribute value.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "cluster": self.cluster,
+            "max_unavailable": self.max_unavailable,
+            "max_failures": self.max_failures,
+        })
+    }
+
+    fn from_attrs(attrs: &Attrs) -> Option<RolloutSpec> {
+        let v = attrs.get(ROLLOUT_ATTR)?;
+        let n = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok())
+        };
+        Some(RolloutSpec {
+            cluster: v.get("cluster")?.as_str()?.to_string(),
+            max_unavailable: n("max_unavailable")?.max(1),
+            max_failures: n("max_failures")?,
+        })
+    }
+}
+
+/// The running state of one cluster's rollout in this process.
+struct RolloutGate {
+    slots: tokio::sync::Semaphore,
+    failures: std::sync::atomic::AtomicU32,
 }
 
 impl NodeProvider {
@@ -413,7 +469,23 @@ impl NodeProvider {
         NodeProvider {
             connections,
             socket: crate::cri::DEFAULT_SOCKET.to_string(),
+            rollouts: Default::default(),
         }
+    }
+
+    fn gate(&self, r: &RolloutSpec) -> Arc<RolloutGate> {
+        let mut map = self
+            .rollouts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.entry(r.cluster.clone())
+            .or_insert_with(|| {
+                Arc::new(RolloutGate {
+                    slots: tokio::sync::Semaphore::new(r.max_unavailable.max(1) as usize),
+                    failures: std::sync::atomic::AtomicU32::new(0),
+                })
+            })
+            .clone()
     }
 
     async fn transport(&self, spec: &TransportSpec) -> Result<Arc<dyn Transport>, ProviderError> {
@@ -574,6 +646,38 @@ impl Provider for NodeProvider {
     }
 
     async fn apply(
+        &self,
+        change: &PlannedChange,
+        ctx: &ApplyContext,
+    ) -> Result<Option<NewInstanceState>, ProviderError> {
+        let Some(rollout) = change.after.as_ref().and_then(RolloutSpec::from_attrs) else {
+            return self.apply_node(change, ctx).await;
+        };
+        use std::sync::atomic::Ordering;
+        let gate = self.gate(&rollout);
+        let _slot =
+            gate.slots.acquire().await.map_err(|_| {
+                ProviderError::failed(format!("{}: rollout closed", change.address))
+            })?;
+        let failed = gate.failures.load(Ordering::SeqCst);
+        if failed > rollout.max_failures {
+            return Err(ProviderError::failed(format!(
+                "{}: not started: the rollout of {} stopped after {failed} failed node(s) (max_failures = {}); this node is unchanged",
+                change.address, rollout.cluster, rollout.max_failures
+            ))
+            .with_help("fix the failed nodes, then apply again: the untouched nodes are still pending"));
+        }
+        let result = self.apply_node(change, ctx).await;
+        if result.is_err() {
+            gate.failures.fetch_add(1, Ordering::SeqCst);
+        }
+        result
+    }
+}
+
+impl NodeProvider {
+    /// One node's step (see the module docs).
+    async fn apply_node(
         &self,
         change: &PlannedChange,
         ctx: &ApplyContext,
