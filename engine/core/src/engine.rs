@@ -224,7 +224,12 @@ impl Engine {
         let selected: BTreeSet<Address> = if targets.is_empty() {
             full_graph.keys().cloned().collect()
         } else {
-            target_closure(&full_graph, &targets)?
+            let doomed: BTreeSet<Address> = priors
+                .keys()
+                .filter(|a| !by_addr.contains_key(*a))
+                .cloned()
+                .collect();
+            target_closure(&full_graph, &targets, &doomed)?
         };
 
         // Refresh.

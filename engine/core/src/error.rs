@@ -137,7 +137,7 @@ pub enum EngineError {
     #[error("the plan file cannot be used: {reason}")]
     #[diagnostic(
         code(mirrorplan::engine::plan_file),
-        help("the file is damaged or was written by another version; run `mirrorplan plan -out` again")
+        help("the file is damaged or was written by another version; run `mirrorplan plan --out FILE` again")
     )]
     PlanFile {
         /// What is wrong.

@@ -66,6 +66,7 @@ pub(crate) fn check_acyclic(graph: &DepGraph) -> Result<(), EngineError> {
 pub(crate) fn target_closure(
     graph: &DepGraph,
     targets: &[Address],
+    doomed: &BTreeSet<Address>,
 ) -> Result<BTreeSet<Address>, EngineError> {
     let mut selected = BTreeSet::new();
     let mut queue = Vec::new();
@@ -76,9 +77,22 @@ pub(crate) fn target_closure(
         }
         queue.extend(matched);
     }
+    // reverse edges: who depends on each instance
+    let mut dependents: BTreeMap<&Address, Vec<&Address>> = BTreeMap::new();
+    for (a, deps) in graph {
+        for d in deps {
+            dependents.entry(d).or_default().push(a);
+        }
+    }
     while let Some(addr) = queue.pop() {
         if selected.insert(addr.clone()) {
-            if let Some(deps) = graph.get(addr) {
+            if doomed.contains(addr) {
+                // destroying it means destroying what depends on it first
+                if let Some(ds) = dependents.get(addr) {
+                    queue.extend(ds.iter().copied());
+                }
+            } else if let Some(deps) = graph.get(addr) {
+                // creating or changing it needs what it depends on
                 queue.extend(deps.iter().filter(|d| graph.contains_key(*d)));
             }
         }
@@ -173,13 +187,34 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let sel = target_closure(&graph, &[a("a").with_key("1")]).expect("target found");
+        let none = BTreeSet::new();
+        let sel = target_closure(&graph, &[a("a").with_key("1")], &none).expect("target found");
         assert_eq!(
             sel,
             [a("a").with_key("1"), a("b"), a("c")].into_iter().collect()
         );
-        let all_a = target_closure(&graph, &[a("a")]).expect("target found");
+        let all_a = target_closure(&graph, &[a("a")], &none).expect("target found");
         assert!(all_a.contains(&a("a").with_key("2")) && !all_a.contains(&a("d")));
-        assert!(target_closure(&graph, &[a("zzz")]).is_err());
+        assert!(target_closure(&graph, &[a("zzz")], &none).is_err());
+    }
+
+    #[test]
+    fn destroying_a_target_takes_its_dependents_not_its_dependencies() {
+        let graph: DepGraph = [
+            (a("node").with_key("2"), vec![a("node").with_key("1")]),
+            (a("node").with_key("1"), vec![a("image")]),
+            (a("image"), vec![]),
+        ]
+        .into_iter()
+        .collect();
+        let doomed: BTreeSet<Address> = graph.keys().cloned().collect();
+        let sel =
+            target_closure(&graph, &[a("node").with_key("1")], &doomed).expect("target found");
+        assert_eq!(
+            sel,
+            [a("node").with_key("1"), a("node").with_key("2")]
+                .into_iter()
+                .collect()
+        );
     }
 }
