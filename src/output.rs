@@ -32,6 +32,10 @@ impl Output {
                     .unicode(color)
                     .terminal_links(false)
                     .width(100)
+                    // never split a word at a hyphen: lock ids, digests and
+                    // paths stay whole so that they can be copied
+                    .break_words(false)
+                    .word_splitter(textwrap::WordSplitter::NoHyphenation)
                     .build(),
             )
         }));
