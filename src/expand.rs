@@ -112,13 +112,23 @@ pub async fn expand(config: &Config, images: &ImageProvider) -> Expanded {
     let mut out = Expanded::default();
     // image set address → its image instance addresses
     let mut set_images: BTreeMap<String, Vec<Address>> = BTreeMap::new();
+    let mut images_of_set: BTreeMap<Address, Vec<Address>> = BTreeMap::new();
     for set in &config.image_sets {
         let mut addrs = expand_image_set(config, set, &mut out);
         addrs.extend(expand_upstream_images(config, set, images, &mut out).await);
-        set_images.insert(set.address(), addrs);
+        // one barrier instance per set: nodes wait for it rather than for every image
+        let set_addr =
+            instance_address("image_set", &set.name, set.key.as_deref(), "").without_key();
+        out.desired.push(mirrorplan_registry::set::set_desired(
+            set_addr.clone(),
+            addrs.len() as u64,
+            addrs.clone(),
+        ));
+        images_of_set.insert(set_addr.clone(), addrs);
+        set_images.insert(set.address(), vec![set_addr]);
     }
     for c in &config.clusters {
-        expand_cluster(config, c, &set_images, &mut out);
+        expand_cluster(config, c, &set_images, &images_of_set, &mut out);
     }
     out
 }
@@ -353,6 +363,7 @@ fn expand_cluster(
     config: &Config,
     c: &Cluster,
     set_images: &BTreeMap<String, Vec<Address>>,
+    images_of_set: &BTreeMap<Address, Vec<Address>>,
     out: &mut Expanded,
 ) {
     let address = c.address();
@@ -390,29 +401,38 @@ fn expand_cluster(
     }
     // what every node of the cluster waits for: image sets (and other blocks) it depends on
     let mut deps: Vec<Address> = Vec::new();
+    let mut seen: std::collections::BTreeSet<Address> = std::collections::BTreeSet::new();
+    let node_prefix = format!("node.{}[", c.instance_name());
+    let mut froms: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
     for e in &config.edges {
-        let to_node =
-            e.to.starts_with("node.") && e.to.contains(&format!("node.{}[", c.instance_name()));
-        if !to_node {
-            continue;
+        if e.to.starts_with(&node_prefix) {
+            froms.insert(e.from.as_str());
         }
-        if let Some(images) = set_images.get(&e.from) {
-            for a in images {
-                if !deps.contains(a) {
+    }
+    for from in froms {
+        if let Some(sets) = set_images.get(from) {
+            for a in sets {
+                if seen.insert(a.clone()) {
                     deps.push(a.clone());
                 }
             }
-        } else if e.from.starts_with("cluster.") {
-            for other in config.clusters.iter().filter(|o| o.address() == e.from) {
+        } else if from.starts_with("cluster.") {
+            for other in config.clusters.iter().filter(|o| o.address() == from) {
                 for n in &other.nodes {
                     let a = node_address(other, n);
-                    if !deps.contains(&a) {
+                    if seen.insert(a.clone()) {
                         deps.push(a);
                     }
                 }
             }
         }
     }
+    // the images the cluster uses, for the cluster step's pull
+    let used_images: std::collections::BTreeSet<&Address> = deps
+        .iter()
+        .filter_map(|d| images_of_set.get(d))
+        .flatten()
+        .collect();
     // Rollout: with max_failures = 0 the batches of max_unavailable nodes
     // are chained by dependencies (the first failure skips every later
     // node); with max_failures > 0 they are not chained and the node
@@ -482,7 +502,7 @@ fn expand_cluster(
     // the cluster step: prove that a node pulls one of the cluster's images through the mirror
     let mirrored: Vec<String> = cfg.upstream_hosts().into_iter().collect();
     let candidate = out.desired.iter().find(|d| {
-        deps.contains(&d.address)
+        used_images.contains(&d.address)
             && d.provider == "image"
             && d.attrs
                 .get("upstream")

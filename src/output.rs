@@ -25,13 +25,20 @@ impl Output {
     /// Installs miette's graphical handler (colour per policy).
     pub fn install_miette_hook(&self) {
         let color = self.color_stderr;
+        // wrap for a person at a terminal; logs and pipes get whole lines,
+        // so that grep finds a message and ids can be copied
+        let width = if std::io::stderr().is_terminal() {
+            100
+        } else {
+            100_000
+        };
         let _ = miette::set_hook(Box::new(move |_| {
             Box::new(
                 miette::MietteHandlerOpts::new()
                     .color(color)
                     .unicode(color)
                     .terminal_links(false)
-                    .width(100)
+                    .width(width)
                     // never split a word at a hyphen: lock ids, digests and
                     // paths stay whole so that they can be copied
                     .break_words(false)

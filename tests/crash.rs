@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use mirrorplan_state::StateStore;
 
 const NODES: usize = 40;
-/// Every instance of the configuration: the nodes, 3 images, 1 cluster check.
-const INSTANCES: usize = NODES + 4;
+/// Every instance of the configuration: the nodes, 3 images, their image set, 1 cluster check.
+const INSTANCES: usize = NODES + 5;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mirrorplan"));

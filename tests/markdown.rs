@@ -54,7 +54,7 @@ fn quickstart_plan_as_markdown() {
     );
     let md = stdout(&o);
     assert!(
-        md.starts_with("### mirrorplan plan: 6 to add, 0 to change, 0 to destroy"),
+        md.starts_with("### mirrorplan plan: 7 to add, 0 to change, 0 to destroy"),
         "{md}"
     );
     assert!(!md.contains(&dir.display().to_string()), "{md}");

@@ -149,7 +149,7 @@ fn apply_writes_store_nodes_and_state_and_converges() {
     let o = run_ok(dir, &["apply", "--auto-approve"], 0);
     let stdout = text(&o.stdout);
     assert!(
-        stdout.contains("Apply complete! Resources: 6 added, 0 changed, 0 destroyed."),
+        stdout.contains("Apply complete! Resources: 7 added, 0 changed, 0 destroyed."),
         "{stdout}"
     );
     assert!(stdout.contains("store = \"oci:./store\""), "{stdout}");
@@ -230,7 +230,7 @@ fn apply_writes_store_nodes_and_state_and_converges() {
     let addrs: Vec<&String> = state.instances().keys().collect();
     let mut expected: Vec<&str> = vec![CLUSTER];
     expected.extend(IMAGES);
-    expected.extend([NODE1, NODE2]);
+    expected.extend(["image_set.bundle", NODE1, NODE2]);
     assert_eq!(addrs, expected);
     // the lock is released: no lock info left behind
     assert!(!dir.join(".mirrorplan/state.json.lock.info").exists());
@@ -348,7 +348,7 @@ fn saved_plan_applies_once_and_damaged_plans_are_refused() {
 
     // the saved plan applies (no approval needed) ...
     let o = run_ok(dir, &["apply", "tfplan"], 0);
-    assert!(text(&o.stdout).contains("6 added"), "{}", text(&o.stdout));
+    assert!(text(&o.stdout).contains("7 added"), "{}", text(&o.stdout));
     assert!(node_file(dir, "node2", GCR_HOSTS).is_file());
     run_ok(dir, &["plan", "--detailed-exitcode"], 0);
 
@@ -389,7 +389,7 @@ fn destroy_removes_the_node_files_and_forgets_everything() {
     run_ok(dir, &["apply", "--auto-approve"], 0);
     let o = run_ok(dir, &["destroy", "--auto-approve"], 0);
     assert!(
-        text(&o.stdout).contains("0 added, 0 changed, 6 destroyed"),
+        text(&o.stdout).contains("0 added, 0 changed, 7 destroyed"),
         "{}",
         text(&o.stdout)
     );
@@ -409,7 +409,7 @@ fn destroy_removes_the_node_files_and_forgets_everything() {
     assert_eq!(text(&o.stdout).trim(), "");
     // everything would be created again
     let o = run_ok(dir, &["plan", "--detailed-exitcode"], 2);
-    assert!(text(&o.stdout).contains("Plan: 6 to add, 0 to change, 0 to destroy."));
+    assert!(text(&o.stdout).contains("Plan: 7 to add, 0 to change, 0 to destroy."));
 }
 
 #[test]
@@ -422,7 +422,7 @@ fn state_and_output_commands_read_the_state() {
     let listed: Vec<String> = text(&o.stdout).lines().map(str::to_string).collect();
     let mut expected: Vec<&str> = vec![CLUSTER];
     expected.extend(IMAGES);
-    expected.extend([NODE1, NODE2]);
+    expected.extend(["image_set.bundle", NODE1, NODE2]);
     assert_eq!(listed, expected);
 
     let o = run_ok(dir, &["state", "show", NODE1], 0);

@@ -217,6 +217,7 @@ pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Opti
         .with_provider(images.clone())
         .with_provider(nodes)
         .with_provider(clusters)
+        .with_provider(Arc::new(mirrorplan_registry::set::ImageSetProvider))
         .with_parallelism(args.parallelism.max(1))
         .with_hooks(Arc::new(StderrHooks::new(!args.verbose)));
     let outputs = loaded
@@ -487,6 +488,7 @@ pub fn apply(
         };
         let cell = state_cell.clone();
         let store2 = StateStore::new(store.path().to_path_buf());
+        let mut last_save = Instant::now();
         let mut sink = move |addr: &Address, rec: Option<&InstanceRecord>| -> Result<(), SinkError> {
             let mut st = cell.lock().map_err(|_| SinkError { message: "state lock poisoned".into() })?;
             match rec {
@@ -497,6 +499,15 @@ pub fn apply(
                     st.remove_instance(&addr.to_string());
                 }
             }
+            // Every completed instance is saved at once, except in very large
+            // states, where a save every SAVE_INTERVAL keeps the total cost
+            // linear (each save rewrites the whole file); the final save below
+            // catches the rest, so only a SIGKILL can lose at most that
+            // interval of finished work, which the next apply redoes.
+            if st.instances().len() >= LARGE_STATE && last_save.elapsed() < SAVE_INTERVAL {
+                return Ok(());
+            }
+            last_save = Instant::now();
             store2.save(&mut st).map(|_| ()).map_err(|e| SinkError { message: e.to_string() })
         };
         let report = ctx
@@ -526,6 +537,11 @@ pub fn apply(
         )
     );
     if let Ok(mut st) = state_cell.lock() {
+        // whatever a throttled save left pending
+        if let Err(e) = store.save(&mut st) {
+            out.report(&miette::Report::new(e));
+            return Ok(ExitCode::from(1));
+        }
         if result.is_success() {
             save_outputs(&store, &mut st, &ctx)?;
             print_outputs(&st);
@@ -597,6 +613,11 @@ fn print_outputs(state: &State) {
         }
     }
 }
+
+/// From this many instances on, state saves during apply are spaced by [`SAVE_INTERVAL`].
+const LARGE_STATE: usize = 1000;
+/// The least time between two state saves in a large state.
+const SAVE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Parses `--lock-timeout` values like `0s`, `30s`, `5m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -445,6 +445,8 @@ pub fn render_plan_markdown(plan: &Plan) -> String {
         match c.address.kind() {
             "image" => sets.entry(c.address.name()).or_default().push(c),
             "node" | "cluster" => clusters.entry(c.address.name()).or_default().push(c),
+            // the set's own barrier instance: its images are the summary
+            "image_set" => {}
             _ => others.push(c),
         }
     }

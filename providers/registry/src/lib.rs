@@ -51,6 +51,7 @@ pub mod provider;
 pub mod push;
 pub mod push_remote;
 pub mod reference;
+pub mod set;
 pub mod store;
 
 pub use auth::{Auth, Credentials, Secret};
