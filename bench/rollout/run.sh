@@ -7,6 +7,7 @@
 #
 #   bench/rollout/run.sh                       # SIZES="20 100" MU="1 10"
 #   SIZES=20 MU=10 bench/rollout/run.sh        # a quick run
+#   SIZES=100 MU= bench/rollout/run.sh         # Ansible only (needs the files of an earlier run)
 #
 # Nodes: one OpenSSH sshd per node on 127.5.X.Y:2222 (X.Y from the node
 # number), each in its own mount namespace where the node's own directory
@@ -32,7 +33,7 @@
 set -euo pipefail
 
 SIZES=${SIZES:-"20 100"}
-MU=${MU:-"1 10"}
+MU=${MU-"1 10"}
 FORKS=${FORKS:-10}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=${BENCH_DIR:-/tmp/mirrorplan-bench-rollout}
@@ -349,6 +350,10 @@ for n in $SIZES; do
     row "$n" "mirrorplan (max_unavailable = $mu)" "$a" "$b"
   done
   # Ansible
+  [ -d "$golden" ] || {
+    echo "rollout: no expected files yet ($golden): run mirrorplan first (MU not empty)" >&2
+    exit 1
+  }
   reset_nodes "$n"
   dir="$work/ansible-$n"
   rm -rf "$dir"
