@@ -48,6 +48,42 @@ pub enum PutOutcome {
     AlreadyPresent,
 }
 
+/// Tags to point at their manifests in one `index.json` rewrite
+/// ([`OciStore::put_tags`]). A later entry for the same `REPO:TAG` replaces
+/// an earlier one.
+#[derive(Debug, Default)]
+pub struct TagBatch {
+    entries: BTreeMap<String, Descriptor>,
+}
+
+impl TagBatch {
+    /// Adds `repository:tag` → `manifest` (checked names).
+    pub fn add(
+        &mut self,
+        repository: &str,
+        tag: &str,
+        mut manifest: Descriptor,
+    ) -> Result<(), StoreError> {
+        check_name(repository, tag)?;
+        let key = format!("{repository}:{tag}");
+        manifest
+            .annotations
+            .insert(ANNOTATION_REF_NAME.to_string(), key.clone());
+        self.entries.insert(key, manifest);
+        Ok(())
+    }
+
+    /// Number of tags.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there is no tag.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct IndexFile {
@@ -275,20 +311,42 @@ impl OciStore {
         bytes: &[u8],
     ) -> Result<Descriptor, StoreError> {
         check_name(repository, tag)?;
-        let mut desc = self.put_manifest_blob(repository, media_type, bytes)?;
-        desc.annotations.insert(
-            ANNOTATION_REF_NAME.to_string(),
-            format!("{repository}:{tag}"),
-        );
+        let desc = self.put_manifest_blob(repository, media_type, bytes)?;
+        let mut tags = TagBatch::default();
+        tags.add(repository, tag, desc.clone())?;
+        self.put_tags(tags)?;
+        Ok(desc)
+    }
+
+    /// Point every tag of `batch` at its (already stored) manifest with one
+    /// atomic rewrite of `index.json`. Pushing many images this way costs one
+    /// index rewrite instead of one per image (the index grows with every
+    /// tag, so per-image rewrites are quadratic). The manifests must have
+    /// been stored with [`put_manifest_blob`](Self::put_manifest_blob)
+    /// before: tags still come last. Each manifest is checked to be stored.
+    pub fn put_tags(&self, batch: TagBatch) -> Result<(), StoreError> {
+        if batch.entries.is_empty() {
+            return Ok(());
+        }
+        for (key, desc) in &batch.entries {
+            if !self.has_blob(&desc.digest)? {
+                let repository = key.rsplit_once(':').map_or(key.as_str(), |(r, _)| r);
+                return Err(StoreError::MissingReference {
+                    repository: repository.to_string(),
+                    digest: desc.digest.clone(),
+                    missing: desc.digest.clone(),
+                });
+            }
+        }
         let _guard = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut index = self.read_index()?;
-        let key = format!("{repository}:{tag}");
-        index
-            .manifests
-            .retain(|m| m.annotations.get(ANNOTATION_REF_NAME) != Some(&key));
-        index.manifests.push(desc.clone());
-        self.write_index(&index)?;
-        Ok(desc)
+        index.manifests.retain(|m| {
+            m.annotations
+                .get(ANNOTATION_REF_NAME)
+                .is_none_or(|name| !batch.entries.contains_key(name))
+        });
+        index.manifests.extend(batch.entries.into_values());
+        self.write_index(&index)
     }
 
     /// The manifest `repository:tag` points at.
@@ -316,6 +374,21 @@ impl OciStore {
         }
         self.write_index(&index)?;
         Ok(true)
+    }
+
+    /// Every `REPO:TAG` name of `index.json` with the manifest digest it
+    /// points at (what [`resolve`](Self::resolve) would find for each), from
+    /// one read of the index.
+    pub fn ref_names(&self) -> Result<std::collections::HashMap<String, Digest>, StoreError> {
+        let index = self.read_index()?;
+        Ok(index
+            .manifests
+            .into_iter()
+            .filter_map(|mut m| {
+                let name = m.annotations.remove(ANNOTATION_REF_NAME)?;
+                Some((name, m.digest))
+            })
+            .collect())
     }
 
     /// Every `REPO:TAG` entry of `index.json`, sorted.
@@ -505,6 +578,75 @@ mod tests {
         assert!(matches!(s.delete_tag("ns/a/b", "1.0"), Ok(false)));
         assert!(matches!(s.resolve("ns/a/b", "1.0"), Ok(None)));
         assert!(matches!(s.has_blob(&desc.digest), Ok(true)));
+    }
+
+    #[test]
+    fn tag_batches_write_every_tag_once_and_need_their_manifests() {
+        let (_d, s) = store();
+        let cfg = br#"{"os":"linux","architecture":"arm64"}"#;
+        assert!(s.put_blob_bytes(cfg).is_ok());
+        let manifest = |n: u32| {
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{}","size":{}}},"layers":[],"annotations":{{"n":"{n}"}}}}"#,
+                media_types::OCI_MANIFEST,
+                media_types::OCI_CONFIG,
+                Digest::of(cfg),
+                cfg.len()
+            )
+        };
+        // an existing tag that the batch moves
+        let old = s.put_manifest(
+            "m/a",
+            "1",
+            media_types::OCI_MANIFEST,
+            manifest(0).as_bytes(),
+        );
+        assert!(old.is_ok(), "{old:?}");
+        let mut batch = TagBatch::default();
+        let mut digests = Vec::new();
+        for n in 1..=3u32 {
+            let d = s.put_manifest_blob("m/a", media_types::OCI_MANIFEST, manifest(n).as_bytes());
+            let Ok(d) = d else { panic!("{d:?}") };
+            digests.push(d.digest.clone());
+            assert!(batch.add("m/a", &n.to_string(), d).is_ok());
+        }
+        assert!(batch
+            .add(
+                "Bad",
+                "1",
+                Descriptor::new(media_types::OCI_MANIFEST, Digest::of(b"x"), 1)
+            )
+            .is_err());
+        assert_eq!(batch.len(), 3);
+        // nothing is visible before the batch is written
+        assert!(matches!(s.resolve("m/a", "2"), Ok(None)));
+        assert!(s.put_tags(batch).is_ok());
+        let tags = s.list_tags().map(|t| {
+            t.into_iter()
+                .map(|e| (e.tag, e.descriptor.digest))
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(
+            tags.ok(),
+            Some(vec![
+                ("1".to_string(), digests[0].clone()),
+                ("2".to_string(), digests[1].clone()),
+                ("3".to_string(), digests[2].clone()),
+            ])
+        );
+        // a batch naming a manifest that is not stored changes nothing
+        let mut missing = TagBatch::default();
+        let absent = Descriptor::new(media_types::OCI_MANIFEST, Digest::of(b"absent"), 6);
+        assert!(missing.add("m/a", "1", absent).is_ok());
+        let r = s.put_tags(missing);
+        assert!(
+            matches!(r, Err(StoreError::MissingReference { .. })),
+            "{r:?}"
+        );
+        assert_eq!(
+            s.resolve("m/a", "1").ok().flatten().map(|d| d.digest),
+            Some(digests[0].clone())
+        );
     }
 
     #[test]
