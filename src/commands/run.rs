@@ -487,8 +487,9 @@ pub fn apply(
             Err(_) => return Err(miette!("internal error: state lock poisoned")),
         };
         let cell = state_cell.clone();
-        let store2 = StateStore::new(store.path().to_path_buf());
+        let store2 = store.clone();
         let mut last_save = Instant::now();
+        let mut save_gap = SAVE_INTERVAL;
         let mut sink = move |addr: &Address, rec: Option<&InstanceRecord>| -> Result<(), SinkError> {
             let mut st = cell.lock().map_err(|_| SinkError { message: "state lock poisoned".into() })?;
             match rec {
@@ -500,15 +501,20 @@ pub fn apply(
                 }
             }
             // Every completed instance is saved at once, except in very large
-            // states, where a save every SAVE_INTERVAL keeps the total cost
-            // linear (each save rewrites the whole file); the final save below
-            // catches the rest, so only a SIGKILL can lose at most that
-            // interval of finished work, which the next apply redoes.
-            if st.instances().len() >= LARGE_STATE && last_save.elapsed() < SAVE_INTERVAL {
+            // states: there the next save waits SAVE_INTERVAL, or four times
+            // as long as the last save took, after the end of the last save,
+            // so saving (each rewrites the whole file) takes at most a fifth
+            // of the walk and the total stays linear. The final save below
+            // catches the rest, so only a SIGKILL can lose finished work
+            // (at most one interval), which the next apply redoes.
+            if st.instances().len() >= LARGE_STATE && last_save.elapsed() < save_gap {
                 return Ok(());
             }
+            let started = Instant::now();
+            let saved = store2.save(&mut st).map(|_| ()).map_err(|e| SinkError { message: e.to_string() });
+            save_gap = SAVE_INTERVAL.max(started.elapsed() * 4);
             last_save = Instant::now();
-            store2.save(&mut st).map(|_| ()).map_err(|e| SinkError { message: e.to_string() })
+            saved
         };
         let report = ctx
             .engine
@@ -616,7 +622,8 @@ fn print_outputs(state: &State) {
 
 /// From this many instances on, state saves during apply are spaced by [`SAVE_INTERVAL`].
 const LARGE_STATE: usize = 1000;
-/// The least time between two state saves in a large state.
+/// The least time between the end of a state save and the next one, in a
+/// large state.
 const SAVE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Parses `--lock-timeout` values like `0s`, `30s`, `5m`.

@@ -1,7 +1,9 @@
 //! [`StateStore`]: where a state file lives, and how it is loaded and saved.
 
 use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::error::StateError;
 use crate::fsutil::{read_optional, write_atomic};
@@ -56,15 +58,62 @@ impl SaveOutcome {
 /// Loading never locks (that is the `--lock=false` read-only mode); writers
 /// take a [`StateLock`] with [`StateStore::lock`] before loading and hold it
 /// until their last save.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// A store remembers the file it last loaded or wrote (identified by device,
+/// inode, size and modification time; every save replaces the file by
+/// rename, so a new version is a new inode). While the file on disk is still
+/// that one, a save neither parses nor validates it again: in a state of
+/// 10,000 instances that is most of a save's cost. Any other file (another
+/// writer, a hand edit) goes through the full checks.
+#[derive(Debug, Clone)]
 pub struct StateStore {
     path: PathBuf,
+    known: Arc<Mutex<Option<KnownFile>>>,
+}
+
+impl PartialEq for StateStore {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+    }
+}
+
+impl Eq for StateStore {}
+
+/// The state file as this store last loaded or wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct KnownFile {
+    stamp: FileStamp,
+    lineage: uuid::Uuid,
+    serial: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    device: u64,
+    inode: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            device: m.dev(),
+            inode: m.ino(),
+            len: m.len(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        })
+    }
 }
 
 impl StateStore {
     /// A store for the state file at `path` (which need not exist yet).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        StateStore { path: path.into() }
+        StateStore {
+            path: path.into(),
+            known: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// The default store of a configuration: `<config_dir>/.mirrorplan/state.json`.
@@ -102,10 +151,34 @@ impl StateStore {
     /// A file that exists but is not a valid state is an error, never an
     /// empty state. Temporary files left by an interrupted save are ignored.
     pub fn load(&self) -> Result<Option<State>, StateError> {
+        let before = FileStamp::of(&self.path);
         match read_optional(&self.path)? {
             None => Ok(None),
-            Some(bytes) => self.parse(&bytes).map(Some),
+            Some(bytes) => {
+                let state = self.parse(&bytes)?;
+                if before.is_some() && before == FileStamp::of(&self.path) {
+                    self.remember(before, &state);
+                }
+                Ok(Some(state))
+            }
         }
+    }
+
+    fn remember(&self, stamp: Option<FileStamp>, state: &State) {
+        if let Ok(mut known) = self.known.lock() {
+            *known = stamp.map(|stamp| KnownFile {
+                stamp,
+                lineage: state.lineage(),
+                serial: state.serial(),
+            });
+        }
+    }
+
+    /// What is known of the file on disk without parsing it: its lineage and
+    /// serial, when it is the file this store last loaded or wrote.
+    fn known_now(&self) -> Option<KnownFile> {
+        let known = self.known.lock().ok()?.clone()?;
+        (FileStamp::of(&self.path).as_ref() == Some(&known.stamp)).then_some(known)
     }
 
     /// Loads the state, or creates a new (unsaved) one if there is none.
@@ -123,6 +196,12 @@ impl StateStore {
     /// Refuses to overwrite a corrupt file, a state of another lineage, or a
     /// newer serial than `state` was loaded at.
     pub fn save(&self, state: &mut State) -> Result<SaveOutcome, StateError> {
+        if let Some(known) = self.known_now() {
+            if let Some(bytes) = read_optional(&self.path)? {
+                // the file this store wrote or loaded last (and checked then)
+                return self.save_over_known(state, &known, bytes);
+            }
+        }
         let previous = match read_optional(&self.path)? {
             None => None,
             Some(bytes) => {
@@ -157,14 +236,11 @@ impl StateStore {
             }
         };
 
-        let mut next = state.clone();
-        next.set_serial(new_serial);
-        let bytes = to_file_bytes(&next)?;
+        let bytes = file_bytes_at(state, new_serial)?;
         if let Some((old_bytes, _)) = &previous {
             write_atomic(&self.backup_path(), old_bytes)?;
         }
-        write_atomic(&self.path, &bytes)?;
-        state.set_serial(new_serial);
+        self.write_state(state, new_serial, &bytes)?;
         Ok(match previous {
             None => SaveOutcome::Created { serial: new_serial },
             Some((_, disk)) => SaveOutcome::Updated {
@@ -172,6 +248,55 @@ impl StateStore {
                 serial: new_serial,
             },
         })
+    }
+
+    /// [`save`](Self::save) when the file on disk is the one this store
+    /// last loaded or wrote: its lineage and serial are known and its bytes
+    /// are in the format this version writes, so "unchanged" is a byte
+    /// comparison and nothing is parsed.
+    fn save_over_known(
+        &self,
+        state: &mut State,
+        known: &KnownFile,
+        old_bytes: Vec<u8>,
+    ) -> Result<SaveOutcome, StateError> {
+        if known.lineage != state.lineage() {
+            return Err(StateError::LineageMismatch {
+                path: self.path.clone(),
+                on_disk: known.lineage.to_string(),
+                ours: state.lineage().to_string(),
+            });
+        }
+        if file_bytes_at(state, known.serial)? == old_bytes {
+            state.set_serial(known.serial);
+            return Ok(SaveOutcome::Unchanged {
+                serial: known.serial,
+            });
+        }
+        if known.serial > state.serial() {
+            return Err(StateError::SerialConflict {
+                path: self.path.clone(),
+                on_disk: known.serial,
+                ours: state.serial(),
+            });
+        }
+        let new_serial = state.serial().max(known.serial) + 1;
+        let bytes = file_bytes_at(state, new_serial)?;
+        write_atomic(&self.backup_path(), &old_bytes)?;
+        self.write_state(state, new_serial, &bytes)?;
+        Ok(SaveOutcome::Updated {
+            previous_serial: known.serial,
+            serial: new_serial,
+        })
+    }
+
+    /// Replaces the state file with `bytes` (`state` at `serial`) and
+    /// remembers the new file.
+    fn write_state(&self, state: &mut State, serial: u64, bytes: &[u8]) -> Result<(), StateError> {
+        write_atomic(&self.path, bytes)?;
+        state.set_serial(serial);
+        self.remember(FileStamp::of(&self.path), state);
+        Ok(())
     }
 
     fn corrupt(&self, detail: String) -> StateError {
@@ -183,35 +308,52 @@ impl StateStore {
     }
 
     fn parse(&self, bytes: &[u8]) -> Result<State, StateError> {
-        let value: serde_json::Value = serde_json::from_slice(bytes)
-            .map_err(|e| self.corrupt(format!("invalid JSON: {e}")))?;
+        // One typed parse in the common case; only a file that does not
+        // parse is looked at again as a plain JSON value, to say precisely
+        // what is wrong with it.
+        let state: State = match serde_json::from_slice(bytes) {
+            Ok(state) => state,
+            Err(typed) => return Err(self.diagnose(bytes, typed)),
+        };
+        if state.version() != FORMAT_VERSION {
+            return Err(StateError::UnsupportedVersion {
+                path: self.path.clone(),
+                found: u64::from(state.version()),
+                supported: FORMAT_VERSION,
+                backup: self.backup_path(),
+            });
+        }
+        self.validate(&state)?;
+        Ok(state)
+    }
+
+    /// Why `bytes` is not a state file of this version.
+    fn diagnose(&self, bytes: &[u8], typed: serde_json::Error) -> StateError {
+        let value: serde_json::Value = match serde_json::from_slice(bytes) {
+            Ok(v) => v,
+            Err(e) => return self.corrupt(format!("invalid JSON: {e}")),
+        };
         let Some(object) = value.as_object() else {
-            return Err(self.corrupt("the top level is not a JSON object".to_owned()));
+            return self.corrupt("the top level is not a JSON object".to_owned());
         };
         match object.get("version") {
-            None => return Err(self.corrupt("the `version` field is missing".to_owned())),
+            None => self.corrupt("the `version` field is missing".to_owned()),
             Some(v) => match v.as_u64() {
-                None => {
-                    return Err(self.corrupt(format!(
-                        "the `version` field is {v}, not a positive integer"
-                    )))
-                }
+                None => self.corrupt(format!(
+                    "the `version` field is {v}, not a positive integer"
+                )),
                 Some(found) if found != u64::from(FORMAT_VERSION) => {
-                    return Err(StateError::UnsupportedVersion {
+                    StateError::UnsupportedVersion {
                         path: self.path.clone(),
                         found,
                         supported: FORMAT_VERSION,
                         backup: self.backup_path(),
-                    })
+                    }
                 }
-                Some(_) => {}
+                // shape errors carry line and column
+                Some(_) => self.corrupt(format!("unexpected content: {typed}")),
             },
         }
-        // Parse again from the bytes so shape errors carry line and column.
-        let state: State = serde_json::from_slice(bytes)
-            .map_err(|e| self.corrupt(format!("unexpected content: {e}")))?;
-        self.validate(&state)?;
-        Ok(state)
     }
 
     fn validate(&self, state: &State) -> Result<(), StateError> {
@@ -251,9 +393,14 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// The serialised state as written to disk: pretty JSON and a final newline.
-fn to_file_bytes(state: &State) -> Result<Vec<u8>, StateError> {
-    let mut bytes = serde_json::to_vec_pretty(state).map_err(StateError::Serialize)?;
+/// The serialised state as written to disk, with `serial` in place of its
+/// own: pretty JSON and a final newline. `state` is left as it was.
+fn file_bytes_at(state: &mut State, serial: u64) -> Result<Vec<u8>, StateError> {
+    let own = state.serial();
+    state.set_serial(serial);
+    let bytes = serde_json::to_vec_pretty(&*state).map_err(StateError::Serialize);
+    state.set_serial(own);
+    let mut bytes = bytes?;
     bytes.push(b'\n');
     Ok(bytes)
 }

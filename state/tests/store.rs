@@ -351,3 +351,46 @@ fn newer_serial_on_disk_is_not_overwritten() -> TestResult {
     assert!(store.load()?.ok_or("missing")?.output("a").is_some());
     Ok(())
 }
+
+#[test]
+fn a_file_replaced_behind_the_store_gets_the_full_checks() -> TestResult {
+    // A store skips re-parsing only the very file it last wrote or loaded.
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("state.json");
+    let store = StateStore::new(&path);
+    let mut ours = sample_state();
+    store.save(&mut ours)?;
+    assert_eq!(store.save(&mut ours)?, SaveOutcome::Unchanged { serial: 1 });
+
+    // Another writer (another store of the same file) moves the serial on.
+    let other = StateStore::new(&path);
+    let mut theirs = other.load()?.ok_or("missing")?;
+    theirs.set_output("theirs", json!(1));
+    other.save(&mut theirs)?;
+    ours.set_output("ours", json!(2));
+    let err = store.save(&mut ours).err().ok_or("stale save accepted")?;
+    assert_eq!(code(&err), "mirrorplan::state::serial_conflict");
+
+    // The same content written compactly by hand is still "unchanged".
+    let mut fresh = store.load()?.ok_or("missing")?;
+    let compact = serde_json::to_vec(&serde_json::from_slice::<serde_json::Value>(&fs::read(
+        &path,
+    )?)?)?;
+    fs::write(&path, &compact)?;
+    assert_eq!(
+        store.save(&mut fresh)?,
+        SaveOutcome::Unchanged { serial: 2 }
+    );
+    assert_eq!(fs::read(&path)?, compact);
+
+    // A file damaged by hand is never overwritten.
+    fs::write(&path, b"{\"version\": 1, \"serial\": ")?;
+    fresh.set_output("more", json!(3));
+    let err = store
+        .save(&mut fresh)
+        .err()
+        .ok_or("corrupt file overwritten")?;
+    assert_eq!(code(&err), "mirrorplan::state::corrupt");
+    assert_eq!(fs::read(&path)?, b"{\"version\": 1, \"serial\": ");
+    Ok(())
+}
