@@ -16,7 +16,7 @@ use mirrorplan_node::cluster::ClusterSpec;
 use mirrorplan_node::provider::{NodeSpec, RolloutSpec, TransportSpec, ROLLOUT_ATTR};
 use mirrorplan_node::{EndpointScheme, MirrorSpec, NodeMirrorConfig, PullAuth, Secret};
 use mirrorplan_registry::provider::{
-    bundle_catalogue, ImageProvider, ImageSource, ImageSpec, RegistryConn,
+    bundle_summary, ImageProvider, ImageSource, ImageSpec, RegistryConn,
 };
 use mirrorplan_registry::{mirror_path, ImageRef};
 
@@ -144,7 +144,8 @@ fn expand_image_set(config: &Config, set: &ImageSet, out: &mut Expanded) -> Vec<
         help: help.to_string(),
     };
     if let Some(bundle) = &set.bundle {
-        match bundle_catalogue(bundle, &set.platforms) {
+        let cache = bundle_cache_dir(&config.dir);
+        match bundle_summary(bundle, &set.platforms, Some(&cache)) {
             Ok(cat) => {
                 for f in &cat.failures {
                     out.image_errors.push((
@@ -156,7 +157,9 @@ fn expand_image_set(config: &Config, set: &ImageSet, out: &mut Expanded) -> Vec<
                     ));
                 }
                 for img in &cat.images {
-                    let m = img.mirror_ref(reg.namespace.as_deref());
+                    let Some(m) = img.mirror_ref(reg.namespace.as_deref()) else {
+                        continue;
+                    };
                     let spec = ImageSpec {
                         upstream: img.name.clone(),
                         source: ImageSource::Bundle(bundle.clone()),
@@ -164,12 +167,12 @@ fn expand_image_set(config: &Config, set: &ImageSet, out: &mut Expanded) -> Vec<
                         mirror: conn(reg),
                         repository: m.repository.clone(),
                         tag: m.tag.clone(),
-                        digest: img.manifest_digest.to_string(),
+                        digest: img.manifest_digest.clone(),
                         platforms: set.platforms.clone(),
                         filtered: img.filtered,
                         prune: set.prune,
-                        blobs: img.blobs.len() as u64,
-                        bytes: img.blob_bytes(),
+                        blobs: img.blobs,
+                        bytes: img.bytes,
                     };
                     let addr = image_address(set, &img.name);
                     addrs.push(addr.clone());
@@ -561,6 +564,12 @@ fn expand_cluster(
     let mut d = spec.to_desired(instance_address("cluster", &name, None, "").without_key());
     d.dependencies = all_nodes;
     out.desired.push(d);
+}
+
+/// Where bundle summaries are cached between runs (see
+/// `mirrorplan_registry::summary`): `.mirrorplan/cache/bundles/`.
+pub fn bundle_cache_dir(dir: &Path) -> PathBuf {
+    dir.join(".mirrorplan").join("cache").join("bundles")
 }
 
 /// Where the state file of a configuration lives by default.

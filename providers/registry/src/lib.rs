@@ -33,7 +33,9 @@
 //!   top manifest.
 //! - **The tag last.** The tag (an `index.json` entry, rewritten
 //!   atomically) is written only once everything it points at is stored, so
-//!   a reader never sees a tag that resolves to missing content.
+//!   a reader never sees a tag that resolves to missing content. A bundle
+//!   push records its tags in batches ([`store::OciStore::put_tags`]), one
+//!   index rewrite per batch.
 //! - **One image's failure does not stop the others.** Per-image problems
 //!   are collected in `Catalogue::failures` / `StreamReport::failures`.
 
@@ -53,6 +55,7 @@ pub mod push_remote;
 pub mod reference;
 pub mod set;
 pub mod store;
+pub mod summary;
 
 pub use auth::{Auth, Credentials, Secret};
 pub use bundle::{

@@ -255,6 +255,19 @@ pub fn bundle_catalogue(
     Ok(cat)
 }
 
+/// What planning needs of a bundle's images, from the on-disk cache in
+/// `cache_dir` when the bundle is unchanged since it was recorded (see
+/// [`crate::summary`]), else from its catalogue.
+pub fn bundle_summary(
+    path: &Path,
+    platforms: &[String],
+    cache_dir: Option<&Path>,
+) -> Result<crate::summary::BundleSummary, ProviderError> {
+    crate::summary::bundle_summary(path, platforms, cache_dir, || {
+        bundle_catalogue(path, platforms).map(|c| crate::summary::BundleSummary::of(&c))
+    })
+}
+
 /// Splits `https://host:port` into a scheme and `host:port`.
 fn scheme_host(endpoint: &str) -> Option<(crate::client::Scheme, String)> {
     if let Some(h) = endpoint.strip_prefix("https://") {
@@ -342,12 +355,71 @@ pub struct ImageProvider {
     clients: Mutex<HashMap<String, Arc<crate::client::RegistryClient>>>,
     wanted: Mutex<HashMap<PathBuf, HashSet<String>>>,
     batches: Mutex<HashMap<(PathBuf, String), Batch>>,
+    store_tags: Mutex<HashMap<PathBuf, (IndexStamp, StoreTags)>>,
+}
+
+/// `REPO:TAG` → manifest digest, for every tag of an `oci:` store.
+type StoreTags = Arc<HashMap<String, String>>;
+
+/// Identifies one version of a store's `index.json` (rewritten by rename,
+/// so a new version has a new inode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct IndexStamp {
+    inode: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
 }
 
 impl ImageProvider {
     /// A provider with nothing prepared.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The tags of the `oci:` store at `path` (`None` when there is no store
+    /// yet). The index is read once and kept while `index.json` is
+    /// unchanged, so refreshing 10,000 images reads it once, not 10,000
+    /// times.
+    fn store_tags(&self, path: &Path) -> Result<Option<StoreTags>, ProviderError> {
+        use std::os::unix::fs::MetadataExt;
+        if !path.join("oci-layout").is_file() {
+            return Ok(None);
+        }
+        let failed = |e: &dyn std::fmt::Display| {
+            ProviderError::failed(format!("oci store {}: {e}", path.display()))
+        };
+        let stamp_now = || {
+            std::fs::metadata(path.join("index.json"))
+                .map(|m| IndexStamp {
+                    inode: m.ino(),
+                    len: m.len(),
+                    modified: m.modified().ok(),
+                })
+                .ok()
+        };
+        let before = stamp_now();
+        if let (Some(stamp), Ok(cache)) = (&before, self.store_tags.lock()) {
+            if let Some((s, tags)) = cache.get(path) {
+                if s == stamp {
+                    return Ok(Some(tags.clone()));
+                }
+            }
+        }
+        let store = OciStore::open_or_create(path).map_err(|e| failed(&e))?;
+        let tags: HashMap<String, String> = store
+            .ref_names()
+            .map_err(|e| failed(&e))?
+            .into_iter()
+            .map(|(name, digest)| (name, digest.to_string()))
+            .collect();
+        let tags = Arc::new(tags);
+        // cache only what was read from an index that did not move meanwhile
+        if let (Some(stamp), true) = (&before, before == stamp_now()) {
+            if let Ok(mut cache) = self.store_tags.lock() {
+                cache.insert(path.to_path_buf(), (stamp.clone(), tags.clone()));
+            }
+        }
+        Ok(Some(tags))
     }
 
     /// One client per registry connection, shared by every image (connection reuse).
@@ -490,21 +562,23 @@ impl ImageProvider {
                 .map_err(|_| ProviderError::failed("internal lock poisoned"))?;
             batches.entry(key).or_default().clone()
         };
-        let wanted = self
-            .wanted
-            .lock()
-            .ok()
-            .and_then(|w| w.get(bundle).cloned())
-            .unwrap_or_default();
         ctx.message(format!("streaming bundle {}", bundle.display()));
-        let spec2 = spec.clone();
-        let bundle2 = bundle.to_path_buf();
         let remote = match spec.mirror.oci_path() {
             Some(_) => None,
             None => Some(self.client(&spec.mirror)?),
         };
         let result = cell
             .get_or_init(|| async move {
+                // only the first image of the batch gets here: copy what the
+                // pass needs once, not once per image
+                let wanted = self
+                    .wanted
+                    .lock()
+                    .ok()
+                    .and_then(|w| w.get(bundle).cloned())
+                    .unwrap_or_default();
+                let spec2 = spec.clone();
+                let bundle2 = bundle.to_path_buf();
                 match remote {
                     None => {
                         let joined = tokio::task::spawn_blocking(move || {
@@ -666,16 +740,9 @@ async fn observed_digest(
 ) -> Result<Option<String>, ProviderError> {
     match spec.mirror.oci_path() {
         Some(path) => {
-            if !path.join("oci-layout").is_file() {
-                return Ok(None);
-            }
-            let store = OciStore::open_or_create(&path)
-                .map_err(|e| ProviderError::failed(format!("oci store {}: {e}", path.display())))?;
             let tag = spec.tag.clone().unwrap_or_else(|| spec.digest.clone());
-            let found = store
-                .resolve(&spec.repository, &tag)
-                .map_err(|e| ProviderError::failed(format!("oci store {}: {e}", path.display())))?;
-            Ok(found.map(|d| d.digest.to_string()))
+            let tags = provider.store_tags(&path)?;
+            Ok(tags.and_then(|t| t.get(&format!("{}:{tag}", spec.repository)).cloned()))
         }
         None => {
             let client = provider.client(&spec.mirror)?;
