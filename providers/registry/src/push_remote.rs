@@ -12,7 +12,13 @@
 //!    bounded channel (4 chunks) into the streaming `PUT`, so memory stays
 //!    bounded whatever the layer size. The last chunk is held back until
 //!    the sha256 check passed, so a corrupt blob never completes its
-//!    `PUT` (and the registry checks the digest again).
+//!    `PUT` (and the registry checks the digest again). Blobs of at most
+//!    [`SMALL_BLOB`] (configs, small layers) are instead read whole and
+//!    verified, then uploaded concurrently (up to
+//!    [`RemotePushOptions::small_uploads`] in flight) while the archive is
+//!    read on: a bundle of many small images costs a few round trips at a
+//!    time, not one after another. Memory stays bounded by about
+//!    `small_uploads + 2` small blobs.
 //! 3. **Mount** the blob into every other repository that needs it; a
 //!    declined mount (`202`) is completed by streaming the blob from the
 //!    repository that has it into the session the registry returned.
@@ -84,9 +90,12 @@ pub type ProgressFn = Arc<dyn Fn(&PushProgress) + Send + Sync>;
 /// Options of [`push_bundle_to_registry`].
 #[derive(Clone)]
 pub struct RemotePushOptions {
-    /// Requests in flight for HEADs, mounts and manifests (uploads from a
-    /// bundle are sequential: the archive is).
+    /// Requests in flight for HEADs, mounts and manifests.
     pub concurrency: usize,
+    /// Uploads in flight while the archive is read: blobs up to
+    /// [`SMALL_BLOB`] are read whole and uploaded concurrently; bigger
+    /// blobs stream one at a time (the archive is read in order).
+    pub small_uploads: usize,
     /// Progress hook.
     pub progress: Option<ProgressFn>,
 }
@@ -95,6 +104,7 @@ impl Default for RemotePushOptions {
     fn default() -> Self {
         RemotePushOptions {
             concurrency: 4,
+            small_uploads: 8,
             progress: None,
         }
     }
@@ -104,6 +114,7 @@ impl fmt::Debug for RemotePushOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RemotePushOptions")
             .field("concurrency", &self.concurrency)
+            .field("small_uploads", &self.small_uploads)
             .field("progress", &self.progress.is_some())
             .finish()
     }
@@ -193,11 +204,25 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-struct Job {
-    repo: String,
-    blob: BlobRef,
-    data: mpsc::Receiver<io::Result<Bytes>>,
-    done: oneshot::Sender<Result<(), SinkError>>,
+/// Blobs up to this size are read whole from the archive and uploaded
+/// concurrently (up to [`RemotePushOptions::small_uploads`] at once) while
+/// the archive is read on; bigger blobs stream, one at a time.
+pub const SMALL_BLOB: u64 = 1024 * 1024;
+
+enum Job {
+    /// A blob streamed from the archive while it uploads.
+    Stream {
+        repo: String,
+        blob: BlobRef,
+        data: mpsc::Receiver<io::Result<Bytes>>,
+        done: oneshot::Sender<Result<(), SinkError>>,
+    },
+    /// A small blob, read whole and verified.
+    Whole {
+        repo: String,
+        blob: BlobRef,
+        data: Bytes,
+    },
 }
 
 #[derive(Debug)]
@@ -218,10 +243,25 @@ fn feed(
     blob: &BlobRef,
     reader: &mut dyn Read,
 ) -> Result<(), SinkError> {
+    if blob.size <= SMALL_BLOB {
+        // Read to the end: the verifying reader checks digest and size
+        // before EOF, so only verified bytes are queued.
+        let mut data = Vec::with_capacity(usize::try_from(blob.size).unwrap_or(0));
+        reader
+            .read_to_end(&mut data)
+            .map_err(|e| Box::new(e) as SinkError)?;
+        return job_tx
+            .blocking_send(Job::Whole {
+                repo: repo.to_string(),
+                blob: blob.clone(),
+                data: Bytes::from(data),
+            })
+            .map_err(|_| Box::new(Aborted) as SinkError);
+    }
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
     let (done_tx, done_rx) = oneshot::channel();
     job_tx
-        .blocking_send(Job {
+        .blocking_send(Job::Stream {
             repo: repo.to_string(),
             blob: blob.clone(),
             data: rx,
@@ -304,6 +344,7 @@ pub async fn push_bundle_to_registry(
     let mut fatal: Option<RegistryError> = None;
     let mut stream_report = StreamReport::default();
     let mut stream_fatal: Option<BundleError> = None;
+    let mut whole_failed: Vec<BundleError> = Vec::new();
     if !plan.uploads.is_empty() {
         let uploads: Arc<BTreeMap<Digest, (String, u64)>> = Arc::new(plan.uploads.clone());
         let cat = Arc::new(catalogue.clone_without_failures());
@@ -321,55 +362,97 @@ pub async fn push_bundle_to_registry(
                 feed(&job_tx, repo, blob, r)
             })
         });
-        while let Some(job) = job_rx.recv().await {
-            let Job {
-                repo,
-                blob,
-                data,
-                done,
-            } = job;
-            progress(PushProgress::BlobStarted {
-                digest: blob.digest.clone(),
-                size: blob.size,
-            });
-            let hook = options.progress.clone();
-            let d = blob.digest.clone();
-            let body = futures::stream::unfold(data, |mut rx| async move {
-                rx.recv().await.map(|item| (item, rx))
-            })
-            .inspect(move |item| {
-                if let (Some(f), Ok(b)) = (&hook, item) {
-                    f(&PushProgress::Bytes {
-                        digest: d.clone(),
-                        bytes: b.len() as u64,
+        // Uploads in flight: every small blob read whole, plus the one
+        // streaming blob (the reader waits for that one to finish).
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        let limit = options.small_uploads.max(1);
+        let mut jobs_open = true;
+        loop {
+            tokio::select! {
+                job = job_rx.recv(), if jobs_open && in_flight.len() < limit => {
+                    let Some(job) = job else {
+                        jobs_open = false;
+                        continue;
+                    };
+                    let (repo, blob, body, done) = match job {
+                        Job::Stream { repo, blob, data, done } => {
+                            let hook = options.progress.clone();
+                            let d = blob.digest.clone();
+                            let body = futures::stream::unfold(data, |mut rx| async move {
+                                rx.recv().await.map(|item| (item, rx))
+                            })
+                            .inspect(move |item| {
+                                if let (Some(f), Ok(b)) = (&hook, item) {
+                                    f(&PushProgress::Bytes {
+                                        digest: d.clone(),
+                                        bytes: b.len() as u64,
+                                    });
+                                }
+                            })
+                            .boxed();
+                            (repo, blob, body, Some(done))
+                        }
+                        Job::Whole { repo, blob, data } => {
+                            if let Some(f) = &options.progress {
+                                f(&PushProgress::Bytes {
+                                    digest: blob.digest.clone(),
+                                    bytes: data.len() as u64,
+                                });
+                            }
+                            let body = futures::stream::once(async move { Ok(data) }).boxed();
+                            (repo, blob, body, None)
+                        }
+                    };
+                    progress(PushProgress::BlobStarted {
+                        digest: blob.digest.clone(),
+                        size: blob.size,
+                    });
+                    in_flight.push(async move {
+                        let result = client.upload_blob(&repo, &blob.digest, blob.size, body).await;
+                        (blob, result, done)
                     });
                 }
-            });
-            let result = client
-                .upload_blob(&repo, &blob.digest, blob.size, body)
-                .await;
-            progress(PushProgress::BlobDone {
-                digest: blob.digest.clone(),
-                ok: result.is_ok(),
-            });
-            let to_sink: Result<(), SinkError> = match result {
-                Ok(()) => {
-                    if let Ok(mut u) = uploaded.lock() {
-                        u.insert(blob.digest.clone());
+                Some((blob, result, done)) = in_flight.next(), if !in_flight.is_empty() => {
+                    progress(PushProgress::BlobDone {
+                        digest: blob.digest.clone(),
+                        ok: result.is_ok(),
+                    });
+                    let to_sink: Result<(), SinkError> = match result {
+                        Ok(()) => {
+                            if let Ok(mut u) = uploaded.lock() {
+                                u.insert(blob.digest.clone());
+                            }
+                            report.bytes_uploaded += blob.size;
+                            Ok(())
+                        }
+                        Err(e) if e.is_fatal() => {
+                            abort.store(true, Ordering::Relaxed);
+                            if fatal.is_none() {
+                                fatal = Some(e);
+                            }
+                            Err(Box::new(Aborted))
+                        }
+                        Err(e) => Err(Box::new(e)),
+                    };
+                    match done {
+                        Some(done) => {
+                            let _ = done.send(to_sink);
+                        }
+                        // a small blob's reader has moved on: its failure is
+                        // recorded here
+                        None => {
+                            if let Err(e) = to_sink {
+                                whole_failed.push(BundleError::Sink {
+                                    digest: blob.digest.clone(),
+                                    images: catalogue.users_of(&blob.digest),
+                                    source: e,
+                                });
+                            }
+                        }
                     }
-                    report.bytes_uploaded += blob.size;
-                    Ok(())
                 }
-                Err(e) if e.is_fatal() => {
-                    abort.store(true, Ordering::Relaxed);
-                    if fatal.is_none() {
-                        fatal = Some(e);
-                    }
-                    Err(Box::new(Aborted))
-                }
-                Err(e) => Err(Box::new(e)),
-            };
-            let _ = done.send(to_sink);
+                else => break,
+            }
         }
         match reader.await {
             Ok(Ok(r)) => stream_report = r,
@@ -386,6 +469,7 @@ pub async fn push_bundle_to_registry(
 
     // Blob failures: digest -> reason.
     let mut blob_failed: HashMap<Digest, String> = HashMap::new();
+    stream_report.failures.append(&mut whole_failed);
     for e in stream_report.failures.drain(..) {
         if let BundleError::MissingBlob { digest, .. }
         | BundleError::BlobSize { digest, .. }

@@ -97,6 +97,7 @@ async fn push_bundle_then_warm_rerun_uploads_nothing() {
                 seen.fetch_add(*bytes, Ordering::Relaxed);
             }
         })),
+        ..RemotePushOptions::default()
     };
     let r = push(&b, &cat, &client, &opts).await;
     assert!(r.is_ok(), "failed: {:?} fatal: {:?}", r.failed, r.fatal);
@@ -403,6 +404,7 @@ fn registry_stopped_mid_push_then_resumed() {
                 }
             }
         })),
+        ..RemotePushOptions::default()
     };
     let first = std::thread::scope(|s| {
         let h =
