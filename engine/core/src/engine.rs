@@ -1,6 +1,7 @@
 //! [`Engine`]: the registry of providers plus the plan step (validate,
 //! refresh concurrently, diff through providers, collect drift).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
@@ -69,24 +70,30 @@ impl PriorSnapshot {
         self.instances.insert(address, record);
         self
     }
+}
 
-    fn prior_instance(&self, address: &Address, record: &InstanceRecord) -> PriorInstance {
-        let mut p = PriorInstance::new(
-            address.clone(),
-            &record.provider,
-            self.identity.secret_salt.expose(),
-        );
-        p.attrs = record.attributes.clone();
-        p.sensitive = record.sensitive.clone();
-        p.digests = record.digests.clone();
-        // Unparseable recorded dependencies cannot order anything; skip them.
-        p.dependencies = record
-            .dependencies
-            .iter()
-            .filter_map(|d| d.parse().ok())
-            .collect();
-        p
-    }
+/// The provider's view of a recorded instance (moved, not copied: a state
+/// of 10,000 instances is big).
+fn prior_instance(
+    identity: &StateIdentity,
+    address: &Address,
+    record: InstanceRecord,
+) -> PriorInstance {
+    let mut p = PriorInstance::new(
+        address.clone(),
+        &record.provider,
+        identity.secret_salt.expose(),
+    );
+    p.attrs = record.attributes;
+    p.sensitive = record.sensitive;
+    p.digests = record.digests;
+    // Unparseable recorded dependencies cannot order anything; skip them.
+    p.dependencies = record
+        .dependencies
+        .iter()
+        .filter_map(|d| d.parse().ok())
+        .collect();
+    p
 }
 
 /// What to plan.
@@ -205,10 +212,16 @@ impl Engine {
             .collect();
         check_acyclic(&desired_graph)?;
 
-        let priors: BTreeMap<Address, PriorInstance> = prior
-            .instances
-            .iter()
-            .map(|(a, r)| (a.clone(), prior.prior_instance(a, r)))
+        let PriorSnapshot {
+            identity,
+            instances,
+        } = prior;
+        let mut priors: BTreeMap<Address, PriorInstance> = instances
+            .into_iter()
+            .map(|(a, r)| {
+                let p = prior_instance(&identity, &a, r);
+                (a, p)
+            })
             .collect();
         for p in priors.values() {
             self.provider(&p.address, &p.provider)?;
@@ -243,8 +256,12 @@ impl Engine {
         let mut changes = Vec::new();
         let mut secrets = BTreeMap::new();
         for address in &selected {
-            let d = by_addr.get(address);
-            let p = priors.get(address);
+            // each address is visited once: take its instances out, so that
+            // what is planned is freed as the plan grows
+            let d_owned = by_addr.remove(address);
+            let p_owned = priors.remove(address);
+            let d = d_owned.as_ref();
+            let p = p_owned.as_ref();
             let kind = match (d, p) {
                 (Some(d), _) => d.provider.as_str(),
                 (None, Some(p)) => p.provider.as_str(),
@@ -255,7 +272,7 @@ impl Engine {
             let obs = observed.get(address).and_then(Option::as_ref);
 
             // The prior as refreshed, and the drift it reveals.
-            let refreshed: Option<PriorInstance> = match (p, refreshed_flag) {
+            let refreshed: Option<Cow<'_, PriorInstance>> = match (p, refreshed_flag) {
                 (Some(p), true) => match obs {
                     None => {
                         drift.push(Drift {
@@ -293,12 +310,14 @@ impl Engine {
                                 changes: diffs,
                             });
                         }
-                        Some(r)
+                        Some(Cow::Owned(r))
                     }
                 },
-                (p, _) => p.cloned(),
+                // not refreshed: the prior as recorded, not copied
+                (p, _) => p.map(Cow::Borrowed),
             };
-            let state_moved = p.is_some() && refreshed.as_ref() != p;
+            // (not refreshed: `refreshed` is `p` itself)
+            let state_moved = refreshed_flag && p.is_some() && refreshed.as_deref() != p;
             let state_update = state_moved.then(|| match &refreshed {
                 Some(r) => StateUpdate::Set {
                     record: record_of(r),
@@ -318,7 +337,7 @@ impl Engine {
                         Action::NoOp
                     },
                     before: view(p),
-                    after: view(refreshed.as_ref()),
+                    after: view(refreshed.as_deref()),
                     replace_because: Vec::new(),
                     details: Vec::new(),
                 };
@@ -334,12 +353,12 @@ impl Engine {
                 continue;
             }
 
-            let planned = provider.plan(d, refreshed.as_ref(), obs).map_err(|error| {
-                EngineError::PlanFailed {
+            let planned = provider
+                .plan(d, refreshed.as_deref(), obs)
+                .map_err(|error| EngineError::PlanFailed {
                     address: address.clone(),
                     error: Box::new(error),
-                }
-            })?;
+                })?;
             if planned.address != *address {
                 return Err(EngineError::PlanFailed {
                     address: address.clone(),
@@ -383,8 +402,8 @@ impl Engine {
 
         check_acyclic(&walk_edges(&changes))?;
         Ok(Plan {
-            lineage: prior.identity.lineage.clone(),
-            serial: prior.identity.serial,
+            lineage: identity.lineage.clone(),
+            serial: identity.serial,
             refresh_only,
             targets,
             drift,

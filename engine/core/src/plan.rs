@@ -291,14 +291,93 @@ impl Plan {
 /// The digest of everything the plan relied on from a desired instance:
 /// provider, public attributes, sensitive digests and dependencies.
 pub fn config_digest(desired: &DesiredInstance, salt: &str) -> String {
-    let deps: Vec<String> = desired.dependencies.iter().map(|a| a.to_string()).collect();
-    let canonical = serde_json::json!({
-        "address": desired.address.to_string(),
-        "provider": desired.provider,
-        "attributes": desired.attrs.public_values(),
-        "sensitive": desired.attrs.sensitive_digests(salt),
-        "dependencies": deps,
-    });
-    let digest = blake3::hash(canonical.to_string().as_bytes());
-    format!("blake3:{}", digest.to_hex())
+    // The canonical form is the compact JSON of
+    // {"address", "attributes", "dependencies", "provider", "sensitive"}
+    // (keys sorted, as a JSON object of them serialises), streamed into
+    // the hasher without building it: this runs once per instance.
+    struct Public<'a>(&'a crate::value::Attrs);
+    impl serde::Serialize for Public<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(
+                self.0
+                    .names()
+                    .filter(|n| !self.0.is_sensitive(n))
+                    .filter_map(|n| self.0.get(n).map(|v| (n, v))),
+            )
+        }
+    }
+    struct Deps<'a>(&'a [crate::address::Address]);
+    impl serde::Serialize for Deps<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(self.0.iter().map(|a| a.to_string()))
+        }
+    }
+    #[derive(serde::Serialize)]
+    struct Canonical<'a> {
+        address: String,
+        attributes: Public<'a>,
+        dependencies: Deps<'a>,
+        provider: &'a str,
+        sensitive: BTreeMap<String, String>,
+    }
+    let canonical = Canonical {
+        address: desired.address.to_string(),
+        attributes: Public(&desired.attrs),
+        dependencies: Deps(&desired.dependencies),
+        provider: &desired.provider,
+        sensitive: desired.attrs.sensitive_digests(salt),
+    };
+    let mut hasher = blake3::Hasher::new();
+    if serde_json::to_writer(&mut hasher, &canonical).is_err() {
+        // not reached: the values are JSON already and the hasher never
+        // fails; fall back to the tree form, which gives the same bytes
+        let tree = serde_json::json!({
+            "address": desired.address.to_string(),
+            "provider": desired.provider,
+            "attributes": desired.attrs.public_values(),
+            "sensitive": desired.attrs.sensitive_digests(salt),
+            "dependencies": desired.dependencies.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        });
+        return format!(
+            "blake3:{}",
+            blake3::hash(tree.to_string().as_bytes()).to_hex()
+        );
+    }
+    format!("blake3:{}", hasher.finalize().to_hex())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The digest is the blake3 of the compact JSON object of the five
+    /// fields: saved plans made by earlier builds must still match.
+    #[test]
+    fn config_digest_is_the_hash_of_the_canonical_json() {
+        let Ok(address) = Address::keyed("node", "c", "h\"1") else {
+            panic!("address")
+        };
+        let Ok(dep) = Address::keyed("image_set", "s", "") else {
+            panic!("address")
+        };
+        let attrs = Attrs::new()
+            .with("z", serde_json::json!({"b": [1, "x\ny"], "a": null}))
+            .with("a", "ü\t")
+            .with_sensitive("password", "hunter2");
+        let mut d = DesiredInstance::new(address.clone(), "node", attrs.clone());
+        d.dependencies = vec![dep.clone(), dep.without_key()];
+        let tree = serde_json::json!({
+            "address": address.to_string(),
+            "provider": "node",
+            "attributes": attrs.public_values(),
+            "sensitive": attrs.sensitive_digests("salt"),
+            "dependencies": [dep.to_string(), dep.without_key().to_string()],
+        });
+        let expected = format!(
+            "blake3:{}",
+            blake3::hash(tree.to_string().as_bytes()).to_hex()
+        );
+        assert_eq!(config_digest(&d, "salt"), expected);
+        assert_ne!(config_digest(&d, "other salt"), expected);
+    }
 }
