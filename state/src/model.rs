@@ -143,6 +143,11 @@ impl State {
         self.instances.keys().map(String::as_str)
     }
 
+    /// Every instance record, by address, taking them out of the state.
+    pub fn into_instances(self) -> BTreeMap<String, InstanceRecord> {
+        self.instances
+    }
+
     /// All instances, sorted by address.
     pub fn instances(&self) -> &BTreeMap<String, InstanceRecord> {
         &self.instances
