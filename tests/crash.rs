@@ -5,8 +5,11 @@
 //! `force-unlock ID` a new apply must converge so that a plan finds nothing
 //! to do.
 
+mod common;
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use mirrorplan_state::StateStore;
@@ -14,53 +17,6 @@ use mirrorplan_state::StateStore;
 const NODES: usize = 40;
 /// Every instance of the configuration: the nodes, 3 images, their image set, 1 cluster check.
 const INSTANCES: usize = NODES + 5;
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mirrorplan"));
-    c.env("NO_COLOR", "1");
-    c.stdin(Stdio::null());
-    c
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    match bin().arg("-C").arg(dir).args(args).output() {
-        Ok(o) => o,
-        Err(e) => panic!("cannot run mirrorplan: {e}"),
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn run_ok(dir: &Path, args: &[&str], code: i32) -> Output {
-    let o = run(dir, args);
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "mirrorplan {args:?}\nstdout:\n{}\nstderr:\n{}",
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    o
-}
-
-/// The diagnostic text with miette's line wrapping undone.
-fn unwrapped(stderr: &str) -> String {
-    let mut out = String::new();
-    for line in stderr.lines() {
-        let line = line.trim_start();
-        let line = line.strip_prefix('|').unwrap_or(line).trim();
-        if line.is_empty() {
-            continue;
-        }
-        if !out.is_empty() && !out.ends_with('-') {
-            out.push(' ');
-        }
-        out.push_str(line);
-    }
-    out
-}
 
 /// The lock id the message tells the user to pass to `force-unlock`.
 fn id_from_message(message: &str) -> Option<String> {

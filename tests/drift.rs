@@ -162,12 +162,22 @@ fn drift_exit_codes_and_json_for_each_change() {
     );
     repair(&lab);
 
-    // containerd stopped is not drift (no recorded object changed): verify
-    // reports it; the drift check still reads the node's files over SSH
+    // containerd stopped: the node is reachable, its files are intact, but
+    // containerd no longer serves CRI: the cluster drifts, naming the node
     lab.stop_containerd();
+    let v = drift(&lab, 2);
+    assert_eq!(drifted(&v), 1, "{v:#}");
+    let cluster = v["drift"][0]["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(cluster.starts_with("cluster."), "{v:#}");
+    let c = change(entry(&v, &cluster), "cri_down");
+    assert_eq!(c["before"], serde_json::json!([]), "{c:#}");
+    assert_eq!(c["after"].as_array().map(Vec::len), Some(1), "{c:#}");
+    lab.start_containerd();
     let v = drift(&lab, 0);
     assert_eq!(drifted(&v), 0, "{v:#}");
-    lab.start_containerd();
 }
 
 #[test]

@@ -3,61 +3,16 @@
 //! `--lock-timeout` waits for the holder to release it, `--lock=false` reads
 //! without locking, and two real concurrent applies never both run.
 
+mod common;
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use mirrorplan_state::{LockInfo, LockRequest, StateLock, StateStore};
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mirrorplan"));
-    c.env("NO_COLOR", "1");
-    c.stdin(Stdio::null());
-    c
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    match bin().arg("-C").arg(dir).args(args).output() {
-        Ok(o) => o,
-        Err(e) => panic!("cannot run mirrorplan: {e}"),
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn run_ok(dir: &Path, args: &[&str], code: i32) -> Output {
-    let o = run(dir, args);
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "mirrorplan {args:?}\nstdout:\n{}\nstderr:\n{}",
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    o
-}
-
-/// The diagnostic text with miette's line wrapping undone, so that ids broken
-/// at a hyphen read whole again.
-fn unwrapped(stderr: &str) -> String {
-    let mut out = String::new();
-    for line in stderr.lines() {
-        let line = line.trim_start();
-        let line = line.strip_prefix('|').unwrap_or(line).trim();
-        if line.is_empty() {
-            continue;
-        }
-        if !out.is_empty() && !out.ends_with('-') {
-            out.push(' ');
-        }
-        out.push_str(line);
-    }
-    out
-}
 
 /// A configuration of the quickstart bundle and `nodes` local nodes.
 fn config(nodes: usize) -> tempfile::TempDir {

@@ -3,9 +3,11 @@
 //! `local:` nodes): what apply writes, the state file, drift detection, saved
 //! plans, approval, destroy, the state and output commands, and `--target`.
 
+mod common;
+use common::*;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 const NODE1: &str = r#"node.local["local:./nodes/node1"]"#;
 const NODE2: &str = r#"node.local["local:./nodes/node2"]"#;
@@ -16,37 +18,6 @@ const IMAGES: [&str; 3] = [
     r#"image.bundle["gcr.io/mirrorplan-fixtures/app-0:1.0"]"#,
     r#"image.bundle["quay.io/mirrorplan/tool-1:v1"]"#,
 ];
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mirrorplan"));
-    c.env("NO_COLOR", "1");
-    c.stdin(Stdio::null());
-    c
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    match bin().arg("-C").arg(dir).args(args).output() {
-        Ok(o) => o,
-        Err(e) => panic!("cannot run mirrorplan: {e}"),
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Runs and asserts the exit code, showing both streams on failure.
-fn run_ok(dir: &Path, args: &[&str], code: i32) -> Output {
-    let o = run(dir, args);
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "mirrorplan {args:?}\nstdout:\n{}\nstderr:\n{}",
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    o
-}
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("mkdir {}: {e}", to.display()));

@@ -21,6 +21,8 @@ use crate::provider::{Connections, TransportSpec};
 
 /// The provider kind.
 pub const KIND: &str = "cluster";
+/// Attribute: the SSH nodes whose containerd does not answer CRI (desired: none).
+pub const CRI_DOWN: &str = "cri_down";
 
 /// What the cluster step checks.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,7 +70,8 @@ impl ClusterSpec {
             .with("expected_digest", json!(self.expected_digest))
             .with("required_files", json!(self.required_files))
             .with("config_digest", self.config_digest.clone())
-            .with("socket", self.socket.clone());
+            .with("socket", self.socket.clone())
+            .with(CRI_DOWN, Value::Array(Vec::new()));
         if let Some(TransportSpec::Ssh {
             passphrase: Some(p),
             ..
@@ -186,12 +189,44 @@ impl Provider for ClusterProvider {
 
     async fn read(
         &self,
-        _desired: Option<&DesiredInstance>,
+        desired: Option<&DesiredInstance>,
         prior: Option<&PriorInstance>,
     ) -> Result<Option<Observed>, ProviderError> {
-        // the proof is re-run by `apply` when the configuration changes and by
-        // `mirrorplan verify`; a refresh keeps what was recorded
-        Ok(prior.map(|_| Observed::default()))
+        // The pull proof is re-run by `apply` when the configuration changes
+        // and by `mirrorplan verify`. A refresh checks that containerd still
+        // serves CRI on every SSH node: a stopped containerd, or a CRI plugin
+        // that failed to load, is reality differing from what was applied.
+        let Some(p) = prior else {
+            return Ok(None);
+        };
+        let attrs = match desired {
+            Some(d) => d.attrs.clone(),
+            None => p.attrs_view(),
+        };
+        let spec = ClusterSpec::from_attrs(&attrs)?;
+        let mut down = Vec::new();
+        for node in &spec.nodes {
+            let TransportSpec::Ssh { host, port, .. } = node else {
+                continue;
+            };
+            // an unreachable node is an error (exit 1), not drift
+            let ssh = self.connections.ssh(node).await?;
+            let serving = match tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                let cri = crate::cri::CriClient::over_ssh(&ssh, &spec.socket).await?;
+                cri.version().await
+            })
+            .await
+            {
+                Ok(Ok(_)) => true,
+                Ok(Err(_)) | Err(_) => false,
+            };
+            if !serving {
+                down.push(Value::String(format!("{host}:{port}")));
+            }
+        }
+        Ok(Some(Observed {
+            attrs: Attrs::new().with(CRI_DOWN, Value::Array(down)),
+        }))
     }
 
     fn plan(
