@@ -548,29 +548,39 @@ impl Provider for NodeProvider {
             };
         names.insert(format!("{FILE_PREFIX}{}", spec.config_file));
         let t = self.transport(&spec.transport).await?;
+        let names: Vec<String> = names.into_iter().collect();
+        let paths: Vec<&str> = names.iter().map(|n| &n[FILE_PREFIX.len()..]).collect();
+        // every file with one command, `containerd --version` alongside
+        let (contents, version) = tokio::join!(
+            t.read_files(&paths),
+            containerd_version(t.as_ref(), &spec.transport)
+        );
+        let contents = contents.map_err(|e| unreachable(t.as_ref(), e))?;
+        if contents.len() != names.len() {
+            return Err(ProviderError::failed(format!(
+                "node {}: read {} files, got {} answers",
+                t.describe(),
+                names.len(),
+                contents.len()
+            )));
+        }
         let mut attrs = Attrs::new();
-        for name in names {
-            let path = &name[FILE_PREFIX.len()..];
-            let content = t
-                .read_file(path)
-                .await
-                .map_err(|e| unreachable(t.as_ref(), e))?;
+        for (name, content) in names.iter().zip(contents) {
             let value = match content {
                 Some(bytes) => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
                 None => Value::Null,
             };
-            let is_sensitive = sensitive.contains(&name)
-                || prior.is_some_and(|p| p.sensitive.contains_key(&name))
+            let is_sensitive = sensitive.contains(name)
+                || prior.is_some_and(|p| p.sensitive.contains_key(name))
                 || value
                     .as_str()
                     .is_some_and(|s| crate::diff::looks_sensitive(s.as_bytes()));
             if is_sensitive {
-                attrs.insert_sensitive(&name, value);
+                attrs.insert_sensitive(name, value);
             } else {
-                attrs.insert(&name, value);
+                attrs.insert(name, value);
             }
         }
-        let version = containerd_version(t.as_ref(), &spec.transport).await;
         attrs.insert(
             "containerd",
             match version {
@@ -702,13 +712,48 @@ impl NodeProvider {
                     writes.push((path.to_string(), v.to_string(), attrs.is_sensitive(&name)));
                 }
             }
+        }
+        let mut removes: Vec<String> = Vec::new();
+        if let Some(before) = &change.before {
+            for name in file_attrs(before) {
+                let path = name[FILE_PREFIX.len()..].to_string();
+                if path != cfg_path && !writes.iter().any(|(p, _, _)| *p == path) {
+                    removes.push(path);
+                }
+            }
+        }
+        // every file as the node has it now, with one read: the backups, the
+        // "unchanged" test and the base of the config.toml edit
+        let mut read_paths: Vec<&str> = writes.iter().map(|(p, _, _)| p.as_str()).collect();
+        read_paths.extend(removes.iter().map(String::as_str));
+        if !deleting {
+            read_paths.push(&cfg_path);
+        }
+        let read = t
+            .read_files(&read_paths)
+            .await
+            .map_err(|e| unreachable(t.as_ref(), e))?;
+        if read.len() != read_paths.len() {
+            return Err(ProviderError::failed(format!(
+                "node {}: read {} files, got {} answers",
+                t.describe(),
+                read_paths.len(),
+                read.len()
+            )));
+        }
+        let mut now: BTreeMap<String, Option<Vec<u8>>> = read_paths
+            .iter()
+            .map(|p| (*p).to_string())
+            .zip(read)
+            .collect();
+        if !deleting {
             // config.toml is edited as the node has it now: only mirrorplan's
             // keys change, whatever else happened to the file since the plan
-            let current = t
-                .read_file(&cfg_path)
-                .await
-                .map_err(|e| unreachable(t.as_ref(), e))?;
-            let current = current.map(|b| String::from_utf8_lossy(&b).into_owned());
+            let current = now
+                .get(&cfg_path)
+                .cloned()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
             let version = match attrs.get("containerd").and_then(Value::as_str) {
                 Some("2.x") => ContainerdVersion::V2,
                 _ => ContainerdVersion::V1,
@@ -716,16 +761,6 @@ impl NodeProvider {
             let edit = edit_config(current.as_deref().unwrap_or(""), version, &spec.config)
                 .map_err(|e| bad(format!("node {}: {cfg_path}: {e}", t.describe())))?;
             writes.push((cfg_path.clone(), edit.text, edit.contains_credentials));
-        }
-        let keep: BTreeSet<String> = writes.iter().map(|(p, _, _)| p.clone()).collect();
-        let mut removes: Vec<String> = Vec::new();
-        if let Some(before) = &change.before {
-            for name in file_attrs(before) {
-                let path = name[FILE_PREFIX.len()..].to_string();
-                if !keep.contains(&path) && path != cfg_path {
-                    removes.push(path);
-                }
-            }
         }
         // validate before touching anything
         for (path, text, _) in &writes {
@@ -743,34 +778,30 @@ impl NodeProvider {
         let mut backups: Vec<(String, Option<Vec<u8>>)> = Vec::new();
         let mut config_changed = false;
         let mut result: Result<(), ProviderError> = Ok(());
+        let mut batch: Vec<(&str, &[u8], u32)> = Vec::new();
         for (path, text, sensitive) in &writes {
-            let current = match t.read_file(path).await {
-                Ok(c) => c,
-                Err(e) => {
-                    result = Err(unreachable(t.as_ref(), e));
-                    break;
-                }
-            };
+            let current = now.remove(path).flatten();
             if current.as_deref() == Some(text.as_bytes()) {
                 continue;
             }
             ctx.message(format!("writing {path}"));
             let mode = if *sensitive { 0o600 } else { 0o644 };
             backups.push((path.clone(), current));
-            if let Err(e) = t.write_file_atomic(path, text.as_bytes(), mode).await {
-                result = Err(node_err(
-                    &format!("node {}: writing {path}", t.describe()),
-                    e,
-                ));
-                break;
-            }
+            batch.push((path, text.as_bytes(), mode));
             if *path == cfg_path {
                 config_changed = true;
             }
         }
+        if let Err(e) = t.write_files_atomic(&batch).await {
+            let names: Vec<&str> = batch.iter().map(|f| f.0).collect();
+            result = Err(node_err(
+                &format!("node {}: writing {}", t.describe(), names.join(", ")),
+                e,
+            ));
+        }
         if result.is_ok() {
             for path in &removes {
-                let current = t.read_file(path).await.ok().flatten();
+                let current = now.remove(path).flatten();
                 if current.is_none() {
                     continue;
                 }
@@ -793,13 +824,7 @@ impl NodeProvider {
             }
         }
         if let Err(e) = result {
-            // put every file back as it was
-            for (path, old) in backups.iter().rev() {
-                let _ = match old {
-                    Some(bytes) => t.write_file_atomic(path, bytes, 0o600).await.map(|_| true),
-                    None => t.remove_file(path).await,
-                };
-            }
+            restore(t.as_ref(), &backups).await;
             let mut msg = format!("{} (the node's files were restored", e.message);
             if config_changed && matches!(spec.transport, TransportSpec::Ssh { .. }) {
                 let again = match restart_and_check(t.as_ref(), &spec).await {
@@ -838,6 +863,35 @@ impl NodeProvider {
             attrs: new_attrs,
             digests,
         }))
+    }
+}
+
+/// Put every backed-up file back as it was (best effort: errors are
+/// ignored, the caller reports the original failure). Files already as they
+/// were (a batch write that failed before renaming) are left alone.
+async fn restore(t: &dyn Transport, backups: &[(String, Option<Vec<u8>>)]) {
+    let paths: Vec<&str> = backups.iter().map(|(p, _)| p.as_str()).collect();
+    let now = match t.read_files(&paths).await {
+        Ok(now) if now.len() == backups.len() => now.into_iter().map(Some).collect(),
+        _ => vec![None; backups.len()],
+    };
+    let mut rewrite: Vec<(&str, &[u8], u32)> = Vec::new();
+    for ((path, old), now) in backups.iter().zip(now) {
+        if now.as_ref() == Some(old) {
+            continue;
+        }
+        match old {
+            Some(bytes) => rewrite.push((path, bytes, 0o600)),
+            None => {
+                let _ = t.remove_file(path).await;
+            }
+        }
+    }
+    if t.write_files_atomic(&rewrite).await.is_err() {
+        // one by one, so one bad file does not keep the others from coming back
+        for (path, bytes, mode) in rewrite {
+            let _ = t.write_file_atomic(path, bytes, mode).await;
+        }
     }
 }
 

@@ -32,8 +32,13 @@
 //!
 //! # Remote requirements
 //! A POSIX `sh`, `cat`, `mktemp`, `chmod`, `mv`, `wc`, `dirname`,
-//! `basename`; `sync FILE` is used when available (GNU coreutils ≥ 8.24,
+//! `basename`, `tail -c`, and `head -c` (GNU coreutils, busybox) for batched
+//! writes; `sync FILE` is used when available (GNU coreutils ≥ 8.24,
 //! recent busybox). Non-root users need passwordless `sudo` (`sudo -n`).
+//!
+//! Several files are read (`read_files`) or written (`write_files_atomic`)
+//! with one remote command each: a node's refresh or apply opens a handful
+//! of channels instead of one per file operation.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,6 +61,9 @@ use crate::transport::{Output, Transport};
 /// Session channels open at once on one connection: OpenSSH's default
 /// `MaxSessions` is 10; stay below it (forwarded sockets do not count).
 const MAX_SESSIONS: usize = 8;
+
+/// Files larger than this are written alone, not in a batch.
+const BATCH_FILE_LIMIT: usize = 1 << 20;
 
 /// How much remote stderr an error message keeps.
 const STDERR_LIMIT: usize = 2000;
@@ -555,6 +563,126 @@ trap - EXIT
 sync -- "$d" 2>/dev/null || true
 "#;
 
+/// `read_files`: for each path argument, `present LEN\n` + contents or
+/// `missing\n`; then `end\n`. A file changed between `wc` and `cat` gives
+/// an inconsistent answer, which the client detects (then reads the files
+/// one by one).
+const READ_MANY_SCRIPT: &str = r#"set -e
+for p do
+  if [ -e "$p" ]; then
+    n=$(wc -c < "$p")
+    printf 'present %s\n' $n
+    cat -- "$p"
+  else
+    printf 'missing\n'
+  fi
+done
+printf 'end\n'
+"#;
+
+/// `write_files_atomic`: $1 total byte count, then one `PATH MODE LEN`
+/// triple per file; the contents of every file, concatenated in that order,
+/// on stdin. Stdin goes to a 0600 temporary file next to the first file
+/// and its size is checked; then every file gets its own temporary file
+/// next to it (0600 until `chmod`), whose size is checked and which is
+/// fsynced; only when all of them are ready are they renamed into place,
+/// one by one. Any failure before that removes every temporary file and
+/// leaves every target unchanged.
+const WRITE_MANY_SCRIPT: &str = r#"set -eC
+umask 077
+n=$1; shift
+d=${1%/*}; d=${d:-/}
+if [ ! -d "$d" ]; then mkdir -p -- "$d"; fi
+for s in "$d/..mirrorplan-tmp."*; do
+  if [ -f "$s" ]; then rm -f -- "$s"; fi
+done
+blob=$(mktemp "$d/..mirrorplan-tmp.XXXXXX")
+x=${blob##*.}
+clean() {
+  rm -f -- "$blob"
+  i=0
+  for a do
+    case $i in
+      0) q=$a; i=1 ;;
+      1) i=2 ;;
+      *) i=0; rm -f -- "${q%/*}/.${q##*/}.mirrorplan-tmp.$x" ;;
+    esac
+  done
+}
+trap 'clean "$@"' EXIT
+cat >| "$blob"
+got=$(wc -c < "$blob")
+if [ $got -ne $n ]; then
+  echo "received $got of $n bytes; files left unchanged" >&2
+  exit 3
+fi
+i=0
+for a do
+  case $i in
+    0) p=$a; i=1 ;;
+    1) i=2 ;;
+    *) i=0
+       pd=${p%/*}; pd=${pd:-/}; b=${p##*/}
+       if [ ! -d "$pd" ]; then mkdir -p -- "$pd"; fi
+       for s in "$pd/.$b.mirrorplan-tmp."*; do
+         if [ -f "$s" ] && [ "$s" != "$blob" ]; then rm -f -- "$s"; fi
+       done ;;
+  esac
+done
+off=1; i=0
+for a do
+  case $i in
+    0) p=$a; i=1 ;;
+    1) m=$a; i=2 ;;
+    *) i=0; l=$a
+       t="${p%/*}/.${p##*/}.mirrorplan-tmp.$x"
+       tail -c "+$off" "$blob" | head -c "$l" > "$t"
+       got=$(wc -c < "$t")
+       if [ $got -ne $l ]; then
+         echo "$p: prepared $got of $l bytes; files left unchanged" >&2
+         exit 3
+       fi
+       chmod "$m" "$t"
+       sync -- "$t" 2>/dev/null || sync
+       off=$((off + l)) ;;
+  esac
+done
+i=0
+for a do
+  case $i in
+    0) p=$a; i=1 ;;
+    1) i=2 ;;
+    *) i=0
+       mv -f -- "${p%/*}/.${p##*/}.mirrorplan-tmp.$x" "$p"
+       pd=${p%/*}; sync -- "${pd:-/}" 2>/dev/null || true ;;
+  esac
+done
+rm -f -- "$blob"
+trap - EXIT
+"#;
+
+/// Parse the answer of [`READ_MANY_SCRIPT`] for `count` paths; `None` when
+/// it is not well formed.
+fn parse_read_many(answer: &[u8], count: usize) -> Option<Vec<Option<Vec<u8>>>> {
+    let mut rest = answer;
+    let mut files = Vec::with_capacity(count);
+    for _ in 0..count {
+        let nl = rest.iter().position(|&b| b == b'\n')?;
+        let line = rest.get(..nl)?;
+        let after = rest.get(nl + 1..)?;
+        if line == b"missing" {
+            files.push(None);
+            rest = after;
+            continue;
+        }
+        let len = line.strip_prefix(b"present ")?;
+        let len: usize = std::str::from_utf8(len).ok()?.trim().parse().ok()?;
+        files.push(Some(after.get(..len)?.to_vec()));
+        rest = after.get(len..)?;
+    }
+    (rest == b"end\n").then_some(files)
+}
+
 impl SshTransport {
     /// Connect, check the host key, authenticate. The connection stays open
     /// until the last clone is dropped (or [`Self::close`]).
@@ -773,6 +901,40 @@ impl SshTransport {
         Ok(out)
     }
 
+    /// [`WRITE_MANY_SCRIPT`]: several files with one remote command.
+    async fn write_batch(&self, files: &[(&str, &[u8], u32)]) -> Result<()> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut args: Vec<String> = Vec::with_capacity(1 + 3 * files.len());
+        let mut stdin = Vec::with_capacity(files.iter().map(|f| f.1.len()).sum());
+        args.push(String::new());
+        for &(path, bytes, mode) in files {
+            check_path(path)?;
+            if !seen.insert(path) {
+                return Err(NodeError::PathNotAllowed {
+                    path: path.to_owned(),
+                    reason: "it is written twice in one batch".to_owned(),
+                });
+            }
+            args.push(path.to_owned());
+            args.push(format!("{:04o}", mode & 0o7777));
+            args.push(bytes.len().to_string());
+            stdin.extend_from_slice(bytes);
+        }
+        if let Some(total) = args.first_mut() {
+            *total = stdin.len().to_string();
+        }
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self
+            .run_script(WRITE_MANY_SCRIPT, &argv, Some(&stdin))
+            .await?;
+        if !out.success() {
+            let names: Vec<&str> = files.iter().map(|f| f.0).collect();
+            let what = format!("writing {}", names.join(", "));
+            return Err(self.remote_err(what, &out).into());
+        }
+        Ok(())
+    }
+
     fn remote_err(&self, operation: String, out: &Output) -> SshError {
         SshError::Remote {
             target: self.inner.target.clone(),
@@ -965,6 +1127,49 @@ impl Transport for SshTransport {
         Ok(())
     }
 
+    async fn read_files(&self, paths: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        match paths {
+            [] => return Ok(Vec::new()),
+            [one] => return Ok(vec![self.read_file(one).await?]),
+            _ => {}
+        }
+        for path in paths {
+            check_path(path)?;
+        }
+        let out = self.run_script(READ_MANY_SCRIPT, paths, None).await?;
+        if !out.success() {
+            let what = format!("reading {}", paths.join(", "));
+            return Err(self.remote_err(what, &out).into());
+        }
+        if let Some(files) = parse_read_many(&out.stdout, paths.len()) {
+            return Ok(files);
+        }
+        // a file changed while it was read: read them one by one
+        let mut files = Vec::with_capacity(paths.len());
+        for path in paths {
+            files.push(self.read_file(path).await?);
+        }
+        Ok(files)
+    }
+
+    async fn write_files_atomic(&self, files: &[(&str, &[u8], u32)]) -> Result<()> {
+        // large files are streamed one by one: batching them saves nothing
+        // and would hold them all in memory and twice on the node's disk
+        let (large, files): (Vec<_>, Vec<_>) = files
+            .iter()
+            .copied()
+            .partition(|(_, bytes, _)| bytes.len() > BATCH_FILE_LIMIT);
+        match files.as_slice() {
+            [] => {}
+            [(path, bytes, mode)] => self.write_file_atomic(path, bytes, *mode).await?,
+            _ => self.write_batch(&files).await?,
+        }
+        for (path, bytes, mode) in large {
+            self.write_file_atomic(path, bytes, mode).await?;
+        }
+        Ok(())
+    }
+
     async fn remove_file(&self, path: &str) -> Result<bool> {
         check_path(path)?;
         let out = self.run_script(REMOVE_SCRIPT, &[path], None).await?;
@@ -1075,10 +1280,122 @@ mod tests {
         Ok(())
     }
 
+    fn run_sh(script: &str, args: &[&str], input: &[u8]) -> std::io::Result<std::process::Output> {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // the script may exit early: a broken pipe is part of the test
+            let _ = stdin.write_all(input);
+        }
+        child.wait_with_output()
+    }
+
+    #[test]
+    fn read_many_script_round_trips() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let a = dir.path().join("a b.toml");
+        let c = dir.path().join("c");
+        std::fs::write(&a, "present 3\nend\n")?;
+        std::fs::write(&c, b"\x00\xffbin")?;
+        let a = a.to_str().ok_or("non-UTF-8")?;
+        let c = c.to_str().ok_or("non-UTF-8")?;
+        let missing = dir.path().join("nope");
+        let missing = missing.to_str().ok_or("non-UTF-8")?;
+        let out = run_sh(READ_MANY_SCRIPT, &[a, missing, c], b"")?;
+        assert!(out.status.success(), "{out:?}");
+        let files = parse_read_many(&out.stdout, 3).ok_or("unparsable")?;
+        assert_eq!(
+            files,
+            vec![
+                Some(b"present 3\nend\n".to_vec()),
+                None,
+                Some(b"\x00\xffbin".to_vec())
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn read_many_answers_are_checked() {
+        assert_eq!(parse_read_many(b"end\n", 0), Some(vec![]));
+        assert_eq!(parse_read_many(b"missing\nend\n", 1), Some(vec![None]));
+        for bad in [
+            &b""[..],
+            b"missing\n",
+            b"present 5\nabcend\n",
+            b"present 2\nabcend\n",
+            b"present x\nab\nend\n",
+            b"present 99999999999999999999999\n",
+            b"missing\nend\nextra",
+        ] {
+            assert_eq!(parse_read_many(bad, 1), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn write_many_script_is_all_or_nothing() -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir()?;
+        let a = dir.path().join("a.toml");
+        let b = dir.path().join("sub dir").join("b 'x'.crt");
+        std::fs::write(&a, "old")?;
+        let a_s = a.to_str().ok_or("non-UTF-8")?;
+        let b_s = b.to_str().ok_or("non-UTF-8")?;
+        let args = |total: &'static str| [total, a_s, "0644", "3", b_s, "0600", "5"];
+        // stdin cut short: nothing changes, no temporary file is left
+        let out = run_sh(WRITE_MANY_SCRIPT, &args("8"), b"newbb")?;
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("received 5 of 8 bytes"));
+        assert_eq!(std::fs::read_to_string(&a)?, "old");
+        assert!(!b.exists());
+        // the second file cannot be prepared (its lengths add up to more
+        // than was sent): the first, already prepared, is not renamed either
+        let short = ["8", a_s, "0644", "3", b_s, "0600", "6"];
+        let out = run_sh(WRITE_MANY_SCRIPT, &short, b"newbbbbb")?;
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("prepared 5 of 6 bytes"));
+        assert_eq!(std::fs::read_to_string(&a)?, "old");
+        assert!(!b.exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path())?.count(),
+            2,
+            "temporary files left"
+        );
+        // a good batch
+        let out = run_sh(WRITE_MANY_SCRIPT, &args("8"), b"newbbbbb")?;
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(std::fs::read_to_string(&a)?, "new");
+        assert_eq!(std::fs::read_to_string(&b)?, "bbbbb");
+        assert_eq!(std::fs::metadata(&a)?.permissions().mode() & 0o7777, 0o644);
+        assert_eq!(std::fs::metadata(&b)?.permissions().mode() & 0o7777, 0o600);
+        // only the targets are left
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())?
+            .chain(std::fs::read_dir(b.parent().ok_or("no parent")?)?)
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a.toml", "b 'x'.crt", "sub dir"]);
+        Ok(())
+    }
+
     /// The scripts are fixed text: they must parse with /bin/sh.
     #[test]
     fn scripts_parse() -> std::io::Result<()> {
-        for script in [READ_SCRIPT, REMOVE_SCRIPT, WRITE_SCRIPT] {
+        for script in [
+            READ_SCRIPT,
+            REMOVE_SCRIPT,
+            WRITE_SCRIPT,
+            READ_MANY_SCRIPT,
+            WRITE_MANY_SCRIPT,
+        ] {
             let st = std::process::Command::new("/bin/sh")
                 .args(["-n", "-c", script])
                 .status()?;

@@ -45,6 +45,30 @@ pub trait Transport: Send + Sync {
     /// directories are created.
     async fn write_file_atomic(&self, path: &str, bytes: &[u8], mode: u32) -> Result<()>;
 
+    /// Contents of each of `paths` (`None` when missing), in order. The
+    /// default reads them one by one; [`crate::SshTransport`] reads them
+    /// with one remote command.
+    async fn read_files(&self, paths: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut out = Vec::with_capacity(paths.len());
+        for path in paths {
+            out.push(self.read_file(path).await?);
+        }
+        Ok(out)
+    }
+
+    /// [`Transport::write_file_atomic`] for each `(path, bytes, mode)`. Each
+    /// file is replaced atomically (old or new contents, never a mix); the
+    /// set as a whole is not: on an error some files may already be
+    /// replaced. The default writes them one by one; [`crate::SshTransport`]
+    /// uses one remote command that prepares (and checks) every temporary
+    /// file before renaming any of them.
+    async fn write_files_atomic(&self, files: &[(&str, &[u8], u32)]) -> Result<()> {
+        for (path, bytes, mode) in files {
+            self.write_file_atomic(path, bytes, *mode).await?;
+        }
+        Ok(())
+    }
+
     /// Remove `path`; `Ok(false)` when it did not exist.
     async fn remove_file(&self, path: &str) -> Result<bool>;
 
