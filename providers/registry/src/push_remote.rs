@@ -103,7 +103,7 @@ pub struct RemotePushOptions {
 impl Default for RemotePushOptions {
     fn default() -> Self {
         RemotePushOptions {
-            concurrency: 4,
+            concurrency: 8,
             small_uploads: 8,
             progress: None,
         }
