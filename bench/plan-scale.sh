@@ -9,8 +9,10 @@
 #   DEPENDS_ON=1 bench/plan-scale.sh   # clusters depend on the image set
 #
 # The work directory (BENCH_DIR, default /tmp/mirrorplan-bench-IMAGESxNODES)
-# is kept: the slow one-time setup (bundle + first apply) is reused when the
-# script runs again with the same parameters. Delete it to start over.
+# is kept: the one-time setup (bundle + first apply, about 2 minutes at full
+# scale) is reused when the script runs again with the same parameters.
+# Delete it to start over. The first timed run also fills the bundle summary
+# cache (.mirrorplan/cache/bundles/) when the setup did not.
 set -euo pipefail
 
 IMAGES=${IMAGES:-10000}
@@ -51,7 +53,7 @@ extra=()
 python3 "$root/bench/gen-config.py" "$cfg" "$bundle" "$NODES" "$CLUSTERS" "${extra[@]}"
 
 if ! "$bin" -C "$cfg" plan --refresh=false --detailed-exitcode >/dev/null 2>&1; then
-  echo "== first apply (one-time setup; state saved after every instance)" >&2
+  echo "== first apply (one-time setup)" >&2
   start=$(date +%s.%N)
   "$bin" -C "$cfg" apply --auto-approve --parallelism 10 >"$work/apply.log" 2>&1 \
     || { echo "apply failed, see $work/apply.log" >&2; exit 1; }
