@@ -8,7 +8,7 @@
 mod common;
 use common::*;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,58 +26,6 @@ fn id_from_message(message: &str) -> Option<String> {
         .take_while(|c| c.is_ascii_hexdigit() || *c == '-')
         .collect();
     (id.len() == 36).then_some(id)
-}
-
-/// The quickstart bundle and [`NODES`] local nodes, nodes after the images.
-fn config() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let bundles = dir.path().join("bundles");
-    std::fs::create_dir_all(&bundles).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/bundles/quickstart.tar.gz"),
-        bundles.join("quickstart.tar.gz"),
-    )
-    .unwrap_or_else(|e| panic!("copy bundle: {e}"));
-    let list: Vec<String> = (0..NODES)
-        .map(|i| format!("\"local:./nodes/n{i}\""))
-        .collect();
-    let hcl = format!(
-        r#"registry "store" {{
-  endpoint  = "oci:./store"
-  namespace = "mirror"
-}}
-
-registry "mirror" {{
-  endpoint  = "http://127.0.0.1:5000"
-  namespace = "mirror"
-}}
-
-image_set "bundle" {{
-  registry = registry.store
-  bundle   = "bundles/quickstart.tar.gz"
-}}
-
-cluster "big" {{
-  nodes = [{}]
-  registry_mirror {{
-    registry = registry.mirror
-    hosts    = ["quay.io", "docker.io"]
-  }}
-  depends_on = [image_set.bundle]
-}}
-
-output "store" {{
-  value = registry.store.endpoint
-}}
-"#,
-        list.join(", ")
-    );
-    std::fs::write(dir.path().join("main.hcl"), hcl).unwrap_or_else(|e| panic!("{e}"));
-    dir
-}
-
-fn state_path(dir: &Path) -> PathBuf {
-    dir.join(".mirrorplan/state.json")
 }
 
 /// The serial of the state file, if there is one that parses.
@@ -146,7 +94,7 @@ fn assert_converged(dir: &Path) {
 
 /// One kill and the recovery from it. Returns whether a stale lock was left.
 fn crash_and_recover(point: KillPoint) -> bool {
-    let cfg = config();
+    let cfg = local_nodes_config(NODES);
     let dir = cfg.path();
     let mut child = start_apply(dir);
     let killed = kill_at(&mut child, dir, point);

@@ -6,61 +6,13 @@
 mod common;
 use common::*;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use mirrorplan_state::{LockInfo, LockRequest, StateLock, StateStore};
-
-/// A configuration of the quickstart bundle and `nodes` local nodes.
-fn config(nodes: usize) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let bundles = dir.path().join("bundles");
-    std::fs::create_dir_all(&bundles).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/bundles/quickstart.tar.gz"),
-        bundles.join("quickstart.tar.gz"),
-    )
-    .unwrap_or_else(|e| panic!("copy bundle: {e}"));
-    let list: Vec<String> = (0..nodes)
-        .map(|i| format!("\"local:./nodes/n{i}\""))
-        .collect();
-    let hcl = format!(
-        r#"registry "store" {{
-  endpoint  = "oci:./store"
-  namespace = "mirror"
-}}
-
-registry "mirror" {{
-  endpoint  = "http://127.0.0.1:5000"
-  namespace = "mirror"
-}}
-
-image_set "bundle" {{
-  registry = registry.store
-  bundle   = "bundles/quickstart.tar.gz"
-}}
-
-cluster "big" {{
-  nodes = [{}]
-  registry_mirror {{
-    registry = registry.mirror
-    hosts    = ["quay.io", "docker.io"]
-  }}
-  depends_on = [image_set.bundle]
-}}
-"#,
-        list.join(", ")
-    );
-    std::fs::write(dir.path().join("main.hcl"), hcl).unwrap_or_else(|e| panic!("{e}"));
-    dir
-}
-
-fn state_path(dir: &Path) -> PathBuf {
-    dir.join(".mirrorplan/state.json")
-}
 
 /// Takes the state lock of `dir` from this (test) process.
 fn hold(dir: &Path, operation: &str) -> StateLock {
@@ -75,7 +27,7 @@ fn lock_info(dir: &Path) -> Option<LockInfo> {
 
 #[test]
 fn a_held_lock_is_refused_naming_the_holder_and_id() {
-    let cfg = config(2);
+    let cfg = local_nodes_config(2);
     let dir = cfg.path();
     let lock = hold(dir, "apply");
     let info = lock.info().clone();
@@ -116,7 +68,7 @@ fn a_held_lock_is_refused_naming_the_holder_and_id() {
 
 #[test]
 fn lock_timeout_waits_for_the_holder_to_release() {
-    let cfg = config(2);
+    let cfg = local_nodes_config(2);
     let dir = cfg.path();
     let lock = hold(dir, "apply");
     let released = Arc::new(AtomicBool::new(false));
@@ -141,7 +93,7 @@ fn lock_timeout_waits_for_the_holder_to_release() {
 
 #[test]
 fn lock_timeout_gives_up_while_the_holder_keeps_the_lock() {
-    let cfg = config(2);
+    let cfg = local_nodes_config(2);
     let dir = cfg.path();
     let lock = hold(dir, "plan");
     let o = run_ok(dir, &["plan", "--lock-timeout", "300ms"], 1);
@@ -155,7 +107,7 @@ fn lock_timeout_gives_up_while_the_holder_keeps_the_lock() {
 
 #[test]
 fn lock_false_reads_without_blocking() {
-    let cfg = config(2);
+    let cfg = local_nodes_config(2);
     let dir = cfg.path();
     run_ok(dir, &["apply", "--auto-approve"], 0);
     let lock = hold(dir, "apply");
@@ -185,7 +137,7 @@ fn wait_for_lock_of(dir: &Path, child: &mut Child) -> LockInfo {
 #[test]
 fn two_concurrent_applies_do_not_both_run() {
     // enough nodes that the first apply is still running when the second starts
-    let cfg = config(60);
+    let cfg = local_nodes_config(60);
     let dir = cfg.path();
     let mut first = bin()
         .arg("-C")

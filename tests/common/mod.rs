@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// The `mirrorplan` binary under test, with `NO_COLOR` and no standard input.
@@ -56,4 +56,58 @@ pub fn unwrapped(stderr: &str) -> String {
         out.push_str(line);
     }
     out
+}
+
+/// A configuration of the quickstart bundle and `nodes` local nodes, the
+/// nodes after the images, in a new temporary directory.
+pub fn local_nodes_config(nodes: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let bundles = dir.path().join("bundles");
+    std::fs::create_dir_all(&bundles).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/bundles/quickstart.tar.gz"),
+        bundles.join("quickstart.tar.gz"),
+    )
+    .unwrap_or_else(|e| panic!("copy bundle: {e}"));
+    let list: Vec<String> = (0..nodes)
+        .map(|i| format!("\"local:./nodes/n{i}\""))
+        .collect();
+    let hcl = format!(
+        r#"registry "store" {{
+  endpoint  = "oci:./store"
+  namespace = "mirror"
+}}
+
+registry "mirror" {{
+  endpoint  = "http://127.0.0.1:5000"
+  namespace = "mirror"
+}}
+
+image_set "bundle" {{
+  registry = registry.store
+  bundle   = "bundles/quickstart.tar.gz"
+}}
+
+cluster "big" {{
+  nodes = [{}]
+  registry_mirror {{
+    registry = registry.mirror
+    hosts    = ["quay.io", "docker.io"]
+  }}
+  depends_on = [image_set.bundle]
+}}
+
+output "store" {{
+  value = registry.store.endpoint
+}}
+"#,
+        list.join(", ")
+    );
+    std::fs::write(dir.path().join("main.hcl"), hcl).unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
+
+/// The default state file of a configuration directory.
+pub fn state_path(dir: &Path) -> PathBuf {
+    dir.join(".mirrorplan/state.json")
 }
