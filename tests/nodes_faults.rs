@@ -51,13 +51,15 @@ fn a_node_down_stops_the_rollout_or_is_tolerated_within_max_failures() {
     lab.write_config(&[&n1, &n2, &n3], &with_k8s(None));
     n1.stop();
 
-    // refresh cannot reach n1: nothing is planned, nothing changes, the node is named
+    // max_failures = 0: refresh cannot reach n1, so nothing is planned,
+    // nothing changes, the node is named
     let o = run_ok(lab.path(), &["apply", "--auto-approve"], 1);
     let out = all_text(&o);
     assert!(
         out.contains(&down_key),
         "the error does not name {down_key}:\n{out}"
     );
+    assert!(!out.contains("Warning:"), "{out}");
     for n in [&n2, &n3] {
         assert!(node_file(n, hosts_k8s).is_none(), "{} changed", node_key(n));
     }
@@ -75,14 +77,48 @@ fn a_node_down_stops_the_rollout_or_is_tolerated_within_max_failures() {
         assert!(node_file(n, hosts_k8s).is_none(), "{} changed", node_key(n));
     }
 
-    // max_failures = 1: n1 fails, n2 and n3 are configured; the cluster check waits
+    // max_failures = 1: the refreshing plan goes on, warning about n1
     lab.write_config(&[&n1, &n2, &n3], &with_k8s(Some("max_failures = 1")));
+    let o = run_ok(lab.path(), &["plan", "--detailed-exitcode"], 2);
+    let plan = all_text(&o);
+    let warning = format!("Warning: {down} could not be read: node root@{down_key}");
+    assert!(plan.contains(&warning), "no warning about {down}:\n{plan}");
+    assert!(
+        plan.contains("count a failure against cluster.c1's max_failures = 1"),
+        "{plan}"
+    );
+    for n in [&n1, &n2, &n3] {
+        assert!(
+            plan.contains(&format!("{} will be updated", node_address(n))),
+            "{} is not planned:\n{plan}",
+            node_key(n)
+        );
+    }
+    let o = run_ok(lab.path(), &["plan", "--json"], 0);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON: {e}\n{}", streams(&o)));
+    let warnings = v["warnings"].as_array().cloned().unwrap_or_default();
+    assert_eq!(warnings.len(), 1, "{v:#}");
+    assert_eq!(warnings[0]["address"], down.as_str());
+    let o = run_ok(lab.path(), &["plan", "--format", "markdown"], 0);
+    let md = all_text(&o);
+    assert!(md.contains("> **Warning:**"), "{md}");
+    assert!(md.contains("could not be read"), "{md}");
+    // a drift check still fails on the unreachable node
     let o = run_ok(
         lab.path(),
-        &["apply", "--auto-approve", "--refresh=false"],
+        &["plan", "--refresh-only", "--detailed-exitcode"],
         1,
     );
     let out = all_text(&o);
+    assert!(out.contains("mirrorplan::refresh::unreachable"), "{out}");
+    assert!(out.contains(&down_key), "{out}");
+
+    // apply (refreshing): n1 fails with a clear error, n2 and n3 are
+    // configured; the cluster check waits
+    let o = run_ok(lab.path(), &["apply", "--auto-approve"], 1);
+    let out = all_text(&o);
+    assert!(out.contains(&warning), "{out}");
     assert!(out.contains(&down), "{out}");
     for n in [&n2, &n3] {
         let f = node_file(n, hosts_k8s)
@@ -90,15 +126,18 @@ fn a_node_down_stops_the_rollout_or_is_tolerated_within_max_failures() {
         assert!(f.contains("server = \"https://registry.k8s.io\""), "{f}");
         assert_pulls_through_mirror(&lab, n, GCR_IMAGE);
     }
-    // n1 is still pending
-    let o = run_ok(
-        lab.path(),
-        &["plan", "--refresh=false", "--detailed-exitcode"],
-        2,
-    );
-    let plan = all_text(&o);
-    assert!(plan.contains(&down), "{plan}");
-    assert!(!plan.contains(&node_address(&n2)), "{plan}");
+    // the state records the finished nodes: n1 is still pending, n2 and n3
+    // are not (with and without refresh)
+    for args in [
+        &["plan", "--detailed-exitcode"][..],
+        &["plan", "--refresh=false", "--detailed-exitcode"][..],
+    ] {
+        let o = run_ok(lab.path(), args, 2);
+        let plan = all_text(&o);
+        assert!(plan.contains(&format!("{down} will be updated")), "{plan}");
+        assert!(!plan.contains(&node_address(&n2)), "{plan}");
+        assert!(!plan.contains(&node_address(&n3)), "{plan}");
+    }
 }
 
 #[test]

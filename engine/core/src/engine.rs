@@ -246,10 +246,16 @@ impl Engine {
         };
 
         // Refresh.
-        let observed: BTreeMap<Address, Option<Observed>> = if refresh || refresh_only {
-            self.refresh(&selected, &by_addr, &priors).await?
+        // (instances the provider could not read but lets the plan go on
+        // without: planned from their prior, with a warning)
+        let (observed, mut unread): (
+            BTreeMap<Address, Option<Observed>>,
+            BTreeMap<Address, crate::provider::ProviderError>,
+        ) = if refresh || refresh_only {
+            self.refresh(&selected, &by_addr, &priors, refresh_only)
+                .await?
         } else {
-            BTreeMap::new()
+            (BTreeMap::new(), BTreeMap::new())
         };
 
         let mut drift = Vec::new();
@@ -353,12 +359,24 @@ impl Engine {
                 continue;
             }
 
-            let planned = provider
+            let mut planned = provider
                 .plan(d, refreshed.as_deref(), obs)
                 .map_err(|error| EngineError::PlanFailed {
                     address: address.clone(),
                     error: Box::new(error),
                 })?;
+            let mut warnings = Vec::new();
+            if let Some(e) = unread.remove(address) {
+                // nobody knows what the object is like now: apply looks
+                if planned.action == Action::NoOp && d.is_some() {
+                    planned.action = Action::Update;
+                }
+                let consequence = e.plan_unread.as_deref().unwrap_or("apply will try it");
+                warnings.push(format!(
+                    "could not be read: {}; planned from the state, {consequence}",
+                    e.message
+                ));
+            }
             if planned.address != *address {
                 return Err(EngineError::PlanFailed {
                     address: address.clone(),
@@ -390,14 +408,16 @@ impl Engine {
             } else {
                 state_update
             };
-            changes.push(to_resource_change(
+            let mut change = to_resource_change(
                 planned,
                 After::Clear,
                 d.map(|d| config_digest(d, &salt)),
                 deps,
                 update,
                 &salt,
-            ));
+            );
+            change.warnings = warnings;
+            changes.push(change);
         }
 
         check_acyclic(&walk_edges(&changes))?;
@@ -417,7 +437,14 @@ impl Engine {
         selected: &BTreeSet<Address>,
         desired: &BTreeMap<Address, DesiredInstance>,
         priors: &BTreeMap<Address, PriorInstance>,
-    ) -> Result<BTreeMap<Address, Option<Observed>>, EngineError> {
+        refresh_only: bool,
+    ) -> Result<
+        (
+            BTreeMap<Address, Option<Observed>>,
+            BTreeMap<Address, crate::provider::ProviderError>,
+        ),
+        EngineError,
+    > {
         let mut jobs = Vec::new();
         for address in selected {
             let d = desired.get(address);
@@ -444,11 +471,17 @@ impl Engine {
             .collect()
             .await;
         let mut found = BTreeMap::new();
+        let mut unread = BTreeMap::new();
         let mut failures = Vec::new();
         for (address, result) in results {
             match result {
                 Ok(o) => {
                     found.insert(address.clone(), o);
+                }
+                // a drift check must see every failure: only a plan that
+                // will act may go on without reading
+                Err(error) if error.plan_unread.is_some() && !refresh_only => {
+                    unread.insert(address.clone(), error);
                 }
                 Err(error) => failures.push(RefreshFailure {
                     address: address.clone(),
@@ -457,7 +490,7 @@ impl Engine {
             }
         }
         if failures.is_empty() {
-            Ok(found)
+            Ok((found, unread))
         } else {
             failures.sort_by(|a, b| a.address.cmp(&b.address));
             Err(EngineError::Refresh { failures })
@@ -545,5 +578,6 @@ fn to_resource_change(
         dependencies,
         config_digest,
         state_update,
+        warnings: Vec::new(),
     }
 }

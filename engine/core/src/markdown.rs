@@ -386,6 +386,14 @@ pub fn render_plan_markdown(plan: &Plan) -> String {
             plural(plan.drift.len(), "object", "objects")
         );
     }
+    for (address, w) in plan.warnings() {
+        let _ = writeln!(
+            out,
+            "> **Warning:** `{}` {}\n",
+            cell(&address.to_string()),
+            w.replace('\n', " ")
+        );
+    }
     if !plan.targets.is_empty() {
         let t: Vec<String> = plan
             .targets

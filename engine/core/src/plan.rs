@@ -166,6 +166,10 @@ pub struct ResourceChange {
     /// refresh that found differences).
     #[serde(default)]
     pub state_update: Option<StateUpdate>,
+    /// Warnings for the user, e.g. that the instance could not be read at
+    /// refresh and is planned from its prior state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl ResourceChange {
@@ -252,6 +256,13 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Every warning of the plan as `(address, message)`, in address order.
+    pub fn warnings(&self) -> impl Iterator<Item = (&Address, &str)> {
+        self.changes
+            .iter()
+            .flat_map(|c| c.warnings.iter().map(move |w| (&c.address, w.as_str())))
+    }
+
     /// Counts of the actions.
     pub fn summary(&self) -> Summary {
         let mut s = Summary::default();

@@ -190,6 +190,14 @@ pub struct ProviderError {
     pub message: String,
     /// What the user can do about it.
     pub help: Option<String>,
+    /// Set by a refresh ([`Provider::read`]) that could not read the
+    /// instance but whose provider accepts planning it anyway: the plan goes
+    /// on, the instance is planned from its prior state (at least an update,
+    /// so that apply tries it), and the plan carries a warning ending with
+    /// this text, which says what apply will do (e.g. "apply will try it and
+    /// count a failure against max_failures"). Refresh-only plans still
+    /// fail. `None`: a failed read stops the plan.
+    pub plan_unread: Option<String>,
 }
 
 impl ProviderError {
@@ -199,6 +207,7 @@ impl ProviderError {
             kind,
             message: message.into(),
             help: None,
+            plan_unread: None,
         }
     }
 
@@ -220,6 +229,13 @@ impl ProviderError {
     /// Builder: adds a help line.
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
+        self
+    }
+
+    /// Builder: a refresh error that need not stop the plan (see the field
+    /// `plan_unread`); `consequence` says what apply will do.
+    pub fn allow_plan_unread(mut self, consequence: impl Into<String>) -> Self {
+        self.plan_unread = Some(consequence.into());
         self
     }
 

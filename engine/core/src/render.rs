@@ -16,7 +16,7 @@ use crate::plan::{Action, AttrChange, Plan, ResourceChange};
 use crate::value::{is_multiline, AttrValue, SENSITIVE_MASK};
 
 /// The version of the `--json` plan format.
-pub const JSON_FORMAT_VERSION: &str = "1.0";
+pub const JSON_FORMAT_VERSION: &str = "1.1";
 
 /// How to render.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -154,6 +154,9 @@ fn write_change(out: &mut String, c: &ResourceChange, options: RenderOptions) {
         paint(header(c.action), BOLD, options)
     );
     let _ = writeln!(out, "{sym:>3} {address}");
+    for w in &c.warnings {
+        let _ = writeln!(out, "      # {} {w}", paint("Warning:", BOLD, options));
+    }
     for d in &c.details {
         let _ = writeln!(out, "      # {d}");
     }
@@ -350,6 +353,9 @@ pub fn render_plan(plan: &Plan, options: RenderOptions) -> String {
         s.change,
         s.destroy
     );
+    for (address, w) in plan.warnings() {
+        let _ = writeln!(out, "\n{} {address} {w}", paint("Warning:", BOLD, options));
+    }
     if !plan.targets.is_empty() {
         let targets: Vec<String> = plan.targets.iter().map(|t| t.to_string()).collect();
         let _ = writeln!(
@@ -445,6 +451,7 @@ pub fn plan_json(plan: &Plan) -> Value {
         "targets": plan.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
         "drift": drift,
         "resource_changes": changes,
+        "warnings": plan.warnings().map(|(a, w)| json!({"address": a.to_string(), "message": w})).collect::<Vec<_>>(),
         "summary": {"add": s.add, "change": s.change, "destroy": s.destroy, "read": s.read},
     })
 }

@@ -296,6 +296,78 @@ async fn unreachable_refresh_is_distinguished_from_drift() {
 }
 
 #[tokio::test]
+async fn an_unread_instance_the_provider_tolerates_is_planned_with_a_warning() {
+    let down = "node.c[\"down\"]";
+    let up = "node.c[\"up\"]";
+    let attrs = node(22, HOSTS_V1);
+    let changed = node(22, HOSTS_V2);
+    let plan_with = |refresh_only: bool, tolerate: bool| {
+        let mut provider = MemProvider::with_world(&[(down, attrs.clone()), (up, attrs.clone())]);
+        provider.unreachable.insert(addr(down));
+        provider.plan_unread = tolerate;
+        let engine = Engine::new().with_provider(Arc::new(provider));
+        let prior = snapshot(1, &[(down, record(&attrs, &[])), (up, record(&attrs, &[]))]);
+        let desired = vec![
+            desired(down, attrs.clone(), &[]),
+            desired(up, changed.clone(), &[]),
+        ];
+        async move {
+            engine
+                .plan(PlanRequest {
+                    desired,
+                    prior,
+                    refresh: true,
+                    refresh_only,
+                    targets: vec![],
+                })
+                .await
+        }
+    };
+    // tolerated: the plan goes on; the unread instance is tried by apply
+    let plan = plan_with(false, true).await.expect("plans");
+    let actions: Vec<(String, Action)> = plan
+        .changes
+        .iter()
+        .map(|c| (c.address.to_string(), c.action))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            (down.to_string(), Action::Update),
+            (up.to_string(), Action::Update)
+        ]
+    );
+    let warnings: Vec<(String, String)> = plan
+        .warnings()
+        .map(|(a, w)| (a.to_string(), w.to_string()))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].0, down);
+    assert!(warnings[0].1.contains("connection refused"), "{warnings:?}");
+    assert!(warnings[0].1.contains("apply will try it"), "{warnings:?}");
+    assert!(plan.drift.is_empty());
+    let human = render_plan(&plan, RenderOptions::default());
+    assert!(
+        human.contains(&format!("Warning: {down} could not be read")),
+        "{human}"
+    );
+    let json = plan_json(&plan);
+    assert_eq!(json["warnings"][0]["address"], down);
+    assert_eq!(json["format_version"], "1.1");
+    let md = mirrorplan_engine::render_plan_markdown(&plan);
+    assert!(md.contains("could not be read"), "{md}");
+    // the warning survives a plan file
+    let file = plan.to_file_bytes().expect("serialisable");
+    let back = Plan::from_file_bytes(&file).expect("reads back");
+    assert_eq!(back.warnings().count(), 1);
+    // not tolerated, or a drift check: the plan stops
+    let err = plan_with(false, false).await.expect_err("refused");
+    assert!(err.is_unreachable(), "{err}");
+    let err = plan_with(true, true).await.expect_err("refused");
+    assert!(err.is_unreachable(), "{err}");
+}
+
+#[tokio::test]
 async fn refresh_respects_parallelism() {
     let mut provider = MemProvider::with_world(&[]);
     provider.sleep = Some(std::time::Duration::from_millis(5));

@@ -209,8 +209,14 @@ impl Provider for ClusterProvider {
             let TransportSpec::Ssh { host, port, .. } = node else {
                 continue;
             };
-            // an unreachable node is an error (exit 1), not drift
-            let ssh = self.connections.ssh(node).await?;
+            // an unreachable node is not drift of the cluster: its own node
+            // instance's refresh reports it (and stops the plan, unless the
+            // rollout tolerates failures)
+            let ssh = match self.connections.ssh(node).await {
+                Ok(ssh) => ssh,
+                Err(e) if e.is_unreachable() => continue,
+                Err(e) => return Err(e),
+            };
             let serving = match tokio::time::timeout(std::time::Duration::from_secs(10), async {
                 let cri = crate::cri::CriClient::over_ssh(&ssh, &spec.socket).await?;
                 cri.version().await

@@ -507,24 +507,32 @@ fn unreachable(t: &dyn Transport, e: NodeError) -> ProviderError {
     }
 }
 
-async fn containerd_version(t: &dyn Transport, spec: &TransportSpec) -> ContainerdVersion {
+/// Every file of `paths` and containerd's major version, with one remote
+/// command (a `local:` node has no containerd: 1.x). A failed `containerd
+/// --version` means 1.x.
+async fn read_with_version(
+    t: &dyn Transport,
+    spec: &TransportSpec,
+    paths: &[&str],
+) -> Result<(Vec<Option<Vec<u8>>>, ContainerdVersion), NodeError> {
     if matches!(spec, TransportSpec::Local { .. }) {
-        return ContainerdVersion::V1;
+        return Ok((t.read_files(paths).await?, ContainerdVersion::V1));
     }
-    match t.run(&["containerd", "--version"]).await {
+    let (files, out) = t
+        .read_files_and_run(paths, &["containerd", "--version"])
+        .await?;
+    let version = match out {
         Ok(out) if out.success() => parse_containerd_version(&String::from_utf8_lossy(&out.stdout))
             .unwrap_or(ContainerdVersion::V1),
         _ => ContainerdVersion::V1,
-    }
+    };
+    Ok((files, version))
 }
 
-#[async_trait]
-impl Provider for NodeProvider {
-    fn kind(&self) -> &str {
-        KIND
-    }
-
-    async fn read(
+impl NodeProvider {
+    /// The refresh of one node: every file it should have, and containerd's
+    /// version.
+    async fn read_node(
         &self,
         desired: Option<&DesiredInstance>,
         prior: Option<&PriorInstance>,
@@ -589,6 +597,33 @@ impl Provider for NodeProvider {
             },
         );
         Ok(Some(Observed { attrs }))
+    }
+}
+
+#[async_trait]
+impl Provider for NodeProvider {
+    fn kind(&self) -> &str {
+        KIND
+    }
+
+    async fn read(
+        &self,
+        desired: Option<&DesiredInstance>,
+        prior: Option<&PriorInstance>,
+    ) -> Result<Option<Observed>, ProviderError> {
+        self.read_node(desired, prior).await.map_err(|e| {
+            // a node down while its cluster's rollout tolerates failures:
+            // the other nodes are planned, this one is tried by apply
+            match desired.and_then(|d| RolloutSpec::from_attrs(&d.attrs)) {
+                Some(r) if e.is_unreachable() && r.max_failures > 0 => {
+                    e.allow_plan_unread(format!(
+                        "apply will try it and count a failure against {}'s max_failures = {}",
+                        r.cluster, r.max_failures
+                    ))
+                }
+                _ => e,
+            }
+        })
     }
 
     fn plan(

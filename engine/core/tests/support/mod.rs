@@ -58,6 +58,8 @@ pub struct MemProvider {
     pub fail: BTreeSet<Address>,
     /// Read of these fails as unreachable.
     pub unreachable: BTreeSet<Address>,
+    /// An unreachable read lets the plan go on (`allow_plan_unread`).
+    pub plan_unread: bool,
     /// Interrupt behaviour per instance.
     pub on_start: BTreeMap<Address, OnStart>,
     pub interrupt: Interrupt,
@@ -131,9 +133,12 @@ impl Provider for MemProvider {
         self.leave();
         self.log(format!("read {address}"));
         if self.unreachable.contains(address) {
-            return Err(ProviderError::unreachable(format!(
-                "{address}: connection refused"
-            )));
+            let e = ProviderError::unreachable(format!("{address}: connection refused"));
+            return Err(if self.plan_unread {
+                e.allow_plan_unread("apply will try it")
+            } else {
+                e
+            });
         }
         let found = self.world.lock().expect("lock").get(address).cloned();
         Ok(found.map(|attrs| Observed { attrs }))
