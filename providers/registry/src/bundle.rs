@@ -12,15 +12,21 @@
 //!    is recorded. The result lists each image with its exact manifest bytes
 //!    and every blob it needs; images that cannot be pushed (missing blob,
 //!    bad name, ...) are listed in [`Catalogue::failures`] without stopping
-//!    the others.
+//!    the others. For an OCI layout the pass stops as soon as `index.json`,
+//!    the manifests and indexes it references and their configs have been
+//!    read; with the recommended packing order (`oci-layout`, `index.json`,
+//!    then blobs smallest first) that is the head of the archive, and layers
+//!    are then checked in pass 2 only. Other orders read the whole archive.
 //! 2. [`Bundle::stream_blobs`] decodes the archive again and hands each
 //!    needed blob, in archive order, to a sink through a reader that hashes
 //!    and counts while the bytes pass and fails at end of stream when the
-//!    digest or size is wrong.
+//!    digest or size is wrong. Since every byte it hands on is checked
+//!    against a sha256, this pass skips the xz container's own CRC64.
 //!
-//! A `tar` is sequential and `index.json` sorts after `blobs/`, so a single
-//! pass cannot know which repositories a blob belongs to when it streams
-//! past; the second decode is cheap for gzip/zstd (about 5 s/GiB for xz).
+//! A `tar` is sequential; when `index.json` sorts after `blobs/` (as `tar`
+//! of a layout directory writes it), pass 1 cannot know which repositories a
+//! blob belongs to when it streams past, so it reads the whole archive and
+//! the bundle is decoded twice.
 //!
 //! `docker save` archives (`manifest.json` with `RepoTags`, layers as
 //! `<id>/layer.tar` or `blobs/sha256/<hex>`) carry no registry manifest: an
@@ -166,6 +172,11 @@ pub struct Catalogue {
     pub failures: Vec<ImageFailure>,
     /// Distinct blobs needed by `images`, sorted by digest.
     pub blobs: Vec<BlobRef>,
+    /// Whether pass 1 read the whole archive. `false` when it stopped after
+    /// the head (see [`Bundle::catalogue_with`]): layers that come later
+    /// were not seen, so a missing or wrong-sized layer is reported by
+    /// [`Bundle::stream_blobs`] instead (failing only the images using it).
+    pub read_whole: bool,
     users: BTreeMap<Digest, Vec<String>>,
     file_blobs: HashMap<String, Digest>,
 }
@@ -195,6 +206,7 @@ impl Catalogue {
             images: self.images.clone(),
             failures: Vec::new(),
             blobs: self.blobs.clone(),
+            read_whole: self.read_whole,
             users: self.users.clone(),
             file_blobs: self.file_blobs.clone(),
         }
@@ -257,6 +269,113 @@ struct Scan {
     links: HashMap<String, String>,
     index_json: Option<Vec<u8>>,
     manifest_json: Option<Vec<u8>>,
+    /// The scan read to the end of the archive (not stopped after the head).
+    complete: bool,
+}
+
+/// What the head of an OCI layout must hold before pass 1 may stop.
+#[derive(Debug, Clone)]
+enum Need {
+    /// A manifest or index (`top`: named in `index.json`), with the media
+    /// type of the descriptor that references it.
+    Manifest { top: bool, hint: String },
+    /// A config blob: only has to be seen.
+    Config,
+}
+
+/// Decides when pass 1 has read everything the catalogue needs from an OCI
+/// layout: `index.json`, every manifest and index it references (and the
+/// platform manifests of those indexes) and their configs. Layers are not
+/// needed: the catalogue takes their size from the manifest. Any doubt
+/// (an unreadable `index.json`, a foreign layer, which may or may not be in
+/// the archive) means reading the whole archive, as before.
+#[derive(Debug, Default)]
+struct HeadTracker {
+    index_seen: bool,
+    give_up: bool,
+    waiting: HashMap<Digest, Need>,
+}
+
+impl HeadTracker {
+    fn on_index(&mut self, scan: &Scan, index: &[u8]) {
+        self.index_seen = true;
+        match serde_json::from_slice::<OciIndexFile>(index) {
+            Ok(parsed) => {
+                for d in parsed.manifests {
+                    self.need(
+                        scan,
+                        d.digest,
+                        Need::Manifest {
+                            top: true,
+                            hint: d.media_type,
+                        },
+                    );
+                }
+            }
+            Err(_) => self.give_up = true,
+        }
+    }
+
+    fn need(&mut self, scan: &Scan, digest: Digest, need: Need) {
+        if scan.sizes.contains_key(&digest) {
+            self.resolve(scan, &digest, need);
+            return;
+        }
+        match (self.waiting.get(&digest), &need) {
+            // a manifest need is stronger than a config one
+            (Some(Need::Manifest { .. }), Need::Config) => {}
+            _ => {
+                self.waiting.insert(digest, need);
+            }
+        }
+    }
+
+    /// `digest` has been seen (its size, and its bytes when small JSON).
+    fn resolve(&mut self, scan: &Scan, digest: &Digest, need: Need) {
+        let Need::Manifest { top, hint } = need else {
+            return;
+        };
+        // Corrupt, too big or not JSON: the catalogue reports it the same
+        // way whatever follows in the archive.
+        let Some(bytes) = scan.json.get(digest) else {
+            return;
+        };
+        let Ok((_, parsed)) = oci::parse_manifest(bytes, Some(&hint)) else {
+            return;
+        };
+        match parsed {
+            Parsed::Image { config, layers } => {
+                if layers.iter().any(oci::is_foreign_layer) {
+                    self.give_up = true;
+                }
+                self.need(scan, config.digest, Need::Config);
+            }
+            Parsed::Index { manifests } if top => {
+                for m in manifests {
+                    self.need(
+                        scan,
+                        m.digest,
+                        Need::Manifest {
+                            top: false,
+                            hint: m.media_type,
+                        },
+                    );
+                }
+            }
+            // nested index: refused by the catalogue, nothing more to read
+            Parsed::Index { .. } => {}
+        }
+    }
+
+    fn on_blob(&mut self, scan: &Scan, digest: &Digest) {
+        if let Some(need) = self.waiting.remove(digest) {
+            self.resolve(scan, digest, need);
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.index_seen && !self.give_up && self.waiting.is_empty()
+    }
 }
 
 fn normalise(path: &str) -> String {
@@ -335,26 +454,48 @@ impl Bundle {
         self.compression
     }
 
-    fn archive(&self) -> Result<tar::Archive<Box<dyn Read>>, BundleError> {
+    /// The decoded archive. `container_check` keeps the compression
+    /// format's own integrity check (xz's CRC64 per block); without it
+    /// the check is skipped, which only the blob pass does: every byte it
+    /// hands on is verified against a sha256 anyway, and the static
+    /// liblzma's CRC64 (no CLMUL) costs more than decoding stored blocks.
+    fn archive(&self, container_check: bool) -> Result<tar::Archive<Box<dyn Read>>, BundleError> {
         let f = File::open(&self.path).map_err(|source| BundleError::Open {
             path: self.path.clone(),
             source,
         })?;
+        // One buffer between the file and the decoder (the `bufread`
+        // decoders read from it directly, without a second copy).
         let buffered = BufReader::with_capacity(256 * 1024, f);
-        let reader: Box<dyn Read> = match self.compression {
-            Compression::None => Box::new(buffered),
-            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
-            Compression::Xz => Box::new(liblzma::read::XzDecoder::new_multi_decoder(buffered)),
-            Compression::Zstd => Box::new(
-                zstd::stream::read::Decoder::with_buffer(buffered).map_err(|source| {
-                    BundleError::Read {
-                        path: self.path.clone(),
-                        where_: "at the start of the zstd stream".into(),
-                        source,
+        let reader: Box<dyn Read> =
+            match self.compression {
+                Compression::None => Box::new(buffered),
+                Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+                Compression::Xz => {
+                    let mut flags = liblzma::stream::CONCATENATED;
+                    if !container_check {
+                        flags |= liblzma::stream::IGNORE_CHECK;
                     }
-                })?,
-            ),
-        };
+                    let stream = liblzma::stream::Stream::new_stream_decoder(u64::MAX, flags)
+                        .map_err(|e| BundleError::Read {
+                            path: self.path.clone(),
+                            where_: "at the start of the xz stream".into(),
+                            source: io::Error::other(e),
+                        })?;
+                    Box::new(liblzma::bufread::XzDecoder::new_stream(buffered, stream))
+                }
+                Compression::Zstd => {
+                    Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(
+                        |source| BundleError::Read {
+                            path: self.path.clone(),
+                            where_: "at the start of the zstd stream".into(),
+                            source,
+                        },
+                    )?)
+                }
+            };
+        // tar reads entries through this: a large buffer means fewer,
+        // larger decoder calls.
         Ok(tar::Archive::new(reader))
     }
 
@@ -372,8 +513,32 @@ impl Bundle {
     }
 
     /// Pass 1: read index and manifests, list images and blobs.
+    ///
+    /// For an OCI layout, reading stops as soon as `index.json`, every
+    /// manifest and index it references and their configs have been read:
+    /// a bundle written in the recommended order (`oci-layout`,
+    /// `index.json`, then blobs smallest first) is catalogued from its
+    /// head only. In any other order (or for `docker save` archives) the
+    /// whole archive is read. [`Catalogue::read_whole`] says which.
     pub fn catalogue_with(&self, options: &CatalogueOptions) -> Result<Catalogue, BundleError> {
-        let scan = self.scan()?;
+        self.catalogue_impl(options, true)
+    }
+
+    /// Pass 1 reading the whole archive, never stopping after the head
+    /// (the reference the early stop is tested against).
+    pub fn catalogue_whole_with(
+        &self,
+        options: &CatalogueOptions,
+    ) -> Result<Catalogue, BundleError> {
+        self.catalogue_impl(options, false)
+    }
+
+    fn catalogue_impl(
+        &self,
+        options: &CatalogueOptions,
+        may_stop: bool,
+    ) -> Result<Catalogue, BundleError> {
+        let scan = self.scan(may_stop)?;
         let mut builder = Builder {
             bundle: self,
             scan: &scan,
@@ -416,14 +581,19 @@ impl Bundle {
             images,
             failures,
             blobs: blobs.into_values().collect(),
+            read_whole: scan.complete,
             users,
             file_blobs,
         })
     }
 
-    fn scan(&self) -> Result<Scan, BundleError> {
-        let mut archive = self.archive()?;
+    fn scan(&self, may_stop: bool) -> Result<Scan, BundleError> {
+        let mut archive = self.archive(true)?;
         let mut scan = Scan::default();
+        let mut head = HeadTracker {
+            give_up: !may_stop,
+            ..HeadTracker::default()
+        };
         let mut last = String::from("the first entry");
         let entries = archive
             .entries()
@@ -431,6 +601,13 @@ impl Bundle {
         for entry in entries {
             let mut entry = entry.map_err(self.read_err(format!("after {last}")))?;
             let path = normalise(&String::from_utf8_lossy(&entry.path_bytes()));
+            // Stop at the first blob after the head is complete. Small
+            // files after it (`oci-layout`) are still read, so an archive
+            // whose head ends with its last blob is read to its end and
+            // checked as a whole.
+            if head.done() && blob_path_digest(&path).is_some() {
+                return Ok(scan);
+            }
             last = format!("entry `{path}`");
             let kind = entry.header().entry_type();
             if kind.is_symlink() || kind.is_hard_link() {
@@ -467,6 +644,7 @@ impl Bundle {
                         return Err(self.read_err(in_entry)(io::ErrorKind::UnexpectedEof.into()));
                     }
                     if path == "index.json" {
+                        head.on_index(&scan, &buf);
                         scan.index_json = Some(buf);
                     } else {
                         scan.manifest_json = Some(buf);
@@ -497,7 +675,8 @@ impl Bundle {
                     }
                 }
                 scan.sizes.insert(digest.clone(), size);
-                scan.magic.insert(digest, magic);
+                scan.magic.insert(digest.clone(), magic);
+                head.on_blob(&scan, &digest);
                 continue;
             }
             // Files outside blobs/: `docker save` layers and configs. Hash
@@ -539,6 +718,7 @@ impl Bundle {
                 },
             );
         }
+        scan.complete = true;
         Ok(scan)
     }
 
@@ -570,7 +750,7 @@ impl Bundle {
             }
             report.failures.push(err);
         };
-        let mut archive = self.archive()?;
+        let mut archive = self.archive(false)?;
         let mut last = String::from("the first entry");
         let entries = archive
             .entries()
@@ -853,6 +1033,13 @@ impl Builder<'_> {
         }
         match self.scan.sizes.get(d) {
             None if oci::is_foreign_layer(desc) => Ok(None),
+            // Not seen because pass 1 stopped after the head: taken from
+            // the manifest; pass 2 checks it is there with this size.
+            None if !self.scan.complete => Ok(Some(BlobRef {
+                digest: d.clone(),
+                size: desc.size,
+                media_type: desc.media_type.clone(),
+            })),
             None => Err(BundleError::MissingBlob {
                 digest: d.clone(),
                 images: images(),
@@ -1245,6 +1432,7 @@ impl Catalogue {
             images,
             failures: Vec::new(),
             blobs: blobs.into_values().collect(),
+            read_whole: self.read_whole,
             users,
             file_blobs: self.file_blobs.clone(),
         }

@@ -27,7 +27,7 @@ use crate::bundle::Catalogue;
 use crate::reference::{mirror_path, ImageRef, MirrorRef};
 
 /// Bumped whenever the cached JSON or the catalogue's rules change.
-const CACHE_FORMAT: u32 = 1;
+const CACHE_FORMAT: u32 = 2;
 /// Bytes hashed at each end of the bundle for the content check.
 const SAMPLE: u64 = 64 * 1024;
 
