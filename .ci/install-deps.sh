@@ -19,6 +19,8 @@ PKGS=(
   curl             # registry readiness probes and /v2/ checks
   util-linux       # unshare, nsenter, setsid (node sandboxes)
   mount
+  sudo             # nodes whose SSH login is not root (sudo -n)
+  socat            # the stdio-to-socket bridge to containerd for those logins
 )
 
 missing=()
@@ -40,7 +42,7 @@ mkdir -p /run/sshd
 
 # Fail loudly if a program the tests call is still missing.
 for b in docker-registry sshd ssh ssh-keygen containerd ctr containerd-shim-runc-v2 runc \
-         skopeo htpasswd openssl curl unshare nsenter setsid busybox; do
+         skopeo htpasswd openssl curl unshare nsenter setsid busybox sudo socat; do
   if ! command -v "$b" >/dev/null 2>&1 && [[ ! -x /usr/sbin/$b && ! -x /sbin/$b ]]; then
     echo "install-deps: $b still missing after install" >&2
     exit 1

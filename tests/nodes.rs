@@ -356,3 +356,136 @@ fn a_hand_edit_or_a_deleted_file_on_a_node_shows_as_drift() {
     assert!(node_file(&n1, "certs.d/gcr.io/hosts.toml").is_some());
     run_ok(lab.path(), &["plan", "--detailed-exitcode"], 0);
 }
+
+/// A node whose SSH login is a non-root account: every command runs
+/// through `sudo -n`, and containerd's root-only socket is reached through
+/// a bridge run under sudo (sshd's socket forwarding would open it as the
+/// login user). A login whose sudo wants a password is refused clearly.
+#[test]
+fn a_non_root_login_works_through_passwordless_sudo_and_a_password_prompt_is_a_clear_error() {
+    use mirrorplan_harness::{ConfigStyle, ContainerdOptions, NodeUser};
+    let lab = Lab::start();
+    // containerd without config_path: the apply edits config.toml, so
+    // containerd is restarted and health-checked over CRI
+    let n1 = start_node_with_users(
+        ContainerdOptions {
+            config_style: ConfigStyle::Legacy,
+            ..Default::default()
+        },
+        vec![
+            NodeUser::sudoer("mpdeploy"),
+            NodeUser::sudo_with_password("mpnopass"),
+        ],
+    );
+    // the accounts exist on the node only, and are not root
+    let ids = n1
+        .ssh_run("id -u mpdeploy; id -u mpnopass")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        ids.split_whitespace().collect::<Vec<_>>(),
+        ["61000", "61001"]
+    );
+    let config_before = node_file(&n1, "config.toml");
+
+    // sudo wants a password: refused with the reason and the way out,
+    // nothing written
+    lab.write_config(
+        &[&n1],
+        &ClusterConf {
+            user: "mpnopass".into(),
+            ..Default::default()
+        },
+    );
+    let o = run_ok(lab.path(), &["apply", "--auto-approve"], 1);
+    let out = all_text(&o);
+    assert!(
+        out.contains("sudo on mpnopass@") && out.contains("refused to run without a password"),
+        "{out}"
+    );
+    assert!(out.contains("NOPASSWD"), "no help given:\n{out}");
+    assert!(node_file(&n1, "certs.d/gcr.io/hosts.toml").is_none());
+    assert_eq!(node_file(&n1, "config.toml"), config_before);
+
+    // passwordless sudo: files written as root with their modes,
+    // containerd restarted and healthy, the canary pull proven
+    lab.write_config(
+        &[&n1],
+        &ClusterConf {
+            user: "mpdeploy".into(),
+            ..Default::default()
+        },
+    );
+    let starts = containerd_starts(&n1);
+    let o = run_ok(lab.path(), &["apply", "--auto-approve"], 0);
+    let out = all_text(&o);
+    assert!(out.contains("cluster.c1"), "{out}");
+    assert!(
+        containerd_starts(&n1) > starts,
+        "containerd was not restarted:\n{out}"
+    );
+    let sshd_log = std::fs::read_to_string(n1.sshd_log_path()).unwrap_or_default();
+    assert!(
+        sshd_log.contains("Accepted publickey for mpdeploy"),
+        "mirrorplan did not log in as mpdeploy"
+    );
+    let log = registry_log(&lab);
+    assert!(
+        log.contains("ns=gcr.io"),
+        "the canary pull did not reach the mirror"
+    );
+    {
+        use std::os::unix::fs::MetadataExt;
+        let config = node_file(&n1, "config.toml").unwrap_or_default();
+        assert!(config.contains("config_path"), "{config}");
+        for (rel, mode) in [
+            ("config.toml", None),
+            ("certs.d/gcr.io/hosts.toml", Some(0o600)),
+            ("certs.d/quay.io/hosts.toml", Some(0o600)),
+        ] {
+            let p = n1.etc_containerd_dir().join(rel);
+            let m = std::fs::metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            assert_eq!((m.uid(), m.gid()), (0, 0), "{rel} is not owned by root");
+            if let Some(mode) = mode {
+                assert_eq!(m.mode() & 0o777, mode, "{rel}");
+            }
+        }
+    }
+    // containerd's socket is root's: sshd's socket forwarding (as
+    // mpdeploy) cannot open it, so the health check and the canary pull
+    // above went through the bridge under sudo
+    let cri_as_mpdeploy = |sudo: bool| {
+        runtime().block_on(async {
+            let ep = n1.ssh();
+            let mut o = mirrorplan_node::SshOptions::new(ep.host());
+            o.port = ep.port();
+            o.user = "mpdeploy".into();
+            o.private_key = Some(ep.client_key_path());
+            o.known_hosts = Some(ep.known_hosts_path());
+            o.use_agent = false;
+            o.sudo = Some(sudo);
+            let ssh = mirrorplan_node::SshTransport::connect(&o)
+                .await
+                .map_err(|e| format!("ssh: {e}"))?;
+            let cri = mirrorplan_node::CriClient::over_ssh(
+                &ssh,
+                mirrorplan_harness::NODE_CONTAINERD_SOCKET,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let v = cri.version().await.map_err(|e| e.to_string());
+            ssh.close().await;
+            v
+        })
+    };
+    let direct = cri_as_mpdeploy(false);
+    assert!(
+        direct.is_err(),
+        "mpdeploy opened the socket itself: {direct:?}"
+    );
+    let bridged = cri_as_mpdeploy(true).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(bridged.runtime_name, "containerd");
+    cri_healthy(&n1).unwrap_or_else(|e| panic!("{e}"));
+    assert_pulls_through_mirror(&lab, &n1, GCR_IMAGE);
+    // the refresh through sudo reads what the apply wrote
+    run_ok(lab.path(), &["plan", "--detailed-exitcode"], 0);
+}

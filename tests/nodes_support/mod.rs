@@ -63,6 +63,8 @@ pub struct ClusterConf {
     pub rollout: Option<String>,
     /// `ca_cert` of the registry block (default: the registry's CA).
     pub ca_cert: Option<PathBuf>,
+    /// `ssh.user` (default `root`); see [`start_node_with_users`].
+    pub user: String,
 }
 
 impl Default for ClusterConf {
@@ -76,6 +78,7 @@ impl Default for ClusterConf {
             restart_command: None,
             rollout: None,
             ca_cert: None,
+            user: "root".into(),
         }
     }
 }
@@ -142,6 +145,20 @@ pub fn start_node() -> Node {
 pub fn start_node_with(containerd: ContainerdOptions) -> Node {
     Node::start(NodeOptions {
         containerd,
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("starting a harness node: {e}"))
+}
+
+/// Starts a node with these containerd options that also has these
+/// non-root accounts (see [`mirrorplan_harness::NodeUser`]).
+pub fn start_node_with_users(
+    containerd: ContainerdOptions,
+    users: Vec<mirrorplan_harness::NodeUser>,
+) -> Node {
+    Node::start(NodeOptions {
+        containerd,
+        users,
         ..Default::default()
     })
     .unwrap_or_else(|e| panic!("starting a harness node: {e}"))
@@ -335,12 +352,13 @@ impl Lab {
             .map(|r| format!("  rollout {{\n    {r}\n  }}\n"))
             .unwrap_or_default();
         let cluster = format!(
-            "\ncluster \"c1\" {{\n  nodes = [{list}]\n  ssh {{\n    user        = \"root\"\n    \
+            "\ncluster \"c1\" {{\n  nodes = [{list}]\n  ssh {{\n    user        = \"{user}\"\n    \
              private_key = \"{key}\"\n    known_hosts = \"{kh}\"\n    use_agent   = false\n  }}\n  \
              registry_mirror {{\n    registry = registry.mirror\n    hosts    = [{hosts}]\n{creds}  }}\n  \
              containerd {{\n    config_style    = \"{style}\"\n    restart_command = {restart}\n  }}\n\
              {rollout}  depends_on = [image_set.bundle]\n}}\n",
             list = list.join(", "),
+            user = conf.user,
             key = key.display(),
             kh = known_hosts.display(),
             hosts = hosts.join(", "),

@@ -228,6 +228,84 @@ pub struct ImageInfo {
     pub size: u64,
 }
 
+/// Lists the stdio-to-socket bridges the node has (run as root, through
+/// `sudo -n`): one name a line, in order of preference.
+const BRIDGE_DETECT: &str = r#"for b in socat python3; do
+  if command -v "$b" >/dev/null 2>&1; then echo "$b"; fi
+done
+if command -v nc >/dev/null 2>&1 && nc -h 2>&1 | grep -q -e '-U'; then echo nc; fi
+"#;
+
+/// `python3 -c PY_BRIDGE SOCKET`: copies stdin to the socket and the socket
+/// to stdout until either side ends.
+const PY_BRIDGE: &str = r#"import os, socket, sys, threading
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+def up():
+    try:
+        while True:
+            d = os.read(0, 65536)
+            if not d:
+                break
+            s.sendall(d)
+    finally:
+        try:
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+threading.Thread(target=up, daemon=True).start()
+out = sys.stdout.buffer
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    out.write(d)
+    out.flush()
+"#;
+
+/// The bridge command for `socket` from the names [`BRIDGE_DETECT`]
+/// printed, or `None` when none fits.
+fn bridge_argv(available: &str, socket: &str) -> Option<Vec<String>> {
+    // socat parses `:`, `,`, `!` and quotes in addresses: plain paths only
+    let socat_safe = socket
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c));
+    available
+        .lines()
+        .map(str::trim)
+        .find_map(|name| match name {
+            "socat" if socat_safe => Some(vec![
+                "socat".to_owned(),
+                "-".to_owned(),
+                format!("UNIX-CONNECT:{socket}"),
+            ]),
+            "python3" => Some(vec![
+                "python3".to_owned(),
+                "-c".to_owned(),
+                PY_BRIDGE.to_owned(),
+                socket.to_owned(),
+            ]),
+            "nc" => Some(vec!["nc".to_owned(), "-U".to_owned(), socket.to_owned()]),
+            _ => None,
+        })
+}
+
+/// Finds the bridge to use on the node behind `ssh` (see
+/// [`CriClient::over_ssh`]); a clear error naming what to install when
+/// there is none, and [`crate::ssh::SshError::Sudo`] when `sudo -n` wants a
+/// password.
+async fn socket_bridge(ssh: &SshTransport, socket: &str) -> Result<Vec<String>> {
+    use crate::transport::Transport as _;
+    let out = ssh.run(&["sh", "-c", BRIDGE_DETECT]).await?;
+    bridge_argv(&String::from_utf8_lossy(&out.stdout), socket).ok_or_else(|| {
+        crate::ssh::SshError::SocketBridge {
+            target: ssh.target().to_owned(),
+            socket: socket.to_owned(),
+        }
+        .into()
+    })
+}
+
 /// A CRI client bound to one runtime socket. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct CriClient {
@@ -281,15 +359,40 @@ impl CriClient {
     /// Connect to the runtime socket `socket_path` on the node behind `ssh`
     /// (e.g. `/run/containerd/containerd.sock`); every HTTP/2 connection is
     /// a `direct-streamlocal` channel of the existing SSH connection.
+    ///
+    /// A login that is not root cannot open containerd's socket that way
+    /// (sshd opens it as the login user): when the transport uses sudo,
+    /// each connection is instead a command channel running a
+    /// stdio-to-socket bridge under `sudo -n` (socat, python3 or `nc -U`,
+    /// whichever the node has, in that order).
     pub async fn over_ssh(ssh: &SshTransport, socket_path: &str) -> Result<Self> {
-        let via = format!("ssh:{}", ssh.target());
+        let bridge = if ssh.uses_sudo() {
+            Some(socket_bridge(ssh, socket_path).await?)
+        } else {
+            None
+        };
+        let via = match &bridge {
+            None => format!("ssh:{}", ssh.target()),
+            Some(argv) => format!(
+                "ssh:{} (sudo {})",
+                ssh.target(),
+                argv.first().map(String::as_str).unwrap_or_default()
+            ),
+        };
         let ssh = ssh.clone();
         let socket = socket_path.to_owned();
         let connector = tower::service_fn(move |_: http::Uri| {
             let ssh = ssh.clone();
             let socket = socket.clone();
+            let bridge = bridge.clone();
             async move {
-                let stream = ssh.open_streamlocal(&socket).await?;
+                let stream = match &bridge {
+                    None => ssh.open_streamlocal(&socket).await?,
+                    Some(argv) => {
+                        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+                        ssh.open_command_stream(&argv).await?
+                    }
+                };
                 Ok::<_, crate::ssh::SshError>(TokioIo::new(stream))
             }
         });
@@ -464,6 +567,86 @@ mod tests {
         let dbg = format!("{req:?}");
         assert!(!dbg.contains("s3cret-pw"), "{dbg}");
         assert!(dbg.contains("alice"), "{dbg}");
+    }
+
+    #[test]
+    fn bridge_choice_follows_what_the_node_has() {
+        let sock = "/run/containerd/containerd.sock";
+        let first = |available: &str, socket: &str| {
+            bridge_argv(available, socket).and_then(|a| a.first().cloned())
+        };
+        assert_eq!(
+            first("socat\npython3\nnc\n", sock).as_deref(),
+            Some("socat")
+        );
+        assert_eq!(first("python3\nnc\n", sock).as_deref(), Some("python3"));
+        assert_eq!(first("nc\n", sock).as_deref(), Some("nc"));
+        assert_eq!(first("", sock), None);
+        // socat would parse the `:` and `,`: python3 instead, or nothing
+        assert_eq!(
+            first("socat\npython3\n", "/run/a:b,c.sock").as_deref(),
+            Some("python3")
+        );
+        assert_eq!(first("socat\n", "/run/a:b.sock"), None);
+    }
+
+    /// Each bridge, run here, carries bytes both ways between its stdio and
+    /// a unix socket (an echo server), and the detection script finds them.
+    #[test]
+    fn bridges_carry_bytes_both_ways() -> std::io::Result<()> {
+        use std::io::{Read, Write};
+        let detected = std::process::Command::new("sh")
+            .args(["-c", BRIDGE_DETECT])
+            .output()?;
+        let detected = String::from_utf8_lossy(&detected.stdout).into_owned();
+        for name in ["socat", "python3"] {
+            assert!(
+                detected.lines().any(|l| l == name),
+                "{name} not detected (the tests need it: .ci/install-deps.sh): {detected:?}"
+            );
+            let dir = tempfile::tempdir()?;
+            let path = dir.path().join("echo.sock");
+            let listener = std::os::unix::net::UnixListener::bind(&path)?;
+            let server = std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+                let (mut conn, _) = listener.accept()?;
+                let mut got = Vec::new();
+                conn.read_to_end(&mut got)?;
+                conn.write_all(b"pong:")?;
+                conn.write_all(&got)?;
+                Ok(got)
+            });
+            let socket = path.to_string_lossy().into_owned();
+            let argv = bridge_argv(&format!("{name}\n"), &socket)
+                .unwrap_or_else(|| panic!("no argv for {name}"));
+            let mut child = std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()?;
+            let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(&payload)?;
+            }
+            let out = child.wait_with_output()?;
+            let got = server
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("server panicked")))?;
+            assert_eq!(
+                got.len(),
+                payload.len(),
+                "{name}: the socket got {} bytes",
+                got.len()
+            );
+            assert!(got == payload, "{name}: the socket got other bytes");
+            let mut want = b"pong:".to_vec();
+            want.extend_from_slice(&payload);
+            assert!(
+                out.stdout == want,
+                "{name}: stdout has {} bytes",
+                out.stdout.len()
+            );
+        }
+        Ok(())
     }
 
     #[test]

@@ -503,6 +503,20 @@ fn unreachable(t: &dyn Transport, e: NodeError) -> ProviderError {
     let msg = format!("node {}: {e}", t.describe());
     match e {
         NodeError::Io { .. } => ProviderError::failed(msg),
+        // reached, but the login cannot act as root: the node's setup
+        NodeError::Ssh(inner)
+            if matches!(
+                *inner,
+                crate::ssh::SshError::Sudo { .. } | crate::ssh::SshError::SocketBridge { .. }
+            ) =>
+        {
+            let help = miette::Diagnostic::help(&*inner).map(|h| h.to_string());
+            let e = ProviderError::failed(msg);
+            match help {
+                Some(h) => e.with_help(h),
+                None => e,
+            }
+        }
         _ => ProviderError::unreachable(msg),
     }
 }

@@ -312,6 +312,14 @@ pub enum SshError {
         socket: String,
         message: String,
     },
+
+    /// A non-root login has no way to reach a root-only unix socket.
+    #[error("cannot reach unix socket {socket} on {target}: the login user is not root, so the socket is opened through `sudo -n` and a stdio-to-socket bridge, but the node has none of socat, python3 or an `nc` with -U")]
+    #[diagnostic(
+        code(mirrorplan::node::ssh::socket_bridge),
+        help("install socat on the node (Debian/Ubuntu: `apt-get install socat`; RHEL/Fedora: `dnf install socat`) or python3, or log in as root")
+    )]
+    SocketBridge { target: String, socket: String },
 }
 
 impl From<SshError> for NodeError {
@@ -948,6 +956,30 @@ impl SshTransport {
     /// `socket_path` on the node: a byte stream to whatever listens there.
     pub async fn open_unix_socket(&self, socket_path: &str) -> Result<ChannelStream<client::Msg>> {
         Ok(self.open_streamlocal(socket_path).await?)
+    }
+
+    /// Run `argv` (through `sudo -n --` when the transport uses sudo) on a
+    /// new channel and use its stdin and stdout as a byte stream (stderr
+    /// and the exit status are dropped): the way to a socket only root may
+    /// open, through a bridge such as `socat - UNIX-CONNECT:PATH`.
+    pub(crate) async fn open_command_stream(
+        &self,
+        argv: &[&str],
+    ) -> Result<ChannelStream<client::Msg>, SshError> {
+        let timeout = self.inner.timeout;
+        let channel = tokio::time::timeout(timeout, self.inner.handle.channel_open_session())
+            .await
+            .map_err(|_| SshError::Timeout {
+                target: self.inner.target.clone(),
+                what: "opening an SSH channel",
+                after: timeout,
+            })?
+            .map_err(|e| self.session_err(format!("cannot open a channel: {e}")))?;
+        channel
+            .exec(true, self.command_line(argv).as_bytes())
+            .await
+            .map_err(|e| self.session_err(format!("cannot start a command: {e}")))?;
+        Ok(channel.into_stream())
     }
 
     pub(crate) async fn open_streamlocal(

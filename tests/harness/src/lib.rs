@@ -72,7 +72,7 @@ pub use containerd::{
     parse_server_version, ConfigStyle, Containerd, ContainerdOptions, Snapshotter,
 };
 pub use error::{HarnessError, Result};
-pub use node::{Node, NodeOptions, NODE_CONTAINERD_CONFIG, NODE_CONTAINERD_SOCKET};
+pub use node::{Node, NodeOptions, NodeUser, NODE_CONTAINERD_CONFIG, NODE_CONTAINERD_SOCKET};
 pub use pki::TestPki;
 pub use registry::{docker_config_json, Credentials, Registry, RegistryOptions};
 pub use ssh::{SshEndpoint, Sshd, SshdOptions};

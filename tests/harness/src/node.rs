@@ -40,6 +40,106 @@ pub struct NodeOptions {
     pub containerd: ContainerdOptions,
     /// Address for the node's sshd; a fresh [`unique_loopback_ip`] if `None`.
     pub ssh_ip: Option<Ipv4Addr>,
+    /// Non-root login accounts of the node (see [`NodeUser`]).
+    pub users: Vec<NodeUser>,
+}
+
+/// A non-root account that exists only on one node: the node's mount
+/// namespace sees copies of `/etc/passwd`, `/etc/shadow`, `/etc/group` and
+/// `/etc/sudoers.d` with it added (bind mounts), so the machine's own files
+/// are never changed. It logs in with the node's client key (the same
+/// `authorized_keys` as root) and has no password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeUser {
+    /// Login name, e.g. `mpdeploy`.
+    pub name: String,
+    /// `NOPASSWD: ALL` in sudoers when true; `ALL` (a password needed,
+    /// which the account does not have) when false.
+    pub passwordless_sudo: bool,
+}
+
+impl NodeUser {
+    /// An account with passwordless sudo.
+    pub fn sudoer(name: &str) -> Self {
+        NodeUser {
+            name: name.to_owned(),
+            passwordless_sudo: true,
+        }
+    }
+
+    /// An account whose sudo asks for a password.
+    pub fn sudo_with_password(name: &str) -> Self {
+        NodeUser {
+            name: name.to_owned(),
+            passwordless_sudo: false,
+        }
+    }
+}
+
+/// The node's copies of the account files with `users` added, and the
+/// bind mounts that put them in place: `(host copy, path on the node)`.
+fn account_files(d: &Path, users: &[NodeUser]) -> Result<Vec<(PathBuf, &'static str)>> {
+    use std::os::unix::fs::PermissionsExt;
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let read = |p: &str| std::fs::read_to_string(p).map_err(io_err(format!("reading {p}")));
+    let (mut passwd, mut shadow, mut group) = (
+        read("/etc/passwd")?,
+        read("/etc/shadow")?,
+        read("/etc/group")?,
+    );
+    let mut sudoers = String::from("# written by mirrorplan-harness for this node only\n");
+    for (i, u) in users.iter().enumerate() {
+        let id = 61000 + i;
+        for text in [&mut passwd, &mut shadow, &mut group] {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+        passwd.push_str(&format!(
+            "{n}:x:{id}:{id}:mirrorplan test user:/:/bin/sh\n",
+            n = u.name
+        ));
+        // `*`: no password, but not locked (sshd refuses locked accounts)
+        shadow.push_str(&format!("{}:*:19000:0:99999:7:::\n", u.name));
+        group.push_str(&format!("{}:x:{id}:\n", u.name));
+        let rule = if u.passwordless_sudo {
+            "NOPASSWD: ALL"
+        } else {
+            "ALL"
+        };
+        sudoers.push_str(&format!("{} ALL=(ALL:ALL) {rule}\n", u.name));
+    }
+    let dir = d.join("accounts");
+    mkdir(&dir)?;
+    let sudoers_d = d.join("sudoers.d");
+    mkdir(&sudoers_d)?;
+    for e in std::fs::read_dir("/etc/sudoers.d")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let to = sudoers_d.join(e.file_name());
+        std::fs::copy(e.path(), &to).map_err(io_err(format!("copying {}", e.path().display())))?;
+    }
+    let mut files = vec![
+        (dir.join("passwd"), passwd, 0o644),
+        (dir.join("shadow"), shadow, 0o640),
+        (dir.join("group"), group, 0o644),
+        (sudoers_d.join("mirrorplan-harness"), sudoers, 0o440),
+    ];
+    for (path, text, mode) in files.drain(..) {
+        write_file(&path, text)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .map_err(io_err(format!("chmod {}", path.display())))?;
+    }
+    Ok(vec![
+        (dir.join("passwd"), "/etc/passwd"),
+        (dir.join("shadow"), "/etc/shadow"),
+        (dir.join("group"), "/etc/group"),
+        (sudoers_d, "/etc/sudoers.d"),
+    ])
 }
 
 /// A running node. Stopped (every process in it, shims and containers
@@ -118,14 +218,31 @@ impl Node {
             ),
         )?;
         let mut ssh = SshEndpoint::generate(&d.join("ssh"))?;
+        let accounts = account_files(d, &opts.users)?;
+        if !accounts.is_empty() {
+            // the other accounts read the shared authorized_keys (sshd
+            // reads it as the user): let them through the node's dirs
+            use std::os::unix::fs::PermissionsExt;
+            for (p, mode) in [
+                (d.to_path_buf(), 0o711),
+                (d.join("ssh"), 0o711),
+                (d.join("ssh").join("authorized_keys"), 0o644),
+            ] {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+                    .map_err(io_err(format!("chmod {}", p.display())))?;
+            }
+        }
         let ip = opts.ssh_ip.unwrap_or_else(unique_loopback_ip);
         let sshd_config = d.join("sshd_config");
         let sshd_log = d.join("sshd.log");
         let ready = d.join("ready");
         let init = d.join("init.sh");
+        let mut binds: Vec<(&Path, &str)> =
+            vec![(&etc, "/etc/containerd"), (&run_dir, "/run/containerd")];
+        binds.extend(accounts.iter().map(|(p, t)| (p.as_path(), *t)));
         write_init_script(
             &init,
-            &[(&etc, "/etc/containerd"), (&run_dir, "/run/containerd")],
+            &binds,
             &ctl_path,
             &ready,
             Some((&sshd_bin, &sshd_config, &sshd_log)),
