@@ -3,15 +3,21 @@
 # caller tars and compresses it): random, incompressible layer data.
 #
 #   gen_bundle.py OUT_DIR [--scale 1.0] [--images 22] [--big-mib 256] [--seed 1]
+#                 [--order-file PATH]
 #
 # Default content (~1 GiB of blobs):
 #   * 4 base layers shared by every image (32 + 16 + 8 + 4 MiB),
 #   * 22 images with two own layers each (16 MiB + 8 MiB),
-#   * image "big" with one 256 MiB layer on top of the base,
+#   * image "big" with one 256 MiB layer on top of the base (--big-mib N:
+#     exactly N MiB, whatever the scale),
 #   * image "multi", a two-platform index (linux/amd64 + linux/arm64), each
 #     platform with its own 12 MiB layer.
 # Names in index.json are full upstream names (`org.opencontainers.image.ref.name`),
 # so both mirrorplan and `skopeo copy oci:DIR:NAME` find them.
+# --order-file writes the recommended packing order, one path per line
+# (relative to OUT_DIR): `oci-layout`, `index.json`, then every blob smallest
+# first, so that a reader finds the index and all manifests and configs at
+# the head of the archive (`tar --no-recursion -C OUT_DIR -T PATH`).
 # Layers are single-file (uncompressed) tars whose payload comes from a
 # seeded PRNG (not /dev/urandom, so reruns are reproducible). Prints one line
 # per image: NAME DIGEST.
@@ -93,8 +99,10 @@ def main():
     p.add_argument("out")
     p.add_argument("--scale", type=float, default=1.0, help="multiplies every layer size")
     p.add_argument("--images", type=int, default=22)
-    p.add_argument("--big-mib", type=int, default=256)
+    p.add_argument("--big-mib", type=int, default=None,
+                   help="size of the big layer in MiB, not scaled (default: 256, scaled)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--order-file", help="write the recommended tar member order here")
     a = p.parse_args()
     rng = random.Random(a.seed)
     sz = lambda mib: max(512, int(mib * MIB * a.scale))
@@ -113,7 +121,11 @@ def main():
     for i in range(a.images):
         own = [layer(lay, rng, sz(16), f"app-{i}-a"), layer(lay, rng, sz(8), f"app-{i}-b")]
         add(f"gcr.io/bench/app-{i:02d}:1.{i}", image(lay, base + own, "amd64", f"app-{i}"))
-    big = [layer(lay, rng, a.big_mib * MIB if a.scale >= 1 else sz(a.big_mib), "big")]
+    if a.big_mib is not None:
+        big_size = a.big_mib * MIB
+    else:
+        big_size = 256 * MIB if a.scale >= 1 else sz(256)
+    big = [layer(lay, rng, big_size, "big")]
     add("quay.io/bench/big:1.0", image(lay, base + big, "amd64", "big"))
     children = []
     for arch in ["amd64", "arm64"]:
@@ -124,6 +136,14 @@ def main():
     add("docker.io/library/multi:2.0", lay.put(json.dumps(idx, sort_keys=True).encode(), INDEX))
     with open(os.path.join(a.out, "index.json"), "w") as f:
         json.dump({"schemaVersion": 2, "mediaType": INDEX, "manifests": entries}, f)
+    if a.order_file:
+        blobs = sorted(
+            (os.path.getsize(os.path.join(lay.blobs, n)), n) for n in os.listdir(lay.blobs)
+        )
+        with open(a.order_file, "w") as f:
+            f.write("oci-layout\nindex.json\n")
+            for _, n in blobs:
+                f.write(f"blobs/sha256/{n}\n")
 
 
 if __name__ == "__main__":

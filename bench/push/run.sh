@@ -16,6 +16,19 @@
 #
 #   bench/push/run.sh                # SCALE=1 (about 1 GiB)
 #   SCALE=0.05 bench/push/run.sh     # a quick smoke run (layers scaled down)
+#   STORAGE=disk bench/push/run.sh   # registries store on the disk (default: tmpfs)
+#   BIG_LAYER_MIB=2048 ONLY=mirrorplan bench/push/run.sh
+#                                    # the big layer at exactly 2 GiB; mirrorplan rows only
+#
+# Every row's registry (mirrorplan, the skopeo flow, raw uploads) stores its
+# blobs in the same place: on tmpfs (/dev/shm) by default, so the benchmark
+# measures the tools rather than the disk, or on the disk next to the bundle
+# with STORAGE=disk. The skopeo flow extracts the bundle on the bundle's own
+# filesystem (the disk), as users do.
+#
+# The bundles are packed in the recommended order (`oci-layout`, `index.json`,
+# then blobs smallest first: gen_bundle.py --order-file), so mirrorplan reads
+# its catalogue from the head of the archive.
 #
 # Installs what it needs (docker-registry, skopeo, zstd, xz-utils, curl, time)
 # with apt-get when missing (needs root). The bundles are kept in BENCH_DIR
@@ -24,8 +37,19 @@ set -euo pipefail
 
 SCALE=${SCALE:-1}
 PARALLEL=${PARALLEL:-4}
+STORAGE=${STORAGE:-tmpfs}
+BIG_LAYER_MIB=${BIG_LAYER_MIB:-}
+ONLY=${ONLY:-all}
 root=$(cd "$(dirname "$0")/../.." && pwd)
-work=${BENCH_DIR:-/tmp/mirrorplan-bench-push-$SCALE}
+work=${BENCH_DIR:-/tmp/mirrorplan-bench-push-$SCALE${BIG_LAYER_MIB:+-big$BIG_LAYER_MIB}-v2}
+case $STORAGE in
+tmpfs) reg_parent=/dev/shm ;;
+disk) reg_parent=$work ;;
+*)
+  echo "push-bench: STORAGE is tmpfs or disk" >&2
+  exit 2
+  ;;
+esac
 bin="$root/target/release/mirrorplan"
 mkdir -p "$work"
 
@@ -49,9 +73,11 @@ make_bundle="$root/target/release/examples/make-bundle"
 if [ ! -f "$work/bundle.tar.zst" ] || [ ! -f "$work/bundle.tar.xz" ]; then
   echo "push-bench: generating the bundle (scale $SCALE) in $work" >&2
   rm -rf "$work/layout"
-  python3 "$root/bench/push/gen_bundle.py" "$work/layout" --scale "$SCALE" >"$work/images.txt"
-  tar -C "$work/layout" -cf - . | zstd -q -T0 -3 -o "$work/bundle.tar.zst.part"
-  tar -C "$work/layout" -cf - . | xz -T0 -0 >"$work/bundle.tar.xz.part"
+  python3 "$root/bench/push/gen_bundle.py" "$work/layout" --scale "$SCALE" \
+    ${BIG_LAYER_MIB:+--big-mib "$BIG_LAYER_MIB"} --order-file "$work/order.txt" >"$work/images.txt"
+  pack() { tar -C "$work/layout" --no-recursion -cf - -T "$work/order.txt"; }
+  pack | zstd -q -T0 -3 -o "$work/bundle.tar.zst.part"
+  pack | xz -T0 -0 >"$work/bundle.tar.xz.part"
   mv "$work/bundle.tar.zst.part" "$work/bundle.tar.zst"
   mv "$work/bundle.tar.xz.part" "$work/bundle.tar.xz"
   rm -rf "$work/layout"
@@ -67,7 +93,7 @@ reg_pid=""
 reg_dir=""
 reg_port=""
 start_registry() {
-  reg_dir=$(mktemp -d "$work/registry.XXXXXX")
+  reg_dir=$(mktemp -d "$reg_parent/mirrorplan-push-registry.XXXXXX")
   reg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   cat >"$reg_dir/config.yml" <<EOF
 version: 0.1
@@ -134,6 +160,7 @@ mib() { echo "$1 / 1024" | bc; }
 results=()
 row() { results+=("| $1 | $2 | $3 | $4 |"); }
 
+load_before=$(uptime | sed 's/.*load average: //')
 scratch="$work/tmp"
 rm -rf "$scratch"
 mkdir -p "$scratch"
@@ -161,6 +188,19 @@ for ext in zst xz; do
   fi
   stop_registry
 done
+
+if [ "$ONLY" = mirrorplan ]; then
+  {
+    echo "Push benchmark (mirrorplan rows only), $(date -u +%Y-%m-%d), $(nproc) cores, scale $SCALE," \
+      "big layer ${BIG_LAYER_MIB:-256 (scaled)} MiB, registry storage $STORAGE:"
+    echo "$images images, $((blob_bytes / 1024 / 1024)) MiB of blobs; load average before: $load_before, after: $(uptime | sed 's/.*load average: //')"
+    echo
+    echo "| measurement | wall time | peak RSS | notes |"
+    echo "| --- | --- | --- | --- |"
+    printf '%s\n' "${results[@]}"
+  } | tee "$work/results.md"
+  exit 0
+fi
 
 # ---------------------------------------------------------------- 2: tar -x + skopeo copy --all
 start_registry
@@ -224,7 +264,7 @@ stop_registry
 limit_zst=$(echo "if ($dzst_secs > $raw_secs) $dzst_secs else $raw_secs" | bc -l)
 limit_xz=$(echo "if ($dxz_secs > $raw_secs) $dxz_secs else $raw_secs" | bc -l)
 {
-  echo "Push benchmark, $(date -u +%Y-%m-%d), $(nproc) cores, scale $SCALE:"
+  echo "Push benchmark, $(date -u +%Y-%m-%d), $(nproc) cores, scale $SCALE, registry storage $STORAGE:"
   echo "$images images, $((blob_bytes / 1024 / 1024)) MiB of blobs;" \
     ".tar.zst $(($(stat -c %s "$work/bundle.tar.zst") / 1024 / 1024)) MiB, .tar.xz $(($(stat -c %s "$work/bundle.tar.xz") / 1024 / 1024)) MiB"
   echo
@@ -237,5 +277,6 @@ limit_xz=$(echo "if ($dxz_secs > $raw_secs) $dxz_secs else $raw_secs" | bc -l)
   echo "- against the limit max(decompression, raw uploads): .tar.zst $(fmt "$(echo "$apply_zst_secs / $limit_zst" | bc -l)")x," \
     ".tar.xz $(fmt "$(echo "$apply_xz_secs / $limit_xz" | bc -l)")x (target <= 1.3x)"
   echo "- peak RSS: .tar.zst $(mib "$apply_zst_rss") MiB, .tar.xz $(mib "$apply_xz_rss") MiB (target < 128 MiB)"
+  echo "- load average before: $load_before, after: $(uptime | sed 's/.*load average: //')"
   echo "- 1,000 tags: warm plan $(fmt "$tiny_plan_secs") s, warm re-apply $(fmt "$tiny_warm_secs") s (target < 2 s); warm re-apply of the bundle $(fmt "$warm_secs") s"
 } | tee "$work/results.md"
