@@ -521,26 +521,15 @@ fn unreachable(t: &dyn Transport, e: NodeError) -> ProviderError {
     }
 }
 
-/// Every file of `paths` and containerd's major version, with one remote
-/// command (a `local:` node has no containerd: 1.x). A failed `containerd
-/// --version` means 1.x.
-async fn read_with_version(
-    t: &dyn Transport,
-    spec: &TransportSpec,
-    paths: &[&str],
-) -> Result<(Vec<Option<Vec<u8>>>, ContainerdVersion), NodeError> {
+async fn containerd_version(t: &dyn Transport, spec: &TransportSpec) -> ContainerdVersion {
     if matches!(spec, TransportSpec::Local { .. }) {
-        return Ok((t.read_files(paths).await?, ContainerdVersion::V1));
+        return ContainerdVersion::V1;
     }
-    let (files, out) = t
-        .read_files_and_run(paths, &["containerd", "--version"])
-        .await?;
-    let version = match out {
+    match t.run(&["containerd", "--version"]).await {
         Ok(out) if out.success() => parse_containerd_version(&String::from_utf8_lossy(&out.stdout))
             .unwrap_or(ContainerdVersion::V1),
         _ => ContainerdVersion::V1,
-    };
-    Ok((files, version))
+    }
 }
 
 impl NodeProvider {
