@@ -489,3 +489,45 @@ fn a_non_root_login_works_through_passwordless_sudo_and_a_password_prompt_is_a_c
     // the refresh through sudo reads what the apply wrote
     run_ok(lab.path(), &["plan", "--detailed-exitcode"], 0);
 }
+
+/// A non-root login on a node with no way to bridge to containerd's socket
+/// (no socat, python3 or nc): refused before anything is written, naming
+/// what to install.
+#[test]
+fn a_non_root_login_without_a_socket_bridge_is_refused_naming_what_to_install() {
+    use mirrorplan_harness::NodeUser;
+    let lab = Lab::start();
+    let n1 = start_node_without(
+        vec![NodeUser::sudoer("mpdeploy")],
+        &["socat", "python3", "nc"],
+    );
+    let missing = n1
+        .ssh_run(
+            "for b in socat python3 nc; do \
+             p=$(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin command -v $b) \
+             && [ -f \"$p\" ] && [ -x \"$p\" ] && echo $p || echo no-$b; done",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        missing.split_whitespace().collect::<Vec<_>>(),
+        ["no-socat", "no-python3", "no-nc"]
+    );
+    let config_before = node_file(&n1, "config.toml");
+    lab.write_config(
+        &[&n1],
+        &ClusterConf {
+            user: "mpdeploy".into(),
+            ..Default::default()
+        },
+    );
+    let o = run_ok(lab.path(), &["apply", "--auto-approve"], 1);
+    let out = all_text(&o);
+    assert!(out.contains(&node_address(&n1)), "{out}");
+    assert!(
+        out.contains("none of socat, python3 or an `nc` with -U"),
+        "{out}"
+    );
+    assert!(out.contains("install socat"), "{out}");
+    assert!(node_file(&n1, "certs.d/gcr.io/hosts.toml").is_none());
+    assert_eq!(node_file(&n1, "config.toml"), config_before);
+}

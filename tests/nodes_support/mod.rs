@@ -164,6 +164,20 @@ pub fn start_node_with_users(
     .unwrap_or_else(|e| panic!("starting a harness node: {e}"))
 }
 
+/// [`start_node_with_users`] on a node without these programs (see
+/// `NodeOptions::hidden_programs`).
+pub fn start_node_without(
+    users: Vec<mirrorplan_harness::NodeUser>,
+    hidden_programs: &[&str],
+) -> Node {
+    Node::start(NodeOptions {
+        users,
+        hidden_programs: hidden_programs.iter().map(|p| p.to_string()).collect(),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("starting a harness node: {e}"))
+}
+
 /// `host:port` of a node's sshd, as written in `nodes = [...]`.
 pub fn node_key(n: &Node) -> String {
     n.ssh_addr().to_string()

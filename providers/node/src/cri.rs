@@ -230,10 +230,11 @@ pub struct ImageInfo {
 
 /// Lists the stdio-to-socket bridges the node has (run as root, through
 /// `sudo -n`): one name a line, in order of preference.
-const BRIDGE_DETECT: &str = r#"for b in socat python3; do
-  if command -v "$b" >/dev/null 2>&1; then echo "$b"; fi
+const BRIDGE_DETECT: &str = r#"has() { p=$(command -v "$1" 2>/dev/null) && [ -f "$p" ] && [ -x "$p" ]; }
+for b in socat python3; do
+  if has "$b"; then echo "$b"; fi
 done
-if command -v nc >/dev/null 2>&1 && nc -h 2>&1 | grep -q -e '-U'; then echo nc; fi
+if has nc && nc -h 2>&1 | grep -q -e '-U'; then echo nc; fi
 "#;
 
 /// `python3 -c PY_BRIDGE SOCKET`: copies stdin to the socket and the socket
@@ -304,6 +305,17 @@ async fn socket_bridge(ssh: &SshTransport, socket: &str) -> Result<Vec<String>> 
         }
         .into()
     })
+}
+
+/// Checks that a runtime socket can be reached through `ssh` as
+/// [`CriClient::over_ssh`] does for a login that is not root: `sudo -n`
+/// works and the node has a bridge (for a plain socket path). `Ok` at once
+/// for root logins.
+pub async fn check_socket_bridge(ssh: &SshTransport) -> Result<()> {
+    if ssh.uses_sudo() {
+        socket_bridge(ssh, DEFAULT_SOCKET).await?;
+    }
+    Ok(())
 }
 
 /// A CRI client bound to one runtime socket. Cheap to clone.

@@ -28,7 +28,7 @@ use crate::containerd::{edit_config, parse_containerd_version, ContainerdVersion
 use crate::diff::{digest, DesiredFile};
 use crate::model::{ConfigStyle, EndpointScheme, MirrorSpec, NodeMirrorConfig, PullAuth};
 use crate::secret::Secret;
-use crate::transport::{LocalTransport, Transport};
+use crate::transport::{LocalTransport, Output, Transport};
 use crate::NodeError;
 
 /// The provider kind.
@@ -199,6 +199,14 @@ impl Connections {
                 ProviderError::failed(msg)
             }
         })?;
+        if t.uses_sudo() {
+            // a login that is not root reaches containerd through a bridge
+            // under `sudo -n`: refuse the node now, before anything is
+            // written, if sudo wants a password or there is no bridge
+            crate::cri::check_socket_bridge(&t)
+                .await
+                .map_err(|e| unreachable(&t, e))?;
+        }
         let t = Arc::new(t);
         cache.insert(key, t.clone());
         Ok(t)
@@ -521,15 +529,26 @@ fn unreachable(t: &dyn Transport, e: NodeError) -> ProviderError {
     }
 }
 
-async fn containerd_version(t: &dyn Transport, spec: &TransportSpec) -> ContainerdVersion {
+/// Every file of `paths` and containerd's major version, with one remote
+/// command (a `local:` node has no containerd: 1.x). A failed `containerd
+/// --version` means 1.x.
+async fn read_with_version(
+    t: &dyn Transport,
+    spec: &TransportSpec,
+    paths: &[&str],
+) -> Result<(Vec<Option<Vec<u8>>>, ContainerdVersion), NodeError> {
     if matches!(spec, TransportSpec::Local { .. }) {
-        return ContainerdVersion::V1;
+        return Ok((t.read_files(paths).await?, ContainerdVersion::V1));
     }
-    match t.run(&["containerd", "--version"]).await {
+    let (files, out) = t
+        .read_files_and_run(paths, &["containerd", "--version"])
+        .await?;
+    let version = match out {
         Ok(out) if out.success() => parse_containerd_version(&String::from_utf8_lossy(&out.stdout))
             .unwrap_or(ContainerdVersion::V1),
         _ => ContainerdVersion::V1,
-    }
+    };
+    Ok((files, version))
 }
 
 impl NodeProvider {
@@ -561,12 +580,10 @@ impl NodeProvider {
         let t = self.transport(&spec.transport).await?;
         let names: Vec<String> = names.into_iter().collect();
         let paths: Vec<&str> = names.iter().map(|n| &n[FILE_PREFIX.len()..]).collect();
-        // every file with one command, `containerd --version` alongside
-        let (contents, version) = tokio::join!(
-            t.read_files(&paths),
-            containerd_version(t.as_ref(), &spec.transport)
-        );
-        let contents = contents.map_err(|e| unreachable(t.as_ref(), e))?;
+        // every file and `containerd --version`, with one command
+        let (contents, version) = read_with_version(t.as_ref(), &spec.transport, &paths)
+            .await
+            .map_err(|e| unreachable(t.as_ref(), e))?;
         if contents.len() != names.len() {
             return Err(ProviderError::failed(format!(
                 "node {}: read {} files, got {} answers",
@@ -830,8 +847,30 @@ impl NodeProvider {
                 config_changed = true;
             }
         }
-        if let Err(e) = t.write_files_atomic(&batch).await {
-            let names: Vec<&str> = batch.iter().map(|f| f.0).collect();
+        let restart = config_changed && matches!(spec.transport, TransportSpec::Ssh { .. });
+        let removing = removes
+            .iter()
+            .any(|p| now.get(p).is_some_and(Option::is_some));
+        let names: Vec<&str> = batch.iter().map(|f| f.0).collect();
+        let mut restarted = false;
+        if restart && !removing {
+            // the usual first rollout: the files and the restart with one
+            // command (the restart runs only once every file is in place)
+            ctx.message("restarting containerd".to_string());
+            let argv = ["sh", "-c", spec.restart_command.as_str()];
+            result = match t.write_files_then_run(&batch, &argv).await {
+                Ok(out) => restart_outcome(t.as_ref(), &spec, &out),
+                Err(e) => Err(node_err(
+                    &format!(
+                        "node {}: writing {} and restarting containerd",
+                        t.describe(),
+                        names.join(", ")
+                    ),
+                    e,
+                )),
+            };
+            restarted = true;
+        } else if let Err(e) = t.write_files_atomic(&batch).await {
             result = Err(node_err(
                 &format!("node {}: writing {}", t.describe(), names.join(", ")),
                 e,
@@ -854,12 +893,12 @@ impl NodeProvider {
                 }
             }
         }
-        if result.is_ok() && config_changed && matches!(spec.transport, TransportSpec::Ssh { .. }) {
+        if result.is_ok() && restart && !restarted {
             ctx.message("restarting containerd".to_string());
             result = restart_and_check(t.as_ref(), &spec).await;
-            if result.is_ok() {
-                result = self.health_check(&spec).await;
-            }
+        }
+        if result.is_ok() && restart {
+            result = self.health_check(&spec).await;
         }
         if let Err(e) = result {
             restore(t.as_ref(), &backups).await;
@@ -965,6 +1004,12 @@ async fn restart_and_check(t: &dyn Transport, spec: &NodeSpec) -> Result<(), Pro
         .run(&["sh", "-c", &spec.restart_command])
         .await
         .map_err(|e| unreachable(t, e))?;
+    restart_outcome(t, spec, &out)
+}
+
+/// The restart command's exit status as a result (the last lines of its
+/// stderr on failure).
+fn restart_outcome(t: &dyn Transport, spec: &NodeSpec, out: &Output) -> Result<(), ProviderError> {
     if !out.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let tail: String = err

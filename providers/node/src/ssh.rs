@@ -571,11 +571,11 @@ trap - EXIT
 sync -- "$d" 2>/dev/null || true
 "#;
 
-/// `read_files`: for each path argument, `present LEN\n` + contents or
-/// `missing\n`; then `end\n`. A file changed between `wc` and `cat` gives
-/// an inconsistent answer, which the client detects (then reads the files
-/// one by one).
-const READ_MANY_SCRIPT: &str = r#"set -e
+/// The text of [`READ_MANY_SCRIPT`] (a macro, so that
+/// [`READ_MANY_RUN_SCRIPT`] can include it).
+macro_rules! read_many_script {
+    () => {
+        r#"set -e
 for p do
   if [ -e "$p" ]; then
     n=$(wc -c < "$p")
@@ -586,19 +586,32 @@ for p do
   fi
 done
 printf 'end\n'
-"#;
+"#
+    };
+}
 
-/// `write_files_atomic`: $1 total byte count, then one `PATH MODE LEN`
+/// `read_files`: for each path argument, `present LEN\n` + contents or
+/// `missing\n`; then `end\n`. A file changed between `wc` and `cat` gives
+/// an inconsistent answer, which the client detects (then reads the files
+/// one by one).
+const READ_MANY_SCRIPT: &str = read_many_script!();
+
+/// `write_files_atomic`: $1 a command line to run after the files are
+/// written (empty: none), $2 total byte count, then one `PATH MODE LEN`
 /// triple per file; the contents of every file, concatenated in that order,
 /// on stdin. Stdin goes to a 0600 temporary file next to the first file
-/// and its size is checked; then every file gets its own temporary file
-/// next to it (0600 until `chmod`), whose size is checked and which is
-/// fsynced; only when all of them are ready are they renamed into place,
-/// one by one. Any failure before that removes every temporary file and
-/// leaves every target unchanged.
+/// and its size is checked, and so is the sum of the lengths; then every
+/// file gets its own temporary file next to it (0600 until `chmod`); their
+/// total size is checked (each holds at most its length, so each holds
+/// exactly that) and they are fsynced (one `sync` for all); only when all
+/// of them are ready are they renamed into place, one by one, and their
+/// directories fsynced. Any failure before that removes every temporary
+/// file and leaves every target unchanged. Then, if there is a command, it
+/// runs with stdin from `/dev/null` and stdout folded into stderr, and the
+/// script prints `written` and `ran STATUS` (see [`parse_written_ran`]).
 const WRITE_MANY_SCRIPT: &str = r#"set -eC
 umask 077
-n=$1; shift
+c=$1; n=$2; shift 2
 d=${1%/*}; d=${d:-/}
 if [ ! -d "$d" ]; then mkdir -p -- "$d"; fi
 for s in "$d/..mirrorplan-tmp."*; do
@@ -618,18 +631,36 @@ clean() {
   done
 }
 trap 'clean "$@"' EXIT
+# each temps|dirs TRIPLES... -- COMMAND...: runs COMMAND with, appended,
+# the temporary file (temps) or the parent directory (dirs) of every target
+each() {
+  w=$1; shift; i=0
+  for a do
+    if [ "$a" = "--" ]; then break; fi
+    case $i in
+      0) i=1
+         if [ "$w" = temps ]; then set -- "$@" "${a%/*}/.${a##*/}.mirrorplan-tmp.$x"
+         else q=${a%/*}; set -- "$@" "${q:-/}"; fi ;;
+      1) i=2 ;;
+      *) i=0 ;;
+    esac
+  done
+  while [ "$1" != "--" ]; do shift; done
+  shift
+  "$@"
+}
 cat >| "$blob"
 got=$(wc -c < "$blob")
 if [ $got -ne $n ]; then
   echo "received $got of $n bytes; files left unchanged" >&2
   exit 3
 fi
-i=0
+sum=0; i=0
 for a do
   case $i in
     0) p=$a; i=1 ;;
     1) i=2 ;;
-    *) i=0
+    *) i=0; sum=$((sum + a))
        pd=${p%/*}; pd=${pd:-/}; b=${p##*/}
        if [ ! -d "$pd" ]; then mkdir -p -- "$pd"; fi
        for s in "$pd/.$b.mirrorplan-tmp."*; do
@@ -637,6 +668,10 @@ for a do
        done ;;
   esac
 done
+if [ $sum -ne $n ]; then
+  echo "the file lengths add up to $sum bytes, not $n; files left unchanged" >&2
+  exit 3
+fi
 off=1; i=0
 for a do
   case $i in
@@ -645,33 +680,80 @@ for a do
     *) i=0; l=$a
        t="${p%/*}/.${p##*/}.mirrorplan-tmp.$x"
        tail -c "+$off" "$blob" | head -c "$l" > "$t"
-       got=$(wc -c < "$t")
-       if [ $got -ne $l ]; then
-         echo "$p: prepared $got of $l bytes; files left unchanged" >&2
-         exit 3
-       fi
        chmod "$m" "$t"
-       sync -- "$t" 2>/dev/null || sync
        off=$((off + l)) ;;
   esac
 done
+got=$(each temps "$@" -- cat -- | wc -c)
+if [ $got -ne $n ]; then
+  echo "prepared $got of $n bytes; files left unchanged" >&2
+  exit 3
+fi
+each temps "$@" -- sync -- 2>/dev/null || sync
 i=0
 for a do
   case $i in
     0) p=$a; i=1 ;;
     1) i=2 ;;
     *) i=0
-       mv -f -- "${p%/*}/.${p##*/}.mirrorplan-tmp.$x" "$p"
-       pd=${p%/*}; sync -- "${pd:-/}" 2>/dev/null || true ;;
+       mv -f -- "${p%/*}/.${p##*/}.mirrorplan-tmp.$x" "$p" ;;
   esac
 done
 rm -f -- "$blob"
 trap - EXIT
+each dirs "$@" -- sync -- 2>/dev/null || true
+if [ -n "$c" ]; then
+  printf 'written\n'
+  if sh -c "$c" </dev/null >&2; then s=0; else s=$?; fi
+  printf 'ran %s\n' "$s"
+fi
 "#;
+
+/// [`READ_MANY_SCRIPT`] (in a subshell), then a command: $1 the command
+/// line, then the paths. After `end\n` come the command's stdout, `\n`,
+/// `status N\n` (see [`parse_read_run`]).
+const READ_MANY_RUN_SCRIPT: &str = concat!(
+    "c=$1; shift\n(\n",
+    read_many_script!(),
+    r#")
+r=$?; if [ $r -ne 0 ]; then exit $r; fi
+if sh -c "$c" </dev/null; then s=0; else s=$?; fi
+printf '\nstatus %s\n' "$s"
+"#
+);
+
+/// The answer of [`WRITE_MANY_SCRIPT`] with a command: `written\nran N\n`;
+/// the command's exit status.
+fn parse_written_ran(answer: &[u8]) -> Option<i32> {
+    let rest = answer.strip_prefix(b"written\nran ")?;
+    let status = rest.strip_suffix(b"\n")?;
+    std::str::from_utf8(status).ok()?.parse().ok()
+}
+
+/// One file's contents, or `None` when missing.
+type FileRead = Option<Vec<u8>>;
+
+/// Parse the answer of [`READ_MANY_RUN_SCRIPT`] for `count` paths: the
+/// files, the command's stdout and its exit status; `None` when it is not
+/// well formed.
+fn parse_read_run(answer: &[u8], count: usize) -> Option<(Vec<FileRead>, Vec<u8>, i32)> {
+    let (files, rest) = parse_read_many_prefix(answer, count)?;
+    let body = rest.strip_suffix(b"\n")?;
+    let nl = body.iter().rposition(|&b| b == b'\n')?;
+    let status = body.get(nl + 1..)?.strip_prefix(b"status ")?;
+    let status: i32 = std::str::from_utf8(status).ok()?.parse().ok()?;
+    Some((files, body.get(..nl)?.to_vec(), status))
+}
 
 /// Parse the answer of [`READ_MANY_SCRIPT`] for `count` paths; `None` when
 /// it is not well formed.
-fn parse_read_many(answer: &[u8], count: usize) -> Option<Vec<Option<Vec<u8>>>> {
+fn parse_read_many(answer: &[u8], count: usize) -> Option<Vec<FileRead>> {
+    let (files, rest) = parse_read_many_prefix(answer, count)?;
+    rest.is_empty().then_some(files)
+}
+
+/// [`parse_read_many`] of the beginning of `answer`; the rest after `end\n`.
+fn parse_read_many_prefix(answer: &[u8], count: usize) -> Option<(Vec<FileRead>, &[u8])> {
     let mut rest = answer;
     let mut files = Vec::with_capacity(count);
     for _ in 0..count {
@@ -688,7 +770,7 @@ fn parse_read_many(answer: &[u8], count: usize) -> Option<Vec<Option<Vec<u8>>>> 
         files.push(Some(after.get(..len)?.to_vec()));
         rest = after.get(len..)?;
     }
-    (rest == b"end\n").then_some(files)
+    Some((files, rest.strip_prefix(b"end\n")?))
 }
 
 impl SshTransport {
@@ -909,11 +991,17 @@ impl SshTransport {
         Ok(out)
     }
 
-    /// [`WRITE_MANY_SCRIPT`]: several files with one remote command.
-    async fn write_batch(&self, files: &[(&str, &[u8], u32)]) -> Result<()> {
+    /// [`WRITE_MANY_SCRIPT`]: several files with one remote command, then
+    /// `then` (a command line) if given: its output when it ran.
+    async fn write_batch(
+        &self,
+        files: &[(&str, &[u8], u32)],
+        then: Option<&str>,
+    ) -> Result<Option<Output>> {
         let mut seen = std::collections::BTreeSet::new();
-        let mut args: Vec<String> = Vec::with_capacity(1 + 3 * files.len());
+        let mut args: Vec<String> = Vec::with_capacity(2 + 3 * files.len());
         let mut stdin = Vec::with_capacity(files.iter().map(|f| f.1.len()).sum());
+        args.push(then.unwrap_or_default().to_owned());
         args.push(String::new());
         for &(path, bytes, mode) in files {
             check_path(path)?;
@@ -928,19 +1016,34 @@ impl SshTransport {
             args.push(bytes.len().to_string());
             stdin.extend_from_slice(bytes);
         }
-        if let Some(total) = args.first_mut() {
+        if let Some(total) = args.get_mut(1) {
             *total = stdin.len().to_string();
         }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = self
             .run_script(WRITE_MANY_SCRIPT, &argv, Some(&stdin))
             .await?;
+        let names: Vec<&str> = files.iter().map(|f| f.0).collect();
         if !out.success() {
-            let names: Vec<&str> = files.iter().map(|f| f.0).collect();
             let what = format!("writing {}", names.join(", "));
             return Err(self.remote_err(what, &out).into());
         }
-        Ok(())
+        let Some(then) = then else {
+            return Ok(None);
+        };
+        match parse_written_ran(&out.stdout) {
+            Some(status) => Ok(Some(Output {
+                status: Some(status),
+                stdout: Vec::new(),
+                stderr: out.stderr,
+            })),
+            None => Err(self
+                .session_err(format!(
+                    "unexpected answer while writing {} and running `{then}`",
+                    names.join(", ")
+                ))
+                .into()),
+        }
     }
 
     fn remote_err(&self, operation: String, out: &Output) -> SshError {
@@ -1194,12 +1297,65 @@ impl Transport for SshTransport {
         match files.as_slice() {
             [] => {}
             [(path, bytes, mode)] => self.write_file_atomic(path, bytes, *mode).await?,
-            _ => self.write_batch(&files).await?,
+            _ => {
+                self.write_batch(&files, None).await?;
+            }
         }
         for (path, bytes, mode) in large {
             self.write_file_atomic(path, bytes, mode).await?;
         }
         Ok(())
+    }
+
+    async fn read_files_and_run(
+        &self,
+        paths: &[&str],
+        argv: &[&str],
+    ) -> Result<(Vec<FileRead>, Result<Output>)> {
+        if argv.is_empty() {
+            return Err(NodeError::EmptyCommand);
+        }
+        for path in paths {
+            check_path(path)?;
+        }
+        let command = shell::join(argv);
+        let mut args = vec![command.as_str()];
+        args.extend_from_slice(paths);
+        let out = self.run_script(READ_MANY_RUN_SCRIPT, &args, None).await?;
+        if !out.success() {
+            let what = format!("reading {}", paths.join(", "));
+            return Err(self.remote_err(what, &out).into());
+        }
+        if let Some((files, stdout, status)) = parse_read_run(&out.stdout, paths.len()) {
+            let ran = Output {
+                status: Some(status),
+                stdout,
+                stderr: out.stderr,
+            };
+            return Ok((files, Ok(ran)));
+        }
+        // a file changed while it was read: one by one, and the command again
+        let files = self.read_files(paths).await?;
+        Ok((files, self.run(argv).await))
+    }
+
+    async fn write_files_then_run(
+        &self,
+        files: &[(&str, &[u8], u32)],
+        argv: &[&str],
+    ) -> Result<Output> {
+        if argv.is_empty() {
+            return Err(NodeError::EmptyCommand);
+        }
+        if files.is_empty() || files.iter().any(|f| f.1.len() > BATCH_FILE_LIMIT) {
+            self.write_files_atomic(files).await?;
+            return self.run(argv).await;
+        }
+        let command = shell::join(argv);
+        match self.write_batch(files, Some(&command)).await? {
+            Some(out) => Ok(out),
+            None => Err(self.session_err(format!("`{command}` did not run")).into()),
+        }
     }
 
     async fn remove_file(&self, path: &str) -> Result<bool> {
@@ -1381,19 +1537,18 @@ mod tests {
         std::fs::write(&a, "old")?;
         let a_s = a.to_str().ok_or("non-UTF-8")?;
         let b_s = b.to_str().ok_or("non-UTF-8")?;
-        let args = |total: &'static str| [total, a_s, "0644", "3", b_s, "0600", "5"];
+        let args = |total: &'static str| ["", total, a_s, "0644", "3", b_s, "0600", "5"];
         // stdin cut short: nothing changes, no temporary file is left
         let out = run_sh(WRITE_MANY_SCRIPT, &args("8"), b"newbb")?;
         assert_eq!(out.status.code(), Some(3), "{out:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("received 5 of 8 bytes"));
         assert_eq!(std::fs::read_to_string(&a)?, "old");
         assert!(!b.exists());
-        // the second file cannot be prepared (its lengths add up to more
-        // than was sent): the first, already prepared, is not renamed either
-        let short = ["8", a_s, "0644", "3", b_s, "0600", "6"];
+        // the lengths add up to more than was sent: nothing is renamed
+        let short = ["", "8", a_s, "0644", "3", b_s, "0600", "6"];
         let out = run_sh(WRITE_MANY_SCRIPT, &short, b"newbbbbb")?;
         assert_eq!(out.status.code(), Some(3), "{out:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("prepared 5 of 6 bytes"));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("add up to 9 bytes, not 8"));
         assert_eq!(std::fs::read_to_string(&a)?, "old");
         assert!(!b.exists());
         assert_eq!(
@@ -1415,6 +1570,76 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["a.toml", "b 'x'.crt", "sub dir"]);
+        assert!(out.stdout.is_empty(), "{out:?}");
+        Ok(())
+    }
+
+    /// With a command: it runs only after every file is in place, its
+    /// stdout goes to stderr, and its status is reported, not the script's.
+    #[test]
+    fn write_many_then_run() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let a = dir.path().join("a.toml");
+        let b = dir.path().join("d").join("b");
+        let a_s = a.to_str().ok_or("non-UTF-8")?;
+        let b_s = b.to_str().ok_or("non-UTF-8")?;
+        // the command sees both files
+        let cmd = shell::join(&["sh", "-c", "cat \"$0\" \"$1\"; exit 7", a_s, b_s]);
+        let args = [cmd.as_str(), "5", a_s, "0644", "2", b_s, "0600", "3"];
+        let out = run_sh(WRITE_MANY_SCRIPT, &args, b"aabbb")?;
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(parse_written_ran(&out.stdout), Some(7), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "aabbb");
+        // a failed write: the command does not run
+        let marker = dir.path().join("ran");
+        let m_s = marker.to_str().ok_or("non-UTF-8")?;
+        let cmd = shell::join(&["touch", m_s]);
+        let args = [cmd.as_str(), "6", a_s, "0644", "2", b_s, "0600", "3"];
+        let out = run_sh(WRITE_MANY_SCRIPT, &args, b"xxyyy")?;
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        assert!(!marker.exists());
+        assert_eq!(std::fs::read_to_string(&a)?, "aa");
+        for bad in [&b""[..], b"written\n", b"written\nran x\n", b"ran 0\n"] {
+            assert_eq!(parse_written_ran(bad), None, "{bad:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn read_many_then_run() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let a = dir.path().join("a");
+        std::fs::write(&a, "status 0\nend\n")?;
+        let a_s = a.to_str().ok_or("non-UTF-8")?;
+        let missing = dir.path().join("nope");
+        let m_s = missing.to_str().ok_or("non-UTF-8")?;
+        let cmd = shell::join(&["sh", "-c", "printf 'v1.7\\nstatus 9\\n'; exit 4"]);
+        let out = run_sh(READ_MANY_RUN_SCRIPT, &[cmd.as_str(), a_s, m_s], b"")?;
+        assert!(out.status.success(), "{out:?}");
+        let (files, stdout, status) = parse_read_run(&out.stdout, 2).ok_or("unparsable")?;
+        assert_eq!(files, vec![Some(b"status 0\nend\n".to_vec()), None]);
+        assert_eq!(stdout, b"v1.7\nstatus 9\n");
+        assert_eq!(status, 4);
+        // a command that is missing: the files are still read
+        let cmd = shell::join(&["/nonexistent/containerd", "--version"]);
+        let out = run_sh(READ_MANY_RUN_SCRIPT, &[cmd.as_str(), a_s], b"")?;
+        let (files, _, status) = parse_read_run(&out.stdout, 1).ok_or("unparsable")?;
+        assert_eq!(files.len(), 1);
+        assert_eq!(status, 127);
+        // an unreadable path fails the script before the command runs
+        let out = run_sh(
+            READ_MANY_RUN_SCRIPT,
+            &[cmd.as_str(), dir.path().to_str().ok_or("x")?],
+            b"",
+        )?;
+        assert!(!out.status.success(), "{out:?}");
+        for bad in [&b"end\n"[..], b"end\nstatus 0\n", b"end\n\nstatus x\n"] {
+            assert_eq!(parse_read_run(bad, 0).map(|r| r.2), None, "{bad:?}");
+        }
+        assert_eq!(
+            parse_read_run(b"end\n\nstatus 0\n", 0).map(|r| r.2),
+            Some(0)
+        );
         Ok(())
     }
 
@@ -1426,6 +1651,7 @@ mod tests {
             REMOVE_SCRIPT,
             WRITE_SCRIPT,
             READ_MANY_SCRIPT,
+            READ_MANY_RUN_SCRIPT,
             WRITE_MANY_SCRIPT,
         ] {
             let st = std::process::Command::new("/bin/sh")

@@ -69,6 +69,34 @@ pub trait Transport: Send + Sync {
         Ok(())
     }
 
+    /// [`Transport::read_files`], and `argv` run on the node (its outcome
+    /// apart: a failed command does not fail the read). The default does
+    /// one after the other; [`crate::SshTransport`] does both with one
+    /// remote command.
+    async fn read_files_and_run(
+        &self,
+        paths: &[&str],
+        argv: &[&str],
+    ) -> Result<(Vec<Option<Vec<u8>>>, Result<Output>)> {
+        let files = self.read_files(paths).await?;
+        let out = self.run(argv).await;
+        Ok((files, out))
+    }
+
+    /// [`Transport::write_files_atomic`], then, only if every file was
+    /// written, `argv` run on the node; its output (the command's stdout
+    /// may be folded into its stderr). An `Err` means the files may not
+    /// all be written. The default does one after the other;
+    /// [`crate::SshTransport`] does both with one remote command.
+    async fn write_files_then_run(
+        &self,
+        files: &[(&str, &[u8], u32)],
+        argv: &[&str],
+    ) -> Result<Output> {
+        self.write_files_atomic(files).await?;
+        self.run(argv).await
+    }
+
     /// Remove `path`; `Ok(false)` when it did not exist.
     async fn remove_file(&self, path: &str) -> Result<bool>;
 

@@ -415,3 +415,62 @@ async fn unix_socket_forwarding() -> TestResult {
     assert!(msg.contains("missing.sock"), "{msg}");
     Ok(())
 }
+
+/// `write_files_then_run` and `read_files_and_run`: files and a command
+/// with one remote command each; the command runs only after every file is
+/// in place, and only when they all were written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_files_with_a_command() -> TestResult {
+    let sshd = Sshd::start(SshdOptions::default())?;
+    let t = SshTransport::connect(&options(&sshd)).await?;
+    let dir = tempfile::Builder::new().prefix("mp-node-ssh-").tempdir()?;
+    let a = dir.path().join("it's $(a).toml");
+    let b = dir.path().join("sub `dir`").join("b.crt");
+    let (a_s, b_s) = (node_path(&a)?, node_path(&b)?);
+    let files: [(&str, &[u8], u32); 2] = [(a_s, b"a = 1\n", 0o644), (b_s, b"secret", 0o600)];
+    // the command sees both files in place; its status is reported
+    let out = t
+        .write_files_then_run(&files, &["sh", "-c", "cat \"$0\" \"$1\"; exit 5", a_s, b_s])
+        .await?;
+    assert_eq!(out.status, Some(5), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "a = 1\nsecret");
+    assert_eq!(std::fs::metadata(&b)?.permissions().mode() & 0o7777, 0o600);
+    // a write that fails (a file where a directory should be): no command
+    let marker = dir.path().join("ran");
+    std::fs::write(dir.path().join("file"), "")?;
+    let blocked = dir.path().join("file").join("y");
+    let bad: [(&str, &[u8], u32); 2] = [
+        (a_s, b"a = 2\n", 0o644),
+        (node_path(&blocked)?, b"y", 0o644),
+    ];
+    let err = t
+        .write_files_then_run(&bad, &["touch", node_path(&marker)?])
+        .await;
+    assert!(err.is_err(), "{err:?}");
+    assert!(!marker.exists(), "the command ran after a failed write");
+    assert_eq!(
+        std::fs::read_to_string(&a)?,
+        "a = 1\n",
+        "a file was replaced"
+    );
+    // reads and a command together
+    let missing = dir.path().join("missing");
+    let (read, out) = t
+        .read_files_and_run(&[a_s, node_path(&missing)?, b_s], &["printf", "v%s", "2.0"])
+        .await?;
+    assert_eq!(
+        read,
+        vec![Some(b"a = 1\n".to_vec()), None, Some(b"secret".to_vec())]
+    );
+    let out = out?;
+    assert!(out.success(), "{out:?}");
+    assert_eq!(out.stdout, b"v2.0");
+    // a command that fails does not fail the read
+    let (read, out) = t
+        .read_files_and_run(&[a_s], &["sh", "-c", "echo no >&2; exit 2"])
+        .await?;
+    assert_eq!(read, vec![Some(b"a = 1\n".to_vec())]);
+    let out = out?;
+    assert_eq!((out.status, out.stderr.as_slice()), (Some(2), &b"no\n"[..]));
+    Ok(())
+}

@@ -42,6 +42,35 @@ pub struct NodeOptions {
     pub ssh_ip: Option<Ipv4Addr>,
     /// Non-root login accounts of the node (see [`NodeUser`]).
     pub users: Vec<NodeUser>,
+    /// Programs the node does not have: each one found in the usual
+    /// `PATH` directories (symlinks followed) is covered with `/dev/null`
+    /// inside the node's mount namespace (not executable, so not found).
+    pub hidden_programs: Vec<String>,
+}
+
+/// The bind mounts that hide `programs` on the node (see
+/// [`NodeOptions::hidden_programs`]).
+fn hidden_program_binds(programs: &[String]) -> Vec<(PathBuf, String)> {
+    let mut binds = Vec::new();
+    for name in programs {
+        for dir in [
+            "/usr/local/sbin",
+            "/usr/local/bin",
+            "/usr/sbin",
+            "/usr/bin",
+            "/sbin",
+            "/bin",
+        ] {
+            let p = Path::new(dir).join(name);
+            if let Ok(real) = std::fs::canonicalize(&p) {
+                let target = real.to_string_lossy().into_owned();
+                if !binds.iter().any(|(_, t)| *t == target) {
+                    binds.push((PathBuf::from("/dev/null"), target));
+                }
+            }
+        }
+    }
+    binds
 }
 
 /// A non-root account that exists only on one node: the node's mount
@@ -240,6 +269,8 @@ impl Node {
         let mut binds: Vec<(&Path, &str)> =
             vec![(&etc, "/etc/containerd"), (&run_dir, "/run/containerd")];
         binds.extend(accounts.iter().map(|(p, t)| (p.as_path(), *t)));
+        let hidden = hidden_program_binds(&opts.hidden_programs);
+        binds.extend(hidden.iter().map(|(p, t)| (p.as_path(), t.as_str())));
         write_init_script(
             &init,
             &binds,
