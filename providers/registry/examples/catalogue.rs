@@ -13,11 +13,12 @@ fn main() -> miette::Result<()> {
     let bundle = Bundle::open(&path)?;
     let cat = bundle.catalogue_with(&CatalogueOptions { platforms })?;
     println!(
-        "{:?} {:?}, {} blobs, {} bytes",
+        "{:?} {:?}, {} blobs, {} bytes, read whole: {}",
         cat.format,
         cat.compression,
         cat.blobs.len(),
-        cat.total_blob_bytes()
+        cat.total_blob_bytes(),
+        cat.read_whole
     );
     for i in &cat.images {
         println!(

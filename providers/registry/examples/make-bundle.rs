@@ -3,8 +3,109 @@
 //!
 //! `cargo run -p mirrorplan-registry --example make-bundle -- OUT.tar.gz [IMAGES] [LAYER_BYTES] [SEED]`
 //! The packing follows the extension: .tar, .tar.gz, .tar.xz or .tar.zst.
+//!
+//! The archive is written in the recommended order for bundles:
+//! `oci-layout`, `index.json`, then every blob smallest first (manifests and
+//! configs before layers), so that readers find the catalogue at its head.
+//! The fixture is first written as a plain tar next to OUT, then copied
+//! member by member in that order (never held whole in memory).
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::Path;
 
 use mirrorplan_registry::fixtures::{write_oci_bundle, FixtureSpec, LayerCompression, Packing};
+
+/// One member of the plain tar: where its data is and what it is.
+struct Member {
+    path: Vec<u8>,
+    header: tar::Header,
+    offset: u64,
+    size: u64,
+}
+
+fn rank(m: &Member) -> (u8, u64) {
+    match m.path.as_slice() {
+        b"oci-layout" => (0, 0),
+        b"index.json" => (1, 0),
+        _ if m.header.entry_type().is_dir() => (2, 0),
+        _ => (3, m.size),
+    }
+}
+
+/// Copies the plain tar `src` into `out` (compressed per `packing`) in the
+/// recommended order.
+fn repack(src: &Path, out: &Path, packing: Packing) -> io::Result<()> {
+    let mut members = Vec::new();
+    {
+        let mut archive = tar::Archive::new(File::open(src)?);
+        for entry in archive.entries()? {
+            let entry = entry?;
+            members.push(Member {
+                path: entry.path_bytes().into_owned(),
+                header: entry.header().clone(),
+                offset: entry.raw_file_position(),
+                size: entry.size(),
+            });
+        }
+    }
+    members.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.path.cmp(&b.path)));
+    let file = BufWriter::new(File::create(out)?);
+    let w = match packing {
+        Packing::Tar => Out::Plain(file),
+        Packing::TarGz => Out::Gz(
+            flate2::GzBuilder::new()
+                .mtime(0)
+                .write(file, flate2::Compression::fast()),
+        ),
+        Packing::TarXz => Out::Xz(liblzma::write::XzEncoder::new(file, 1)),
+        Packing::TarZst => Out::Zstd(zstd::stream::write::Encoder::new(file, 3)?),
+    };
+    let mut builder = tar::Builder::new(w);
+    let mut input = File::open(src)?;
+    for m in &members {
+        input.seek(SeekFrom::Start(m.offset))?;
+        let mut header = m.header.clone();
+        let path = String::from_utf8_lossy(&m.path).into_owned();
+        builder.append_data(&mut header, path, (&mut input).take(m.size))?;
+    }
+    let mut file = match builder.into_inner()? {
+        Out::Plain(w) => w,
+        Out::Gz(w) => w.finish()?,
+        Out::Xz(w) => w.finish()?,
+        Out::Zstd(w) => w.finish()?,
+    };
+    file.flush()?;
+    file.into_inner().map_err(|e| e.into_error())?.sync_all()
+}
+
+/// The compressing writer of the output.
+enum Out {
+    Plain(BufWriter<File>),
+    Gz(flate2::write::GzEncoder<BufWriter<File>>),
+    Xz(liblzma::write::XzEncoder<BufWriter<File>>),
+    Zstd(zstd::stream::write::Encoder<'static, BufWriter<File>>),
+}
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Out::Plain(w) => w.write(buf),
+            Out::Gz(w) => w.write(buf),
+            Out::Xz(w) => w.write(buf),
+            Out::Zstd(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Out::Plain(w) => w.flush(),
+            Out::Gz(w) => w.flush(),
+            Out::Xz(w) => w.flush(),
+            Out::Zstd(w) => w.flush(),
+        }
+    }
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,7 +132,25 @@ fn main() {
         multi_arch: true,
         layer_compression: LayerCompression::Gzip,
     };
-    match write_oci_bundle(out, &spec, packing) {
+    let out_path = Path::new(out);
+    let dir = match out_path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let plain = match tempfile::Builder::new()
+        .prefix(".make-bundle")
+        .suffix(".tar")
+        .tempfile_in(dir)
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("make-bundle: {e}");
+            std::process::exit(1);
+        }
+    };
+    let written = write_oci_bundle(plain.path(), &spec, Packing::Tar)
+        .and_then(|f| repack(plain.path(), out_path, packing).map(|()| f));
+    match written {
         Ok(f) => {
             for i in &f.images {
                 match &i.manifest_digest {
