@@ -18,6 +18,7 @@ PKGS=(
   busybox-static   # a static binary to build runnable test images from
   curl             # registry readiness probes and /v2/ checks
   util-linux       # unshare, nsenter, setsid (node sandboxes)
+  bsdutils         # script: a pseudo-terminal for the progress-bar tests
   mount
   sudo             # nodes whose SSH login is not root (sudo -n)
   socat            # the stdio-to-socket bridge to containerd for those logins

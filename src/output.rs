@@ -1,7 +1,14 @@
 //! Output policy: colour only on a terminal and never with NO_COLOR; data on
-//! stdout, diagnostics and progress on stderr.
+//! stdout, diagnostics and progress on stderr. Progress bars only when
+//! stderr is a terminal, colour is allowed and `TERM` is not `dumb`;
+//! otherwise plain lines (see [`ProgressView`]).
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Where and how to print.
 #[derive(Debug, Clone, Copy)]
@@ -10,15 +17,19 @@ pub struct Output {
     pub color_stdout: bool,
     /// ANSI colour on stderr.
     pub color_stderr: bool,
+    /// Progress bars on stderr (a terminal, colour allowed, `TERM` not `dumb`).
+    pub bars: bool,
 }
 
 impl Output {
     /// Decides colour from the flag, NO_COLOR and whether the streams are terminals.
     pub fn new(no_color_flag: bool) -> Self {
         let allowed = !no_color_flag && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
         Output {
             color_stdout: allowed && std::io::stdout().is_terminal(),
             color_stderr: allowed && std::io::stderr().is_terminal(),
+            bars: allowed && !dumb && std::io::stderr().is_terminal(),
         }
     }
 
@@ -65,6 +76,284 @@ impl Output {
                 "{n} problem{} found in the configuration.",
                 if n == 1 { "" } else { "s" }
             );
+        }
+    }
+}
+
+/// At most this many image bars at once (the overall bar comes on top).
+const MAX_IMAGE_BARS: usize = 8;
+/// In plain mode, the least time between two "pushed N of M" lines.
+const PLAIN_BYTES_EVERY: Duration = Duration::from_secs(5);
+
+/// Byte progress of one instance.
+#[derive(Debug, Clone, Copy)]
+struct Transfer {
+    done: u64,
+    total: Option<u64>,
+    started: Instant,
+}
+
+/// Progress on stderr: `indicatif` bars on a terminal (one per image being
+/// pushed plus an overall bar, drawn by one [`MultiProgress`]; every other
+/// line goes through [`ProgressView::line`] so that it prints above the
+/// bars), plain lines otherwise (a byte line at most every
+/// [`PLAIN_BYTES_EVERY`], never one per chunk).
+pub struct ProgressView {
+    bars: Option<Bars>,
+    transfers: Mutex<HashMap<String, Transfer>>,
+    last_plain: Mutex<Option<Instant>>,
+}
+
+struct Bars {
+    multi: MultiProgress,
+    overall: Mutex<Option<ProgressBar>>,
+    /// Image bars, oldest first.
+    images: Mutex<Vec<(String, ProgressBar)>>,
+}
+
+fn image_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{prefix:.bold} [{bar:24.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ")
+}
+
+fn overall_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{prefix:.bold} [{bar:24.green/blue}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} ({elapsed})",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ")
+}
+
+/// `1536` → `1.5 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `bytes` over `elapsed` as `12.3 MiB/s`.
+pub fn human_rate(bytes: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(0.001);
+    format!("{}/s", human_bytes((bytes as f64 / secs) as u64))
+}
+
+impl ProgressView {
+    /// Bars when `bars`, plain lines otherwise.
+    pub fn new(bars: bool) -> Self {
+        ProgressView {
+            bars: bars.then(|| Bars {
+                multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                overall: Mutex::new(None),
+                images: Mutex::new(Vec::new()),
+            }),
+            transfers: Mutex::new(HashMap::new()),
+            last_plain: Mutex::new(None),
+        }
+    }
+
+    /// Prints one line on stderr (above the bars, if any).
+    pub fn line(&self, text: &str) {
+        match &self.bars {
+            Some(b) if !b.multi.is_hidden() => {
+                if b.multi.println(text).is_err() {
+                    eprintln!("{text}");
+                }
+            }
+            _ => eprintln!("{text}"),
+        }
+    }
+
+    /// `key` has transferred `done` bytes of `total`.
+    pub fn bytes(&self, key: &str, done: u64, total: Option<u64>) {
+        let (sum_done, sum_total) = {
+            let Ok(mut t) = self.transfers.lock() else {
+                return;
+            };
+            let e = t.entry(key.to_string()).or_insert(Transfer {
+                done: 0,
+                total: None,
+                started: Instant::now(),
+            });
+            if e.done == 0 && done > 0 {
+                // the rate counts from the first byte, not from the plan
+                e.started = Instant::now();
+            }
+            e.done = done;
+            e.total = total.or(e.total);
+            t.values().fold((0, 0), |(d, s), x| {
+                (d + x.done, s + x.total.unwrap_or(x.done).max(x.done))
+            })
+        };
+        match &self.bars {
+            Some(b) => b.update(key, done, total, sum_done, sum_total),
+            None => self.plain_bytes(sum_done, sum_total),
+        }
+    }
+
+    fn plain_bytes(&self, done: u64, total: u64) {
+        if done == 0 {
+            return;
+        }
+        let Ok(mut last) = self.last_plain.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let started = match self.transfers.lock() {
+            Ok(t) => t.values().map(|x| x.started).min(),
+            Err(_) => None,
+        };
+        match *last {
+            // the first line waits a period too: short pushes print none
+            None => {
+                *last = Some(now);
+                return;
+            }
+            Some(t) if now.duration_since(t) < PLAIN_BYTES_EVERY => return,
+            _ => {}
+        }
+        *last = Some(now);
+        let elapsed = started.map(|s| now.duration_since(s)).unwrap_or_default();
+        let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
+        let left = if rate > 0.0 && total > done {
+            format!(", about {:.0}s left", (total - done) as f64 / rate)
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "Pushed {} of {} ({}{left})",
+            human_bytes(done),
+            human_bytes(total),
+            human_rate(done, elapsed)
+        );
+    }
+
+    /// `key` is finished: its bar goes away. Returns the bytes it moved and
+    /// their rate, for the completion line.
+    pub fn done(&self, key: &str) -> Option<String> {
+        let (t, all_done) = {
+            let t = self.transfers.lock().ok()?;
+            let all = t
+                .values()
+                .all(|x| x.total.is_none_or(|total| x.done >= total));
+            (t.get(key).copied(), all)
+        };
+        if let Some(b) = &self.bars {
+            b.remove(key, all_done);
+        }
+        let t = t?;
+        (t.done > 0).then(|| {
+            format!(
+                "{} at {}",
+                human_bytes(t.done),
+                human_rate(t.done, t.started.elapsed())
+            )
+        })
+    }
+
+    /// Clears every bar (success, failure or interrupt). Idempotent.
+    pub fn finish(&self) {
+        if let Some(b) = &self.bars {
+            if let Ok(mut imgs) = b.images.lock() {
+                for (_, bar) in imgs.drain(..) {
+                    bar.finish_and_clear();
+                }
+            }
+            if let Ok(mut o) = b.overall.lock() {
+                if let Some(bar) = o.take() {
+                    bar.finish_and_clear();
+                }
+            }
+            let _ = b.multi.clear();
+        }
+    }
+}
+
+impl Drop for ProgressView {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Bars {
+    fn update(&self, key: &str, done: u64, total: Option<u64>, sum_done: u64, sum_total: u64) {
+        if let Ok(mut o) = self.overall.lock() {
+            let bar = o.get_or_insert_with(|| {
+                let bar = self.multi.add(ProgressBar::new(sum_total));
+                bar.set_style(overall_style());
+                bar.set_prefix("total");
+                bar.enable_steady_tick(Duration::from_millis(250));
+                bar
+            });
+            bar.set_length(sum_total);
+            bar.set_position(sum_done);
+        }
+        if done == 0 {
+            // planned, not started: only the overall total grows
+            return;
+        }
+        let Ok(mut imgs) = self.images.lock() else {
+            return;
+        };
+        if let Some((_, bar)) = imgs.iter().find(|(k, _)| k == key) {
+            if let Some(t) = total {
+                bar.set_length(t);
+            }
+            bar.set_position(done);
+            return;
+        }
+        if imgs.len() >= MAX_IMAGE_BARS {
+            // make room by dropping the oldest finished bar, else show none
+            let Some(i) = imgs
+                .iter()
+                .position(|(_, b)| b.length().is_some_and(|l| b.position() >= l))
+            else {
+                return;
+            };
+            let (_, old) = imgs.remove(i);
+            old.finish_and_clear();
+            self.multi.remove(&old);
+        }
+        let bar = self
+            .multi
+            .insert_from_back(1, ProgressBar::new(total.unwrap_or(done).max(done)));
+        bar.set_style(image_style());
+        bar.set_prefix(key.to_string());
+        bar.set_position(done);
+        // drawn at once, even when the whole image takes less than a frame
+        bar.force_draw();
+        imgs.push((key.to_string(), bar));
+    }
+
+    /// Removes `key`'s bar; once every byte went out and no image bar is
+    /// left, the overall bar goes too.
+    fn remove(&self, key: &str, all_done: bool) {
+        let Ok(mut imgs) = self.images.lock() else {
+            return;
+        };
+        if let Some(i) = imgs.iter().position(|(k, _)| k == key) {
+            let (_, bar) = imgs.remove(i);
+            bar.finish_and_clear();
+            self.multi.remove(&bar);
+        }
+        if all_done && imgs.is_empty() {
+            if let Ok(mut o) = self.overall.lock() {
+                if let Some(bar) = o.take() {
+                    bar.finish_and_clear();
+                    self.multi.remove(&bar);
+                }
+            }
         }
     }
 }

@@ -371,6 +371,19 @@ fn image_addr(set: &str, upstream: &str) -> String {
     format!("image.{set}[\"{upstream}\"]")
 }
 
+/// The `# blobs: ...` detail line of `address` in a human plan.
+fn blob_line(plan: &str, address: &str) -> String {
+    let header = format!("# {address} will be");
+    plan.lines()
+        .skip_while(|l| !l.contains(&header))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("# blobs: ")
+                .map(|r| format!("blobs: {r}"))
+        })
+        .unwrap_or_else(|| panic!("no blob line for {address} in the plan:\n{plan}"))
+}
+
 // ------------------------------------------------------------------ tests
 
 /// The main path: a bundle (random layers, a base layer shared by every
@@ -407,11 +420,22 @@ fn bundle_push_is_exact_idempotent_and_repairs_drift() {
             plan.stdout
         );
     }
-    let n = fx.images[1].blobs.len();
+    // the first image uploads every blob; the others mount the shared
+    // base layer from it (each blob is uploaded once per run)
+    let n0 = fx.images[0].blobs.len();
+    let line0 = blob_line(&plan.stdout, &image_addr("anthos", &fx.images[0].name));
     assert!(
-        plan.stdout.contains(&format!("{n} blobs (")),
-        "blob count of image 1 ({n}) in the plan:\n{}",
+        line0.starts_with(&format!("blobs: {n0} to upload (")) && !line0.contains("mount"),
+        "image 0 uploads its {n0} blobs: {line0:?}\n{}",
         plan.stdout
+    );
+    let line1 = blob_line(&plan.stdout, &image_addr("anthos", &fx.images[1].name));
+    let n1 = fx.images[1].blobs.len();
+    assert!(
+        line1.starts_with(&format!("blobs: {} to upload (", n1 - 1))
+            && line1.contains(", 1 to mount from other repositories ("),
+        "image 1 uploads {} blobs and mounts the base layer: {line1:?}",
+        n1 - 1
     );
     assert!(
         !plan.all().contains(PASSWORD),
@@ -1166,4 +1190,201 @@ fn registry_stopped_mid_push_then_resumed() {
         "every blob uploaded exactly once over the two runs"
     );
     plan_exit(dir.path()).expect(0, "plan after the resumed apply");
+}
+
+/// `destroy` of a set with `prune = true` in the TLS + htpasswd mirror:
+/// every tag is deleted (checked with skopeo and curl, with the
+/// credentials), the state forgets the images, and the password never
+/// appears in the output or the state.
+#[test]
+fn destroy_with_prune_deletes_tags_on_a_password_protected_mirror() {
+    let reg = secure_registry();
+    let dir = tmp();
+    let fx = oci_bundle(
+        dir.path(),
+        "bundle",
+        &spec(23, 3, 16 * 1024),
+        Packing::TarGz,
+    );
+    write_config(
+        dir.path(),
+        &format!(
+            "{}{}",
+            registry_block("mirror", &reg, Some(NS), true),
+            bundle_set("pruned", "mirror", &fx.path, "  prune = true\n")
+        ),
+    );
+    apply(dir.path()).expect(0, "apply");
+    assert_all_mirrored(&reg, &fx, Some(NS));
+
+    let plan = mp(dir.path(), &["plan", "--destroy", "--detailed-exitcode"]);
+    plan.expect(2, "destroy plan");
+    assert!(
+        plan.stdout
+            .contains("the tag is deleted from the mirror (prune = true)"),
+        "{}",
+        plan.stdout
+    );
+    let destroy = mp(dir.path(), &["destroy", "--auto-approve"]);
+    destroy.expect(0, "destroy");
+    for img in &fx.images {
+        let mref = mirror_ref(&img.name, Some(NS));
+        assert_eq!(
+            mirror_digest(&reg, &mref),
+            None,
+            "{mref} is still served after destroy"
+        );
+        // the manifest itself is gone too, not only the tag
+        let digest = img
+            .manifest_digest
+            .as_ref()
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        let (repo, _) = mref.rsplit_once(':').unwrap_or((&mref, ""));
+        assert_eq!(
+            mirror_digest(&reg, &format!("{repo}@{digest}")),
+            None,
+            "{repo}@{digest} is still served after destroy"
+        );
+    }
+    assert!(
+        !stored_tags(&reg).iter().any(|t| t.starts_with(NS)),
+        "tags left in storage: {:?}",
+        stored_tags(&reg)
+    );
+    let state = state_text(dir.path());
+    for img in &fx.images {
+        assert!(
+            !state.contains(&image_addr("pruned", &img.name)),
+            "the state still holds {}",
+            img.name
+        );
+    }
+    for (what, text) in [
+        ("plan", plan.all()),
+        ("destroy", destroy.all()),
+        ("state", state),
+    ] {
+        assert!(!text.contains(PASSWORD), "the password leaked into {what}");
+    }
+    // nothing left to do
+    mp(dir.path(), &["plan", "--destroy", "--detailed-exitcode"]).expect(0, "second destroy plan");
+}
+
+/// The plan's blob split after a partial push: image A alone is pushed
+/// (`--target`), then the plan for image B of the same bundle says that the
+/// layer B shares with A is mounted from A's repository and that B's own
+/// blobs are uploaded; the apply does exactly that (the registry's log shows
+/// no upload of the shared layer), and the warm plan after it costs one
+/// manifest HEAD per tag and no blob HEAD.
+#[test]
+fn plan_after_a_partial_push_splits_upload_and_mount() {
+    let reg = secure_registry();
+    let dir = tmp();
+    let fx = oci_bundle(
+        dir.path(),
+        "bundle",
+        &spec(41, 3, 32 * 1024),
+        Packing::TarGz,
+    );
+    write_config(
+        dir.path(),
+        &format!(
+            "{}{}",
+            registry_block("mirror", &reg, Some(NS), true),
+            bundle_set("s", "mirror", &fx.path, "")
+        ),
+    );
+    let (a, b) = (&fx.images[1], &fx.images[2]);
+    let shared: BTreeSet<String> = a
+        .blobs
+        .iter()
+        .filter(|d| b.blobs.contains(d))
+        .map(|d| d.to_string())
+        .collect();
+    assert!(
+        !shared.is_empty(),
+        "the fixture's images share a base layer"
+    );
+    let addr_a = image_addr("s", &a.name);
+    let addr_b = image_addr("s", &b.name);
+    mp(
+        dir.path(),
+        &["apply", "--auto-approve", "--target", &addr_a],
+    )
+    .expect(0, "push image A alone");
+    assert_eq!(
+        mirror_digest(&reg, &mirror_ref(&b.name, Some(NS))),
+        None,
+        "B is not pushed yet"
+    );
+
+    let plan = plan_exit(dir.path());
+    plan.expect(2, "plan after the partial push");
+    assert!(
+        !plan.stdout.contains(&format!("# {addr_a} will be")),
+        "A is up to date:\n{}",
+        plan.stdout
+    );
+    let line = blob_line(&plan.stdout, &addr_b);
+    let own = b.blobs.len() - shared.len();
+    let shared_bytes: u64 = fx
+        .blobs
+        .iter()
+        .filter(|(d, _)| shared.contains(&d.to_string()))
+        .map(|(_, s)| *s)
+        .sum();
+    assert!(
+        line.starts_with(&format!("blobs: {own} to upload ("))
+            && line.contains(&format!(
+                ", {} to mount from other repositories (",
+                shared.len()
+            ))
+            && !line.contains("already present"),
+        "B uploads its {own} own blobs and mounts the {} shared one(s) ({shared_bytes} bytes): {line:?}",
+        shared.len()
+    );
+    assert!(
+        !plan.all().contains(PASSWORD),
+        "the password leaked into the plan"
+    );
+
+    let before = log_text(&reg).len();
+    apply(dir.path()).expect(0, "apply the rest");
+    assert_all_mirrored(&reg, &fx, Some(NS));
+    let log = log_text(&reg);
+    let new_log = &log[before..];
+    let uploaded: BTreeSet<String> = uploaded_blobs(new_log).into_iter().collect();
+    for d in &shared {
+        assert!(
+            !uploaded.contains(d),
+            "the shared layer {d} was uploaded again instead of mounted:\n{new_log}"
+        );
+        assert!(
+            log_count(new_log, &["\"POST /v2/", "mount=", &d.replace(':', "%3A")]) > 0
+                || log_count(new_log, &["\"POST /v2/", "mount=", d.as_str()]) > 0,
+            "no mount of {d}:\n{new_log}"
+        );
+    }
+    for d in b.blobs.iter().map(|d| d.to_string()) {
+        if !shared.contains(&d) {
+            assert!(uploaded.contains(&d), "B's own blob {d} was not uploaded");
+        }
+    }
+
+    // warm: one manifest HEAD per tag, no blob HEAD
+    let before = log_text(&reg).len();
+    plan_exit(dir.path()).expect(0, "warm plan");
+    let log = log_text(&reg);
+    let warm = &log[before..];
+    assert_eq!(
+        log_count(warm, &["\"HEAD /v2/", "/blobs/"]),
+        0,
+        "a warm plan looked at blobs:\n{warm}"
+    );
+    assert_eq!(
+        log_count(warm, &["\"HEAD /v2/", "/manifests/", "\" 200 "]),
+        fx.images.len(),
+        "one manifest HEAD per tag:\n{warm}"
+    );
 }

@@ -22,7 +22,7 @@ use mirrorplan_state::{LockRequest, State, StateLock, StateStore};
 use crate::cli::{Format, PlanArgs, StateArgs};
 use crate::commands::config::{load_checked, load_options};
 use crate::expand;
-use crate::output::Output;
+use crate::output::{Output, ProgressView};
 
 /// The state store for these flags.
 pub fn store(dir: &Path, state: &StateArgs) -> StateStore {
@@ -129,18 +129,33 @@ pub fn snapshot_owned(state: State) -> miette::Result<PriorSnapshot> {
     Ok(snap)
 }
 
-/// Progress on stderr, Terraform style.
-struct StderrHooks {
+/// Progress on stderr, Terraform style: one line as each instance starts
+/// and ends (with the bytes it pushed and their rate), byte progress as
+/// bars on a terminal or an occasional line otherwise (see
+/// [`ProgressView`]).
+pub struct StderrHooks {
     started: Mutex<std::collections::HashMap<Address, Instant>>,
     quiet: bool,
+    view: ProgressView,
 }
 
 impl StderrHooks {
-    fn new(quiet: bool) -> Self {
+    fn new(quiet: bool, bars: bool) -> Self {
         StderrHooks {
             started: Mutex::new(Default::default()),
             quiet,
+            view: ProgressView::new(bars),
         }
+    }
+
+    /// Prints a line on stderr without tearing the bars.
+    pub fn line(&self, text: &str) {
+        self.view.line(text);
+    }
+
+    /// Clears the bars (after the walk, whatever its outcome).
+    pub fn finish(&self) {
+        self.view.finish();
     }
 }
 
@@ -157,22 +172,19 @@ fn verb(action: Action) -> (&'static str, &'static str) {
 impl Hooks for StderrHooks {
     fn pre_refresh(&self, address: &Address) {
         if !self.quiet {
-            eprintln!("{address}: Refreshing state...");
+            self.line(&format!("{address}: Refreshing state..."));
         }
     }
     fn pre_apply(&self, address: &Address, action: Action) {
         if let Ok(mut s) = self.started.lock() {
             s.insert(address.clone(), Instant::now());
         }
-        eprintln!("{address}: {}", verb(action).0);
+        self.line(&format!("{address}: {}", verb(action).0));
     }
     fn progress(&self, address: &Address, progress: &Progress) {
         match progress {
-            Progress::Message(m) => eprintln!("{address}: {m}"),
-            Progress::Bytes { done, total } => match total {
-                Some(t) => eprintln!("{address}: {done}/{t} bytes"),
-                None => eprintln!("{address}: {done} bytes"),
-            },
+            Progress::Message(m) => self.line(&format!("{address}: {m}")),
+            Progress::Bytes { done, total } => self.view.bytes(&address.to_string(), *done, *total),
         }
     }
     fn post_apply(&self, address: &Address, action: Action, outcome: Result<(), &str>) {
@@ -182,13 +194,21 @@ impl Hooks for StderrHooks {
             .ok()
             .and_then(|s| s.get(address).map(|t| t.elapsed()))
             .unwrap_or_default();
+        let moved = self
+            .view
+            .done(&address.to_string())
+            .map(|m| format!(" ({m})"))
+            .unwrap_or_default();
         match outcome {
-            Ok(()) => eprintln!(
-                "{address}: {} after {:.1}s",
+            Ok(()) => self.line(&format!(
+                "{address}: {} after {:.1}s{moved}",
                 verb(action).1,
                 elapsed.as_secs_f64()
-            ),
-            Err(e) => eprintln!("{address}: failed after {:.1}s: {e}", elapsed.as_secs_f64()),
+            )),
+            Err(e) => self.line(&format!(
+                "{address}: failed after {:.1}s{moved}: {e}",
+                elapsed.as_secs_f64()
+            )),
         }
     }
 }
@@ -199,6 +219,8 @@ pub struct Context {
     pub dir: PathBuf,
     pub engine: Engine,
     pub images: Arc<ImageProvider>,
+    /// The engine's hooks: other stderr lines during apply go through them.
+    pub hooks: Arc<StderrHooks>,
     pub desired: Vec<DesiredInstance>,
     /// Images reported as unpushable (see `Expanded::image_errors`): the run exits 1.
     pub failed_images: Vec<String>,
@@ -239,16 +261,20 @@ pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Opti
         }
         return Ok(None);
     }
+    // destroy and removed images are read and deleted with the
+    // configuration's registry credentials (the state has only digests)
+    images.remember_connections(&expanded.desired);
     let connections = Arc::new(Connections::default());
     let nodes = Arc::new(NodeProvider::new(connections.clone()));
     let clusters = Arc::new(ClusterProvider::new(connections));
+    let hooks = Arc::new(StderrHooks::new(!args.verbose, out.bars));
     let engine = Engine::new()
         .with_provider(images.clone())
         .with_provider(nodes)
         .with_provider(clusters)
         .with_provider(Arc::new(mirrorplan_registry::set::ImageSetProvider))
         .with_parallelism(args.parallelism.max(1))
-        .with_hooks(Arc::new(StderrHooks::new(!args.verbose)));
+        .with_hooks(hooks.clone());
     let outputs = loaded
         .config
         .outputs
@@ -260,6 +286,7 @@ pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Opti
         dir: dir.to_path_buf(),
         engine,
         images,
+        hooks,
         desired: expanded.desired,
         failed_images: if args.destroy {
             Vec::new()
@@ -508,14 +535,15 @@ pub fn apply(
     let result = rt.block_on(async {
         let watcher = {
             let interrupt = interrupt.clone();
+            let hooks = ctx.hooks.clone();
             tokio::spawn(async move {
                 let mut n = 0;
                 while tokio::signal::ctrl_c().await.is_ok() {
                     n += 1;
                     if n == 1 {
-                        eprintln!("\nInterrupt received: no new work starts; waiting for running operations (press Ctrl-C again to stop at once).");
+                        hooks.line("\nInterrupt received: no new work starts; waiting for running operations (press Ctrl-C again to stop at once).");
                     } else {
-                        eprintln!("\nSecond interrupt: stopping now. State is saved as of the last finished instance.");
+                        hooks.line("\nSecond interrupt: stopping now. State is saved as of the last finished instance.");
                     }
                     interrupt.signal();
                 }
@@ -570,7 +598,10 @@ pub fn apply(
             .map_err(miette::Report::new);
         watcher.abort();
         report
-    })?;
+    });
+    // the bars go away whatever the outcome (done, failed, interrupted)
+    ctx.hooks.finish();
+    let result = result?;
     eprintln!();
     print!(
         "{}",

@@ -119,6 +119,17 @@ impl ApplyContext {
         }
     }
 
+    /// The same hooks and interrupt for another instance: a provider that
+    /// applies several instances in one pass (images of one bundle) reports
+    /// each one's progress under its own address.
+    pub fn for_address(&self, address: Address) -> ApplyContext {
+        ApplyContext {
+            address,
+            hooks: self.hooks.clone(),
+            interrupt: self.interrupt.clone(),
+        }
+    }
+
     /// The instance being applied.
     pub fn address(&self) -> &Address {
         &self.address

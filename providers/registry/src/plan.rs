@@ -118,6 +118,25 @@ pub async fn plan_bundle_push(
     namespace: Option<&str>,
     concurrency: usize,
 ) -> Result<PushPlan, RegistryError> {
+    plan_bundle_push_with(catalogue, client, namespace, concurrency, &HashMap::new()).await
+}
+
+/// At most this many other repositories are asked for one blob.
+pub const MOUNT_SOURCES: usize = 3;
+
+/// [`plan_bundle_push`], with `sources`: per blob, repositories that may
+/// already hold it although no image of `catalogue` there is pushed (e.g.
+/// those of images of the same bundle already on the mirror). A blob that
+/// no pushed image's repository has is looked up (`HEAD`) in up to
+/// [`MOUNT_SOURCES`] of them, in order; found, it is mounted from there
+/// instead of uploaded.
+pub async fn plan_bundle_push_with(
+    catalogue: &Catalogue,
+    client: &RegistryClient,
+    namespace: Option<&str>,
+    concurrency: usize,
+    sources: &HashMap<Digest, Vec<String>>,
+) -> Result<PushPlan, RegistryError> {
     let concurrency = concurrency.max(1);
     let mirrors: Vec<MirrorRef> = catalogue
         .images
@@ -172,6 +191,36 @@ pub async fn plan_bundle_push(
             having.entry(digest).or_default().push(repo);
         } else {
             needing.entry(digest).or_default().push((repo, *size));
+        }
+    }
+    // Blobs no pushed image's repository has: ask the other sources.
+    let asked: Vec<(&Digest, &[String])> = needing
+        .keys()
+        .filter(|d| !having.contains_key(*d))
+        .filter_map(|d| {
+            let s = sources.get(*d)?;
+            Some((*d, &s[..s.len().min(MOUNT_SOURCES)]))
+        })
+        .filter(|(_, s)| !s.is_empty())
+        .collect();
+    let found: Vec<(Option<&str>, usize)> = futures::stream::iter(asked.iter())
+        .map(|(digest, repos)| async move {
+            let mut n = 0;
+            for r in repos.iter() {
+                n += 1;
+                if client.head_blob(r, digest).await?.is_some() {
+                    return Ok((Some(r.as_str()), n));
+                }
+            }
+            Ok::<_, RegistryError>((None, n))
+        })
+        .buffered(concurrency)
+        .try_collect()
+        .await?;
+    for ((digest, _), (repo, n)) in asked.iter().zip(found) {
+        requests += n;
+        if let Some(r) = repo {
+            having.entry(digest).or_default().push(r);
         }
     }
     let mut uploads = BTreeMap::new();

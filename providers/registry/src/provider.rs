@@ -356,6 +356,178 @@ pub struct ImageProvider {
     wanted: Mutex<HashMap<PathBuf, HashSet<String>>>,
     batches: Mutex<HashMap<(PathBuf, String), Batch>>,
     store_tags: Mutex<HashMap<PathBuf, (IndexStamp, StoreTags)>>,
+    /// The configuration's mirror connections by endpoint, with their
+    /// secrets: an instance known only from the state holds a digest of
+    /// its password, never the password (see [`ImageProvider::remember_connections`]).
+    conns: Mutex<HashMap<String, RegistryConn>>,
+    /// The address of each image the plan pushes, by (bundle, mirror
+    /// endpoint, upstream name): a bundle pass reports each image's
+    /// progress under its own address.
+    addresses: Mutex<HashMap<BatchImage, Address>>,
+    /// What refresh learned about the blobs of the images that will be
+    /// pushed, per bundle pass (bundle, mirror endpoint).
+    survey: Mutex<HashMap<(PathBuf, String), SurveyBatch>>,
+    /// Catalogues and their name index are read one at a time: the other
+    /// refreshes of the same bundle then find them cached.
+    catalogue_gate: tokio::sync::Mutex<HashMap<IndexKey, Arc<CatIndex>>>,
+    /// Bounds the blob `HEAD`s of a refresh.
+    blob_heads: HeadLimit,
+}
+
+/// A bundle's catalogue as the blob survey needs it, for one namespace.
+struct CatIndex {
+    /// Image name → catalogue index.
+    names: HashMap<String, usize>,
+    /// Blob → the mirror repositories of the images holding it, in
+    /// catalogue order, at most [`crate::plan::MOUNT_SOURCES`] + 1.
+    holders: HashMap<String, Vec<String>>,
+}
+
+impl CatIndex {
+    fn of(cat: &Catalogue, namespace: Option<&str>) -> CatIndex {
+        let mut holders: HashMap<String, Vec<String>> = HashMap::new();
+        for image in &cat.images {
+            let repo = image.mirror_ref(namespace).repository;
+            for b in &image.blobs {
+                let h = holders.entry(b.digest.to_string()).or_default();
+                if h.len() <= crate::plan::MOUNT_SOURCES && !h.contains(&repo) {
+                    h.push(repo.clone());
+                }
+            }
+        }
+        CatIndex {
+            names: cat
+                .images
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.name.clone(), i))
+                .collect(),
+            holders,
+        }
+    }
+}
+
+/// (bundle and platform filter, namespace).
+type IndexKey = (CatalogueKey, Option<String>);
+
+/// (bundle, mirror endpoint, upstream name).
+type BatchImage = (PathBuf, String, String);
+
+/// Blob `HEAD`s in flight during a refresh, over all images.
+const BLOB_HEADS: usize = 16;
+
+struct HeadLimit(tokio::sync::Semaphore);
+
+impl Default for HeadLimit {
+    fn default() -> Self {
+        HeadLimit(tokio::sync::Semaphore::new(BLOB_HEADS))
+    }
+}
+
+/// One image that refresh found missing or moved, with its blobs.
+struct SurveyImage {
+    /// Its index in the bundle's catalogue (the push's order).
+    index: usize,
+    /// Its repository on the mirror (`""` for an `oci:` store, whose blobs
+    /// are shared by every repository).
+    repo: String,
+    /// Its config and layer blobs: digest and size.
+    blobs: Vec<(String, u64)>,
+}
+
+/// The blob survey of one bundle pass: enough to say, for each image, which
+/// blobs the push will upload, mount or find present, with the push's rules
+/// (each blob uploaded once per pass, into the repository of the first
+/// image that needs it; the other repositories mount it).
+#[derive(Default)]
+struct SurveyBatch {
+    images: HashMap<String, SurveyImage>,
+    /// (repository, digest) → whether the mirror has the blob there.
+    present: HashMap<(String, String), bool>,
+    /// Digest → the first image (catalogue index) that needs it.
+    first: HashMap<String, usize>,
+    /// (repository, digest) → the first image of that repository that needs it.
+    first_in_repo: HashMap<(String, String), usize>,
+    /// Digests that some surveyed repository already has.
+    somewhere: HashSet<String>,
+}
+
+/// An image's blobs by how the push gets them into its repository.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct BlobSplit {
+    upload: (u64, u64),
+    mount: (u64, u64),
+    /// Brought by an earlier image of the same repository (or store).
+    shared: (u64, u64),
+    present: (u64, u64),
+}
+
+impl SurveyBatch {
+    fn split(&self, upstream: &str) -> Option<BlobSplit> {
+        let img = self.images.get(upstream)?;
+        let mut out = BlobSplit::default();
+        for (d, size) in &img.blobs {
+            let key = (img.repo.clone(), d.clone());
+            let slot = if self.present.get(&key).copied().unwrap_or(false) {
+                &mut out.present
+            } else if self.first_in_repo.get(&key).is_some_and(|i| *i < img.index) {
+                &mut out.shared
+            } else if self.somewhere.contains(d) || self.first.get(d) != Some(&img.index) {
+                &mut out.mount
+            } else {
+                &mut out.upload
+            };
+            slot.0 += 1;
+            slot.1 += size;
+        }
+        Some(out)
+    }
+
+    fn record(&mut self, upstream: String, img: SurveyImage, present: Vec<bool>) {
+        for ((d, _), here) in img.blobs.iter().zip(present) {
+            let key = (img.repo.clone(), d.clone());
+            self.present.insert(key.clone(), here);
+            if here {
+                self.somewhere.insert(d.clone());
+            }
+            let f = self.first.entry(d.clone()).or_insert(img.index);
+            *f = (*f).min(img.index);
+            let f = self.first_in_repo.entry(key).or_insert(img.index);
+            *f = (*f).min(img.index);
+        }
+        self.images.insert(upstream, img);
+    }
+}
+
+impl BlobSplit {
+    /// `blobs: 3 to upload (24.0 MiB), 2 to mount from other repositories (48.0 MiB), 1 already present`
+    fn line(&self) -> String {
+        let mut parts = Vec::new();
+        if self.upload.0 > 0 || (self.mount.0 + self.shared.0 + self.present.0 == 0) {
+            parts.push(format!(
+                "{} to upload ({})",
+                self.upload.0,
+                human_bytes(self.upload.1)
+            ));
+        }
+        if self.mount.0 > 0 {
+            parts.push(format!(
+                "{} to mount from other repositories ({})",
+                self.mount.0,
+                human_bytes(self.mount.1)
+            ));
+        }
+        if self.shared.0 > 0 {
+            parts.push(format!(
+                "{} pushed with another image of this run",
+                self.shared.0
+            ));
+        }
+        if self.present.0 > 0 {
+            parts.push(format!("{} already present", self.present.0));
+        }
+        format!("blobs: {}", parts.join(", "))
+    }
 }
 
 /// `REPO:TAG` → manifest digest, for every tag of an `oci:` store.
@@ -420,6 +592,44 @@ impl ImageProvider {
             }
         }
         Ok(Some(tags))
+    }
+
+    /// Learns the configuration's mirror connections (with their secrets)
+    /// from the desired instances, so that an image known only from the
+    /// state (destroyed, or removed from the configuration) is read and
+    /// deleted with the configuration's credentials and CA: the state holds
+    /// only a digest of the password.
+    pub fn remember_connections(&self, desired: &[DesiredInstance]) {
+        let Ok(mut conns) = self.conns.lock() else {
+            return;
+        };
+        for d in desired.iter().filter(|d| d.provider == KIND) {
+            let endpoint = d
+                .attrs
+                .get("mirror")
+                .and_then(|m| m.get("endpoint"))
+                .and_then(Value::as_str);
+            if endpoint.is_none_or(|e| conns.contains_key(e)) {
+                continue;
+            }
+            if let Ok(spec) = ImageSpec::from_attrs(&d.attrs) {
+                conns.insert(spec.mirror.endpoint.clone(), spec.mirror);
+            }
+        }
+    }
+
+    /// `conn` came from the state: its `password` is a digest. Use the
+    /// configuration's connection to the same endpoint, or no password.
+    fn config_conn(&self, conn: &mut RegistryConn) {
+        let known = self
+            .conns
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&conn.endpoint).cloned());
+        match known {
+            Some(c) => *conn = c,
+            None => conn.password = None,
+        }
     }
 
     /// One client per registry connection, shared by every image (connection reuse).
@@ -520,6 +730,169 @@ impl ImageProvider {
         })
     }
 
+    /// For an image refresh found missing or moved: which of its blobs the
+    /// mirror already has (one blob `HEAD` per (repository, blob) not known
+    /// yet, at most [`BLOB_HEADS`] in flight over all images; a file check
+    /// for an `oci:` store), recorded for [`Provider::plan`]'s detail line.
+    /// Best effort: on any error the plan shows the plain blob count.
+    async fn survey_blobs(&self, spec: &ImageSpec) {
+        let ImageSource::Bundle(path) = &spec.source else {
+            return;
+        };
+        let key: CatalogueKey = (path.clone(), spec.platforms.clone());
+        let namespace = namespace_of(spec);
+        let (catalogue, index_of) = {
+            let mut gate = self.catalogue_gate.lock().await;
+            let (p, pl) = key.clone();
+            let cat = match tokio::task::spawn_blocking(move || bundle_catalogue(&p, &pl)).await {
+                Ok(Ok(c)) => c,
+                _ => return,
+            };
+            let idx = gate
+                .entry((key, namespace.clone()))
+                .or_insert_with(|| Arc::new(CatIndex::of(&cat, namespace.as_deref())))
+                .clone();
+            (cat, idx)
+        };
+        let Some(&index) = index_of.names.get(&spec.upstream) else {
+            return;
+        };
+        let Some(entry) = catalogue.images.get(index) else {
+            return;
+        };
+        let blobs: Vec<(String, u64)> = entry
+            .blobs
+            .iter()
+            .map(|b| (b.digest.to_string(), b.size))
+            .collect();
+        let batch_key = (path.clone(), spec.mirror.endpoint.clone());
+        let (repo, present) = match spec.mirror.oci_path() {
+            Some(store) => {
+                let present = blobs
+                    .iter()
+                    .map(|(d, _)| {
+                        d.split_once(':').is_some_and(|(alg, hex)| {
+                            store.join("blobs").join(alg).join(hex).is_file()
+                        })
+                    })
+                    .collect();
+                (String::new(), present)
+            }
+            None => {
+                let Ok(client) = self.client(&spec.mirror) else {
+                    return;
+                };
+                let repo = spec.repository.clone();
+                let known: Vec<Option<bool>> = match self.survey.lock() {
+                    Ok(sv) => blobs
+                        .iter()
+                        .map(|(d, _)| {
+                            sv.get(&batch_key)
+                                .and_then(|b| b.present.get(&(repo.clone(), d.clone())).copied())
+                        })
+                        .collect(),
+                    Err(_) => return,
+                };
+                let limit = &self.blob_heads.0;
+                let mut lookups = Vec::with_capacity(known.len());
+                for (b, known) in entry.blobs.iter().zip(known) {
+                    let client = client.clone();
+                    let repo = repo.clone();
+                    let digest = b.digest.clone();
+                    lookups.push(async move {
+                        if let Some(k) = known {
+                            return Ok(k);
+                        }
+                        let _permit = limit.acquire().await;
+                        client.head_blob(&repo, &digest).await.map(|f| f.is_some())
+                    });
+                }
+                let heads = futures::future::join_all(lookups).await;
+                let Ok(present) = heads.into_iter().collect::<Result<Vec<bool>, _>>() else {
+                    return;
+                };
+                // a blob this repository lacks may be in the repository of
+                // another image of the bundle (already pushed): then the
+                // push mounts it from there (see plan_bundle_push_with)
+                let mut probes = Vec::new();
+                for (b, here) in entry.blobs.iter().zip(&present) {
+                    let d = b.digest.to_string();
+                    let candidates: Vec<String> = index_of
+                        .holders
+                        .get(&d)
+                        .map(|h| {
+                            h.iter()
+                                .filter(|r| **r != repo)
+                                .take(crate::plan::MOUNT_SOURCES)
+                                .cloned()
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    if *here || candidates.is_empty() {
+                        continue;
+                    }
+                    let client = client.clone();
+                    let digest = b.digest.clone();
+                    let batch_key = &batch_key;
+                    probes.push(async move {
+                        let mut seen = Vec::new();
+                        for c in candidates {
+                            let known = self.survey.lock().ok().and_then(|sv| {
+                                sv.get(batch_key)
+                                    .and_then(|b| b.present.get(&(c.clone(), d.clone())).copied())
+                            });
+                            let here = match known {
+                                Some(k) => k,
+                                None => {
+                                    let _permit = limit.acquire().await;
+                                    match client.head_blob(&c, &digest).await {
+                                        Ok(f) => f.is_some(),
+                                        Err(_) => break,
+                                    }
+                                }
+                            };
+                            seen.push((c, here));
+                            if here {
+                                break;
+                            }
+                        }
+                        (d, seen)
+                    });
+                }
+                let elsewhere = futures::future::join_all(probes).await;
+                if let Ok(mut sv) = self.survey.lock() {
+                    let batch = sv.entry(batch_key.clone()).or_default();
+                    for (d, seen) in elsewhere {
+                        for (c, here) in seen {
+                            if here {
+                                batch.somewhere.insert(d.clone());
+                            }
+                            batch.present.insert((c, d.clone()), here);
+                        }
+                    }
+                }
+                (repo, present)
+            }
+        };
+        if let Ok(mut sv) = self.survey.lock() {
+            sv.entry(batch_key).or_default().record(
+                spec.upstream.clone(),
+                SurveyImage { index, repo, blobs },
+                present,
+            );
+        }
+    }
+
+    /// The blob split of a surveyed image.
+    fn blob_split(&self, spec: &ImageSpec) -> Option<BlobSplit> {
+        let ImageSource::Bundle(path) = &spec.source else {
+            return None;
+        };
+        let sv = self.survey.lock().ok()?;
+        sv.get(&(path.clone(), spec.mirror.endpoint.clone()))?
+            .split(&spec.upstream)
+    }
+
     /// Tells the provider which images the plan will push, so that one pass
     /// over each bundle serves them all.
     pub fn prepare(&self, changes: &[ResourceChange]) {
@@ -539,6 +912,16 @@ impl ImageProvider {
             }
             if let Ok(spec) = ImageSpec::from_attrs(&attrs) {
                 if let ImageSource::Bundle(p) = &spec.source {
+                    if let Ok(mut a) = self.addresses.lock() {
+                        a.insert(
+                            (
+                                p.clone(),
+                                spec.mirror.endpoint.clone(),
+                                spec.upstream.clone(),
+                            ),
+                            c.address.clone(),
+                        );
+                    }
                     wanted
                         .entry(p.clone())
                         .or_default()
@@ -546,6 +929,31 @@ impl ImageProvider {
                 }
             }
         }
+    }
+
+    /// A context per image of the pass (its own address), for progress.
+    fn batch_contexts(
+        &self,
+        spec: &ImageSpec,
+        bundle: &Path,
+        wanted: &HashSet<String>,
+        ctx: &ApplyContext,
+    ) -> HashMap<String, ApplyContext> {
+        let mut out = HashMap::new();
+        if let Ok(addresses) = self.addresses.lock() {
+            for name in wanted {
+                let key = (
+                    bundle.to_path_buf(),
+                    spec.mirror.endpoint.clone(),
+                    name.clone(),
+                );
+                if let Some(a) = addresses.get(&key) {
+                    out.insert(name.clone(), ctx.for_address(a.clone()));
+                }
+            }
+        }
+        out.insert(spec.upstream.clone(), ctx.clone());
+        out
     }
 
     async fn push_from_bundle(
@@ -579,10 +987,11 @@ impl ImageProvider {
                     .unwrap_or_default();
                 let spec2 = spec.clone();
                 let bundle2 = bundle.to_path_buf();
+                let ctxs = self.batch_contexts(spec, bundle, &wanted, ctx);
                 match remote {
                     None => {
                         let joined = tokio::task::spawn_blocking(move || {
-                            push_bundle_blocking(&spec2, &bundle2, &wanted)
+                            push_bundle_blocking(&spec2, &bundle2, &wanted, ctxs)
                         })
                         .await;
                         match joined {
@@ -595,7 +1004,9 @@ impl ImageProvider {
                         // run it to completion on a blocking thread of this runtime
                         let handle = tokio::runtime::Handle::current();
                         let joined = tokio::task::spawn_blocking(move || {
-                            handle.block_on(push_bundle_remote(&spec2, &bundle2, &wanted, &client))
+                            handle.block_on(push_bundle_remote(
+                                &spec2, &bundle2, &wanted, &client, ctxs,
+                            ))
                         })
                         .await;
                         match joined {
@@ -621,10 +1032,114 @@ impl ImageProvider {
     }
 }
 
+/// Forwards the byte progress of one bundle pass to each image's own
+/// address: a blob's bytes count for the image that uploads it (the first,
+/// in bundle order, that needs it), so the images' totals add up to the
+/// pass's.
+struct BatchProgress {
+    ctxs: HashMap<String, ApplyContext>,
+    state: Mutex<ProgressState>,
+}
+
+#[derive(Default)]
+struct ProgressState {
+    /// Image name → (bytes done, bytes to upload).
+    images: HashMap<String, (u64, u64)>,
+    /// Blob → the image its bytes count for.
+    owner: HashMap<crate::digest::Digest, String>,
+    /// Blob → the images holding it, in bundle order.
+    users: HashMap<crate::digest::Digest, Vec<String>>,
+}
+
+impl BatchProgress {
+    fn new(ctxs: HashMap<String, ApplyContext>, cat: &Catalogue) -> Self {
+        let mut state = ProgressState::default();
+        for image in &cat.images {
+            for b in &image.blobs {
+                state
+                    .users
+                    .entry(b.digest.clone())
+                    .or_default()
+                    .push(image.name.clone());
+            }
+        }
+        BatchProgress {
+            ctxs,
+            state: Mutex::new(state),
+        }
+    }
+
+    /// `name` will upload `total` bytes.
+    fn set_total(&self, name: &str, total: u64) {
+        if let Ok(mut st) = self.state.lock() {
+            st.images.insert(name.to_string(), (0, total));
+        }
+        if let Some(ctx) = self.ctxs.get(name) {
+            ctx.bytes(0, Some(total));
+        }
+    }
+
+    /// Every blob the store lacks counts for the first image holding it.
+    fn attribute_all(&self, cat: &Catalogue, missing: impl Fn(&crate::digest::Digest) -> bool) {
+        let mut totals: Vec<(String, u64)> = Vec::new();
+        if let Ok(mut st) = self.state.lock() {
+            for image in &cat.images {
+                let mut total = 0;
+                for b in &image.blobs {
+                    if !st.owner.contains_key(&b.digest) && missing(&b.digest) {
+                        st.owner.insert(b.digest.clone(), image.name.clone());
+                        total += b.size;
+                    }
+                }
+                totals.push((image.name.clone(), total));
+            }
+        }
+        for (name, total) in totals {
+            self.set_total(&name, total);
+        }
+    }
+
+    /// `n` more bytes of `digest` went out.
+    fn add(&self, digest: &crate::digest::Digest, n: u64) {
+        let report = {
+            let Ok(mut st) = self.state.lock() else {
+                return;
+            };
+            let st = &mut *st;
+            let owner = match st.owner.get(digest) {
+                Some(o) => o.clone(),
+                None => {
+                    let Some(o) = st
+                        .users
+                        .get(digest)
+                        .and_then(|u| u.iter().find(|n| st.images.contains_key(*n)))
+                        .cloned()
+                    else {
+                        return;
+                    };
+                    st.owner.insert(digest.clone(), o.clone());
+                    o
+                }
+            };
+            let Some(entry) = st.images.get_mut(&owner) else {
+                return;
+            };
+            entry.0 += n;
+            // a retried upload sends bytes again: the total grows with it
+            entry.1 = entry.1.max(entry.0);
+            (owner, *entry)
+        };
+        if let Some(ctx) = self.ctxs.get(&report.0) {
+            ctx.bytes(report.1 .0, Some(report.1 .1));
+        }
+    }
+}
+
 fn push_bundle_blocking(
     spec: &ImageSpec,
     bundle_path: &Path,
     wanted: &HashSet<String>,
+    ctxs: HashMap<String, ApplyContext>,
 ) -> BatchResult {
     let catalogue = bundle_catalogue(bundle_path, &spec.platforms).map_err(|e| e.message)?;
     let cat = catalogue
@@ -635,9 +1150,16 @@ fn push_bundle_blocking(
     match spec.mirror.oci_path() {
         Some(store_path) => {
             let store = OciStore::open_or_create(&store_path).map_err(|e| e.to_string())?;
-            let report =
-                crate::push::push_bundle_to_store(&bundle, &cat, &store, namespace.as_deref())
-                    .map_err(|e| e.to_string())?;
+            let progress = BatchProgress::new(ctxs, &cat);
+            progress.attribute_all(&cat, |d| !store.has_blob(d).unwrap_or(false));
+            let report = crate::push::push_bundle_to_store_with(
+                &bundle,
+                &cat,
+                &store,
+                namespace.as_deref(),
+                &|d, n| progress.add(d, n),
+            )
+            .map_err(|e| e.to_string())?;
             for p in report.pushed {
                 out.insert(p.name, Ok(p.digest.to_string()));
             }
@@ -673,13 +1195,48 @@ async fn push_bundle_remote(
     bundle_path: &Path,
     wanted: &HashSet<String>,
     client: &crate::client::RegistryClient,
+    ctxs: HashMap<String, ApplyContext>,
 ) -> BatchResult {
     let catalogue = bundle_catalogue(bundle_path, &spec.platforms).map_err(|e| e.message)?;
     let cat = catalogue
         .subset(|name| wanted.is_empty() || wanted.contains(name) || name == spec.upstream);
     let bundle = Bundle::open(bundle_path).map_err(|e| e.to_string())?;
     let namespace = namespace_of(spec);
-    let options = crate::push_remote::RemotePushOptions::default();
+    let progress = Arc::new(BatchProgress::new(ctxs, &cat));
+    // blobs of the pushed images may already be in the repositories of the
+    // bundle's other images (pushed before): mounted from there
+    let pushed: HashSet<&str> = cat.images.iter().map(|i| i.name.as_str()).collect();
+    let needed: HashSet<&crate::digest::Digest> = cat
+        .images
+        .iter()
+        .flat_map(|i| i.blobs.iter().map(|b| &b.digest))
+        .collect();
+    let mut mount_sources: HashMap<crate::digest::Digest, Vec<String>> = HashMap::new();
+    for image in catalogue
+        .images
+        .iter()
+        .filter(|i| !pushed.contains(i.name.as_str()))
+    {
+        let repo = image.mirror_ref(namespace.as_deref()).repository;
+        for b in image.blobs.iter().filter(|b| needed.contains(&b.digest)) {
+            let s = mount_sources.entry(b.digest.clone()).or_default();
+            if s.len() < crate::plan::MOUNT_SOURCES && !s.contains(&repo) {
+                s.push(repo.clone());
+            }
+        }
+    }
+    let options = crate::push_remote::RemotePushOptions {
+        mount_sources,
+        progress: Some(Arc::new(move |p: &crate::push_remote::PushProgress| {
+            use crate::push_remote::PushProgress as P;
+            match p {
+                P::ImagePlanned { name, bytes } => progress.set_total(name, *bytes),
+                P::Bytes { digest, bytes } => progress.add(digest, *bytes),
+                _ => {}
+            }
+        })),
+        ..crate::push_remote::RemotePushOptions::default()
+    };
     let report = crate::push_remote::push_bundle_to_registry(
         &bundle,
         &cat,
@@ -800,19 +1357,37 @@ impl Provider for ImageProvider {
             (None, None) => return Ok(None),
         };
         let mut spec = ImageSpec::from_attrs(&attrs)?;
+        let mut wanted = None;
+        let mut from_state = prior.is_some();
         if let Some(d) = desired {
             // read where the image should be; the prior's mirror might have moved
             if let Ok(ds) = ImageSpec::from_attrs(&d.attrs) {
                 if prior.is_none() {
-                    spec = ds;
+                    spec = ds.clone();
                 } else if ds.mirror.endpoint == spec.mirror.endpoint {
                     // the state holds only a digest of the password: connect
                     // with the configuration's credentials and CA
-                    spec.mirror = ds.mirror;
+                    spec.mirror = ds.mirror.clone();
+                    from_state = false;
                 }
+                wanted = Some(ds);
             }
         }
-        match observed_digest(self, &spec).await? {
+        if from_state {
+            self.config_conn(&mut spec.mirror);
+        }
+        let observed = observed_digest(self, &spec).await?;
+        if let Some(ds) = wanted {
+            // only an image that will be pushed costs blob lookups: a warm
+            // plan stays at one manifest HEAD per tag
+            let same_place = ds.mirror.endpoint == spec.mirror.endpoint
+                && ds.repository == spec.repository
+                && ds.tag == spec.tag;
+            if same_place && observed.as_deref() != Some(ds.digest.as_str()) {
+                self.survey_blobs(&ds).await;
+            }
+        }
+        match observed {
             Some(digest) => Ok(Some(Observed {
                 attrs: Attrs::new().with("digest", digest),
             })),
@@ -832,12 +1407,16 @@ impl Provider for ImageProvider {
             (desired, change.action)
         {
             let spec = ImageSpec::from_attrs(&d.attrs)?;
-            change.details.push(format!(
-                "{} blob{} ({}) to send unless already in the mirror",
-                spec.blobs,
-                if spec.blobs == 1 { "" } else { "s" },
-                human_bytes(spec.bytes)
-            ));
+            change.details.push(match self.blob_split(&spec) {
+                Some(split) => split.line(),
+                // not refreshed (or the survey failed): what the bundle holds
+                None => format!(
+                    "{} blob{} ({}) to send unless already in the mirror",
+                    spec.blobs,
+                    if spec.blobs == 1 { "" } else { "s" },
+                    human_bytes(spec.bytes)
+                ),
+            });
             if spec.filtered {
                 change.details.push(format!(
                     "platform filter {:?}: the index is rewritten, its digest differs from the source's",
@@ -876,7 +1455,9 @@ impl Provider for ImageProvider {
                 let Some(before) = &change.before else {
                     return Ok(None);
                 };
-                let spec = ImageSpec::from_attrs(before)?;
+                let mut spec = ImageSpec::from_attrs(before)?;
+                // `before` comes from the state: a digest in place of the password
+                self.config_conn(&mut spec.mirror);
                 if spec.prune {
                     if let (Some(path), Some(tag)) = (spec.mirror.oci_path(), &spec.tag) {
                         let store = OciStore::open_or_create(&path).map_err(|e| {

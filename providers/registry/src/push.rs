@@ -57,10 +57,27 @@ pub fn push_bundle_to_store(
     store: &OciStore,
     namespace: Option<&str>,
 ) -> Result<PushReport, BundleError> {
+    push_bundle_to_store_with(bundle, catalogue, store, namespace, &|_, _| {})
+}
+
+/// [`push_bundle_to_store`], calling `on_bytes(blob, n)` as each `n` bytes
+/// of a blob are read from the bundle (for progress bars).
+pub fn push_bundle_to_store_with(
+    bundle: &Bundle,
+    catalogue: &Catalogue,
+    store: &OciStore,
+    namespace: Option<&str>,
+    on_bytes: &dyn Fn(&Digest, u64),
+) -> Result<PushReport, BundleError> {
     let written = Cell::new(0usize);
     let present = Cell::new(0usize);
     let stream = bundle.stream_blobs(catalogue, |blob, reader| {
-        match store.put_blob(&blob.digest, blob.size, reader)? {
+        let mut reader = Counting {
+            inner: reader,
+            digest: &blob.digest,
+            on_bytes,
+        };
+        match store.put_blob(&blob.digest, blob.size, &mut reader)? {
             PutOutcome::Written => written.set(written.get() + 1),
             PutOutcome::AlreadyPresent => present.set(present.get() + 1),
         }
@@ -117,6 +134,23 @@ pub fn push_bundle_to_store(
     flush_tags(store, &mut tags, &mut tagged, &mut report);
     report.blob_failures = stream.failures;
     Ok(report)
+}
+
+/// A reader that reports how many bytes went through it.
+struct Counting<'a, R: ?Sized> {
+    inner: &'a mut R,
+    digest: &'a Digest,
+    on_bytes: &'a dyn Fn(&Digest, u64),
+}
+
+impl<R: std::io::Read + ?Sized> std::io::Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            (self.on_bytes)(self.digest, n as u64);
+        }
+        Ok(n)
+    }
 }
 
 /// How many tags one `index.json` rewrite records at most.

@@ -43,7 +43,7 @@ use crate::client::{MountOutcome, RegistryClient};
 use crate::client_error::RegistryError;
 use crate::digest::Digest;
 use crate::error::{BundleError, SinkError};
-use crate::plan::{plan_bundle_push, ImageStatus, PushPlan};
+use crate::plan::{plan_bundle_push_with, ImageStatus, PushPlan};
 use crate::reference::MirrorRef;
 
 /// Progress events, for progress bars.
@@ -55,6 +55,14 @@ pub enum PushProgress {
         bytes: u64,
         /// Blobs to upload.
         blobs: usize,
+    },
+    /// After `Planned`, once per image that will be pushed: the bytes
+    /// uploaded for it (a blob shared with an earlier image counts there).
+    ImagePlanned {
+        /// Full upstream name.
+        name: String,
+        /// Bytes to upload for it.
+        bytes: u64,
     },
     /// A blob upload started.
     BlobStarted {
@@ -98,6 +106,9 @@ pub struct RemotePushOptions {
     pub small_uploads: usize,
     /// Progress hook.
     pub progress: Option<ProgressFn>,
+    /// Per blob, other repositories that may hold it (see
+    /// [`crate::plan::plan_bundle_push_with`]): mounted from there, not uploaded.
+    pub mount_sources: HashMap<Digest, Vec<String>>,
 }
 
 impl Default for RemotePushOptions {
@@ -106,6 +117,7 @@ impl Default for RemotePushOptions {
             concurrency: 8,
             small_uploads: 8,
             progress: None,
+            mount_sources: HashMap::new(),
         }
     }
 }
@@ -325,11 +337,28 @@ pub async fn push_bundle_to_registry(
     };
     let concurrency = options.concurrency.max(1);
     client.ping().await?;
-    let plan = plan_bundle_push(catalogue, client, namespace, concurrency).await?;
+    let plan = plan_bundle_push_with(
+        catalogue,
+        client,
+        namespace,
+        concurrency,
+        &options.mount_sources,
+    )
+    .await?;
     progress(PushProgress::Planned {
         bytes: plan.bytes_to_upload(),
         blobs: plan.uploads.len(),
     });
+    for p in plan
+        .images
+        .iter()
+        .filter(|p| !matches!(p.status, ImageStatus::Present(_)))
+    {
+        progress(PushProgress::ImagePlanned {
+            name: p.name.clone(),
+            bytes: p.bytes_to_upload,
+        });
+    }
     let mut report = RegistryPushReport::default();
     for f in &catalogue.failures {
         report.failed.push(FailedImage {
