@@ -393,7 +393,14 @@ cluster "admin" {{
         let out: String = out
             .lines()
             .map(|l| {
-                let body = l.trim_start_matches(['+', '-', ' ']);
+                // the diff marker is one '+' or '-' (around spaces); a
+                // base64 line may itself start with '+'
+                let rest = l.trim_start_matches(' ');
+                let rest = rest
+                    .strip_prefix(['+', '-'])
+                    .unwrap_or(rest)
+                    .trim_start_matches(' ');
+                let body = rest;
                 let pem = body.len() >= 20
                     && !body.contains("--")
                     && body
