@@ -28,6 +28,13 @@
 # max(10, MU). Ansible: forks 10, gather_facts off, pipelining on, OpenSSH
 # ControlPersist (its defaults for speed, so the baseline is its best case).
 #
+# Every command either tool runs on a node goes through the login shell
+# (bash), which sources root's ~/.bashrc for commands run by sshd: on a
+# machine whose ~/.bashrc is slow (pyenv init: about 0.3 s of CPU) that is
+# paid per SSH command by both tools. LEAN_SHELL=1 hides ~/.bashrc from the
+# nodes (an empty file bind-mounted over it in each node's namespace), as
+# on a typical server.
+#
 # Needs root, openssh-server, containerd, python3 (venv), util-linux
 # (unshare). Results: a Markdown table on stdout and in $BENCH_DIR/results.md.
 set -euo pipefail
@@ -156,8 +163,12 @@ MaxStartups 200
 Subsystem sftp internal-sftp
 EOF
   echo "[$ip]:$port $host_key" >>"$work/known_hosts"
+  lean=""
+  if [ "${LEAN_SHELL:-0}" = 1 ] && [ -f "$HOME/.bashrc" ]; then
+    lean="mount --bind /dev/null '$HOME/.bashrc' && "
+  fi
   unshare --mount --propagation private sh -c \
-    "mount --bind '$d/etc' /etc/containerd && mount --bind '$work/run' /run/containerd && exec '$sshd_bin' -D -f '$d/sshd_config' -E '$d/sshd.log'" &
+    "mount --bind '$d/etc' /etc/containerd && mount --bind '$work/run' /run/containerd && $lean exec '$sshd_bin' -D -f '$d/sshd_config' -E '$d/sshd.log'" &
   echo $! >>"$pids"
 done
 for i in $(seq 1 "$max_nodes"); do
@@ -314,6 +325,7 @@ run_ansible() { # DIR ; prints seconds
 }
 
 results="$work/results.md"
+load_start=$(uptime)
 {
   echo "| nodes | tool | first rollout (s) | per node (ms) | no-change run (s) | per node (ms) |"
   echo "| ---: | --- | ---: | ---: | ---: | ---: |"
@@ -321,7 +333,10 @@ results="$work/results.md"
 row() { # N TOOL FIRST NOCHANGE
   awk -v n="$1" -v tool="$2" -v a="$3" -v b="$4" 'BEGIN {
     printf "| %d | %s | %.2f | %.0f | %.2f | %.0f |\n", n, tool, a, a * 1000 / n, b, b * 1000 / n }' >>"$results"
+  log "load after this row: $(uptime | sed 's/.*load average/load average/')"
+  echo "$1 $2: $(uptime | sed 's/.*load average/load average/')" >>"$work/load.txt"
 }
+: >"$work/load.txt"
 
 for n in $SIZES; do
   # mirrorplan, for each max_unavailable
@@ -377,6 +392,10 @@ done
 {
   echo
   echo "mirrorplan $("$bin" --version 2>/dev/null || true); $ansible_version; $(sshd -V 2>&1 | head -n1 || true)"
-  echo "$(nproc) cores, $(uname -sr)"
+  echo "$(nproc) cores, $(uname -sr); LEAN_SHELL=${LEAN_SHELL:-0}"
+  echo "start: $load_start"
+  echo "end:   $(uptime)"
+  echo "after each row:"
+  sed 's/^/  /' "$work/load.txt"
 } >>"$results"
 cat "$results"
