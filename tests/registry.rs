@@ -442,6 +442,7 @@ fn bundle_push_is_exact_idempotent_and_repairs_drift() {
         "the password leaked into the plan"
     );
 
+    let before_apply = log_text(&reg).len();
     let first = apply(dir.path());
     first.expect(0, "first apply");
     assert!(
@@ -479,6 +480,24 @@ fn bundle_push_is_exact_idempotent_and_repairs_drift() {
         distinct.len(),
         fx.blobs.len(),
         "every blob of the bundle uploaded once"
+    );
+    // the push reuses what the plan's blob survey found missing: no
+    // (repository, blob) is looked up twice in the first apply
+    let apply_log = &log1[before_apply..];
+    let mut heads: Vec<&str> = apply_log
+        .lines()
+        .filter(|l| l.contains("\"HEAD /v2/") && l.contains("/blobs/"))
+        .filter(|l| !l.contains("\" 401 "))
+        .filter_map(|l| l.split('"').nth(1))
+        .collect();
+    assert!(!heads.is_empty(), "no blob HEAD in the log:\n{apply_log}");
+    let n_heads = heads.len();
+    heads.sort_unstable();
+    heads.dedup();
+    assert_eq!(
+        n_heads,
+        heads.len(),
+        "a blob was looked up twice:\n{apply_log}"
     );
 
     // warm: nothing to do, nothing uploaded

@@ -118,7 +118,15 @@ pub async fn plan_bundle_push(
     namespace: Option<&str>,
     concurrency: usize,
 ) -> Result<PushPlan, RegistryError> {
-    plan_bundle_push_with(catalogue, client, namespace, concurrency, &HashMap::new()).await
+    plan_bundle_push_with(
+        catalogue,
+        client,
+        namespace,
+        concurrency,
+        &HashMap::new(),
+        &HashSet::new(),
+    )
+    .await
 }
 
 /// At most this many other repositories are asked for one blob.
@@ -129,13 +137,17 @@ pub const MOUNT_SOURCES: usize = 3;
 /// those of images of the same bundle already on the mirror). A blob that
 /// no pushed image's repository has is looked up (`HEAD`) in up to
 /// [`MOUNT_SOURCES`] of them, in order; found, it is mounted from there
-/// instead of uploaded.
+/// instead of uploaded. `known_absent`: (repository, blob) pairs a `HEAD`
+/// of this run already found missing (the plan's survey): not asked again.
+/// (Only absence is reused: a blob wrongly believed absent is uploaded
+/// again, harmlessly; one wrongly believed present would break the image.)
 pub async fn plan_bundle_push_with(
     catalogue: &Catalogue,
     client: &RegistryClient,
     namespace: Option<&str>,
     concurrency: usize,
     sources: &HashMap<Digest, Vec<String>>,
+    known_absent: &HashSet<(String, Digest)>,
 ) -> Result<PushPlan, RegistryError> {
     let concurrency = concurrency.max(1);
     let mirrors: Vec<MirrorRef> = catalogue
@@ -174,14 +186,21 @@ pub async fn plan_bundle_push_with(
             }
         }
     }
-    let present: Vec<bool> = futures::stream::iter(pairs.iter())
-        .map(|(repo, digest, _)| async move {
+    let reused: Vec<bool> = pairs
+        .iter()
+        .map(|(repo, digest, _)| known_absent.contains(&(repo.clone(), digest.clone())))
+        .collect();
+    let present: Vec<bool> = futures::stream::iter(pairs.iter().zip(&reused))
+        .map(|((repo, digest, _), reused)| async move {
+            if *reused {
+                return Ok(false);
+            }
             client.head_blob(repo, digest).await.map(|s| s.is_some())
         })
         .buffered(concurrency)
         .try_collect()
         .await?;
-    requests += pairs.len();
+    requests += reused.iter().filter(|r| !**r).count();
 
     // Per digest: who has it, who needs it.
     let mut having: HashMap<&Digest, Vec<&str>> = HashMap::new();

@@ -372,6 +372,8 @@ pub struct ImageProvider {
     catalogue_gate: tokio::sync::Mutex<HashMap<IndexKey, Arc<CatIndex>>>,
     /// Bounds the blob `HEAD`s of a refresh.
     blob_heads: HeadLimit,
+    /// One blob `HEAD` per (endpoint, repository, blob): see [`ImageProvider::blob_here`].
+    blob_lookups: Mutex<HashMap<(String, String, String), BlobLookup>>,
 }
 
 /// A bundle's catalogue as the blob survey needs it, for one namespace.
@@ -406,6 +408,9 @@ impl CatIndex {
         }
     }
 }
+
+/// The answer of one blob `HEAD`, shared by everyone who asks.
+type BlobLookup = Arc<OnceCell<Option<bool>>>;
 
 /// (bundle and platform filter, namespace).
 type IndexKey = (CatalogueKey, Option<String>);
@@ -783,32 +788,16 @@ impl ImageProvider {
                     return;
                 };
                 let repo = spec.repository.clone();
-                let known: Vec<Option<bool>> = match self.survey.lock() {
-                    Ok(sv) => blobs
-                        .iter()
-                        .map(|(d, _)| {
-                            sv.get(&batch_key)
-                                .and_then(|b| b.present.get(&(repo.clone(), d.clone())).copied())
-                        })
-                        .collect(),
-                    Err(_) => return,
-                };
-                let limit = &self.blob_heads.0;
-                let mut lookups = Vec::with_capacity(known.len());
-                for (b, known) in entry.blobs.iter().zip(known) {
-                    let client = client.clone();
-                    let repo = repo.clone();
-                    let digest = b.digest.clone();
-                    lookups.push(async move {
-                        if let Some(k) = known {
-                            return Ok(k);
-                        }
-                        let _permit = limit.acquire().await;
-                        client.head_blob(&repo, &digest).await.map(|f| f.is_some())
-                    });
-                }
-                let heads = futures::future::join_all(lookups).await;
-                let Ok(present) = heads.into_iter().collect::<Result<Vec<bool>, _>>() else {
+                let endpoint = spec.mirror.endpoint.as_str();
+                let lookups = entry
+                    .blobs
+                    .iter()
+                    .map(|b| self.blob_here(&client, endpoint, &repo, &b.digest));
+                let Some(present) = futures::future::join_all(lookups)
+                    .await
+                    .into_iter()
+                    .collect::<Option<Vec<bool>>>()
+                else {
                     return;
                 };
                 // a blob this repository lacks may be in the repository of
@@ -831,25 +820,13 @@ impl ImageProvider {
                     if *here || candidates.is_empty() {
                         continue;
                     }
-                    let client = client.clone();
-                    let digest = b.digest.clone();
-                    let batch_key = &batch_key;
+                    let client = &client;
                     probes.push(async move {
                         let mut seen = Vec::new();
                         for c in candidates {
-                            let known = self.survey.lock().ok().and_then(|sv| {
-                                sv.get(batch_key)
-                                    .and_then(|b| b.present.get(&(c.clone(), d.clone())).copied())
-                            });
-                            let here = match known {
-                                Some(k) => k,
-                                None => {
-                                    let _permit = limit.acquire().await;
-                                    match client.head_blob(&c, &digest).await {
-                                        Ok(f) => f.is_some(),
-                                        Err(_) => break,
-                                    }
-                                }
+                            let Some(here) = self.blob_here(client, endpoint, &c, &b.digest).await
+                            else {
+                                break;
                             };
                             seen.push((c, here));
                             if here {
@@ -881,6 +858,36 @@ impl ImageProvider {
                 present,
             );
         }
+    }
+
+    /// Whether `repo` on `endpoint` has `digest`: one `HEAD` per
+    /// (endpoint, repository, blob) per process, shared by every survey
+    /// that asks (concurrent ones wait for the same answer); `None` when
+    /// the lookup failed.
+    async fn blob_here(
+        &self,
+        client: &crate::client::RegistryClient,
+        endpoint: &str,
+        repo: &str,
+        digest: &crate::digest::Digest,
+    ) -> Option<bool> {
+        let cell = {
+            let mut heads = self.blob_lookups.lock().ok()?;
+            heads
+                .entry((endpoint.to_string(), repo.to_string(), digest.to_string()))
+                .or_default()
+                .clone()
+        };
+        *cell
+            .get_or_init(|| async {
+                let _permit = self.blob_heads.0.acquire().await;
+                client
+                    .head_blob(repo, digest)
+                    .await
+                    .ok()
+                    .map(|f| f.is_some())
+            })
+            .await
     }
 
     /// The blob split of a surveyed image.
@@ -929,6 +936,32 @@ impl ImageProvider {
                 }
             }
         }
+    }
+
+    /// The (repository, blob) pairs this run's plan found missing in the
+    /// mirror, for a pass over `bundle` into `endpoint` (none for a plan
+    /// made by another process: a saved plan).
+    fn known_absent(
+        &self,
+        bundle: &Path,
+        endpoint: &str,
+    ) -> HashSet<(String, crate::digest::Digest)> {
+        let Ok(sv) = self.survey.lock() else {
+            return HashSet::new();
+        };
+        let Some(batch) = sv.get(&(bundle.to_path_buf(), endpoint.to_string())) else {
+            return HashSet::new();
+        };
+        batch
+            .present
+            .iter()
+            .filter(|(_, here)| !**here)
+            .filter_map(|((repo, d), _)| {
+                crate::digest::Digest::parse(d)
+                    .ok()
+                    .map(|d| (repo.clone(), d))
+            })
+            .collect()
     }
 
     /// A context per image of the pass (its own address), for progress.
@@ -988,6 +1021,7 @@ impl ImageProvider {
                 let spec2 = spec.clone();
                 let bundle2 = bundle.to_path_buf();
                 let ctxs = self.batch_contexts(spec, bundle, &wanted, ctx);
+                let known_absent = self.known_absent(bundle, &spec.mirror.endpoint);
                 match remote {
                     None => {
                         let joined = tokio::task::spawn_blocking(move || {
@@ -1005,7 +1039,12 @@ impl ImageProvider {
                         let handle = tokio::runtime::Handle::current();
                         let joined = tokio::task::spawn_blocking(move || {
                             handle.block_on(push_bundle_remote(
-                                &spec2, &bundle2, &wanted, &client, ctxs,
+                                &spec2,
+                                &bundle2,
+                                &wanted,
+                                &client,
+                                ctxs,
+                                known_absent,
                             ))
                         })
                         .await;
@@ -1196,6 +1235,7 @@ async fn push_bundle_remote(
     wanted: &HashSet<String>,
     client: &crate::client::RegistryClient,
     ctxs: HashMap<String, ApplyContext>,
+    known_absent: HashSet<(String, crate::digest::Digest)>,
 ) -> BatchResult {
     let catalogue = bundle_catalogue(bundle_path, &spec.platforms).map_err(|e| e.message)?;
     let cat = catalogue
@@ -1227,6 +1267,7 @@ async fn push_bundle_remote(
     }
     let options = crate::push_remote::RemotePushOptions {
         mount_sources,
+        known_absent,
         progress: Some(Arc::new(move |p: &crate::push_remote::PushProgress| {
             use crate::push_remote::PushProgress as P;
             match p {

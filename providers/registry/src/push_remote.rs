@@ -13,12 +13,15 @@
 //!    bounded whatever the layer size. The last chunk is held back until
 //!    the sha256 check passed, so a corrupt blob never completes its
 //!    `PUT` (and the registry checks the digest again). Blobs of at most
-//!    [`SMALL_BLOB`] (configs, small layers) are instead read whole and
-//!    verified, then uploaded concurrently (up to
-//!    [`RemotePushOptions::small_uploads`] in flight) while the archive is
-//!    read on: a bundle of many small images costs a few round trips at a
-//!    time, not one after another. Memory stays bounded by about
-//!    `small_uploads + 2` small blobs.
+//!    [`BUFFERED_BLOB`] (configs, small and medium layers) are instead read
+//!    whole and verified, then uploaded concurrently (up to
+//!    [`RemotePushOptions::small_uploads`] in flight, next to the one
+//!    streaming blob) while the archive is read on: a bundle of many small
+//!    images costs a few round trips at a time, not one after another, and
+//!    a registry that digests one upload per core gets several at once.
+//!    The blobs read whole and not yet uploaded total at most
+//!    [`BUFFER_BUDGET`] bytes (the reader waits for uploads to finish
+//!    before reading more), so memory stays bounded whatever the bundle.
 //! 3. **Mount** the blob into every other repository that needs it; a
 //!    declined mount (`202`) is completed by streaming the blob from the
 //!    repository that has it into the session the registry returned.
@@ -101,14 +104,17 @@ pub struct RemotePushOptions {
     /// Requests in flight for HEADs, mounts and manifests.
     pub concurrency: usize,
     /// Uploads in flight while the archive is read: blobs up to
-    /// [`SMALL_BLOB`] are read whole and uploaded concurrently; bigger
-    /// blobs stream one at a time (the archive is read in order).
+    /// [`BUFFERED_BLOB`] are read whole (within [`BUFFER_BUDGET`]) and
+    /// uploaded concurrently; bigger blobs stream one at a time (the
+    /// archive is read in order).
     pub small_uploads: usize,
     /// Progress hook.
     pub progress: Option<ProgressFn>,
     /// Per blob, other repositories that may hold it (see
     /// [`crate::plan::plan_bundle_push_with`]): mounted from there, not uploaded.
     pub mount_sources: HashMap<Digest, Vec<String>>,
+    /// (repository, blob) pairs this run already found missing: not asked again.
+    pub known_absent: HashSet<(String, Digest)>,
 }
 
 impl Default for RemotePushOptions {
@@ -118,6 +124,7 @@ impl Default for RemotePushOptions {
             small_uploads: 8,
             progress: None,
             mount_sources: HashMap::new(),
+            known_absent: HashSet::new(),
         }
     }
 }
@@ -219,7 +226,48 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
 /// Blobs up to this size are read whole from the archive and uploaded
 /// concurrently (up to [`RemotePushOptions::small_uploads`] at once) while
 /// the archive is read on; bigger blobs stream, one at a time.
-pub const SMALL_BLOB: u64 = 1024 * 1024;
+pub const BUFFERED_BLOB: u64 = 16 * 1024 * 1024;
+
+/// At most this many bytes of blobs read whole wait for or are in their
+/// upload at once.
+pub const BUFFER_BUDGET: u64 = 48 * 1024 * 1024;
+
+/// Bytes of blobs held whole in memory until their upload finishes.
+struct Budget {
+    used: std::sync::Mutex<u64>,
+    freed: std::sync::Condvar,
+}
+
+impl Budget {
+    fn new() -> Budget {
+        Budget {
+            used: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Blocks (reader thread) until `n` more bytes fit in
+    /// [`BUFFER_BUDGET`]; one blob always fits when nothing is held.
+    fn acquire(&self, n: u64) {
+        let Ok(mut used) = self.used.lock() else {
+            return;
+        };
+        while *used > 0 && *used + n > BUFFER_BUDGET {
+            used = match self.freed.wait(used) {
+                Ok(u) => u,
+                Err(_) => return,
+            };
+        }
+        *used += n;
+    }
+
+    fn release(&self, n: u64) {
+        if let Ok(mut used) = self.used.lock() {
+            *used = used.saturating_sub(n);
+        }
+        self.freed.notify_all();
+    }
+}
 
 enum Job {
     /// A blob streamed from the archive while it uploads.
@@ -229,7 +277,7 @@ enum Job {
         data: mpsc::Receiver<io::Result<Bytes>>,
         done: oneshot::Sender<Result<(), SinkError>>,
     },
-    /// A small blob, read whole and verified.
+    /// A blob of at most [`BUFFERED_BLOB`], read whole and verified.
     Whole {
         repo: String,
         blob: BlobRef,
@@ -251,24 +299,31 @@ impl std::error::Error for Aborted {}
 /// Feed one blob from the blocking reader into an upload job.
 fn feed(
     job_tx: &mpsc::Sender<Job>,
+    budget: &Budget,
     repo: &str,
     blob: &BlobRef,
     reader: &mut dyn Read,
 ) -> Result<(), SinkError> {
-    if blob.size <= SMALL_BLOB {
+    if blob.size <= BUFFERED_BLOB {
         // Read to the end: the verifying reader checks digest and size
-        // before EOF, so only verified bytes are queued.
+        // before EOF, so only verified bytes are queued. The upload
+        // releases the budget when it ends.
+        budget.acquire(blob.size);
         let mut data = Vec::with_capacity(usize::try_from(blob.size).unwrap_or(0));
-        reader
-            .read_to_end(&mut data)
-            .map_err(|e| Box::new(e) as SinkError)?;
-        return job_tx
-            .blocking_send(Job::Whole {
-                repo: repo.to_string(),
-                blob: blob.clone(),
-                data: Bytes::from(data),
-            })
-            .map_err(|_| Box::new(Aborted) as SinkError);
+        if let Err(e) = reader.read_to_end(&mut data) {
+            budget.release(blob.size);
+            return Err(Box::new(e));
+        }
+        let sent = job_tx.blocking_send(Job::Whole {
+            repo: repo.to_string(),
+            blob: blob.clone(),
+            data: Bytes::from(data),
+        });
+        if sent.is_err() {
+            budget.release(blob.size);
+            return Err(Box::new(Aborted));
+        }
+        return Ok(());
     }
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
     let (done_tx, done_rx) = oneshot::channel();
@@ -343,6 +398,7 @@ pub async fn push_bundle_to_registry(
         namespace,
         concurrency,
         &options.mount_sources,
+        &options.known_absent,
     )
     .await?;
     progress(PushProgress::Planned {
@@ -379,6 +435,8 @@ pub async fn push_bundle_to_registry(
         let cat = Arc::new(catalogue.clone_without_failures());
         let bundle2 = bundle.clone();
         let (job_tx, mut job_rx) = mpsc::channel::<Job>(1);
+        let budget = Arc::new(Budget::new());
+        let budget2 = budget.clone();
         let abort2 = abort.clone();
         let reader = tokio::task::spawn_blocking(move || {
             bundle2.stream_blobs(&cat, |blob, r| {
@@ -388,10 +446,10 @@ pub async fn push_bundle_to_registry(
                 if abort2.load(Ordering::Relaxed) {
                     return Err(Box::new(Aborted));
                 }
-                feed(&job_tx, repo, blob, r)
+                feed(&job_tx, &budget2, repo, blob, r)
             })
         });
-        // Uploads in flight: every small blob read whole, plus the one
+        // Uploads in flight: every blob read whole, plus the one
         // streaming blob (the reader waits for that one to finish).
         let mut in_flight = futures::stream::FuturesUnordered::new();
         let limit = options.small_uploads.max(1);
@@ -467,9 +525,10 @@ pub async fn push_bundle_to_registry(
                         Some(done) => {
                             let _ = done.send(to_sink);
                         }
-                        // a small blob's reader has moved on: its failure is
+                        // a whole blob's reader has moved on: its failure is
                         // recorded here
                         None => {
+                            budget.release(blob.size);
                             if let Err(e) = to_sink {
                                 whole_failed.push(BundleError::Sink {
                                     digest: blob.digest.clone(),
