@@ -102,6 +102,9 @@ pub struct ProgressView {
     bars: Option<Bars>,
     transfers: Mutex<HashMap<String, Transfer>>,
     last_plain: Mutex<Option<Instant>>,
+    /// Set by [`ProgressView::finish`]: work abandoned at a second Ctrl-C
+    /// may still report bytes, which must not draw bars again.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 struct Bars {
@@ -160,6 +163,7 @@ impl ProgressView {
             }),
             transfers: Mutex::new(HashMap::new()),
             last_plain: Mutex::new(None),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -177,6 +181,9 @@ impl ProgressView {
 
     /// `key` has transferred `done` bytes of `total`.
     pub fn bytes(&self, key: &str, done: u64, total: Option<u64>) {
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let (sum_done, sum_total) = {
             let Ok(mut t) = self.transfers.lock() else {
                 return;
@@ -264,6 +271,8 @@ impl ProgressView {
 
     /// Clears every bar (success, failure or interrupt). Idempotent.
     pub fn finish(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(b) = &self.bars {
             if let Ok(mut imgs) = b.images.lock() {
                 for (_, bar) in imgs.drain(..) {
