@@ -37,8 +37,14 @@
 //! recent busybox). Non-root users need passwordless `sudo` (`sudo -n`).
 //!
 //! Several files are read (`read_files`) or written (`write_files_atomic`)
-//! with one remote command each: a node's refresh or apply opens a handful
-//! of channels instead of one per file operation.
+//! with one remote command each, and a command can ride along
+//! (`read_files_and_run`: a refresh's read and `containerd --version`;
+//! `write_files_then_run`: an apply's write and the restart, which runs
+//! only once every file is in place). Every remote command costs a channel,
+//! a process on the node and the login shell's start-up (bash sources
+//! `~/.bashrc` for commands run by sshd), so a node's refresh is one
+//! command and a first rollout three (refresh, apply's read, write +
+//! restart) plus the CRI health check over a forwarded socket.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
