@@ -148,6 +148,26 @@ pub enum NodeError {
     #[diagnostic(transparent)]
     Cri(Box<crate::cri::CriError>),
 
+    /// A checked write found files no longer as they were read: nothing
+    /// was written.
+    #[error("{paths} changed on the node since it was read; run plan again")]
+    #[diagnostic(
+        code(mirrorplan::node::changed_since_read),
+        help("nothing was written on this node; `mirrorplan plan` reads the node again and shows what apply would change now")
+    )]
+    ChangedSinceRead { paths: String },
+
+    /// A checked write could not compare the files on the node (no
+    /// `sha256sum` there, or a file too large for one batch): nothing was
+    /// written, and the caller may read the files again and write without
+    /// the check.
+    #[error("cannot check on the node that the files are unchanged: {reason}")]
+    #[diagnostic(
+        code(mirrorplan::node::cannot_check),
+        help("install `sha256sum` (GNU coreutils or busybox) on the node")
+    )]
+    CannotCheck { reason: String },
+
     /// An empty argv was given to `Transport::run`.
     #[error("cannot run an empty command")]
     #[diagnostic(

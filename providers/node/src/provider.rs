@@ -8,10 +8,14 @@
 //! `config.toml`. The provider adds `file:CONFIG_FILE` itself at plan time:
 //! that edit depends on the file as it is on the node.
 //!
-//! One node's apply: read the files → write only what differs, each
-//! atomically, after checking TOML parses → restart containerd only if
-//! `config.toml` changed → health check → on failure restore every file and
-//! restart again, and fail the node with the reason.
+//! One node's apply: read the files (or reuse what this process's refresh
+//! read, kept in [`Connections`]) → write only what differs, each
+//! atomically, after checking TOML parses (with a reused read, the write
+//! command first checks on the node that every file it replaces is still
+//! as read, and writes nothing otherwise: the node fails with "changed on
+//! the node since it was read; run plan again") → restart containerd only
+//! if `config.toml` changed → health check → on failure restore every file
+//! and restart again, and fail the node with the reason.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -129,13 +133,36 @@ impl TransportSpec {
     }
 }
 
-/// Open connections, one per node, reused by every operation of a run.
+/// One node's files as a refresh read them (`None`: missing), by path.
+type NodeRead = BTreeMap<String, Option<Vec<u8>>>;
+
+/// Open connections, one per node, reused by every operation of a run, and
+/// the files each node's refresh read in this process (apply's base, taken
+/// once).
 #[derive(Default)]
 pub struct Connections {
     ssh: tokio::sync::Mutex<std::collections::HashMap<String, Arc<crate::ssh::SshTransport>>>,
+    reads: std::sync::Mutex<std::collections::HashMap<String, NodeRead>>,
 }
 
 impl Connections {
+    /// Keep what a refresh read from a node (it replaces an earlier read).
+    fn remember_read(&self, spec: &TransportSpec, read: NodeRead) {
+        self.reads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(format!("{spec:?}"), read);
+    }
+
+    /// What this process's refresh read from a node, once: a second apply
+    /// of the same node reads it again.
+    fn take_read(&self, spec: &TransportSpec) -> Option<NodeRead> {
+        self.reads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&format!("{spec:?}"))
+    }
+
     /// The transport for a node: a directory for `local:` nodes, an SSH
     /// connection (opened once, then shared) for the others.
     pub async fn open(&self, spec: &TransportSpec) -> Result<Arc<dyn Transport>, ProviderError> {
@@ -593,11 +620,13 @@ impl NodeProvider {
             )));
         }
         let mut attrs = Attrs::new();
+        let mut read = NodeRead::new();
         for (name, content) in names.iter().zip(contents) {
-            let value = match content {
-                Some(bytes) => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
+            let value = match &content {
+                Some(bytes) => Value::String(String::from_utf8_lossy(bytes).into_owned()),
                 None => Value::Null,
             };
+            read.insert(name[FILE_PREFIX.len()..].to_string(), content);
             let is_sensitive = sensitive.contains(name)
                 || prior.is_some_and(|p| p.sensitive.contains_key(name))
                 || value
@@ -609,6 +638,7 @@ impl NodeProvider {
                 attrs.insert(name, value);
             }
         }
+        self.connections.remember_read(&spec.transport, read);
         attrs.insert(
             "containerd",
             match version {
@@ -777,129 +807,191 @@ impl NodeProvider {
                 }
             }
         }
-        // every file as the node has it now, with one read: the backups, the
-        // "unchanged" test and the base of the config.toml edit
+        // every file as the node has it: the backups, the "unchanged" test
+        // and the base of the config.toml edit. The refresh's read of this
+        // process when there is one (the write then checks on the node that
+        // every file it replaces is still what was read), else one read now.
         let mut read_paths: Vec<&str> = writes.iter().map(|(p, _, _)| p.as_str()).collect();
         read_paths.extend(removes.iter().map(String::as_str));
         if !deleting {
             read_paths.push(&cfg_path);
         }
-        let read = t
-            .read_files(&read_paths)
-            .await
-            .map_err(|e| unreachable(t.as_ref(), e))?;
-        if read.len() != read_paths.len() {
-            return Err(ProviderError::failed(format!(
-                "node {}: read {} files, got {} answers",
-                t.describe(),
-                read_paths.len(),
-                read.len()
-            )));
-        }
-        let mut now: BTreeMap<String, Option<Vec<u8>>> = read_paths
-            .iter()
-            .map(|p| (*p).to_string())
-            .zip(read)
-            .collect();
-        if !deleting {
-            // config.toml is edited as the node has it now: only mirrorplan's
-            // keys change, whatever else happened to the file since the plan
-            let current = now
-                .get(&cfg_path)
-                .cloned()
-                .flatten()
-                .map(|b| String::from_utf8_lossy(&b).into_owned());
-            let version = match attrs.get("containerd").and_then(Value::as_str) {
-                Some("2.x") => ContainerdVersion::V2,
-                _ => ContainerdVersion::V1,
+        let mut cached = self
+            .connections
+            .take_read(&spec.transport)
+            .filter(|_| !deleting && removes.is_empty())
+            .and_then(|m| {
+                read_paths
+                    .iter()
+                    .map(|p| m.get(*p).cloned())
+                    .collect::<Option<Vec<_>>>()
+            });
+        let base_writes = &writes;
+        let (writes, backups, config_changed, restart, result) = loop {
+            let mut writes = base_writes.clone();
+            let checked = cached.is_some();
+            let read = match cached.take() {
+                Some(read) => read,
+                None => t
+                    .read_files(&read_paths)
+                    .await
+                    .map_err(|e| unreachable(t.as_ref(), e))?,
             };
-            let edit = edit_config(current.as_deref().unwrap_or(""), version, &spec.config)
-                .map_err(|e| bad(format!("node {}: {cfg_path}: {e}", t.describe())))?;
-            writes.push((cfg_path.clone(), edit.text, edit.contains_credentials));
-        }
-        // validate before touching anything
-        for (path, text, _) in &writes {
-            if path.ends_with(".toml") {
-                if let Err(e) = text.parse::<toml_edit::DocumentMut>() {
-                    let first = e.to_string().lines().next().unwrap_or_default().to_string();
-                    return Err(ProviderError::failed(format!(
-                        "node {}: {path} would not be valid TOML: {first}",
-                        t.describe()
-                    )));
+            if read.len() != read_paths.len() {
+                return Err(ProviderError::failed(format!(
+                    "node {}: read {} files, got {} answers",
+                    t.describe(),
+                    read_paths.len(),
+                    read.len()
+                )));
+            }
+            let mut now: BTreeMap<String, Option<Vec<u8>>> = read_paths
+                .iter()
+                .map(|p| (*p).to_string())
+                .zip(read)
+                .collect();
+            if !deleting {
+                // config.toml is edited as the node has it (had at the
+                // refresh, checked before the rename): only mirrorplan's keys
+                // change, whatever else happened to the file since the plan
+                let current = now
+                    .get(&cfg_path)
+                    .cloned()
+                    .flatten()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned());
+                let version = match attrs.get("containerd").and_then(Value::as_str) {
+                    Some("2.x") => ContainerdVersion::V2,
+                    _ => ContainerdVersion::V1,
+                };
+                let edit = edit_config(current.as_deref().unwrap_or(""), version, &spec.config)
+                    .map_err(|e| bad(format!("node {}: {cfg_path}: {e}", t.describe())))?;
+                writes.push((cfg_path.clone(), edit.text, edit.contains_credentials));
+            }
+            // validate before touching anything
+            for (path, text, _) in &writes {
+                if path.ends_with(".toml") {
+                    if let Err(e) = text.parse::<toml_edit::DocumentMut>() {
+                        let first = e.to_string().lines().next().unwrap_or_default().to_string();
+                        return Err(ProviderError::failed(format!(
+                            "node {}: {path} would not be valid TOML: {first}",
+                            t.describe()
+                        )));
+                    }
                 }
             }
-        }
-        // backups and the actual changes
-        let mut backups: Vec<(String, Option<Vec<u8>>)> = Vec::new();
-        let mut config_changed = false;
-        let mut result: Result<(), ProviderError> = Ok(());
-        let mut batch: Vec<(&str, &[u8], u32)> = Vec::new();
-        for (path, text, sensitive) in &writes {
-            let current = now.remove(path).flatten();
-            if current.as_deref() == Some(text.as_bytes()) {
-                continue;
-            }
-            ctx.message(format!("writing {path}"));
-            let mode = if *sensitive { 0o600 } else { 0o644 };
-            backups.push((path.clone(), current));
-            batch.push((path, text.as_bytes(), mode));
-            if *path == cfg_path {
-                config_changed = true;
-            }
-        }
-        let restart = config_changed && matches!(spec.transport, TransportSpec::Ssh { .. });
-        let removing = removes
-            .iter()
-            .any(|p| now.get(p).is_some_and(Option::is_some));
-        let names: Vec<&str> = batch.iter().map(|f| f.0).collect();
-        let mut restarted = false;
-        if restart && !removing {
-            // the usual first rollout: the files and the restart with one
-            // command (the restart runs only once every file is in place)
-            ctx.message("restarting containerd".to_string());
-            let argv = ["sh", "-c", spec.restart_command.as_str()];
-            result = match t.write_files_then_run(&batch, &argv).await {
-                Ok(out) => restart_outcome(t.as_ref(), &spec, &out),
-                Err(e) => Err(node_err(
-                    &format!(
-                        "node {}: writing {} and restarting containerd",
-                        t.describe(),
-                        names.join(", ")
-                    ),
-                    e,
-                )),
-            };
-            restarted = true;
-        } else if let Err(e) = t.write_files_atomic(&batch).await {
-            result = Err(node_err(
-                &format!("node {}: writing {}", t.describe(), names.join(", ")),
-                e,
-            ));
-        }
-        if result.is_ok() {
-            for path in &removes {
+            // backups and the actual changes
+            let mut backups: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+            let mut config_changed = false;
+            let mut result: Result<(), ProviderError> = Ok(());
+            let mut batch: Vec<(&str, &[u8], u32)> = Vec::new();
+            for (path, text, sensitive) in &writes {
                 let current = now.remove(path).flatten();
-                if current.is_none() {
+                if current.as_deref() == Some(text.as_bytes()) {
                     continue;
                 }
-                ctx.message(format!("removing {path}"));
+                ctx.message(format!("writing {path}"));
+                let mode = if *sensitive { 0o600 } else { 0o644 };
                 backups.push((path.clone(), current));
-                if let Err(e) = t.remove_file(path).await {
-                    result = Err(node_err(
-                        &format!("node {}: removing {path}", t.describe()),
-                        e,
-                    ));
-                    break;
+                batch.push((path, text.as_bytes(), mode));
+                if *path == cfg_path {
+                    config_changed = true;
                 }
             }
-        }
-        if result.is_ok() && restart && !restarted {
-            ctx.message("restarting containerd".to_string());
-            result = restart_and_check(t.as_ref(), &spec).await;
-        }
-        if result.is_ok() && restart {
-            result = self.health_check(&spec).await;
-        }
+            let restart = config_changed && matches!(spec.transport, TransportSpec::Ssh { .. });
+            let removing = removes
+                .iter()
+                .any(|p| now.get(p).is_some_and(Option::is_some));
+            let names: Vec<&str> = batch.iter().map(|f| f.0).collect();
+            let mut restarted = false;
+            let argv = ["sh", "-c", spec.restart_command.as_str()];
+            if checked {
+                // one command: the check that every file replaced is still
+                // what the refresh read, the files, and the restart if any
+                // (there is nothing to remove on this path)
+                let expected: Vec<Option<&[u8]>> =
+                    backups.iter().map(|(_, old)| old.as_deref()).collect();
+                if restart {
+                    ctx.message("restarting containerd".to_string());
+                }
+                let then = restart.then_some(&argv[..]);
+                match t.write_files_if_unchanged(&batch, &expected, then).await {
+                    Ok(Some(out)) => {
+                        result = restart_outcome(t.as_ref(), &spec, &out);
+                        restarted = true;
+                    }
+                    Ok(None) => {}
+                    // the node cannot compare: nothing written; read it again
+                    Err(NodeError::CannotCheck { .. }) => continue,
+                    // nothing written: nothing to restore or restart
+                    Err(e @ NodeError::ChangedSinceRead { .. }) => {
+                        return Err(ProviderError::failed(format!("node {}: {e}", t.describe()))
+                            .with_help(
+                            "nothing was written on this node; `mirrorplan plan` reads it again",
+                        ));
+                    }
+                    Err(e) => {
+                        let what = if restart {
+                            " and restarting containerd"
+                        } else {
+                            ""
+                        };
+                        result = Err(node_err(
+                            &format!("node {}: writing {}{what}", t.describe(), names.join(", ")),
+                            e,
+                        ));
+                        restarted = restart;
+                    }
+                }
+            } else if restart && !removing {
+                // the usual first rollout: the files and the restart with one
+                // command (the restart runs only once every file is in place)
+                ctx.message("restarting containerd".to_string());
+                result = match t.write_files_then_run(&batch, &argv).await {
+                    Ok(out) => restart_outcome(t.as_ref(), &spec, &out),
+                    Err(e) => Err(node_err(
+                        &format!(
+                            "node {}: writing {} and restarting containerd",
+                            t.describe(),
+                            names.join(", ")
+                        ),
+                        e,
+                    )),
+                };
+                restarted = true;
+            } else if let Err(e) = t.write_files_atomic(&batch).await {
+                result = Err(node_err(
+                    &format!("node {}: writing {}", t.describe(), names.join(", ")),
+                    e,
+                ));
+            }
+            if result.is_ok() {
+                for path in &removes {
+                    let current = now.remove(path).flatten();
+                    if current.is_none() {
+                        continue;
+                    }
+                    ctx.message(format!("removing {path}"));
+                    backups.push((path.clone(), current));
+                    if let Err(e) = t.remove_file(path).await {
+                        result = Err(node_err(
+                            &format!("node {}: removing {path}", t.describe()),
+                            e,
+                        ));
+                        break;
+                    }
+                }
+            }
+            if result.is_ok() && restart && !restarted {
+                ctx.message("restarting containerd".to_string());
+                result = restart_and_check(t.as_ref(), &spec).await;
+            }
+            break (writes, backups, config_changed, restart, result);
+        };
+        let result = if result.is_ok() && restart {
+            self.health_check(&spec).await
+        } else {
+            result
+        };
         if let Err(e) = result {
             restore(t.as_ref(), &backups).await;
             let mut msg = format!("{} (the node's files were restored", e.message);

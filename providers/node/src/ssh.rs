@@ -34,7 +34,13 @@
 //! A POSIX `sh`, `cat`, `mktemp`, `chmod`, `mv`, `wc`, `dirname`,
 //! `basename`, `tail -c`, and `head -c` (GNU coreutils, busybox) for batched
 //! writes; `sync FILE` is used when available (GNU coreutils ≥ 8.24,
-//! recent busybox). Non-root users need passwordless `sudo` (`sudo -n`).
+//! recent busybox). A checked write (`write_files_if_unchanged`) compares
+//! with `sha256sum` (GNU coreutils, the package of the tools above, and
+//! busybox; chosen over `cmp`, which is POSIX but lives in diffutils, not
+//! installed everywhere, and would need every expected file sent again);
+//! without it the write refuses before touching anything and the node
+//! provider reads and writes unchecked. Non-root users need passwordless
+//! `sudo` (`sudo -n`).
 //!
 //! Several files are read (`read_files`) or written (`write_files_atomic`)
 //! with one remote command each, and a command can ride along
@@ -43,8 +49,11 @@
 //! only once every file is in place). Every remote command costs a channel,
 //! a process on the node and the login shell's start-up (bash sources
 //! `~/.bashrc` for commands run by sshd), so a node's refresh is one
-//! command and a first rollout three (refresh, apply's read, write +
-//! restart) plus the CRI health check over a forwarded socket.
+//! command and a first rollout two (refresh; write + restart, which first
+//! checks on the node that every file it replaces is still what the
+//! refresh read: `write_files_if_unchanged`) plus the CRI health check over
+//! a forwarded socket. Without the refresh's read in the same process (a
+//! saved plan, `--refresh=false`) apply reads first: three.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,7 +71,7 @@ use crate::error::{NodeError, Result};
 use crate::known_hosts::{self, fingerprint, HostKeyCheck};
 use crate::secret::Secret;
 use crate::shell;
-use crate::transport::{Output, Transport};
+use crate::transport::{check_expectations, Output, Transport};
 
 /// Session channels open at once on one connection: OpenSSH's default
 /// `MaxSessions` is 10; stay below it (forwarded sockets do not count).
@@ -603,21 +612,31 @@ printf 'end\n'
 const READ_MANY_SCRIPT: &str = read_many_script!();
 
 /// `write_files_atomic`: $1 a command line to run after the files are
-/// written (empty: none), $2 total byte count, then one `PATH MODE LEN`
-/// triple per file; the contents of every file, concatenated in that order,
+/// written (empty: none), $2 total byte count, $3 the expected current
+/// contents (empty: no check; else one word per file followed by a space:
+/// `-` no check, `missing`, or the SHA-256 in hex), then one `PATH MODE
+/// LEN` triple per file; the contents of every file, concatenated in that order,
 /// on stdin. Stdin goes to a 0600 temporary file next to the first file
 /// and its size is checked, and so is the sum of the lengths; then every
 /// file gets its own temporary file next to it (0600 until `chmod`); their
 /// total size is checked (each holds at most its length, so each holds
 /// exactly that) and they are fsynced (one `sync` for all); only when all
 /// of them are ready are they renamed into place, one by one, and their
-/// directories fsynced. Any failure before that removes every temporary
-/// file and leaves every target unchanged. Then, if there is a command, it
+/// directories fsynced. With expectations, right before the renames each
+/// target is compared with its expectation (`sha256sum`); if any differs
+/// the script prints `changed I J...` (0-based file indexes) and exits 4,
+/// and without `sha256sum` it exits 5 before reading stdin. Any failure
+/// before the renames removes every temporary file and leaves every
+/// target unchanged. Then, if there is a command, it
 /// runs with stdin from `/dev/null` and stdout folded into stderr, and the
 /// script prints `written` and `ran STATUS` (see [`parse_written_ran`]).
 const WRITE_MANY_SCRIPT: &str = r#"set -eC
 umask 077
-c=$1; n=$2; shift 2
+c=$1; n=$2; e=$3; shift 3
+if [ -n "$e" ] && ! command -v sha256sum >/dev/null 2>&1; then
+  echo "mirrorplan: no sha256sum on the node; nothing written" >&2
+  exit 5
+fi
 d=${1%/*}; d=${d:-/}
 if [ ! -d "$d" ]; then mkdir -p -- "$d"; fi
 for s in "$d/..mirrorplan-tmp."*; do
@@ -696,6 +715,27 @@ if [ $got -ne $n ]; then
   exit 3
 fi
 each temps "$@" -- sync -- 2>/dev/null || sync
+if [ -n "$e" ]; then
+  bad=; k=0; i=0
+  for a do
+    case $i in
+      0) p=$a; i=1 ;;
+      1) i=2 ;;
+      *) i=0; h=${e%% *}; e=${e#* }; ok=
+         case $h in
+           -) ok=1 ;;
+           missing) if [ ! -e "$p" ] && [ ! -L "$p" ]; then ok=1; fi ;;
+           *) if [ -e "$p" ] && g=$(sha256sum < "$p") && [ "${g%% *}" = "$h" ]; then ok=1; fi ;;
+         esac
+         if [ -z "$ok" ]; then bad="$bad $k"; fi
+         k=$((k + 1)) ;;
+    esac
+  done
+  if [ -n "$bad" ]; then
+    printf 'changed%s\n' "$bad"
+    exit 4
+  fi
+fi
 i=0
 for a do
   case $i in
@@ -727,6 +767,38 @@ if sh -c "$c" </dev/null; then s=0; else s=$?; fi
 printf '\nstatus %s\n' "$s"
 "#
 );
+
+/// The `$3` of [`WRITE_MANY_SCRIPT`]: per file `missing` or the SHA-256 of
+/// its expected contents in hex, each followed by a space.
+fn expectation_words(expected: &[Option<&[u8]>]) -> String {
+    use sha2::Digest as _;
+    let mut words = String::with_capacity(65 * expected.len());
+    for e in expected {
+        match e {
+            None => words.push_str("missing"),
+            Some(bytes) => {
+                for b in sha2::Sha256::digest(bytes) {
+                    words.push_str(&format!("{b:02x}"));
+                }
+            }
+        }
+        words.push(' ');
+    }
+    words
+}
+
+/// The `changed I J...` answer of [`WRITE_MANY_SCRIPT`]: the named files,
+/// comma-separated; `None` when it is not well formed.
+fn parse_changed(answer: &[u8], names: &[&str]) -> Option<String> {
+    let line = std::str::from_utf8(answer).ok()?.strip_suffix('\n')?;
+    let rest = line.strip_prefix("changed ")?;
+    let mut out = Vec::new();
+    for word in rest.split(' ') {
+        let i: usize = word.parse().ok()?;
+        out.push(*names.get(i)?);
+    }
+    Some(out.join(", "))
+}
 
 /// The answer of [`WRITE_MANY_SCRIPT`] with a command: `written\nran N\n`;
 /// the command's exit status.
@@ -998,17 +1070,21 @@ impl SshTransport {
     }
 
     /// [`WRITE_MANY_SCRIPT`]: several files with one remote command, then
-    /// `then` (a command line) if given: its output when it ran.
+    /// `then` (a command line) if given: its output when it ran. With
+    /// `expected` (one per file), nothing is written unless every file is
+    /// still as expected right before the renames.
     async fn write_batch(
         &self,
         files: &[(&str, &[u8], u32)],
         then: Option<&str>,
+        expected: Option<&[Option<&[u8]>]>,
     ) -> Result<Option<Output>> {
         let mut seen = std::collections::BTreeSet::new();
-        let mut args: Vec<String> = Vec::with_capacity(2 + 3 * files.len());
+        let mut args: Vec<String> = Vec::with_capacity(3 + 3 * files.len());
         let mut stdin = Vec::with_capacity(files.iter().map(|f| f.1.len()).sum());
         args.push(then.unwrap_or_default().to_owned());
         args.push(String::new());
+        args.push(expected.map(expectation_words).unwrap_or_default());
         for &(path, bytes, mode) in files {
             check_path(path)?;
             if !seen.insert(path) {
@@ -1030,6 +1106,18 @@ impl SshTransport {
             .run_script(WRITE_MANY_SCRIPT, &argv, Some(&stdin))
             .await?;
         let names: Vec<&str> = files.iter().map(|f| f.0).collect();
+        if expected.is_some() {
+            if out.status == Some(4) {
+                if let Some(changed) = parse_changed(&out.stdout, &names) {
+                    return Err(NodeError::ChangedSinceRead { paths: changed });
+                }
+            }
+            if out.status == Some(5) && out.stderr.starts_with(b"mirrorplan: no sha256sum") {
+                return Err(NodeError::CannotCheck {
+                    reason: format!("{}: no `sha256sum` on the node", self.inner.target),
+                });
+            }
+        }
         if !out.success() {
             let what = format!("writing {}", names.join(", "));
             return Err(self.remote_err(what, &out).into());
@@ -1304,7 +1392,7 @@ impl Transport for SshTransport {
             [] => {}
             [(path, bytes, mode)] => self.write_file_atomic(path, bytes, *mode).await?,
             _ => {
-                self.write_batch(&files, None).await?;
+                self.write_batch(&files, None, None).await?;
             }
         }
         for (path, bytes, mode) in large {
@@ -1358,9 +1446,46 @@ impl Transport for SshTransport {
             return self.run(argv).await;
         }
         let command = shell::join(argv);
-        match self.write_batch(files, Some(&command)).await? {
+        match self.write_batch(files, Some(&command), None).await? {
             Some(out) => Ok(out),
             None => Err(self.session_err(format!("`{command}` did not run")).into()),
+        }
+    }
+
+    async fn write_files_if_unchanged(
+        &self,
+        files: &[(&str, &[u8], u32)],
+        expected: &[Option<&[u8]>],
+        argv: Option<&[&str]>,
+    ) -> Result<Option<Output>> {
+        check_expectations(files, expected)?;
+        if argv.is_some_and(<[&str]>::is_empty) {
+            return Err(NodeError::EmptyCommand);
+        }
+        if files.is_empty() {
+            return match argv {
+                Some(argv) => Ok(Some(self.run(argv).await?)),
+                None => Ok(None),
+            };
+        }
+        if let Some(big) = files.iter().find(|f| f.1.len() > BATCH_FILE_LIMIT) {
+            return Err(NodeError::CannotCheck {
+                reason: format!("{} is larger than one batch", big.0),
+            });
+        }
+        let command = argv.map(shell::join);
+        let out = self
+            .write_batch(files, command.as_deref(), Some(expected))
+            .await?;
+        match (out, command) {
+            (Some(out), Some(_)) => Ok(Some(out)),
+            (None, None) => Ok(None),
+            (_, command) => Err(self
+                .session_err(format!(
+                    "`{}` did not run as asked",
+                    command.unwrap_or_default()
+                ))
+                .into()),
         }
     }
 
@@ -1400,6 +1525,54 @@ mod tests {
         o.sudo = Some(false);
         assert!(!o.uses_sudo());
         assert_eq!(o.target(), "deploy@127.0.0.1:22");
+    }
+
+    /// A checked write on a node without `sha256sum`: exit 5 before
+    /// anything is created (the client then reads and writes unchecked).
+    #[test]
+    fn checked_write_without_sha256sum_touches_nothing() -> Result<(), Box<dyn std::error::Error>> {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir()?;
+        let a = dir.path().join("a");
+        std::fs::write(&a, "old")?;
+        let a_s = a.to_str().ok_or("non-UTF-8 temp path")?;
+        let e = expectation_words(&[Some(b"old")]);
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", WRITE_MANY_SCRIPT, "sh", "", "3", &e, a_s, "0644", "3"])
+            .env("PATH", dir.path().join("empty"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(b"new");
+        }
+        let out = child.wait_with_output()?;
+        assert_eq!(out.status.code(), Some(5), "{out:?}");
+        assert!(
+            out.stderr.starts_with(b"mirrorplan: no sha256sum"),
+            "{out:?}"
+        );
+        assert_eq!(std::fs::read_to_string(&a)?, "old");
+        assert_eq!(std::fs::read_dir(dir.path())?.count(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn expectations_and_changed_answers() {
+        let words = expectation_words(&[None, Some(b"abc")]);
+        assert_eq!(
+            words,
+            "missing ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad "
+        );
+        let names = ["/a", "/b c", "/d"];
+        assert_eq!(
+            parse_changed(b"changed 0 2\n", &names).as_deref(),
+            Some("/a, /d")
+        );
+        assert_eq!(parse_changed(b"changed 3\n", &names), None);
+        assert_eq!(parse_changed(b"changed x\n", &names), None);
+        assert_eq!(parse_changed(b"written\n", &names), None);
     }
 
     #[test]
@@ -1543,7 +1716,7 @@ mod tests {
         std::fs::write(&a, "old")?;
         let a_s = a.to_str().ok_or("non-UTF-8")?;
         let b_s = b.to_str().ok_or("non-UTF-8")?;
-        let args = |total: &'static str| ["", total, a_s, "0644", "3", b_s, "0600", "5"];
+        let args = |total: &'static str| ["", total, "", a_s, "0644", "3", b_s, "0600", "5"];
         // stdin cut short: nothing changes, no temporary file is left
         let out = run_sh(WRITE_MANY_SCRIPT, &args("8"), b"newbb")?;
         assert_eq!(out.status.code(), Some(3), "{out:?}");
@@ -1551,7 +1724,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&a)?, "old");
         assert!(!b.exists());
         // the lengths add up to more than was sent: nothing is renamed
-        let short = ["", "8", a_s, "0644", "3", b_s, "0600", "6"];
+        let short = ["", "8", "", a_s, "0644", "3", b_s, "0600", "6"];
         let out = run_sh(WRITE_MANY_SCRIPT, &short, b"newbbbbb")?;
         assert_eq!(out.status.code(), Some(3), "{out:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("add up to 9 bytes, not 8"));
@@ -1591,7 +1764,7 @@ mod tests {
         let b_s = b.to_str().ok_or("non-UTF-8")?;
         // the command sees both files
         let cmd = shell::join(&["sh", "-c", "cat \"$0\" \"$1\"; exit 7", a_s, b_s]);
-        let args = [cmd.as_str(), "5", a_s, "0644", "2", b_s, "0600", "3"];
+        let args = [cmd.as_str(), "5", "", a_s, "0644", "2", b_s, "0600", "3"];
         let out = run_sh(WRITE_MANY_SCRIPT, &args, b"aabbb")?;
         assert!(out.status.success(), "{out:?}");
         assert_eq!(parse_written_ran(&out.stdout), Some(7), "{out:?}");
@@ -1600,7 +1773,7 @@ mod tests {
         let marker = dir.path().join("ran");
         let m_s = marker.to_str().ok_or("non-UTF-8")?;
         let cmd = shell::join(&["touch", m_s]);
-        let args = [cmd.as_str(), "6", a_s, "0644", "2", b_s, "0600", "3"];
+        let args = [cmd.as_str(), "6", "", a_s, "0644", "2", b_s, "0600", "3"];
         let out = run_sh(WRITE_MANY_SCRIPT, &args, b"xxyyy")?;
         assert_eq!(out.status.code(), Some(3), "{out:?}");
         assert!(!marker.exists());

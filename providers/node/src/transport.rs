@@ -97,11 +97,68 @@ pub trait Transport: Send + Sync {
         self.run(argv).await
     }
 
+    /// [`Transport::write_files_atomic`], then `argv` if given (as
+    /// [`Transport::write_files_then_run`]: its output, when it ran), but
+    /// only if each file of `files` is still, right before the files are
+    /// renamed into place, what `expected` says (same order: the contents
+    /// it was read with, or `None` when it was missing). Otherwise nothing
+    /// is written, nothing runs, and the error is
+    /// [`NodeError::ChangedSinceRead`] naming the files that differ.
+    /// [`NodeError::CannotCheck`]: the node cannot compare; nothing was
+    /// written. The default reads the files, compares, then writes (a
+    /// `local:` directory has no other writer in between that matters);
+    /// [`crate::SshTransport`] compares in the write command itself.
+    async fn write_files_if_unchanged(
+        &self,
+        files: &[(&str, &[u8], u32)],
+        expected: &[Option<&[u8]>],
+        argv: Option<&[&str]>,
+    ) -> Result<Option<Output>> {
+        check_expectations(files, expected)?;
+        let paths: Vec<&str> = files.iter().map(|f| f.0).collect();
+        let now = self.read_files(&paths).await?;
+        let changed: Vec<&str> = paths
+            .iter()
+            .zip(now.iter().zip(expected))
+            .filter(|(_, (now, want))| now.as_deref() != **want)
+            .map(|(p, _)| *p)
+            .collect();
+        if !changed.is_empty() {
+            return Err(NodeError::ChangedSinceRead {
+                paths: changed.join(", "),
+            });
+        }
+        match argv {
+            Some(argv) => Ok(Some(self.write_files_then_run(files, argv).await?)),
+            None => {
+                self.write_files_atomic(files).await?;
+                Ok(None)
+            }
+        }
+    }
+
     /// Remove `path`; `Ok(false)` when it did not exist.
     async fn remove_file(&self, path: &str) -> Result<bool>;
 
     /// Run `argv` (program and arguments) on the node.
     async fn run(&self, argv: &[&str]) -> Result<Output>;
+}
+
+/// One expectation per file, else [`NodeError::CannotCheck`].
+pub(crate) fn check_expectations(
+    files: &[(&str, &[u8], u32)],
+    expected: &[Option<&[u8]>],
+) -> Result<()> {
+    if files.len() == expected.len() {
+        return Ok(());
+    }
+    Err(NodeError::CannotCheck {
+        reason: format!(
+            "{} files to write but {} expected contents",
+            files.len(),
+            expected.len()
+        ),
+    })
 }
 
 /// What `LocalTransport::run` does.

@@ -141,3 +141,76 @@ async fn render_diff_apply_then_nothing_left_to_do() -> TestResult {
     assert_eq!(mode_of(&hosts)?, 0o600);
     Ok(())
 }
+
+/// The node provider's apply reuses the refresh's read of the same
+/// process; a file changed on the node in between makes it fail without
+/// writing anything. Its next apply has no read to reuse: it reads again.
+#[tokio::test]
+async fn apply_refuses_a_file_changed_since_the_refresh_read() -> TestResult {
+    use mirrorplan_engine::{Address, ApplyContext, Interrupt, NoHooks, Provider};
+    use mirrorplan_node::provider::{NodeProvider, NodeSpec, TransportSpec};
+
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().to_str().ok_or("non-UTF-8 temp dir")?.to_string();
+    let mut config = NodeMirrorConfig::new(ConfigStyle::Hosts);
+    config.mirrors.push(MirrorSpec::new("127.0.0.1:5000"));
+    let spec = NodeSpec {
+        transport: TransportSpec::Local { root },
+        config,
+        config_file: "/etc/containerd/config.toml".into(),
+        restart_command: "true".into(),
+    };
+    let address = Address::keyed("node", "c1", "n1")?;
+    let desired = spec.to_desired(address.clone())?;
+    let cfg = dir.path().join("etc/containerd/config.toml");
+    std::fs::create_dir_all(cfg.parent().ok_or("parent")?)?;
+    std::fs::write(&cfg, "version = 2\n")?;
+
+    let provider = NodeProvider::default();
+    let observed = provider.read(Some(&desired), None).await?;
+    let change = provider.plan(Some(&desired), None, observed.as_ref())?;
+    // a hand edit between the refresh and the apply
+    std::fs::write(&cfg, "version = 2\n# hand edit\n")?;
+    let ctx = ApplyContext::new(address, std::sync::Arc::new(NoHooks), Interrupt::default());
+    let err = match provider.apply(&change, &ctx).await {
+        Ok(_) => return Err("apply wrote over a file changed since the refresh".into()),
+        Err(e) => e,
+    };
+    assert!(
+        err.message.ends_with(
+            "/etc/containerd/config.toml changed on the node since it was read; run plan again"
+        ),
+        "{}",
+        err.message
+    );
+    assert_eq!(std::fs::read_to_string(&cfg)?, "version = 2\n# hand edit\n");
+    let written: Vec<_> = walk(dir.path())?
+        .into_iter()
+        .filter(|p| p.is_file() && *p != cfg)
+        .collect();
+    assert!(written.is_empty(), "files written: {written:?}");
+    // the next apply reads the node again and edits the file as it is now
+    provider.apply(&change, &ctx).await?;
+    let now = std::fs::read_to_string(&cfg)?;
+    assert!(
+        now.contains("# hand edit") && now.contains("config_path"),
+        "{now}"
+    );
+    assert!(dir
+        .path()
+        .join("etc/containerd/certs.d/gcr.io/hosts.toml")
+        .is_file());
+    Ok(())
+}
+
+fn walk(dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            out.extend(walk(&path)?);
+        }
+        out.push(path);
+    }
+    Ok(out)
+}

@@ -474,3 +474,91 @@ async fn batched_files_with_a_command() -> TestResult {
     assert_eq!((out.status, out.stderr.as_slice()), (Some(2), &b"no\n"[..]));
     Ok(())
 }
+
+/// `write_files_if_unchanged`: the write refuses, leaving every file as it
+/// was and running nothing, when a file changed between the read and the
+/// write (changed, created or removed); with the files as read it writes
+/// and runs the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checked_write_refuses_files_changed_since_read() -> TestResult {
+    let sshd = Sshd::start(SshdOptions::default())?;
+    let t = SshTransport::connect(&options(&sshd)).await?;
+    let dir = tempfile::Builder::new().prefix("mp-node-ssh-").tempdir()?;
+    let a = dir.path().join("it's $(a).toml");
+    let b = dir.path().join("sub `dir`").join("b.crt");
+    let c = dir.path().join("c new");
+    let (a_s, b_s, c_s) = (node_path(&a)?, node_path(&b)?, node_path(&c)?);
+    std::fs::write(&a, "a = 1\n")?;
+    std::fs::create_dir_all(dir.path().join("sub `dir`"))?;
+    std::fs::write(&b, "old b")?;
+    let read = t.read_files(&[a_s, b_s, c_s]).await?;
+    assert_eq!(read[2], None);
+    let expected: Vec<Option<&[u8]>> = read.iter().map(|r| r.as_deref()).collect();
+    let files: [(&str, &[u8], u32); 3] = [
+        (a_s, b"a = 2\n", 0o644),
+        (b_s, b"new b", 0o600),
+        (c_s, b"c", 0o644),
+    ];
+    let marker = dir.path().join("ran");
+    let touch = ["touch", node_path(&marker)?];
+    // someone else edits b and creates c after the read
+    std::fs::write(&b, "edited b")?;
+    std::fs::write(&c, "someone's c")?;
+    let err = t
+        .write_files_if_unchanged(&files, &expected, Some(&touch))
+        .await;
+    match err {
+        Err(NodeError::ChangedSinceRead { paths }) => {
+            assert_eq!(paths, format!("{b_s}, {c_s}"));
+            let msg = NodeError::ChangedSinceRead { paths }.to_string();
+            assert!(msg.ends_with("changed on the node since it was read; run plan again"));
+        }
+        other => panic!("expected ChangedSinceRead, got {other:?}"),
+    }
+    assert_eq!(std::fs::read_to_string(&a)?, "a = 1\n", "a was replaced");
+    assert_eq!(std::fs::read_to_string(&b)?, "edited b");
+    assert_eq!(std::fs::read_to_string(&c)?, "someone's c");
+    assert!(!marker.exists(), "the command ran after a refused write");
+    let leftovers: Vec<_> = walk(dir.path())?
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("mirrorplan-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    // a file removed since the read is a change too
+    std::fs::remove_file(&c)?;
+    let read = t.read_files(&[a_s, b_s, c_s]).await?;
+    std::fs::remove_file(&a)?;
+    let expected: Vec<Option<&[u8]>> = read.iter().map(|r| r.as_deref()).collect();
+    let err = t.write_files_if_unchanged(&files, &expected, None).await;
+    assert!(
+        matches!(&err, Err(NodeError::ChangedSinceRead { paths }) if paths == a_s),
+        "{err:?}"
+    );
+    assert!(!a.exists() && !c.exists());
+    assert_eq!(std::fs::read_to_string(&b)?, "edited b");
+    // unchanged since the read: written, then the command runs
+    let read = t.read_files(&[a_s, b_s, c_s]).await?;
+    let expected: Vec<Option<&[u8]>> = read.iter().map(|r| r.as_deref()).collect();
+    let out = t
+        .write_files_if_unchanged(&files, &expected, Some(&touch))
+        .await?;
+    assert!(out.is_some_and(|o| o.success()));
+    assert!(marker.exists());
+    assert_eq!(std::fs::read_to_string(&a)?, "a = 2\n");
+    assert_eq!(std::fs::read_to_string(&b)?, "new b");
+    assert_eq!(std::fs::metadata(&b)?.permissions().mode() & 0o7777, 0o600);
+    assert_eq!(std::fs::read_to_string(&c)?, "c");
+    Ok(())
+}
+
+fn walk(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            out.extend(walk(&path)?);
+        }
+        out.push(path);
+    }
+    Ok(out)
+}
