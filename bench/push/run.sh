@@ -85,7 +85,7 @@ fi
 if [ ! -f "$work/tiny.tar.zst" ]; then
   "$make_bundle" "$work/tiny.tar.zst" 1000 64 7 >/dev/null
 fi
-blob_bytes=$(tar -I zstd -tvf "$work/bundle.tar.zst" | awk '$6 ~ /blobs\/sha256\// {s+=$3} END {print s}')
+blob_bytes=$(tar -I zstd -tvf "$work/bundle.tar.zst" | awk '$6 ~ /blobs\/sha256\// {s+=$3} END {printf "%.0f\n", s}')
 images=$(wc -l <"$work/images.txt")
 
 # ---------------------------------------------------------------- helpers
@@ -154,7 +154,7 @@ EOF
   echo "$d"
 }
 
-du_b() { du -sb "$@" 2>/dev/null | awk '{s+=$1} END {print s+0}'; }
+du_b() { du -sb "$@" 2>/dev/null | awk '{s+=$1} END {printf "%.0f\n", s}'; }
 fmt() { printf '%.2f' "$1"; }
 mib() { echo "$1 / 1024" | bc; }
 results=()
