@@ -130,21 +130,7 @@ fn overall_style() -> ProgressStyle {
     .progress_chars("=> ")
 }
 
-/// `1536` → `1.5 KiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use mirrorplan_engine::human_bytes;
 
 /// `bytes` over `elapsed` as `12.3 MiB/s`.
 pub fn human_rate(bytes: u64, elapsed: Duration) -> String {

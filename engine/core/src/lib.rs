@@ -45,7 +45,7 @@ pub use apply::{ApplyReport, ApplyRequest, SinkError, StateSink};
 pub use engine::{Engine, PlanRequest, PriorSnapshot, StateIdentity, DEFAULT_PARALLELISM};
 pub use error::{EngineError, RefreshFailure};
 pub use hooks::{ApplyContext, Hooks, Interrupt, NoHooks, Progress};
-pub use markdown::render_plan_markdown;
+pub use markdown::{human_bytes, render_plan_markdown};
 pub use plan::{
     config_digest, Action, AttrChange, Drift, InstanceRecord, Plan, ResourceChange, StateUpdate,
     Summary,

@@ -19,7 +19,8 @@ use crate::value::{is_multiline, AttrValue, SENSITIVE_MASK};
 /// Prefix of the node provider's file attributes (`file:/etc/...`).
 const FILE_PREFIX: &str = "file:";
 
-fn human_bytes(n: u64) -> String {
+/// `1536` → `1.5 KiB` (binary units, one decimal; bytes as they are).
+pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use mirrorplan_engine::{
-    Action, Address, ApplyContext, Attrs, DesiredInstance, NewInstanceState, Observed,
+    human_bytes, Action, Address, ApplyContext, Attrs, DesiredInstance, NewInstanceState, Observed,
     PlannedChange, PriorInstance, Provider, ProviderError, ResourceChange,
 };
 use serde_json::{json, Value};
@@ -1359,21 +1359,6 @@ async fn observed_digest(
                 })?;
             Ok(found.map(|m| m.digest.to_string()))
         }
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 
