@@ -22,31 +22,39 @@
 //!    The blobs read whole and not yet uploaded total at most
 //!    [`BUFFER_BUDGET`] bytes (the reader waits for uploads to finish
 //!    before reading more), so memory stays bounded whatever the bundle.
-//! 3. **Mount** the blob into every other repository that needs it; a
-//!    declined mount (`202`) is completed by streaming the blob from the
-//!    repository that has it into the session the registry returned.
-//! 4. **Manifests** per image (children first, index, tag last), images in
-//!    parallel.
+//! 3. **Mount** the blob into every other repository that needs it, as
+//!    soon as its upload finished (a mount from a repository that already
+//!    had it starts right away); a declined mount (`202`) is completed by
+//!    streaming the blob from the repository that has it into the session
+//!    the registry returned.
+//! 4. **Manifests** per image (children first, index, tag last), as soon
+//!    as every blob of the image is present in its repository, while the
+//!    archive is still read and uploaded: in a bundle whose biggest layer
+//!    comes last, the other images are tagged while it streams. An image
+//!    using a blob this run does not upload (already in the registry) also
+//!    waits for the end of the archive pass, which verifies that blob too,
+//!    so a damaged bundle fails it as before. Mounts and manifests share
+//!    [`RemotePushOptions::concurrency`] requests.
 //!
 //! Connection, TLS and credential errors stop the run (the report says so
 //! in `fatal`); per-image problems only fail the images concerned.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::bundle::{BlobRef, Bundle, Catalogue, StreamReport};
+use crate::bundle::{BlobRef, Bundle, Catalogue, ImageEntry, StreamReport};
 use crate::client::{MountOutcome, RegistryClient};
 use crate::client_error::RegistryError;
 use crate::digest::Digest;
 use crate::error::{BundleError, SinkError};
-use crate::plan::{plan_bundle_push_with, ImageStatus, PushPlan};
+use crate::plan::{plan_bundle_push_with, ImagePlan, ImageStatus, PushPlan};
 use crate::reference::MirrorRef;
 
 /// Progress events, for progress bars.
@@ -423,42 +431,92 @@ pub async fn push_bundle_to_registry(
         });
     }
 
-    // ----- uploads: one pass over the archive ------------------------------
+    // ----- uploads, mounts and manifests, overlapped -----------------------
+    // One pass over the archive uploads the missing blobs. As each upload
+    // finishes, the mounts of that blob start; as soon as every (repository,
+    // blob) pair an image needs has arrived, its manifests and then its tag
+    // are pushed, while the archive is still being read. Mounts and
+    // manifests share a pool of `concurrency` requests.
     let uploaded: Mutex<HashSet<Digest>> = Mutex::new(HashSet::new());
     let abort = Arc::new(AtomicBool::new(false));
     let mut fatal: Option<RegistryError> = None;
     let mut stream_report = StreamReport::default();
     let mut stream_fatal: Option<BundleError> = None;
     let mut whole_failed: Vec<BundleError> = Vec::new();
-    if !plan.uploads.is_empty() {
-        let uploads: Arc<BTreeMap<Digest, (String, u64)>> = Arc::new(plan.uploads.clone());
-        let cat = Arc::new(catalogue.clone_without_failures());
-        let bundle2 = bundle.clone();
+    let mut waits = Waits::new(catalogue, &plan);
+    let mut queue: VecDeque<Task> = VecDeque::new();
+    for (i, m) in plan.mounts.iter().enumerate() {
+        if !plan.uploads.contains_key(&m.digest) {
+            // from a repository that already has it
+            queue.push_back(Task::Mount(i));
+        }
+    }
+    queue.extend(waits.ready_now().into_iter().map(Task::Manifest));
+    // (repository, blob) -> why its mount failed.
+    let mut pair_failed: HashMap<(String, Digest), String> = HashMap::new();
+    // catalogue index -> why its manifest push failed.
+    let mut manifest_failed: HashMap<usize, String> = HashMap::new();
+    let mut pushed: Vec<(usize, RemoteImage)> = Vec::new();
+    {
         let (job_tx, mut job_rx) = mpsc::channel::<Job>(1);
         let budget = Arc::new(Budget::new());
-        let budget2 = budget.clone();
-        let abort2 = abort.clone();
-        let reader = tokio::task::spawn_blocking(move || {
-            bundle2.stream_blobs(&cat, |blob, r| {
-                let Some((repo, _)) = uploads.get(&blob.digest) else {
-                    return Ok(()); // not uploaded: still verified by the reader
-                };
-                if abort2.load(Ordering::Relaxed) {
-                    return Err(Box::new(Aborted));
-                }
-                feed(&job_tx, &budget2, repo, blob, r)
-            })
-        });
+        let mut reader = if plan.uploads.is_empty() {
+            drop(job_tx);
+            None
+        } else {
+            let uploads: Arc<BTreeMap<Digest, (String, u64)>> = Arc::new(plan.uploads.clone());
+            let cat = Arc::new(catalogue.clone_without_failures());
+            let bundle2 = bundle.clone();
+            let budget2 = budget.clone();
+            let abort2 = abort.clone();
+            Some(tokio::task::spawn_blocking(move || {
+                bundle2.stream_blobs(&cat, |blob, r| {
+                    let Some((repo, _)) = uploads.get(&blob.digest) else {
+                        return Ok(()); // not uploaded: still verified by the reader
+                    };
+                    if abort2.load(Ordering::Relaxed) {
+                        return Err(Box::new(Aborted));
+                    }
+                    feed(&job_tx, &budget2, repo, blob, r)
+                })
+            }))
+        };
         // Uploads in flight: every blob read whole, plus the one
         // streaming blob (the reader waits for that one to finish).
         let mut in_flight = futures::stream::FuturesUnordered::new();
         let limit = options.small_uploads.max(1);
         let mut jobs_open = true;
+        // Mounts and manifests in flight.
+        let mut requests = futures::stream::FuturesUnordered::new();
         loop {
+            if abort.load(Ordering::Relaxed) {
+                queue.clear(); // a registry-wide error: nothing new starts
+            }
+            while requests.len() < concurrency {
+                let Some(task) = queue.pop_front() else {
+                    break;
+                };
+                requests.push(run_task(task, client, catalogue, &plan));
+            }
             tokio::select! {
                 job = job_rx.recv(), if jobs_open && in_flight.len() < limit => {
                     let Some(job) = job else {
+                        // The archive is read: every blob in it was verified.
                         jobs_open = false;
+                        if let Some(reader) = reader.take() {
+                            match reader.await {
+                                Ok(Ok(r)) => stream_report = r,
+                                Ok(Err(e)) => stream_fatal = Some(e),
+                                Err(e) => {
+                                    return Err(RegistryError::Internal(format!(
+                                        "the bundle reader thread failed: {e}"
+                                    )))
+                                }
+                            }
+                        }
+                        let bad: HashSet<&Digest> =
+                            stream_report.failures.iter().filter_map(failed_digest).collect();
+                        queue.extend(waits.verified(&bad).into_iter().map(Task::Manifest));
                         continue;
                     };
                     let (repo, blob, body, done) = match job {
@@ -496,10 +554,10 @@ pub async fn push_bundle_to_registry(
                     });
                     in_flight.push(async move {
                         let result = client.upload_blob(&repo, &blob.digest, blob.size, body).await;
-                        (blob, result, done)
+                        (repo, blob, result, done)
                     });
                 }
-                Some((blob, result, done)) = in_flight.next(), if !in_flight.is_empty() => {
+                Some((repo, blob, result, done)) = in_flight.next(), if !in_flight.is_empty() => {
                     progress(PushProgress::BlobDone {
                         digest: blob.digest.clone(),
                         ok: result.is_ok(),
@@ -510,6 +568,22 @@ pub async fn push_bundle_to_registry(
                                 u.insert(blob.digest.clone());
                             }
                             report.bytes_uploaded += blob.size;
+                            // Its mounts can start, and images waiting only
+                            // for it can be pushed.
+                            queue.extend(
+                                waits
+                                    .mounts_after
+                                    .remove(&blob.digest)
+                                    .unwrap_or_default()
+                                    .into_iter()
+                                    .map(Task::Mount),
+                            );
+                            queue.extend(
+                                waits
+                                    .arrived(&(repo, blob.digest.clone()))
+                                    .into_iter()
+                                    .map(Task::Manifest),
+                            );
                             Ok(())
                         }
                         Err(e) if e.is_fatal() => {
@@ -539,16 +613,49 @@ pub async fn push_bundle_to_registry(
                         }
                     }
                 }
+                Some(finished) = requests.next(), if !requests.is_empty() => {
+                    let error = match finished {
+                        Finished::Mount(i, Ok(())) => {
+                            report.blobs_mounted += 1;
+                            let m = &plan.mounts[i];
+                            queue.extend(
+                                waits
+                                    .arrived(&(m.repo.clone(), m.digest.clone()))
+                                    .into_iter()
+                                    .map(Task::Manifest),
+                            );
+                            None
+                        }
+                        Finished::Mount(i, Err(e)) => {
+                            let m = &plan.mounts[i];
+                            pair_failed.insert((m.repo.clone(), m.digest.clone()), chain(&e));
+                            Some(e)
+                        }
+                        Finished::Manifest(i, Ok(n)) => {
+                            let (image, p) = (&catalogue.images[i], &plan.images[i]);
+                            progress(PushProgress::ImageDone {
+                                name: image.name.clone(),
+                            });
+                            pushed.push((i, pushed_image(image, p, n)));
+                            None
+                        }
+                        Finished::Manifest(i, Err(e)) => {
+                            manifest_failed.insert(i, chain(&e));
+                            Some(e)
+                        }
+                    };
+                    match error {
+                        Some(e) if e.is_fatal() => {
+                            abort.store(true, Ordering::Relaxed);
+                            if fatal.is_none() {
+                                fatal = Some(e);
+                            }
+                        }
+                        Some(e) => report.errors.push(e),
+                        None => {}
+                    }
+                }
                 else => break,
-            }
-        }
-        match reader.await {
-            Ok(Ok(r)) => stream_report = r,
-            Ok(Err(e)) => stream_fatal = Some(e),
-            Err(e) => {
-                return Err(RegistryError::Internal(format!(
-                    "the bundle reader thread failed: {e}"
-                )))
             }
         }
     }
@@ -559,12 +666,7 @@ pub async fn push_bundle_to_registry(
     let mut blob_failed: HashMap<Digest, String> = HashMap::new();
     stream_report.failures.append(&mut whole_failed);
     for e in stream_report.failures.drain(..) {
-        if let BundleError::MissingBlob { digest, .. }
-        | BundleError::BlobSize { digest, .. }
-        | BundleError::BlobVerification { digest, .. }
-        | BundleError::Truncated { digest, .. }
-        | BundleError::Sink { digest, .. } = &e
-        {
+        if let Some(digest) = failed_digest(&e) {
             blob_failed.insert(digest.clone(), chain(&e));
         }
         let stopped = matches!(&e, BundleError::Sink { source, .. } if source.is::<Aborted>());
@@ -583,145 +685,252 @@ pub async fn push_bundle_to_registry(
         }
         report.errors.push(RegistryError::Bundle(e));
     }
-    if let Some(f) = fatal {
-        let reason = format!("not pushed: {}", chain(&f));
-        for (image, p) in catalogue.images.iter().zip(&plan.images) {
-            if !matches!(p.status, ImageStatus::Present(_)) {
-                report.failed.push(FailedImage {
-                    name: image.name.clone(),
-                    reason: reason.clone(),
-                });
-            }
-        }
-        report.fatal = Some(f);
-        push_up_to_date(&plan, catalogue, &mut report, &progress);
-        report.plan = plan;
-        return Ok(report);
-    }
 
-    // ----- mounts -----------------------------------------------------------
-    let mount_results: Vec<(usize, Result<(), RegistryError>)> =
-        futures::stream::iter(plan.mounts.iter().enumerate())
-            .map(|(i, m)| {
-                let failed_reason = blob_failed.get(&m.digest).cloned();
-                async move {
-                    if let Some(r) = failed_reason {
-                        return (
-                            i,
-                            Err(RegistryError::Internal(format!("blob not uploaded: {r}"))),
-                        );
-                    }
-                    (i, mount_or_copy(client, &m.repo, &m.digest, &m.from).await)
-                }
-            })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
-    let mut pair_failed: HashMap<(String, Digest), String> = HashMap::new();
-    for (i, r) in mount_results {
-        let m = &plan.mounts[i];
-        match r {
-            Ok(()) => report.blobs_mounted += 1,
-            Err(e) => {
-                pair_failed.insert((m.repo.clone(), m.digest.clone()), chain(&e));
-                if !matches!(e, RegistryError::Internal(_)) {
-                    report.errors.push(e);
-                }
-            }
-        }
-    }
-
-    // ----- manifests --------------------------------------------------------
-    let mut todo = Vec::new();
-    for (image, p) in catalogue.images.iter().zip(&plan.images) {
-        if matches!(p.status, ImageStatus::Present(_)) {
+    // ----- the images not pushed, and why ----------------------------------
+    let stopped = fatal.as_ref().map(|f| format!("not pushed: {}", chain(f)));
+    let done: HashSet<usize> = pushed.iter().map(|(i, _)| *i).collect();
+    for (i, (image, p)) in catalogue.images.iter().zip(&plan.images).enumerate() {
+        if matches!(p.status, ImageStatus::Present(_)) || done.contains(&i) {
             continue;
         }
         let repo = &p.mirror.repository;
-        let reason = image.blobs.iter().find_map(|b| {
-            pair_failed
-                .get(&(repo.clone(), b.digest.clone()))
-                .or_else(|| blob_failed.get(&b.digest))
-                .map(|r| format!("blob {} failed: {r}", b.digest))
-        });
-        match reason {
-            Some(reason) => report.failed.push(FailedImage {
-                name: image.name.clone(),
-                reason,
-            }),
-            None => todo.push((image, p)),
-        }
-    }
-    let results: Vec<(usize, Result<usize, RegistryError>)> =
-        futures::stream::iter(todo.iter().enumerate())
-            .map(|(i, (image, p))| async move {
-                let repo = &p.mirror.repository;
-                let run = async {
-                    let mut n = 0;
-                    for child in &image.children {
-                        client
-                            .put_manifest(
-                                repo,
-                                child.digest.as_str(),
-                                &child.media_type,
-                                &child.bytes,
-                            )
-                            .await?;
-                        n += 1;
-                    }
-                    let reference = match &p.mirror.tag {
-                        Some(t) => t.clone(),
-                        None => image.manifest_digest.to_string(),
-                    };
-                    client
-                        .put_manifest(repo, &reference, &image.media_type, &image.manifest_bytes)
-                        .await?;
-                    Ok::<usize, RegistryError>(n + 1)
-                };
-                (i, run.await)
-            })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
-    let mut results = results;
-    results.sort_by_key(|(i, _)| *i);
-    for (i, r) in results {
-        let (image, p) = todo[i];
-        match r {
-            Ok(n) => {
-                progress(PushProgress::ImageDone {
-                    name: image.name.clone(),
-                });
-                report.pushed.push(RemoteImage {
-                    name: image.name.clone(),
-                    mirror: p.mirror.clone(),
-                    digest: image.manifest_digest.clone(),
-                    up_to_date: false,
-                    blobs_uploaded: p.blobs_to_upload,
-                    blobs_mounted: p.blobs_to_mount,
-                    blobs_skipped: p.blobs_to_skip,
-                    bytes_uploaded: p.bytes_to_upload,
-                    manifests_pushed: n,
-                    filtered: image.filtered,
-                    synthesized: image.synthesized,
+        let reason = manifest_failed
+            .remove(&i)
+            .or_else(|| stopped.clone())
+            .or_else(|| {
+                image.blobs.iter().find_map(|b| {
+                    pair_failed
+                        .get(&(repo.clone(), b.digest.clone()))
+                        .or_else(|| blob_failed.get(&b.digest))
+                        .map(|r| format!("blob {} failed: {r}", b.digest))
                 })
-            }
-            Err(e) => {
-                report.failed.push(FailedImage {
-                    name: image.name.clone(),
-                    reason: chain(&e),
-                });
-                if e.is_fatal() && report.fatal.is_none() {
-                    report.fatal = Some(e);
-                } else {
-                    report.errors.push(e);
-                }
-            }
-        }
+            })
+            .unwrap_or_else(|| match waits.first_missing(i, image, repo) {
+                Some(d) => format!("blob {d} never arrived in {repo}"),
+                None => "not pushed".to_string(),
+            });
+        report.failed.push(FailedImage {
+            name: image.name.clone(),
+            reason,
+        });
     }
+    pushed.sort_by_key(|(i, _)| *i);
+    report.pushed.extend(pushed.into_iter().map(|(_, r)| r));
+    report.fatal = fatal;
     push_up_to_date(&plan, catalogue, &mut report, &progress);
     report.plan = plan;
     Ok(report)
+}
+
+/// The blob a per-blob failure of the archive pass is about.
+fn failed_digest(e: &BundleError) -> Option<&Digest> {
+    match e {
+        BundleError::MissingBlob { digest, .. }
+        | BundleError::BlobSize { digest, .. }
+        | BundleError::BlobVerification { digest, .. }
+        | BundleError::Truncated { digest, .. }
+        | BundleError::Sink { digest, .. } => Some(digest),
+        _ => None,
+    }
+}
+
+/// A (repository, blob) pair.
+type Pair = (String, Digest);
+
+/// What each image of the push still waits for.
+struct Waits {
+    /// Per catalogue image: pairs that have not arrived yet.
+    remaining: Vec<usize>,
+    /// Per pair still to arrive (by upload or mount): the images waiting.
+    users: HashMap<Pair, Vec<usize>>,
+    /// Per uploaded blob: its mounts (indexes into the plan's), started
+    /// when its upload finishes.
+    mounts_after: HashMap<Digest, Vec<usize>>,
+    /// Images using a blob that this run does not upload (already in the
+    /// registry) but that the archive pass still verifies: they also wait
+    /// for the end of that pass, so that a damaged bundle fails them as it
+    /// fails the images whose upload it breaks.
+    after_stream: Vec<(usize, Vec<Digest>)>,
+    /// Images whose pairs have all arrived (queued once).
+    released: Vec<bool>,
+}
+
+impl Waits {
+    fn new(catalogue: &Catalogue, plan: &PushPlan) -> Waits {
+        let mut arriving: HashSet<Pair> = plan
+            .uploads
+            .iter()
+            .map(|(d, (r, _))| (r.clone(), d.clone()))
+            .collect();
+        arriving.extend(
+            plan.mounts
+                .iter()
+                .map(|m| (m.repo.clone(), m.digest.clone())),
+        );
+        let n = catalogue.images.len();
+        let mut w = Waits {
+            remaining: vec![0; n],
+            users: HashMap::new(),
+            mounts_after: HashMap::new(),
+            after_stream: Vec::new(),
+            released: vec![false; n],
+        };
+        for (i, (image, p)) in catalogue.images.iter().zip(&plan.images).enumerate() {
+            if matches!(p.status, ImageStatus::Present(_)) {
+                w.released[i] = true; // not pushed: up to date
+                continue;
+            }
+            let kept: Vec<Digest> = image
+                .blobs
+                .iter()
+                .filter(|b| !plan.uploads.contains_key(&b.digest))
+                .map(|b| b.digest.clone())
+                .collect();
+            if !kept.is_empty() {
+                w.after_stream.push((i, kept));
+                w.remaining[i] += 1;
+            }
+            for b in &image.blobs {
+                let key = (p.mirror.repository.clone(), b.digest.clone());
+                if arriving.contains(&key) {
+                    let u = w.users.entry(key).or_default();
+                    if !u.contains(&i) {
+                        u.push(i);
+                        w.remaining[i] += 1;
+                    }
+                }
+            }
+        }
+        for (i, m) in plan.mounts.iter().enumerate() {
+            if plan.uploads.contains_key(&m.digest) {
+                w.mounts_after.entry(m.digest.clone()).or_default().push(i);
+            }
+        }
+        w
+    }
+
+    /// Images that wait for nothing (all their blobs already there).
+    fn ready_now(&mut self) -> Vec<usize> {
+        let mut ready = Vec::new();
+        for i in 0..self.remaining.len() {
+            if self.remaining[i] == 0 && !self.released[i] {
+                self.released[i] = true;
+                ready.push(i);
+            }
+        }
+        ready
+    }
+
+    /// `pair` is now present: the images this completes.
+    fn arrived(&mut self, pair: &Pair) -> Vec<usize> {
+        let mut ready = Vec::new();
+        for i in self.users.remove(pair).unwrap_or_default() {
+            self.remaining[i] = self.remaining[i].saturating_sub(1);
+            if self.remaining[i] == 0 && !self.released[i] {
+                self.released[i] = true;
+                ready.push(i);
+            }
+        }
+        ready
+    }
+
+    /// The archive pass ended, `bad` its failed blobs: the images it
+    /// completes (those using a failed blob keep waiting: they fail).
+    fn verified(&mut self, bad: &HashSet<&Digest>) -> Vec<usize> {
+        let mut ready = Vec::new();
+        for (i, kept) in std::mem::take(&mut self.after_stream) {
+            if kept.iter().any(|d| bad.contains(d)) {
+                continue;
+            }
+            self.remaining[i] = self.remaining[i].saturating_sub(1);
+            if self.remaining[i] == 0 && !self.released[i] {
+                self.released[i] = true;
+                ready.push(i);
+            }
+        }
+        ready
+    }
+
+    /// A blob image `i` still waits for in `repo`.
+    fn first_missing<'a>(&self, i: usize, image: &'a ImageEntry, repo: &str) -> Option<&'a Digest> {
+        image.blobs.iter().map(|b| &b.digest).find(|d| {
+            self.users
+                .get(&(repo.to_string(), (*d).clone()))
+                .is_some_and(|u| u.contains(&i))
+        })
+    }
+}
+
+/// Work for the request pool next to the uploads.
+enum Task {
+    /// The plan's mount with this index.
+    Mount(usize),
+    /// The manifests and tag of the catalogue image with this index.
+    Manifest(usize),
+}
+
+enum Finished {
+    Mount(usize, Result<(), RegistryError>),
+    Manifest(usize, Result<usize, RegistryError>),
+}
+
+fn run_task<'a>(
+    task: Task,
+    client: &'a RegistryClient,
+    catalogue: &'a Catalogue,
+    plan: &'a PushPlan,
+) -> futures::future::BoxFuture<'a, Finished> {
+    match task {
+        Task::Mount(i) => {
+            let m = &plan.mounts[i];
+            async move { Finished::Mount(i, mount_or_copy(client, &m.repo, &m.digest, &m.from).await) }
+                .boxed()
+        }
+        Task::Manifest(i) => {
+            let (image, p) = (&catalogue.images[i], &plan.images[i]);
+            async move { Finished::Manifest(i, push_manifests(client, image, p).await) }.boxed()
+        }
+    }
+}
+
+/// Children first, then the top manifest under its tag: the count pushed.
+async fn push_manifests(
+    client: &RegistryClient,
+    image: &ImageEntry,
+    p: &ImagePlan,
+) -> Result<usize, RegistryError> {
+    let repo = &p.mirror.repository;
+    let mut n = 0;
+    for child in &image.children {
+        client
+            .put_manifest(repo, child.digest.as_str(), &child.media_type, &child.bytes)
+            .await?;
+        n += 1;
+    }
+    let reference = match &p.mirror.tag {
+        Some(t) => t.clone(),
+        None => image.manifest_digest.to_string(),
+    };
+    client
+        .put_manifest(repo, &reference, &image.media_type, &image.manifest_bytes)
+        .await?;
+    Ok(n + 1)
+}
+
+fn pushed_image(image: &ImageEntry, p: &ImagePlan, manifests: usize) -> RemoteImage {
+    RemoteImage {
+        name: image.name.clone(),
+        mirror: p.mirror.clone(),
+        digest: image.manifest_digest.clone(),
+        up_to_date: false,
+        blobs_uploaded: p.blobs_to_upload,
+        blobs_mounted: p.blobs_to_mount,
+        blobs_skipped: p.blobs_to_skip,
+        bytes_uploaded: p.bytes_to_upload,
+        manifests_pushed: manifests,
+        filtered: image.filtered,
+        synthesized: image.synthesized,
+    }
 }
 
 fn push_up_to_date(
