@@ -566,6 +566,10 @@ const REMOVE_SCRIPT: &str =
 /// connection, so a truncated file is never renamed into place.
 const WRITE_SCRIPT: &str = r#"set -e
 p=$1; m=$2; n=$3
+if [ -d "$p" ]; then
+  echo "$p is a directory; file left unchanged" >&2
+  exit 3
+fi
 d=$(dirname -- "$p"); b=$(basename -- "$p")
 mkdir -p -- "$d"
 for s in "$d/.$b.mirrorplan-tmp."*; do
@@ -686,6 +690,10 @@ for a do
     0) p=$a; i=1 ;;
     1) i=2 ;;
     *) i=0; sum=$((sum + a))
+       if [ -d "$p" ]; then
+         echo "$p is a directory; files left unchanged" >&2
+         exit 3
+       fi
        pd=${p%/*}; pd=${pd:-/}; b=${p##*/}
        if [ ! -d "$pd" ]; then mkdir -p -- "$pd"; fi
        for s in "$pd/.$b.mirrorplan-tmp."*; do
@@ -1750,6 +1758,44 @@ mod tests {
         names.sort();
         assert_eq!(names, ["a.toml", "b 'x'.crt", "sub dir"]);
         assert!(out.stdout.is_empty(), "{out:?}");
+        Ok(())
+    }
+
+    /// A target that is a directory is refused (`mv` would otherwise move
+    /// the file into it), before anything is renamed.
+    #[test]
+    fn write_scripts_refuse_a_directory_target() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let a = dir.path().join("a.toml");
+        let d = dir.path().join("hosts.toml");
+        std::fs::write(&a, "old")?;
+        std::fs::create_dir(&d)?;
+        let a_s = a.to_str().ok_or("non-UTF-8")?;
+        let d_s = d.to_str().ok_or("non-UTF-8")?;
+        let args = ["", "5", "", a_s, "0644", "3", d_s, "0600", "2"];
+        let out = run_sh(WRITE_MANY_SCRIPT, &args, b"newxx")?;
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
+        assert_eq!(std::fs::read_to_string(&a)?, "old");
+        assert_eq!(
+            std::fs::read_dir(&d)?.count(),
+            0,
+            "a file was moved into the directory"
+        );
+        let out = run_sh(WRITE_SCRIPT, &[d_s, "0600", "2"], b"xx")?;
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
+        assert_eq!(
+            std::fs::read_dir(&d)?.count(),
+            0,
+            "a file was moved into the directory"
+        );
+        // nothing but the two targets is left
+        assert_eq!(
+            std::fs::read_dir(dir.path())?.count(),
+            2,
+            "temporary files left"
+        );
         Ok(())
     }
 
