@@ -108,6 +108,10 @@ fn first_plan_shows_every_instance_and_writes_nothing() {
     assert!(!state_path(dir).exists(), "plan wrote the state");
     assert!(!dir.join("store").exists(), "plan wrote the store");
     assert!(
+        !dir.join("nodes").exists(),
+        "plan made the node directories"
+    );
+    assert!(
         files_under(&dir.join("nodes")).is_empty(),
         "plan wrote node files"
     );

@@ -168,12 +168,7 @@ impl Connections {
     pub async fn open(&self, spec: &TransportSpec) -> Result<Arc<dyn Transport>, ProviderError> {
         match spec {
             TransportSpec::Local { root } => {
-                // a local node is a directory standing in for a node's root: make it exist
-                std::fs::create_dir_all(root).map_err(|e| {
-                    ProviderError::failed(format!(
-                        "node local:{root}: cannot create the directory: {e}"
-                    ))
-                })?;
+                // the directory is made by the first write, not by a plan
                 Ok(Arc::new(LocalTransport::new(root)) as Arc<dyn Transport>)
             }
             TransportSpec::Ssh { .. } => Ok(self.ssh(spec).await? as Arc<dyn Transport>),

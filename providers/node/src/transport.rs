@@ -323,6 +323,10 @@ impl Transport for LocalTransport {
         let this = self.clone();
         let node_path = path.to_owned();
         blocking(move || {
+            if !this.root.exists() {
+                // a node root not made yet (a plan before the first apply)
+                return Ok(None);
+            }
             this.check_inside(&node_path, &host)?;
             match std::fs::read(&host) {
                 Ok(bytes) => Ok(Some(bytes)),
@@ -339,6 +343,10 @@ impl Transport for LocalTransport {
         let node_path = path.to_owned();
         let bytes = bytes.to_vec();
         blocking(move || {
+            // a local node is a directory standing in for a node's root:
+            // the first write makes it
+            std::fs::create_dir_all(&this.root)
+                .map_err(|e| NodeError::io("cannot create node root", &this.root, e))?;
             this.check_inside(&node_path, &host)?;
             write_atomic(&host, &bytes, mode)
         })
@@ -350,6 +358,9 @@ impl Transport for LocalTransport {
         let this = self.clone();
         let node_path = path.to_owned();
         blocking(move || {
+            if !this.root.exists() {
+                return Ok(false);
+            }
             this.check_inside(&node_path, &host)?;
             match std::fs::remove_file(&host) {
                 Ok(()) => Ok(true),
