@@ -255,8 +255,8 @@ async fn expand_upstream_images(
                     platforms: set.platforms.clone(),
                     filtered: r.filtered,
                     prune: set.prune,
-                    blobs: 0,
-                    bytes: 0,
+                    blobs: r.blobs,
+                    bytes: r.bytes,
                 };
                 let addr = image_address(set, &name);
                 addrs.push(addr.clone());

@@ -713,6 +713,26 @@ fn upstream_images_are_copied_and_filtered() {
         "the plan says the filter changes the digest:\n{}",
         plan.stdout
     );
+    // the plan counts the blobs a copy sends (from the upstream's manifests)
+    for (set, img) in [("extras", single), ("extras", multi), ("amd64", multi)] {
+        let header = format!("# {} will be created", image_addr(set, &up_ref(&img.name)));
+        let section = plan
+            .stdout
+            .split("\n\n")
+            .find(|s| s.contains(&header))
+            .unwrap_or_default();
+        let line = section
+            .lines()
+            .find(|l| l.contains("to copy from the upstream registry"))
+            .unwrap_or_else(|| panic!("no blob count for {header}:\n{}", plan.stdout));
+        let n: u64 = line
+            .trim_start_matches([' ', '#'])
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(n >= 2, "at least a config and a layer for {header}: {line}");
+    }
 
     apply(dir.path()).expect(0, "apply of the upstream copy");
     for img in [multi, single] {

@@ -152,10 +152,16 @@ pub struct ResolvedSource {
     pub source_digest: Digest,
     /// A platform filter rewrote the index.
     pub filtered: bool,
+    /// Distinct blobs (configs and layers) of the image and of every platform
+    /// manifest it keeps, and their bytes: what a copy sends at most.
+    pub blobs: u64,
+    /// Bytes of those blobs.
+    pub bytes: u64,
 }
 
-/// Reads the source manifest of `src_ref` (one GET) and works out the
-/// digest the mirror will serve once [`copy_image`] ran with `platforms`.
+/// Reads the source manifest of `src_ref` (one GET, plus one per platform
+/// manifest an index keeps) and works out the digest the mirror will serve
+/// once [`copy_image`] ran with `platforms`, and the blobs a copy sends at most.
 pub async fn resolve_source(
     src: &RegistryClient,
     src_ref: &ImageRef,
@@ -170,10 +176,31 @@ pub async fn resolve_source(
     let (bytes, media_type, source_digest) =
         src.get_manifest(&src_ref.repository, &reference).await?;
     let top = select_top(&image, &bytes, &media_type, &source_digest, platforms)?;
+    let mut blobs: std::collections::BTreeMap<Digest, u64> = top
+        .blobs
+        .iter()
+        .map(|d| (d.digest.clone(), d.size))
+        .collect();
+    for desc in &top.children {
+        let (b, mt, _) = src
+            .get_manifest(&src_ref.repository, desc.digest.as_str())
+            .await?;
+        let hint = if mt.is_empty() { &desc.media_type } else { &mt };
+        let (_, parsed) =
+            oci::parse_manifest(&b, Some(hint)).map_err(|r| unreadable(&image, &desc.digest, r))?;
+        if let Parsed::Image { config, layers } = parsed {
+            blobs.insert(config.digest.clone(), config.size);
+            for l in layers.iter().filter(|l| !oci::is_foreign_layer(l)) {
+                blobs.insert(l.digest.clone(), l.size);
+            }
+        }
+    }
     Ok(ResolvedSource {
         digest: Digest::of(&top.bytes),
         source_digest,
         filtered: top.filtered,
+        blobs: blobs.len() as u64,
+        bytes: blobs.values().sum(),
     })
 }
 

@@ -1437,10 +1437,14 @@ impl Provider for ImageProvider {
                 Some(split) => split.line(),
                 // not refreshed (or the survey failed): what the bundle holds
                 None => format!(
-                    "{} blob{} ({}) to send unless already in the mirror",
+                    "{} blob{} ({}) to {} unless already in the mirror",
                     spec.blobs,
                     if spec.blobs == 1 { "" } else { "s" },
-                    human_bytes(spec.bytes)
+                    human_bytes(spec.bytes),
+                    match spec.source {
+                        ImageSource::Registry => "copy from the upstream registry",
+                        _ => "send",
+                    }
                 ),
             });
             if spec.filtered {
