@@ -197,6 +197,16 @@ impl Catalogue {
         self.images.iter().find(|i| i.name == name)
     }
 
+    /// A copy without `failures` whose blobs are only those `keep`
+    /// accepts: [`Bundle::stream_blobs`] with it reads, verifies and
+    /// reports only those (e.g. two readers of one archive, each with its
+    /// share of the blobs).
+    pub fn with_blobs(&self, keep: impl Fn(&BlobRef) -> bool) -> Catalogue {
+        let mut c = self.clone_without_failures();
+        c.blobs.retain(|b| keep(b));
+        c
+    }
+
     /// A copy without `failures` (their errors cannot be cloned), e.g. to
     /// move into a blocking task that runs [`Bundle::stream_blobs`].
     pub fn clone_without_failures(&self) -> Catalogue {

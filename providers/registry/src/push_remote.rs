@@ -7,7 +7,7 @@
 //!    image (a tag already at the expected digest is done), then a blob
 //!    `HEAD` per (repository, blob) for the others.
 //! 2. **Upload**: each missing blob is uploaded at most once per run, into
-//!    the first repository that needs it. The archive is decoded once on a
+//!    the first repository that needs it. The archive is decoded on a
 //!    blocking thread; a blob's bytes go, in 64 KiB chunks, through a
 //!    bounded channel (4 chunks) into the streaming `PUT`, so memory stays
 //!    bounded whatever the layer size. The last chunk is held back until
@@ -22,6 +22,13 @@
 //!    The blobs read whole and not yet uploaded total at most
 //!    [`BUFFER_BUDGET`] bytes (the reader waits for uploads to finish
 //!    before reading more), so memory stays bounded whatever the bundle.
+//!    Bigger blobs stream one at a time per reader; when there are any to
+//!    upload (and the bundle is a regular file), the archive is opened a
+//!    second time and decoded in parallel by a second blocking thread,
+//!    which streams the biggest of them (see [`RemotePushOptions::second_reader`])
+//!    while the first reader does the rest; each reader skips (but still
+//!    decodes) the other's entries, verifies its own blobs and reports a
+//!    damaged or missing one, so the guarantees above hold per reader.
 //! 3. **Mount** the blob into every other repository that needs it, as
 //!    soon as its upload finished (a mount from a repository that already
 //!    had it starts right away); a declined mount (`202`) is completed by
@@ -112,10 +119,18 @@ pub struct RemotePushOptions {
     /// Requests in flight for HEADs, mounts and manifests.
     pub concurrency: usize,
     /// Uploads in flight while the archive is read: blobs up to
-    /// [`BUFFERED_BLOB`] are read whole (within [`BUFFER_BUDGET`]) and
-    /// uploaded concurrently; bigger blobs stream one at a time (the
-    /// archive is read in order).
+    /// `buffered_blob` are read whole (within [`BUFFER_BUDGET`]) and
+    /// uploaded concurrently; bigger blobs stream, one at a time per
+    /// archive reader.
     pub small_uploads: usize,
+    /// Blobs up to this size are read whole; bigger ones stream
+    /// ([`BUFFERED_BLOB`] by default; tests lower it).
+    pub buffered_blob: u64,
+    /// When blobs over `buffered_blob` are to be uploaded, open the archive
+    /// a second time and decode it in parallel on a second thread, which
+    /// streams the biggest of them while the first reader does the rest
+    /// (each skips the other's blobs). Only for a regular file. Default on.
+    pub second_reader: bool,
     /// Progress hook.
     pub progress: Option<ProgressFn>,
     /// Per blob, other repositories that may hold it (see
@@ -130,6 +145,8 @@ impl Default for RemotePushOptions {
         RemotePushOptions {
             concurrency: 8,
             small_uploads: 8,
+            buffered_blob: BUFFERED_BLOB,
+            second_reader: true,
             progress: None,
             mount_sources: HashMap::new(),
             known_absent: HashSet::new(),
@@ -142,6 +159,8 @@ impl fmt::Debug for RemotePushOptions {
         f.debug_struct("RemotePushOptions")
             .field("concurrency", &self.concurrency)
             .field("small_uploads", &self.small_uploads)
+            .field("buffered_blob", &self.buffered_blob)
+            .field("second_reader", &self.second_reader)
             .field("progress", &self.progress.is_some())
             .finish()
     }
@@ -233,7 +252,8 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
 
 /// Blobs up to this size are read whole from the archive and uploaded
 /// concurrently (up to [`RemotePushOptions::small_uploads`] at once) while
-/// the archive is read on; bigger blobs stream, one at a time.
+/// the archive is read on; bigger blobs stream, one at a time per archive
+/// reader (two readers: see [`RemotePushOptions::second_reader`]).
 pub const BUFFERED_BLOB: u64 = 16 * 1024 * 1024;
 
 /// At most this many bytes of blobs read whole wait for or are in their
@@ -304,15 +324,46 @@ impl fmt::Display for Aborted {
 
 impl std::error::Error for Aborted {}
 
-/// Feed one blob from the blocking reader into an upload job.
+/// The blobs the second archive reader streams: the uploads over `limit`,
+/// largest first, each given to whichever reader has fewer bytes to upload
+/// so far (the first reader starts with every upload up to `limit`; ties go
+/// to the second reader).
+fn second_reader_blobs(uploads: &BTreeMap<Digest, (String, u64)>, limit: u64) -> HashSet<Digest> {
+    let mut big: Vec<(&Digest, u64)> = uploads
+        .iter()
+        .filter(|(_, (_, size))| *size > limit)
+        .map(|(d, (_, size))| (d, *size))
+        .collect();
+    big.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let mut first: u64 = uploads
+        .values()
+        .map(|(_, size)| *size)
+        .filter(|size| *size <= limit)
+        .sum();
+    let mut second = 0u64;
+    let mut out = HashSet::new();
+    for (digest, size) in big {
+        if second <= first {
+            second += size;
+            out.insert(digest.clone());
+        } else {
+            first += size;
+        }
+    }
+    out
+}
+
+/// Feed one blob from a blocking reader into an upload job: read whole
+/// when it is at most `limit` bytes, else streamed.
 fn feed(
     job_tx: &mpsc::Sender<Job>,
     budget: &Budget,
+    limit: u64,
     repo: &str,
     blob: &BlobRef,
     reader: &mut dyn Read,
 ) -> Result<(), SinkError> {
-    if blob.size <= BUFFERED_BLOB {
+    if blob.size <= limit {
         // Read to the end: the verifying reader checks digest and size
         // before EOF, so only verified bytes are queued. The upload
         // releases the budget when it ends.
@@ -441,7 +492,7 @@ pub async fn push_bundle_to_registry(
     let abort = Arc::new(AtomicBool::new(false));
     let mut fatal: Option<RegistryError> = None;
     let mut stream_report = StreamReport::default();
-    let mut stream_fatal: Option<BundleError> = None;
+    let mut stream_fatal: Vec<BundleError> = Vec::new();
     let mut whole_failed: Vec<BundleError> = Vec::new();
     let mut waits = Waits::new(catalogue, &plan);
     let mut queue: VecDeque<Task> = VecDeque::new();
@@ -460,27 +511,44 @@ pub async fn push_bundle_to_registry(
     {
         let (job_tx, mut job_rx) = mpsc::channel::<Job>(1);
         let budget = Arc::new(Budget::new());
-        let mut reader = if plan.uploads.is_empty() {
-            drop(job_tx);
-            None
-        } else {
+        let buffered = options.buffered_blob;
+        let mut readers = Vec::new();
+        if !plan.uploads.is_empty() {
             let uploads: Arc<BTreeMap<Digest, (String, u64)>> = Arc::new(plan.uploads.clone());
-            let cat = Arc::new(catalogue.clone_without_failures());
-            let bundle2 = bundle.clone();
-            let budget2 = budget.clone();
-            let abort2 = abort.clone();
-            Some(tokio::task::spawn_blocking(move || {
-                bundle2.stream_blobs(&cat, |blob, r| {
-                    let Some((repo, _)) = uploads.get(&blob.digest) else {
-                        return Ok(()); // not uploaded: still verified by the reader
-                    };
-                    if abort2.load(Ordering::Relaxed) {
-                        return Err(Box::new(Aborted));
-                    }
-                    feed(&job_tx, &budget2, repo, blob, r)
-                })
-            }))
-        };
+            // Blobs over the buffered limit stream, one at a time per
+            // reader: a second reader of the same file (decoding it in
+            // parallel) streams the biggest of them next to the first.
+            let regular_file = std::fs::metadata(bundle.path()).is_ok_and(|m| m.is_file());
+            let second: HashSet<Digest> = if options.second_reader && regular_file {
+                second_reader_blobs(&plan.uploads, buffered)
+            } else {
+                HashSet::new()
+            };
+            let mut shares = vec![catalogue.with_blobs(|b| !second.contains(&b.digest))];
+            if !second.is_empty() {
+                shares.push(catalogue.with_blobs(|b| second.contains(&b.digest)));
+            }
+            for cat in shares {
+                let uploads = uploads.clone();
+                let bundle2 = bundle.clone();
+                let budget2 = budget.clone();
+                let abort2 = abort.clone();
+                let job_tx = job_tx.clone();
+                readers.push(tokio::task::spawn_blocking(move || {
+                    bundle2.stream_blobs(&cat, |blob, r| {
+                        let Some((repo, _)) = uploads.get(&blob.digest) else {
+                            return Ok(()); // not uploaded: still verified by the reader
+                        };
+                        if abort2.load(Ordering::Relaxed) {
+                            return Err(Box::new(Aborted));
+                        }
+                        feed(&job_tx, &budget2, buffered, repo, blob, r)
+                    })
+                }));
+            }
+        }
+        // The channel closes when every reader has finished.
+        drop(job_tx);
         // Uploads in flight: every blob read whole, plus the one
         // streaming blob (the reader waits for that one to finish).
         let mut in_flight = futures::stream::FuturesUnordered::new();
@@ -501,12 +569,18 @@ pub async fn push_bundle_to_registry(
             tokio::select! {
                 job = job_rx.recv(), if jobs_open && in_flight.len() < limit => {
                     let Some(job) = job else {
-                        // The archive is read: every blob in it was verified.
+                        // The archive is read (by every reader): every blob
+                        // in it was verified.
                         jobs_open = false;
-                        if let Some(reader) = reader.take() {
+                        for reader in readers.drain(..) {
                             match reader.await {
-                                Ok(Ok(r)) => stream_report = r,
-                                Ok(Err(e)) => stream_fatal = Some(e),
+                                Ok(Ok(mut r)) => {
+                                    stream_report.blobs_streamed += r.blobs_streamed;
+                                    stream_report.bytes_streamed += r.bytes_streamed;
+                                    stream_report.failures.append(&mut r.failures);
+                                    stream_report.failed_images.append(&mut r.failed_images);
+                                }
+                                Ok(Err(e)) => stream_fatal.push(e),
                                 Err(e) => {
                                     return Err(RegistryError::Internal(format!(
                                         "the bundle reader thread failed: {e}"
@@ -674,7 +748,16 @@ pub async fn push_bundle_to_registry(
             report.errors.push(RegistryError::Bundle(e));
         }
     }
-    if let Some(e) = stream_fatal {
+    // A reader that stopped inside a blob names it (with two readers, the
+    // other one may have stopped elsewhere, e.g. while skipping).
+    for e in &stream_fatal {
+        if let Some(digest) = failed_digest(e) {
+            if !uploaded.contains(digest) {
+                blob_failed.insert(digest.clone(), format!("never reached: {}", chain(e)));
+            }
+        }
+    }
+    for e in stream_fatal {
         let reason = format!("never reached: {}", chain(&e));
         for d in plan.uploads.keys() {
             if !uploaded.contains(d) {
@@ -979,5 +1062,42 @@ pub async fn mount_or_copy(
             };
             client.upload_to_session(session, digest, size, body).await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uploads(sizes: &[u64]) -> (BTreeMap<Digest, (String, u64)>, Vec<Digest>) {
+        let digests: Vec<Digest> = (0..sizes.len())
+            .map(|i| Digest::of(i.to_string().as_bytes()))
+            .collect();
+        let map = digests
+            .iter()
+            .zip(sizes)
+            .map(|(d, s)| (d.clone(), ("r".to_string(), *s)))
+            .collect();
+        (map, digests)
+    }
+
+    #[test]
+    fn the_second_reader_takes_the_biggest_blobs_up_to_about_half() {
+        // The benchmark's shape: many medium blobs, a 32 and a 256 MiB layer.
+        let mib = 1024 * 1024;
+        let mut sizes = vec![8 * mib; 70];
+        sizes.extend([32 * mib, 256 * mib]);
+        let (map, d) = uploads(&sizes);
+        let second = second_reader_blobs(&map, 16 * mib);
+        assert_eq!(second, HashSet::from([d[70].clone(), d[71].clone()]));
+
+        // Only big blobs: balanced by bytes, the largest to the second.
+        let (map, d) = uploads(&[40, 30, 20, 10]);
+        let second = second_reader_blobs(&map, 5);
+        assert_eq!(second, HashSet::from([d[0].clone(), d[3].clone()]));
+
+        // Nothing over the limit: no second reader.
+        let (map, _) = uploads(&[1, 2, 3]);
+        assert!(second_reader_blobs(&map, 5).is_empty());
     }
 }

@@ -25,6 +25,8 @@ struct Watch {
     /// Most bytes of buffered (whole) blobs open at once.
     max_buffered: u64,
     started: usize,
+    /// Bytes reported by `Bytes` events.
+    bytes: u64,
 }
 
 fn watch() -> (Arc<Mutex<Watch>>, RemotePushOptions) {
@@ -43,6 +45,7 @@ fn watch() -> (Arc<Mutex<Watch>>, RemotePushOptions) {
                 PushProgress::BlobDone { digest, .. } => {
                     w.open.remove(digest);
                 }
+                PushProgress::Bytes { bytes, .. } => w.bytes += bytes,
                 _ => {}
             }
         })),
@@ -52,6 +55,15 @@ fn watch() -> (Arc<Mutex<Watch>>, RemotePushOptions) {
 }
 
 async fn push_and_check(reg: &Registry, spec: &FixtureSpec, name: &str) -> Arc<Mutex<Watch>> {
+    push_and_check_with(reg, spec, name, |o| o).await
+}
+
+async fn push_and_check_with(
+    reg: &Registry,
+    spec: &FixtureSpec,
+    name: &str,
+    tune: impl FnOnce(RemotePushOptions) -> RemotePushOptions,
+) -> Arc<Mutex<Watch>> {
     let dir = tmp();
     let path = dir.path().join(format!("{name}.tar.zst"));
     let fx = ok(write_oci_bundle(&path, spec, Packing::TarZst), "fixture");
@@ -59,6 +71,7 @@ async fn push_and_check(reg: &Registry, spec: &FixtureSpec, name: &str) -> Arc<M
     let cat: Catalogue = ok(bundle.catalogue(), "catalogue");
     let client = client_for(reg);
     let (w, opts) = watch();
+    let opts = tune(opts);
     let r = ok(
         push_bundle_to_registry(&bundle, &cat, &client, Some(NS), &opts).await,
         "push",
@@ -66,6 +79,11 @@ async fn push_and_check(reg: &Registry, spec: &FixtureSpec, name: &str) -> Arc<M
     assert!(r.is_ok(), "failed: {:?} fatal: {:?}", r.failed, r.fatal);
     assert_eq!(r.blobs_uploaded, fx.blobs.len());
     assert_eq!(r.bytes_uploaded, fx.blobs.values().sum::<u64>());
+    if let Ok(w) = w.lock() {
+        // Each blob started once; progress counted every byte once.
+        assert_eq!(w.started, fx.blobs.len());
+        assert_eq!(w.bytes, r.bytes_uploaded);
+    }
     // Every blob is on the registry with its size, and every tag serves
     // the bundle's manifest as skopeo reads it.
     for image in &cat.images {
@@ -135,4 +153,32 @@ async fn blobs_above_the_buffer_limit_stream() {
     // 3 layers over the limit (streamed one after another) + 2 configs.
     assert_eq!(w.started, 5);
     assert!(w.open.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_blobs_split_between_two_readers() {
+    // With a 64 KiB limit every layer streams: the biggest half (by
+    // bytes) from a second reader of the archive, the rest from the first.
+    // Layers of several sizes (gzip of random data), a shared base layer
+    // and an index: every blob arrives once, intact, and every tag is set.
+    let spec = FixtureSpec {
+        seed: 13,
+        images: 4,
+        layers_per_image: 2,
+        shared_base_layers: 1,
+        layer_size: 256 * 1024,
+        multi_arch: true,
+        layer_compression: LayerCompression::Mixed,
+    };
+    for (name, second_reader) in [("two", true), ("one", false)] {
+        let reg = plain_registry();
+        let w = push_and_check_with(&reg, &spec, name, |o| RemotePushOptions {
+            buffered_blob: 64 * 1024,
+            second_reader,
+            ..o
+        })
+        .await;
+        let w = ok(w.lock().map_err(|_| "poisoned"), "watch");
+        assert!(w.open.is_empty(), "every started blob finished");
+    }
 }
