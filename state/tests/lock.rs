@@ -24,6 +24,18 @@ type TestResult = Result<(), Box<dyn Error>>;
 
 const CHILD_ENV: &str = "MIRRORPLAN_STATE_TEST_HOLD";
 
+/// The tests of this file run one at a time. flock belongs to an open file
+/// description, which a child process shares from fork until exec: a test
+/// spawning a child while another test's lock file is open would make that
+/// file's lock look held for a moment (seen as a flaky `lock_held`).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn request(operation: &str, timeout: Duration) -> LockRequest {
     LockRequest::new(operation, timeout)
 }
@@ -38,6 +50,7 @@ fn state_path(dir: &Path) -> PathBuf {
 
 #[test]
 fn acquire_writes_info_and_drop_removes_it() -> TestResult {
+    let _serial = serial();
     let dir = tempfile::tempdir()?;
     let store = StateStore::beside_config(dir.path());
     let lock = store.lock(request("apply", Duration::ZERO))?;
@@ -64,6 +77,7 @@ fn acquire_writes_info_and_drop_removes_it() -> TestResult {
 
 #[test]
 fn second_locker_fails_naming_the_holder() -> TestResult {
+    let _serial = serial();
     let dir = tempfile::tempdir()?;
     let path = state_path(dir.path());
     let held = StateLock::acquire(&path, request("apply", Duration::ZERO))?;
@@ -88,6 +102,7 @@ fn second_locker_fails_naming_the_holder() -> TestResult {
 
 #[test]
 fn directory_and_file_paths_share_one_lock() -> TestResult {
+    let _serial = serial();
     let dir = tempfile::tempdir()?;
     let path = state_path(dir.path());
     let _held = StateLock::acquire(&path, request("apply", Duration::ZERO))?;
@@ -101,6 +116,7 @@ fn directory_and_file_paths_share_one_lock() -> TestResult {
 
 #[test]
 fn exactly_one_of_many_concurrent_lockers_wins() -> TestResult {
+    let _serial = serial();
     const N: usize = 8;
     let dir = tempfile::tempdir()?;
     let path = state_path(dir.path());
@@ -139,6 +155,7 @@ fn exactly_one_of_many_concurrent_lockers_wins() -> TestResult {
 
 #[test]
 fn waiting_locker_gets_the_lock_after_release() -> TestResult {
+    let _serial = serial();
     let dir = tempfile::tempdir()?;
     let path = state_path(dir.path());
     let held = StateLock::acquire(&path, request("apply", Duration::ZERO))?;
@@ -185,6 +202,7 @@ fn dead_info() -> LockInfo {
 
 #[test]
 fn info_without_flock_is_a_stale_lock() -> TestResult {
+    let _serial = serial();
     let dir = tempfile::tempdir()?;
     let path = state_path(dir.path());
     let info = dead_info();
@@ -218,6 +236,7 @@ fn info_without_flock_is_a_stale_lock() -> TestResult {
 
 #[test]
 fn force_unlock_refuses_a_live_lock() -> TestResult {
+    let _serial = serial();
     let dir = tempfile::tempdir()?;
     let path = state_path(dir.path());
     let held = StateLock::acquire(&path, request("apply", Duration::ZERO))?;
@@ -232,6 +251,7 @@ fn force_unlock_refuses_a_live_lock() -> TestResult {
 
 #[test]
 fn force_unlock_without_lock_says_so() -> TestResult {
+    let _serial = serial();
     let dir = tempfile::tempdir()?;
     let path = state_path(dir.path());
     let err = force_unlock(&path, "x").err().ok_or("unlocked nothing")?;
@@ -244,6 +264,7 @@ fn force_unlock_without_lock_says_so() -> TestResult {
 
 #[test]
 fn unreadable_info_is_reported() -> TestResult {
+    let _serial = serial();
     let dir = tempfile::tempdir()?;
     let store = StateStore::beside_config(dir.path());
     fs::create_dir_all(dir.path().join(".mirrorplan"))?;
@@ -315,6 +336,7 @@ fn spawn_holder(path: &Path) -> Result<(Holder, String), Box<dyn Error>> {
 
 #[test]
 fn lock_held_by_another_process_then_killed_is_stale() -> TestResult {
+    let _serial = serial();
     let dir = tempfile::tempdir()?;
     let path = state_path(dir.path());
     fs::create_dir_all(dir.path().join(".mirrorplan"))?;
@@ -346,6 +368,7 @@ fn lock_held_by_another_process_then_killed_is_stale() -> TestResult {
 
 #[test]
 fn lock_released_by_another_process_is_taken_by_a_waiter() -> TestResult {
+    let _serial = serial();
     let dir = tempfile::tempdir()?;
     let path = state_path(dir.path());
     fs::create_dir_all(dir.path().join(".mirrorplan"))?;
