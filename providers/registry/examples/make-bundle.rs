@@ -11,10 +11,12 @@
 //! member by member in that order (never held whole in memory).
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use mirrorplan_registry::fixtures::{write_oci_bundle, FixtureSpec, LayerCompression, Packing};
+use mirrorplan_registry::fixtures::{
+    write_oci_bundle, FixtureSpec, LayerCompression, Out, Packing,
+};
 
 /// One member of the plain tar: where its data is and what it is.
 struct Member {
@@ -50,17 +52,7 @@ fn repack(src: &Path, out: &Path, packing: Packing) -> io::Result<()> {
         }
     }
     members.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.path.cmp(&b.path)));
-    let file = BufWriter::new(File::create(out)?);
-    let w = match packing {
-        Packing::Tar => Out::Plain(file),
-        Packing::TarGz => Out::Gz(
-            flate2::GzBuilder::new()
-                .mtime(0)
-                .write(file, flate2::Compression::fast()),
-        ),
-        Packing::TarXz => Out::Xz(liblzma::write::XzEncoder::new(file, 1)),
-        Packing::TarZst => Out::Zstd(zstd::stream::write::Encoder::new(file, 3)?),
-    };
+    let w = Out::create(out, packing)?;
     let mut builder = tar::Builder::new(w);
     let mut input = File::open(src)?;
     for m in &members {
@@ -69,42 +61,7 @@ fn repack(src: &Path, out: &Path, packing: Packing) -> io::Result<()> {
         let path = String::from_utf8_lossy(&m.path).into_owned();
         builder.append_data(&mut header, path, (&mut input).take(m.size))?;
     }
-    let mut file = match builder.into_inner()? {
-        Out::Plain(w) => w,
-        Out::Gz(w) => w.finish()?,
-        Out::Xz(w) => w.finish()?,
-        Out::Zstd(w) => w.finish()?,
-    };
-    file.flush()?;
-    file.into_inner().map_err(|e| e.into_error())?.sync_all()
-}
-
-/// The compressing writer of the output.
-enum Out {
-    Plain(BufWriter<File>),
-    Gz(flate2::write::GzEncoder<BufWriter<File>>),
-    Xz(liblzma::write::XzEncoder<BufWriter<File>>),
-    Zstd(zstd::stream::write::Encoder<'static, BufWriter<File>>),
-}
-
-impl Write for Out {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Out::Plain(w) => w.write(buf),
-            Out::Gz(w) => w.write(buf),
-            Out::Xz(w) => w.write(buf),
-            Out::Zstd(w) => w.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Out::Plain(w) => w.flush(),
-            Out::Gz(w) => w.flush(),
-            Out::Xz(w) => w.flush(),
-            Out::Zstd(w) => w.flush(),
-        }
-    }
+    builder.into_inner()?.finish()
 }
 
 fn main() {

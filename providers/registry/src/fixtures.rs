@@ -255,8 +255,9 @@ fn make_layer(seed: u64, size: usize, gzip: bool, label: &str) -> io::Result<Lay
     }
 }
 
-/// A compressing archive writer.
-enum Out {
+/// A file written through the compression of a [`Packing`] (call
+/// [`Out::finish`] to end the stream and sync the file).
+pub enum Out {
     Plain(BufWriter<File>),
     Gz(flate2::write::GzEncoder<BufWriter<File>>),
     Xz(liblzma::write::XzEncoder<BufWriter<File>>),
@@ -264,7 +265,8 @@ enum Out {
 }
 
 impl Out {
-    fn create(path: &Path, packing: Packing) -> io::Result<Out> {
+    /// Creates `path` (truncating it) for `packing`.
+    pub fn create(path: &Path, packing: Packing) -> io::Result<Out> {
         let f = BufWriter::new(File::create(path)?);
         Ok(match packing {
             Packing::Tar => Out::Plain(f),
@@ -278,7 +280,8 @@ impl Out {
         })
     }
 
-    fn finish(self) -> io::Result<()> {
+    /// Ends the compressed stream, flushes and syncs the file.
+    pub fn finish(self) -> io::Result<()> {
         let mut inner = match self {
             Out::Plain(w) => w,
             Out::Gz(w) => w.finish()?,
