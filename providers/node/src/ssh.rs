@@ -990,25 +990,13 @@ impl SshTransport {
     /// Execute one remote command line on a new channel, feeding `stdin`
     /// (then EOF) while collecting stdout, stderr and the exit status.
     async fn exec(&self, command: &str, stdin: Option<&[u8]>) -> Result<Output, SshError> {
-        let timeout = self.inner.timeout;
         let _permit = self
             .inner
             .sessions
             .acquire()
             .await
             .map_err(|_| self.session_err("the transport is closing"))?;
-        let channel = tokio::time::timeout(timeout, self.inner.handle.channel_open_session())
-            .await
-            .map_err(|_| SshError::Timeout {
-                target: self.inner.target.clone(),
-                what: "opening an SSH channel",
-                after: timeout,
-            })?
-            .map_err(|e| self.session_err(format!("cannot open a channel: {e}")))?;
-        channel
-            .exec(true, command.as_bytes())
-            .await
-            .map_err(|e| self.session_err(format!("cannot start a command: {e}")))?;
+        let channel = self.start_command(command).await?;
         let (mut reader, writer) = channel.split();
         let feed = async {
             if let Some(bytes) = stdin {
@@ -1171,6 +1159,13 @@ impl SshTransport {
         &self,
         argv: &[&str],
     ) -> Result<ChannelStream<client::Msg>, SshError> {
+        let channel = self.start_command(&self.command_line(argv)).await?;
+        Ok(channel.into_stream())
+    }
+
+    /// A new session channel (within the transport's timeout) running the
+    /// remote command line `command`.
+    async fn start_command(&self, command: &str) -> Result<russh::Channel<client::Msg>, SshError> {
         let timeout = self.inner.timeout;
         let channel = tokio::time::timeout(timeout, self.inner.handle.channel_open_session())
             .await
@@ -1181,10 +1176,10 @@ impl SshTransport {
             })?
             .map_err(|e| self.session_err(format!("cannot open a channel: {e}")))?;
         channel
-            .exec(true, self.command_line(argv).as_bytes())
+            .exec(true, command.as_bytes())
             .await
             .map_err(|e| self.session_err(format!("cannot start a command: {e}")))?;
-        Ok(channel.into_stream())
+        Ok(channel)
     }
 
     pub(crate) async fn open_streamlocal(
