@@ -1439,3 +1439,140 @@ fn plan_after_a_partial_push_splits_upload_and_mount() {
         "one manifest HEAD per tag:\n{warm}"
     );
 }
+
+/// Requests a fresh apply makes, on a bundle of seven images sharing a base
+/// layer: each tag is asked once (the push reuses refresh's answers), and
+/// the shared layer is looked up only in its first holders (its home and
+/// the mount sources): absent from all of them, the other repositories are
+/// not asked. The plan still says upload once, mount elsewhere; the apply
+/// uploads it once and mounts it everywhere else. When the home has the
+/// layer (one image pushed), every repository is asked and plans a mount.
+#[test]
+fn fresh_apply_asks_each_tag_once_and_the_shared_layer_only_in_its_first_holders() {
+    let reg = plain_registry();
+    let dir = tmp();
+    let mut fixture_spec = spec(43, 7, 16 * 1024);
+    fixture_spec.multi_arch = false;
+    let fx = oci_bundle(dir.path(), "bundle", &fixture_spec, Packing::TarZst);
+    write_config(
+        dir.path(),
+        &format!(
+            "{}{}",
+            registry_block("mirror", &reg, None, false),
+            bundle_set("s", "mirror", &fx.path, "")
+        ),
+    );
+    let shared: Vec<String> = fx.images[0]
+        .blobs
+        .iter()
+        .filter(|d| fx.images.iter().all(|i| i.blobs.contains(d)))
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(shared.len(), 1, "one base layer shared by every image");
+    let shared_hex = shared[0].trim_start_matches("sha256:").to_string();
+    let tags = fx.images.len();
+    let pairs: usize = fx.images.iter().map(|i| i.blobs.len()).sum();
+    let holders = mirrorplan_registry::plan::MOUNT_SOURCES + 1;
+    assert!(tags > holders, "more images than first holders");
+
+    // the plan: one HEAD per tag, the shared layer asked in `holders` repositories
+    let plan = plan_exit(dir.path());
+    plan.expect(2, "plan on a fresh mirror");
+    let log = log_text(&reg);
+    assert_eq!(
+        log_count(&log, &["\"HEAD /v2/", "/manifests/"]),
+        tags,
+        "one manifest HEAD per tag:\n{log}"
+    );
+    assert_eq!(
+        log_count(&log, &["\"HEAD /v2/", "/blobs/", &shared_hex]),
+        holders,
+        "the shared layer is asked in its first {holders} holders only:\n{log}"
+    );
+    assert_eq!(
+        log_count(&log, &["\"HEAD /v2/", "/blobs/"]),
+        pairs - (tags - holders),
+        "every other (repository, blob) pair is asked once:\n{log}"
+    );
+    for (n, image) in fx.images.iter().enumerate() {
+        let line = blob_line(&plan.stdout, &image_addr("s", &image.name));
+        let own = image.blobs.len() - 1;
+        let want = if n == 0 {
+            format!("blobs: {} to upload (", own + 1)
+        } else {
+            format!("blobs: {own} to upload (")
+        };
+        assert!(line.starts_with(&want), "{}: {line:?}", image.name);
+        assert_eq!(
+            line.contains("1 to mount from other repositories"),
+            n > 0,
+            "{}: {line:?}",
+            image.name
+        );
+    }
+
+    // the apply: tags asked once more (its own refresh), never by the push
+    let before = log.len();
+    apply(dir.path()).expect(0, "apply");
+    assert_all_mirrored(&reg, &fx, None);
+    let log = log_text(&reg);
+    let run = &log[before..];
+    assert_eq!(
+        log_count(run, &["\"HEAD /v2/", "/manifests/"]),
+        tags,
+        "the push asked the tags again:\n{run}"
+    );
+    assert_eq!(
+        uploaded_blobs(run)
+            .iter()
+            .filter(|d| **d == shared[0])
+            .count(),
+        1,
+        "the shared layer is uploaded once:\n{run}"
+    );
+    assert_eq!(
+        log_count(run, &["\"POST /v2/", "mount=", &shared_hex]),
+        tags - 1,
+        "the shared layer is mounted into every other repository:\n{run}"
+    );
+    plan_exit(dir.path()).expect(0, "nothing left to do");
+
+    // a second mirror where only the first image is pushed: its repository
+    // (the shared layer's home) has the layer, so every other repository
+    // is asked, and plans a mount
+    let reg2 = plain_registry();
+    let dir2 = tmp();
+    write_config(
+        dir2.path(),
+        &format!(
+            "{}{}",
+            registry_block("mirror", &reg2, None, false),
+            bundle_set("s", "mirror", &fx.path, "")
+        ),
+    );
+    let first = image_addr("s", &fx.images[0].name);
+    mp(
+        dir2.path(),
+        &["apply", "--auto-approve", "--target", &first],
+    )
+    .expect(0, "push the first image alone");
+    let before = log_text(&reg2).len();
+    let plan = plan_exit(dir2.path());
+    plan.expect(2, "plan after the first image");
+    let log = log_text(&reg2);
+    assert_eq!(
+        log_count(&log[before..], &["\"HEAD /v2/", "/blobs/", &shared_hex]),
+        tags,
+        "the home and every other repository are asked:\n{}",
+        &log[before..]
+    );
+    for image in &fx.images[1..] {
+        let line = blob_line(&plan.stdout, &image_addr("s", &image.name));
+        assert!(
+            line.contains("1 to mount from other repositories")
+                && !line.contains("already present"),
+            "{}: {line:?}",
+            image.name
+        );
+    }
+}

@@ -125,6 +125,7 @@ pub async fn plan_bundle_push(
         concurrency,
         &HashMap::new(),
         &HashSet::new(),
+        &HashMap::new(),
     )
     .await
 }
@@ -141,6 +142,10 @@ pub const MOUNT_SOURCES: usize = 3;
 /// of this run already found missing (the plan's survey): not asked again.
 /// (Only absence is reused: a blob wrongly believed absent is uploaded
 /// again, harmlessly; one wrongly believed present would break the image.)
+/// `known_tags`: (repository, tag or digest) → the manifest digest a
+/// `HEAD` of this run found there (`None`: missing). An answer other than
+/// the expected digest is reused (the image is pushed either way); the
+/// expected digest is asked again.
 pub async fn plan_bundle_push_with(
     catalogue: &Catalogue,
     client: &RegistryClient,
@@ -148,6 +153,7 @@ pub async fn plan_bundle_push_with(
     concurrency: usize,
     sources: &HashMap<Digest, Vec<String>>,
     known_absent: &HashSet<(String, Digest)>,
+    known_tags: &HashMap<(String, String), Option<Digest>>,
 ) -> Result<PushPlan, RegistryError> {
     let concurrency = concurrency.max(1);
     let mirrors: Vec<MirrorRef> = catalogue
@@ -155,10 +161,19 @@ pub async fn plan_bundle_push_with(
         .iter()
         .map(|i| i.mirror_ref(namespace))
         .collect();
+    let mut requests = 0;
     let statuses: Vec<ImageStatus> = futures::stream::iter(catalogue.images.iter().zip(&mirrors))
         .map(|(image, mirror)| {
             let reference = reference_of(image, mirror);
+            let known = known_tags
+                .get(&(mirror.repository.clone(), reference.clone()))
+                .filter(|seen| seen.as_ref() != Some(&image.manifest_digest));
             async move {
+                match known {
+                    Some(None) => return Ok((ImageStatus::Missing, false)),
+                    Some(Some(d)) => return Ok((ImageStatus::Moved(d.clone()), false)),
+                    None => {}
+                }
                 image_status(
                     client,
                     &mirror.repository,
@@ -166,12 +181,18 @@ pub async fn plan_bundle_push_with(
                     &image.manifest_digest,
                 )
                 .await
+                .map(|status| (status, true))
             }
         })
         .buffered(concurrency)
-        .try_collect()
-        .await?;
-    let mut requests = statuses.len();
+        .try_collect::<Vec<(ImageStatus, bool)>>()
+        .await?
+        .into_iter()
+        .map(|(status, asked)| {
+            requests += usize::from(asked);
+            status
+        })
+        .collect();
 
     // (repo, digest) pairs needed by images not present, first-seen order.
     let mut pairs: Vec<(String, Digest, u64)> = Vec::new();

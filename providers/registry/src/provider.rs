@@ -374,6 +374,10 @@ pub struct ImageProvider {
     blob_heads: HeadLimit,
     /// One blob `HEAD` per (endpoint, repository, blob): see [`ImageProvider::blob_here`].
     blob_lookups: Mutex<HashMap<(String, String, String), BlobLookup>>,
+    /// What refresh's manifest `HEAD`s found, per (endpoint, repository,
+    /// tag or digest): the digest there, `None` when missing. The push of
+    /// the same run reuses what is not the expected digest.
+    tags_seen: Mutex<HashMap<(String, String, String), Option<crate::digest::Digest>>>,
 }
 
 /// A bundle's catalogue as the blob survey needs it, for one namespace.
@@ -417,6 +421,9 @@ type IndexKey = (CatalogueKey, Option<String>);
 
 /// (bundle, mirror endpoint, upstream name).
 type BatchImage = (PathBuf, String, String);
+
+/// (repository, tag or digest) → the manifest digest found there (`None`: missing).
+type KnownTags = HashMap<(String, String), Option<crate::digest::Digest>>;
 
 /// Blob `HEAD`s in flight during a refresh, over all images.
 const BLOB_HEADS: usize = 16;
@@ -789,10 +796,33 @@ impl ImageProvider {
                 };
                 let repo = spec.repository.clone();
                 let endpoint = spec.mirror.endpoint.as_str();
-                let lookups = entry
-                    .blobs
-                    .iter()
-                    .map(|b| self.blob_here(&client, endpoint, &repo, &b.digest));
+                let lookups = entry.blobs.iter().map(|b| {
+                    let holders = index_of.holders.get(b.digest.as_str());
+                    let (client, repo) = (&client, &repo);
+                    async move {
+                        match holders {
+                            // A repository beyond the first holders (the
+                            // blob's home and the mount sources) is asked
+                            // only if one of those has the blob: absent from
+                            // all of them, it is taken as absent here too
+                            // (no HEAD). At worst the push then mounts a
+                            // blob this repository already had (harmless),
+                            // and a registry that only had it there gets
+                            // it uploaded once more.
+                            Some(h) if !h.contains(repo) => {
+                                for other in h {
+                                    if self.blob_here(client, endpoint, other, &b.digest).await? {
+                                        return self
+                                            .blob_here(client, endpoint, repo, &b.digest)
+                                            .await;
+                                    }
+                                }
+                                Some(false)
+                            }
+                            _ => self.blob_here(client, endpoint, repo, &b.digest).await,
+                        }
+                    }
+                });
                 let Some(present) = futures::future::join_all(lookups)
                     .await
                     .into_iter()
@@ -964,6 +994,18 @@ impl ImageProvider {
             .collect()
     }
 
+    /// What this run's refresh found at each tag of `endpoint`:
+    /// (repository, tag or digest) → digest (`None`: missing).
+    fn known_tags(&self, endpoint: &str) -> KnownTags {
+        let Ok(seen) = self.tags_seen.lock() else {
+            return HashMap::new();
+        };
+        seen.iter()
+            .filter(|((e, _, _), _)| e == endpoint)
+            .map(|((_, repo, reference), d)| ((repo.clone(), reference.clone()), d.clone()))
+            .collect()
+    }
+
     /// A context per image of the pass (its own address), for progress.
     fn batch_contexts(
         &self,
@@ -1022,6 +1064,7 @@ impl ImageProvider {
                 let bundle2 = bundle.to_path_buf();
                 let ctxs = self.batch_contexts(spec, bundle, &wanted, ctx);
                 let known_absent = self.known_absent(bundle, &spec.mirror.endpoint);
+                let known_tags = self.known_tags(&spec.mirror.endpoint);
                 match remote {
                     None => {
                         let joined = tokio::task::spawn_blocking(move || {
@@ -1044,7 +1087,7 @@ impl ImageProvider {
                                 &wanted,
                                 &client,
                                 ctxs,
-                                known_absent,
+                                (known_absent, known_tags),
                             ))
                         })
                         .await;
@@ -1235,7 +1278,7 @@ async fn push_bundle_remote(
     wanted: &HashSet<String>,
     client: &crate::client::RegistryClient,
     ctxs: HashMap<String, ApplyContext>,
-    known_absent: HashSet<(String, crate::digest::Digest)>,
+    (known_absent, known_tags): (HashSet<(String, crate::digest::Digest)>, KnownTags),
 ) -> BatchResult {
     let catalogue = bundle_catalogue(bundle_path, &spec.platforms).map_err(|e| e.message)?;
     let cat = catalogue
@@ -1268,6 +1311,7 @@ async fn push_bundle_remote(
     let options = crate::push_remote::RemotePushOptions {
         mount_sources,
         known_absent,
+        known_tags,
         progress: Some(Arc::new(move |p: &crate::push_remote::PushProgress| {
             use crate::push_remote::PushProgress as P;
             match p {
@@ -1357,7 +1401,18 @@ async fn observed_digest(
                         e,
                     )
                 })?;
-            Ok(found.map(|m| m.digest.to_string()))
+            let found = found.map(|m| m.digest);
+            if let Ok(mut seen) = provider.tags_seen.lock() {
+                seen.insert(
+                    (
+                        spec.mirror.endpoint.clone(),
+                        spec.repository.clone(),
+                        reference,
+                    ),
+                    found.clone(),
+                );
+            }
+            Ok(found.map(|d| d.to_string()))
         }
     }
 }

