@@ -15,9 +15,10 @@
 # Names in index.json are full upstream names (`org.opencontainers.image.ref.name`),
 # so both mirrorplan and `skopeo copy oci:DIR:NAME` find them.
 # --order-file writes the recommended packing order, one path per line
-# (relative to OUT_DIR): `oci-layout`, `index.json`, then every blob smallest
-# first, so that a reader finds the index and all manifests and configs at
-# the head of the archive (`tar --no-recursion -C OUT_DIR -T PATH`).
+# (relative to OUT_DIR): `oci-layout`, `index.json`, the blobs of at most
+# 1 MiB smallest first, so that a reader finds the index and all manifests
+# and configs at the head of the archive, then the bigger blobs largest
+# first (`tar --no-recursion -C OUT_DIR -T PATH`).
 # Layers are single-file (uncompressed) tars whose payload comes from a
 # seeded PRNG (not /dev/urandom, so reruns are reproducible). Prints one line
 # per image: NAME DIGEST.
@@ -137,12 +138,12 @@ def main():
     with open(os.path.join(a.out, "index.json"), "w") as f:
         json.dump({"schemaVersion": 2, "mediaType": INDEX, "manifests": entries}, f)
     if a.order_file:
-        blobs = sorted(
-            (os.path.getsize(os.path.join(lay.blobs, n)), n) for n in os.listdir(lay.blobs)
-        )
+        sized = [(os.path.getsize(os.path.join(lay.blobs, n)), n) for n in os.listdir(lay.blobs)]
+        small = sorted(b for b in sized if b[0] <= 1 << 20)
+        big = sorted((b for b in sized if b[0] > 1 << 20), key=lambda b: (-b[0], b[1]))
         with open(a.order_file, "w") as f:
             f.write("oci-layout\nindex.json\n")
-            for _, n in blobs:
+            for _, n in small + big:
                 f.write(f"blobs/sha256/{n}\n")
 
 

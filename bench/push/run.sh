@@ -43,7 +43,8 @@
 # the mirrorplan row it is compared with reads.
 #
 # The bundles are packed in the recommended order (`oci-layout`, `index.json`,
-# then blobs smallest first: gen_bundle.py --order-file), so mirrorplan reads
+# the blobs of at most 1 MiB smallest first, then the bigger ones largest
+# first: gen_bundle.py --order-file), so mirrorplan reads
 # its catalogue from the head of the archive.
 #
 # Installs what it needs (docker-registry, skopeo, zstd, xz-utils, curl, time)
@@ -59,7 +60,7 @@ ONLY=${ONLY:-all}
 ROUNDS=${ROUNDS:-3}
 BIN=${BIN:-}
 root=$(cd "$(dirname "$0")/../.." && pwd)
-work=${BENCH_DIR:-/tmp/mirrorplan-bench-push-$SCALE${BIG_LAYER_MIB:+-big$BIG_LAYER_MIB}-v2}
+work=${BENCH_DIR:-/tmp/mirrorplan-bench-push-$SCALE${BIG_LAYER_MIB:+-big$BIG_LAYER_MIB}-v3}
 case $STORAGE in
 tmpfs) reg_parent=/dev/shm ;;
 disk) reg_parent=$work ;;

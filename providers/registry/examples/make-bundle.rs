@@ -5,8 +5,11 @@
 //! The packing follows the extension: .tar, .tar.gz, .tar.xz or .tar.zst.
 //!
 //! The archive is written in the recommended order for bundles:
-//! `oci-layout`, `index.json`, then every blob smallest first (manifests and
-//! configs before layers), so that readers find the catalogue at its head.
+//! `oci-layout`, `index.json`, the blobs of at most 1 MiB smallest first
+//! (manifests and configs before layers), so that readers find the
+//! catalogue at its head, then the bigger blobs largest first, so that a
+//! second reader streaming the biggest layers finds them right after the
+//! head (see `push_remote`).
 //! The fixture is first written as a plain tar next to OUT, then copied
 //! member by member in that order (never held whole in memory).
 
@@ -31,9 +34,13 @@ fn rank(m: &Member) -> (u8, u64) {
         b"oci-layout" => (0, 0),
         b"index.json" => (1, 0),
         _ if m.header.entry_type().is_dir() => (2, 0),
-        _ => (3, m.size),
+        _ if m.size <= SMALL_BLOB => (3, m.size),
+        _ => (4, u64::MAX - m.size),
     }
 }
+
+/// Blobs up to this size (manifests, configs, tiny layers) come first.
+const SMALL_BLOB: u64 = 1024 * 1024;
 
 /// Copies the plain tar `src` into `out` (compressed per `packing`) in the
 /// recommended order.

@@ -15,8 +15,9 @@
 //!    the others. For an OCI layout the pass stops as soon as `index.json`,
 //!    the manifests and indexes it references and their configs have been
 //!    read; with the recommended packing order (`oci-layout`, `index.json`,
-//!    then blobs smallest first) that is the head of the archive, and layers
-//!    are then checked in pass 2 only. Other orders read the whole archive.
+//!    the blobs of at most 1 MiB smallest first, then the bigger blobs
+//!    largest first) that is the head of the archive, and layers are then
+//!    checked in pass 2 only. Other orders read the whole archive.
 //! 2. [`Bundle::stream_blobs`] decodes the archive again and hands each
 //!    needed blob, in archive order, to a sink through a reader that hashes
 //!    and counts while the bytes pass and fails at end of stream when the
@@ -527,8 +528,8 @@ impl Bundle {
     /// For an OCI layout, reading stops as soon as `index.json`, every
     /// manifest and index it references and their configs have been read:
     /// a bundle written in the recommended order (`oci-layout`,
-    /// `index.json`, then blobs smallest first) is catalogued from its
-    /// head only. In any other order (or for `docker save` archives) the
+    /// `index.json`, the blobs of at most 1 MiB smallest first, then the
+    /// bigger ones largest first) is catalogued from its head only. In any other order (or for `docker save` archives) the
     /// whole archive is read. [`Catalogue::read_whole`] says which.
     pub fn catalogue_with(&self, options: &CatalogueOptions) -> Result<Catalogue, BundleError> {
         self.catalogue_impl(options, true)

@@ -129,7 +129,9 @@ pub struct RemotePushOptions {
     /// When blobs over `buffered_blob` are to be uploaded, open the archive
     /// a second time and decode it in parallel on a second thread, which
     /// streams the biggest of them while the first reader does the rest
-    /// (each skips the other's blobs). Only for a regular file. Default on.
+    /// (each skips the other's blobs, and stops after its last one: in the
+    /// recommended order the biggest blobs follow the head, so the second
+    /// reader decodes little else). Only for a regular file. Default on.
     pub second_reader: bool,
     /// Progress hook.
     pub progress: Option<ProgressFn>,

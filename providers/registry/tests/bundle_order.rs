@@ -76,8 +76,16 @@ fn is_head(m: &Member) -> bool {
 fn orders(ms: &[Member]) -> Vec<(&'static str, Vec<Member>)> {
     let mut recommended: Vec<Member> = ms.iter().filter(|m| is_head(m)).cloned().collect();
     recommended.sort_by_key(|m| m.path != "oci-layout");
+    // the blobs of at most 1 MiB smallest first, then the rest largest first
     let mut rest: Vec<Member> = ms.iter().filter(|m| !is_head(m)).cloned().collect();
-    rest.sort_by_key(|m| m.data.len());
+    rest.sort_by_key(|m| {
+        let n = m.data.len();
+        if n <= 1 << 20 {
+            (0, n)
+        } else {
+            (1, usize::MAX - n)
+        }
+    });
     recommended.extend(rest);
 
     let mut index_first_as_written: Vec<Member> =
@@ -284,7 +292,8 @@ fn a_layer_of_the_wrong_size_after_the_head_fails_only_its_image() {
     );
     let ms = members(&src);
     let mut order = recommended(&ms);
-    // Grow the biggest blob (last in the recommended order: a layer).
+    // Grow the last blob of the recommended order (a layer: with this
+    // fixture's small layers, the biggest of them).
     let last = order.len() - 1;
     let grown = Digest::from_hex(order[last].path.trim_start_matches("blobs/sha256/"));
     let grown = ok(grown, "layer digest");
@@ -345,4 +354,89 @@ fn truncation_after_the_head_is_a_pass_2_error_naming_the_blob() {
     assert!(!delivered.is_empty(), "blobs before the cut were delivered");
     let users: Vec<String> = early.users_of(digest).0;
     assert_eq!(images.0, users);
+}
+
+/// With layers over 1 MiB, the recommended order puts them after the small
+/// blobs, largest first: the catalogue is still read from the head only
+/// (and equals the full pass), and streaming only the biggest layer (what
+/// the second reader of a push does) stops right after it: garbage in place
+/// of everything after that layer goes unnoticed, while streaming every
+/// blob trips over it.
+#[test]
+fn recommended_order_puts_big_layers_largest_first_after_the_head() {
+    let dir = ok(tempfile::tempdir(), "tempdir");
+    let spec = FixtureSpec {
+        images: 3,
+        layer_size: 1536 * 1024,
+        ..FixtureSpec::default()
+    };
+    let src = dir.path().join("src.tar");
+    ok(
+        write_oci_bundle_with(&src, &spec, Packing::Tar, Corruption::None),
+        "fixture",
+    );
+    let order = recommended(&members(&src));
+    let sizes: Vec<usize> = order
+        .iter()
+        .filter(|m| !is_head(m))
+        .map(|m| m.data.len())
+        .collect();
+    let Some(first_big) = sizes.iter().position(|s| *s > 1 << 20) else {
+        panic!("no layer over 1 MiB in the fixture: {sizes:?}");
+    };
+    assert!(
+        sizes[..first_big].windows(2).all(|w| w[0] <= w[1])
+            && sizes[first_big..].windows(2).all(|w| w[0] >= w[1])
+            && sizes[first_big..].iter().all(|s| *s > 1 << 20),
+        "small blobs ascending, then big ones descending: {sizes:?}"
+    );
+    // the biggest layer comes right after the head and the small blobs
+    let at = 2 + first_big;
+    let biggest = ok(
+        Digest::from_hex(order[at].path.trim_start_matches("blobs/sha256/")),
+        "digest",
+    );
+    for packing in Packing::ALL {
+        let path = dir
+            .path()
+            .join(format!("big-first.{}", packing.extension()));
+        write_tar(&order, packing, &path);
+        let bundle = ok(Bundle::open(&path), "open");
+        let early = ok(bundle.catalogue(), "catalogue");
+        assert!(!early.read_whole, "{packing:?}: read to the end");
+        let whole = ok(
+            bundle.catalogue_whole_with(&CatalogueOptions::default()),
+            "whole",
+        );
+        assert_eq!(view(&early), view(&whole), "{packing:?}");
+    }
+
+    // A plain tar cut after the biggest layer, garbage instead of the rest.
+    let full = dir.path().join("big-first.tar");
+    let tar_bytes = ok(std::fs::read(&full), "read tar");
+    let end: usize = order[..=at]
+        .iter()
+        .map(|m| 512 + m.data.len().div_ceil(512) * 512)
+        .sum();
+    let mut cut = tar_bytes[..end].to_vec();
+    cut.extend(std::iter::repeat_n(b'A', 4096));
+    let cut_path = dir.path().join("cut.tar");
+    ok(std::fs::write(&cut_path, &cut), "write cut tar");
+    let cat = ok(ok(Bundle::open(&full), "open").catalogue(), "catalogue");
+    let only = cat.with_blobs(|b| b.digest == biggest);
+    let mut seen = 0u64;
+    let report = ok(
+        ok(Bundle::open(&cut_path), "open cut").stream_blobs(&only, |_, r| {
+            seen += std::io::copy(r, &mut std::io::sink())?;
+            Ok(())
+        }),
+        "stream the biggest layer",
+    );
+    assert!(report.is_ok(), "{:?}", report.failures);
+    assert_eq!(report.blobs_streamed, 1);
+    assert_eq!(seen, order[at].data.len() as u64);
+    assert!(
+        stream(&cut_path, &cat).is_err() || stream(&cut_path, &cat).is_ok_and(|r| !r.is_ok()),
+        "streaming every blob reads into the garbage"
+    );
 }
