@@ -137,6 +137,9 @@ reg_pid=""
 reg_dir=""
 reg_port=""
 start_registry() {
+  # flush what earlier rows wrote (new bundles, extracted copies) so that
+  # its writeback does not land in this row's measurement
+  sync
   reg_dir=$(mktemp -d "$reg_parent/mirrorplan-push-registry.XXXXXX")
   reg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   cat >"$reg_dir/config.yml" <<YML
@@ -343,6 +346,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     # the raw uploads reuse the copy the .tar.xz flow extracted (outside its timing)
     raw_round "$work/extracted.xz"
     rm -rf "$work/extracted.xz"
+    sync
     timed dzst sh -c "zstd -dc '$work/bundle.tar.zst' >/dev/null"
     record dzst "$secs"
     timed dxz sh -c "xz -dc '$work/bundle.tar.xz' >/dev/null"
