@@ -639,3 +639,43 @@ fn docker_archive_with_blob_paths_and_an_untagged_image() {
     assert!(report.is_ok(), "{:?}", report.failures);
     assert_eq!(seen.len(), 2);
 }
+
+/// The blob pass ignores the compression format's own checksum (xz's
+/// CRC64, zstd's XXH64) since every blob is checked against its sha256: a
+/// byte flipped inside the compressed layer data must still fail the pass
+/// (a digest mismatch, or a read error), never stream silently.
+#[test]
+fn a_flipped_byte_in_compressed_data_is_still_caught_without_the_container_check() {
+    let dir = tmp();
+    let spec = FixtureSpec {
+        layer_size: 256 * 1024,
+        ..FixtureSpec::default()
+    };
+    for packing in [Packing::TarZst, Packing::TarXz] {
+        let fx = make(dir.path(), "flip", &spec, packing, Corruption::None);
+        let cat = catalogue(&fx.path);
+        let mut bytes = ok(std::fs::read(&fx.path), "read bundle");
+        // well inside the archive: layers are most of it
+        let at = bytes.len() * 3 / 5;
+        bytes[at] ^= 0x55;
+        let bad = dir.path().join(format!("flipped.{}", packing.extension()));
+        ok(std::fs::write(&bad, &bytes), "write flipped bundle");
+        let bundle = ok(Bundle::open(&bad), "open flipped");
+        let mut delivered = 0usize;
+        let result = bundle.stream_blobs(&cat, |_, reader| {
+            std::io::copy(reader, &mut std::io::sink())?;
+            delivered += 1;
+            Ok(())
+        });
+        match result {
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains("flipped"), "{packing:?}: no path in {msg}");
+            }
+            Ok(report) => assert!(
+                !report.failures.is_empty() && !report.failed_images.is_empty(),
+                "{packing:?}: the flipped byte went unnoticed ({delivered} blobs)"
+            ),
+        }
+    }
+}
