@@ -160,6 +160,28 @@ fn write_config(dir: &Path, body: &str) {
     );
 }
 
+/// A configuration of one registry block `mirror` (`reg`, namespace `ns`,
+/// its CA when `ca`) and one image set `set` over `bundle` (`extra`: more
+/// lines for the set).
+fn write_set_config(
+    dir: &Path,
+    reg: &Registry,
+    ns: Option<&str>,
+    ca: bool,
+    set: &str,
+    bundle: &Path,
+    extra: &str,
+) {
+    write_config(
+        dir,
+        &format!(
+            "{}{}",
+            registry_block("mirror", reg, ns, ca),
+            bundle_set(set, "mirror", bundle, extra)
+        ),
+    );
+}
+
 fn bundle_set(name: &str, registry: &str, bundle: &Path, extra: &str) -> String {
     format!(
         "image_set \"{name}\" {{\n  registry = registry.{registry}\n  bundle   = \"{}\"\n{extra}}}\n",
@@ -401,14 +423,7 @@ fn bundle_push_is_exact_idempotent_and_repairs_drift() {
         &spec(11, 4, 64 * 1024),
         Packing::TarZst,
     );
-    write_config(
-        dir.path(),
-        &format!(
-            "{}{}",
-            registry_block("mirror", &reg, Some(NS), true),
-            bundle_set("anthos", "mirror", &fx.path, "")
-        ),
-    );
+    write_set_config(dir.path(), &reg, Some(NS), true, "anthos", &fx.path, "");
 
     // the plan: one create per image, with its blob count and bytes
     let plan = mp(dir.path(), &["plan", "--detailed-exitcode"]);
@@ -574,14 +589,7 @@ fn docker_archive_is_pushed_without_namespace() {
         write_docker_archive(&path, &spec(12, 3, 32 * 1024), Packing::TarXz),
         "write docker archive",
     );
-    write_config(
-        dir.path(),
-        &format!(
-            "{}{}",
-            registry_block("mirror", &reg, None, true),
-            bundle_set("saved", "mirror", &path, "")
-        ),
-    );
+    write_set_config(dir.path(), &reg, None, true, "saved", &path, "");
     apply(dir.path()).expect(0, "apply of a docker archive");
     let state = state_text(dir.path());
     for img in &fx.images {
@@ -607,14 +615,7 @@ fn wrong_password_is_a_clear_error_and_pushes_nothing() {
     let reg = secure_registry();
     let dir = tmp();
     let fx = oci_bundle(dir.path(), "b", &spec(13, 2, 8 * 1024), Packing::TarGz);
-    write_config(
-        dir.path(),
-        &format!(
-            "{}{}",
-            registry_block("mirror", &reg, Some(NS), true),
-            bundle_set("s", "mirror", &fx.path, "")
-        ),
-    );
+    write_set_config(dir.path(), &reg, Some(NS), true, "s", &fx.path, "");
     let wrong = "Wr0ng-passw0rd-xyz";
     let run = mp_pw(dir.path(), wrong, &["apply", "--auto-approve"]);
     run.expect(1, "apply with a wrong password");
@@ -638,14 +639,7 @@ fn missing_ca_is_a_clear_certificate_error() {
     let reg = secure_registry();
     let dir = tmp();
     let fx = oci_bundle(dir.path(), "b", &spec(14, 1, 4 * 1024), Packing::Tar);
-    write_config(
-        dir.path(),
-        &format!(
-            "{}{}",
-            registry_block("mirror", &reg, Some(NS), false),
-            bundle_set("s", "mirror", &fx.path, "")
-        ),
-    );
+    write_set_config(dir.path(), &reg, Some(NS), false, "s", &fx.path, "");
     let run = apply(dir.path());
     run.expect(1, "apply without the CA");
     let all = run.all().to_lowercase();
@@ -957,14 +951,7 @@ fn proxy_setting_and_https_proxy_variable_are_used() {
     let env_proxy = ConnectProxy::start();
     let dir3 = tmp();
     let fx3 = oci_bundle(dir3.path(), "b", &spec(19, 1, 4 * 1024), Packing::Tar);
-    write_config(
-        dir3.path(),
-        &format!(
-            "{}{}",
-            registry_block("mirror", &reg, Some("via-env"), true),
-            bundle_set("s", "mirror", &fx3.path, "")
-        ),
-    );
+    write_set_config(dir3.path(), &reg, Some("via-env"), true, "s", &fx3.path, "");
     let run = from_output(ok(
         mp_cmd(dir3.path(), PASSWORD, &["apply", "--auto-approve"])
             .env("HTTPS_PROXY", env_proxy.url())
@@ -1146,14 +1133,7 @@ fn registry_stopped_mid_push_then_resumed() {
         },
         Packing::TarZst,
     );
-    write_config(
-        dir.path(),
-        &format!(
-            "{}{}",
-            registry_block("mirror", &reg, Some(NS), true),
-            bundle_set("big", "mirror", &fx.path, "")
-        ),
-    );
+    write_set_config(dir.path(), &reg, Some(NS), true, "big", &fx.path, "");
     let mut child = ok(
         mp_cmd(dir.path(), PASSWORD, &["apply", "--auto-approve"])
             .stdout(Stdio::piped())
@@ -1245,13 +1225,14 @@ fn destroy_with_prune_deletes_tags_on_a_password_protected_mirror() {
         &spec(23, 3, 16 * 1024),
         Packing::TarGz,
     );
-    write_config(
+    write_set_config(
         dir.path(),
-        &format!(
-            "{}{}",
-            registry_block("mirror", &reg, Some(NS), true),
-            bundle_set("pruned", "mirror", &fx.path, "  prune = true\n")
-        ),
+        &reg,
+        Some(NS),
+        true,
+        "pruned",
+        &fx.path,
+        "  prune = true\n",
     );
     apply(dir.path()).expect(0, "apply");
     assert_all_mirrored(&reg, &fx, Some(NS));
@@ -1326,14 +1307,7 @@ fn plan_after_a_partial_push_splits_upload_and_mount() {
         &spec(41, 3, 32 * 1024),
         Packing::TarGz,
     );
-    write_config(
-        dir.path(),
-        &format!(
-            "{}{}",
-            registry_block("mirror", &reg, Some(NS), true),
-            bundle_set("s", "mirror", &fx.path, "")
-        ),
-    );
+    write_set_config(dir.path(), &reg, Some(NS), true, "s", &fx.path, "");
     let (a, b) = (&fx.images[1], &fx.images[2]);
     let shared: BTreeSet<String> = a
         .blobs
@@ -1454,14 +1428,7 @@ fn fresh_apply_asks_each_tag_once_and_the_shared_layer_only_in_its_first_holders
     let mut fixture_spec = spec(43, 7, 16 * 1024);
     fixture_spec.multi_arch = false;
     let fx = oci_bundle(dir.path(), "bundle", &fixture_spec, Packing::TarZst);
-    write_config(
-        dir.path(),
-        &format!(
-            "{}{}",
-            registry_block("mirror", &reg, None, false),
-            bundle_set("s", "mirror", &fx.path, "")
-        ),
-    );
+    write_set_config(dir.path(), &reg, None, false, "s", &fx.path, "");
     let shared: Vec<String> = fx.images[0]
         .blobs
         .iter()
@@ -1542,14 +1509,7 @@ fn fresh_apply_asks_each_tag_once_and_the_shared_layer_only_in_its_first_holders
     // is asked, and plans a mount
     let reg2 = plain_registry();
     let dir2 = tmp();
-    write_config(
-        dir2.path(),
-        &format!(
-            "{}{}",
-            registry_block("mirror", &reg2, None, false),
-            bundle_set("s", "mirror", &fx.path, "")
-        ),
-    );
+    write_set_config(dir2.path(), &reg2, None, false, "s", &fx.path, "");
     let first = image_addr("s", &fx.images[0].name);
     mp(
         dir2.path(),
