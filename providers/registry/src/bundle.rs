@@ -537,8 +537,9 @@ impl Bundle {
     /// manifest and index it references and their configs have been read:
     /// a bundle written in the recommended order (`oci-layout`,
     /// `index.json`, the blobs of at most 1 MiB smallest first, then the
-    /// bigger ones largest first) is catalogued from its head only. In any other order (or for `docker save` archives) the
-    /// whole archive is read. [`Catalogue::read_whole`] says which.
+    /// bigger ones largest first) is catalogued from its head only. In any
+    /// other order (or for `docker save` archives) the whole archive is
+    /// read. [`Catalogue::read_whole`] says which.
     pub fn catalogue_with(&self, options: &CatalogueOptions) -> Result<Catalogue, BundleError> {
         self.catalogue_impl(options, true)
     }

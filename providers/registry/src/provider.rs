@@ -1087,7 +1087,8 @@ impl ImageProvider {
                                 &wanted,
                                 &client,
                                 ctxs,
-                                (known_absent, known_tags),
+                                known_absent,
+                                known_tags,
                             ))
                         })
                         .await;
@@ -1278,7 +1279,8 @@ async fn push_bundle_remote(
     wanted: &HashSet<String>,
     client: &crate::client::RegistryClient,
     ctxs: HashMap<String, ApplyContext>,
-    (known_absent, known_tags): (HashSet<(String, crate::digest::Digest)>, KnownTags),
+    known_absent: HashSet<(String, crate::digest::Digest)>,
+    known_tags: KnownTags,
 ) -> BatchResult {
     let catalogue = bundle_catalogue(bundle_path, &spec.platforms).map_err(|e| e.message)?;
     let cat = catalogue

@@ -8,13 +8,14 @@
 //!    `HEAD` per (repository, blob) for the others.
 //! 2. **Upload**: each missing blob is uploaded at most once per run, into
 //!    the first repository that needs it. The archive is decoded on a
-//!    blocking thread; a blob's bytes go, in [`STREAM_CHUNK`] (256 KiB) chunks, through a
-//!    bounded channel (4 chunks) into the streaming `PUT`, so memory stays
-//!    bounded whatever the layer size. The last chunk is held back until
-//!    the sha256 check passed, so a corrupt blob never completes its
-//!    `PUT` (and the registry checks the digest again). Blobs of at most
-//!    [`BUFFERED_BLOB`] (configs, small and medium layers) are instead read
-//!    whole and verified, then uploaded concurrently (up to
+//!    blocking thread; a blob's bytes go, in [`STREAM_CHUNK`] (256 KiB)
+//!    chunks, through a bounded channel (4 chunks) into the streaming `PUT`,
+//!    so memory stays bounded whatever the layer size. The last chunk is
+//!    held back until the sha256 check passed, so a corrupt blob never
+//!    completes its `PUT` (and the registry checks the digest again).
+//!    Blobs of at most [`BUFFERED_BLOB`] (configs, small and medium
+//!    layers) are instead read whole and verified, then uploaded
+//!    concurrently (up to
 //!    [`RemotePushOptions::small_uploads`] in flight, next to the one
 //!    streaming blob) while the archive is read on: a bundle of many small
 //!    images costs a few round trips at a time, not one after another, and
