@@ -133,41 +133,8 @@ blob_bytes=$(tar -I zstd -tvf "$work/bundle.tar.zst" | awk '$6 ~ /blobs\/sha256\
 images=$(wc -l <"$work/images.txt")
 
 # ---------------------------------------------------------------- helpers
-reg_pid=""
-reg_dir=""
-reg_port=""
-start_registry() {
-  # flush what earlier rows wrote (new bundles, extracted copies) so that
-  # its writeback does not land in this row's measurement
-  sync
-  reg_dir=$(mktemp -d "$reg_parent/mirrorplan-push-registry.XXXXXX")
-  reg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  cat >"$reg_dir/config.yml" <<YML
-version: 0.1
-log: {level: warn}
-storage:
-  filesystem: {rootdirectory: $reg_dir/storage}
-  delete: {enabled: true}
-http:
-  addr: 127.0.0.1:$reg_port
-YML
-  docker-registry serve "$reg_dir/config.yml" >"$reg_dir/log" 2>&1 &
-  reg_pid=$!
-  for _ in $(seq 100); do
-    curl -sf -o /dev/null "http://127.0.0.1:$reg_port/v2/" && return 0
-    sleep 0.1
-  done
-  echo "push-bench: the registry did not start (see $reg_dir/log)" >&2
-  exit 1
-}
-stop_registry() {
-  if [ -n "$reg_pid" ]; then
-    kill "$reg_pid" 2>/dev/null || true
-    wait "$reg_pid" 2>/dev/null || true
-  fi
-  reg_pid=""
-  rm -rf "$reg_dir"
-}
+# shellcheck source=bench/push/registry.sh
+source "$root/bench/push/registry.sh"
 extract_dirs=()
 cleanup() {
   stop_registry

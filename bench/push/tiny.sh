@@ -19,36 +19,9 @@ mkdir -p "$work"
 [ -f "$work/tiny.tar.zst" ] ||
   "$root/target/release/examples/make-bundle" "$work/tiny.tar.zst" 1000 64 7 >/dev/null
 
-reg_pid=""
-reg_dir=""
-start_registry() {
-  reg_dir=$(mktemp -d "$work/registry.XXXXXX")
-  reg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  cat >"$reg_dir/config.yml" <<YML
-version: 0.1
-log: {level: warn}
-storage:
-  filesystem: {rootdirectory: $reg_dir/storage}
-http:
-  addr: 127.0.0.1:$reg_port
-YML
-  docker-registry serve "$reg_dir/config.yml" >"$reg_dir/log" 2>&1 &
-  reg_pid=$!
-  for _ in $(seq 100); do
-    curl -sf -o /dev/null "http://127.0.0.1:$reg_port/v2/" && return 0
-    sleep 0.1
-  done
-  echo "tiny: the registry did not start (see $reg_dir/log)" >&2
-  exit 1
-}
-stop_registry() {
-  if [ -n "$reg_pid" ]; then
-    kill "$reg_pid" 2>/dev/null || true
-    wait "$reg_pid" 2>/dev/null || true
-  fi
-  reg_pid=""
-  [ -z "$reg_dir" ] || rm -rf "$reg_dir"
-}
+reg_parent=$work
+# shellcheck source=bench/push/registry.sh
+source "$root/bench/push/registry.sh"
 trap stop_registry EXIT
 
 exec 3>&1
