@@ -53,7 +53,8 @@ pub fn lock(
     store.lock(request).map(Some).map_err(miette::Report::new)
 }
 
-fn identity(state: &State) -> StateIdentity {
+/// The identity (lineage, serial, salt) the engine and plan files check.
+pub fn identity(state: &State) -> StateIdentity {
     StateIdentity {
         lineage: state.lineage().to_string(),
         serial: state.serial(),
@@ -345,6 +346,7 @@ pub fn plan(
     } else {
         std::mem::take(&mut ctx.desired)
     };
+    let identity = identity(&state);
     let prior = snapshot_owned(state)?;
     let plan = ctx
         .rt
@@ -359,7 +361,7 @@ pub fn plan(
     let plan = keep_failed_images(plan, &ctx.failed_images);
     print_plan(&plan, args, out);
     if let Some(path) = plan_out {
-        let bytes = plan.to_file_bytes().map_err(miette::Report::new)?;
+        let bytes = plan.to_file_bytes(&identity).map_err(miette::Report::new)?;
         write_private(path, &bytes)?;
         if args.format() == Format::Human {
             println!("\nSaved the plan to: {}\nTo perform exactly these actions, run: mirrorplan apply {}", path.display(), path.display());
@@ -484,7 +486,8 @@ pub fn apply(
             let bytes = std::fs::read(path)
                 .into_diagnostic()
                 .wrap_err_with(|| format!("cannot read the plan file {}", path.display()))?;
-            let plan = Plan::from_file_bytes(&bytes).map_err(miette::Report::new)?;
+            let plan =
+                Plan::from_file_bytes(&bytes, &identity(&state)).map_err(miette::Report::new)?;
             (plan, Some(desired_now))
         }
         None => {

@@ -37,13 +37,23 @@ pub fn show(
         let bytes = std::fs::read(path)
             .into_diagnostic()
             .wrap_err_with(|| format!("cannot read the plan file {}", path.display()))?;
-        let plan = Plan::from_file_bytes(&bytes).map_err(miette::Report::new)?;
+        // the file is checked with its state's key before anything in it
+        // is shown
+        let state = load(dir, args)
+            .wrap_err("a saved plan is checked against its state before it is shown")?;
+        let plan = Plan::from_file_bytes(&bytes, &crate::commands::run::identity(&state))
+            .map_err(miette::Report::new)?;
         crate::commands::run::print_plan_as(&plan, format, out);
         return Ok(ExitCode::SUCCESS);
     }
     let state = load(dir, args)?;
     if format == Format::Json {
-        let v = serde_json::to_value(&state).into_diagnostic()?;
+        let mut v = serde_json::to_value(&state).into_diagnostic()?;
+        // the salt keys the secret digests and the saved plans' checksums:
+        // it never leaves the state file
+        if let Some(o) = v.as_object_mut() {
+            o.remove("secret_salt");
+        }
         println!("{}", serde_json::to_string_pretty(&v).into_diagnostic()?);
         return Ok(ExitCode::SUCCESS);
     }

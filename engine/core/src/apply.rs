@@ -127,8 +127,12 @@ impl Engine {
             });
         }
         let salt = state.secret_salt.expose().as_str();
+        // Values laid over each planned `after`: for a saved plan every
+        // attribute the configuration gives now (checked equal to what was
+        // planned), so nothing the file says about them is used; for a fresh
+        // plan the secrets it holds in memory.
         let secrets = match &desired {
-            Some(desired) => secrets_from_config(plan, desired, salt)?,
+            Some(desired) => values_from_config(plan, desired, salt)?,
             None => {
                 if let Some(c) = plan.changes.iter().find(|c| {
                     c.action.needs_provider()
@@ -350,8 +354,10 @@ fn planned_change(c: &ResourceChange, secrets: Option<&Attrs>) -> PlannedChange 
 }
 
 /// Checks the configuration evaluated at apply time against the plan and
-/// takes the secret values from it.
-fn secrets_from_config(
+/// takes from it every attribute it gives, secrets in clear included: for a
+/// saved plan, apply uses the file only for what the providers derived at
+/// plan time (and the file's keyed checksum protects that).
+fn values_from_config(
     plan: &Plan,
     desired: &[DesiredInstance],
     salt: &str,
@@ -379,23 +385,19 @@ fn secrets_from_config(
             let (Some(d), true) = (now, c.action.needs_provider()) else {
                 continue;
             };
-            let mut clear = Attrs::new();
             for (name, digest) in &c.after_sensitive {
                 match d.attrs.get(name) {
                     Some(v)
                         if d.attrs.is_sensitive(name)
-                            && crate::value::secret_digest(salt, v) == *digest =>
-                    {
-                        clear.insert_sensitive(name, v.clone());
-                    }
+                            && crate::value::secret_digest(salt, v) == *digest => {}
                     // derived by the provider's plan from other attributes (and
                     // from what it read): it derives it again when applying
                     None => {}
                     _ => return Err(EngineError::MissingSecrets(c.address.clone())),
                 }
             }
-            if !clear.is_empty() {
-                secrets.insert(c.address.clone(), clear);
+            if c.action != Action::Delete {
+                secrets.insert(c.address.clone(), d.attrs.clone());
             }
         }
         if plan.targets.is_empty() {

@@ -143,6 +143,15 @@ pub enum EngineError {
         /// What is wrong.
         reason: String,
     },
+
+    /// A plan file whose keyed checksum does not match: edited after
+    /// `plan` wrote it, or written against another state.
+    #[error("the plan file cannot be used: it was modified after `mirrorplan plan` wrote it (its keyed checksum does not match)")]
+    #[diagnostic(
+        code(mirrorplan::engine::plan_tampered),
+        help("a plan file is checked with a key derived from the state's private salt, which the file does not hold; never edit a plan file: run `mirrorplan plan --out FILE` again")
+    )]
+    PlanTampered,
 }
 
 fn summarize(failures: &[RefreshFailure]) -> String {

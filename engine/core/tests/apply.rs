@@ -13,7 +13,7 @@ use mirrorplan_engine::{
     Engine, EngineError, InstanceRecord, Plan, PlanRequest, PriorSnapshot, RenderOptions,
     SinkError,
 };
-use support::{addr, desired, record, snapshot, MemProvider, OnStart, LINEAGE};
+use support::{addr, desired, ident, record, snapshot, MemProvider, OnStart, LINEAGE};
 
 type Saved = Arc<Mutex<BTreeMap<Address, InstanceRecord>>>;
 
@@ -317,9 +317,9 @@ async fn saved_plan_applies_with_secrets_from_the_configuration() {
     let (desired, prior) = secret_setup();
     let fresh = plan(&engine, desired.clone(), prior.clone()).await;
     assert!(fresh.has_secrets());
-    let bytes = fresh.to_file_bytes().expect("serialisable");
+    let bytes = fresh.to_file_bytes(&ident()).expect("serialisable");
     assert!(!String::from_utf8_lossy(&bytes).contains("s3cret-at-apply"));
-    let loaded = Plan::from_file_bytes(&bytes).expect("loads");
+    let loaded = Plan::from_file_bytes(&bytes, &ident()).expect("loads");
     assert!(!loaded.has_secrets());
 
     let mut saved = BTreeMap::new();
@@ -370,14 +370,52 @@ async fn saved_plan_applies_with_secrets_from_the_configuration() {
     );
 }
 
+/// Defence in depth behind the keyed checksum: even a plan value whose
+/// `after` was changed in memory (as an edited file would be) is not what
+/// apply uses; every attribute the configuration gives comes from the
+/// configuration evaluated at apply time.
+#[tokio::test]
+async fn saved_plan_takes_every_configured_value_from_the_configuration() {
+    let provider = Arc::new(MemProvider::default());
+    let engine = Engine::new().with_provider(provider.clone());
+    let (desired, prior) = secret_setup();
+    let fresh = plan(&engine, desired.clone(), prior.clone()).await;
+    let bytes = fresh.to_file_bytes(&ident()).expect("serialisable");
+    let mut loaded = Plan::from_file_bytes(&bytes, &ident()).expect("loads");
+    let after = loaded.changes[0].after.as_mut().expect("an after");
+    after.insert("user".into(), "eve".into());
+    let mut sink = |_: &Address, _: Option<&InstanceRecord>| -> Result<(), SinkError> { Ok(()) };
+    let report = engine
+        .apply(
+            &loaded,
+            ApplyRequest {
+                state: prior.identity.clone(),
+                desired: Some(desired),
+                sink: &mut sink,
+                interrupt: Default::default(),
+            },
+        )
+        .await
+        .expect("applies");
+    assert!(report.is_success(), "{report:?}");
+    let received = provider.received.lock().expect("lock");
+    assert_eq!(
+        received[0].get("user").and_then(|v| v.as_str()),
+        Some("bob")
+    );
+}
+
 #[tokio::test]
 async fn saved_plan_refused_when_configuration_changed() {
     let provider = Arc::new(MemProvider::default());
     let engine = Engine::new().with_provider(provider.clone());
     let (desired, prior) = secret_setup();
     let fresh = plan(&engine, desired.clone(), prior.clone()).await;
-    let loaded =
-        Plan::from_file_bytes(&fresh.to_file_bytes().expect("serialisable")).expect("loads");
+    let loaded = Plan::from_file_bytes(
+        &fresh.to_file_bytes(&ident()).expect("serialisable"),
+        &ident(),
+    )
+    .expect("loads");
     let mut sink = |_: &Address, _: Option<&InstanceRecord>| -> Result<(), SinkError> { Ok(()) };
 
     let mut other_secret = desired.clone();
@@ -446,28 +484,78 @@ async fn damaged_plan_files_are_refused() {
     let engine = Engine::new().with_provider(provider);
     let (desired, prior) = secret_setup();
     let p = plan(&engine, desired, prior).await;
-    let bytes = p.to_file_bytes().expect("serialisable");
+    let bytes = p.to_file_bytes(&ident()).expect("serialisable");
     let text = String::from_utf8(bytes.clone()).expect("UTF-8");
     // A loaded plan writes back to the same bytes.
-    let loaded = Plan::from_file_bytes(&bytes).expect("round trip");
-    assert_eq!(loaded.to_file_bytes().expect("serialisable"), bytes);
+    let loaded = Plan::from_file_bytes(&bytes, &ident()).expect("round trip");
+    assert_eq!(loaded.to_file_bytes(&ident()).expect("serialisable"), bytes);
 
     let edited = text.replace("\"user\": \"bob\"", "\"user\": \"eve\"");
     assert_ne!(edited, text);
     let truncated = &bytes[..bytes.len() / 2];
-    let future = text.replace("\"version\": 1", "\"version\": 2");
+    let future = text.replace("\"version\": 2", "\"version\": 3");
+    let old = text.replace("\"version\": 2", "\"version\": 1");
     let foreign = text.replace("mirrorplan-plan", "something-else");
     for (what, bad) in [
-        ("edited", edited.as_bytes()),
         ("truncated", truncated),
         ("future", future.as_bytes()),
+        ("old", old.as_bytes()),
         ("foreign", foreign.as_bytes()),
     ] {
-        let err = Plan::from_file_bytes(bad).expect_err(what);
+        let err = Plan::from_file_bytes(bad, &ident()).expect_err(what);
         assert!(matches!(err, EngineError::PlanFile { .. }), "{what}: {err}");
     }
-    let err = Plan::from_file_bytes(edited.as_bytes()).expect_err("edited");
-    assert!(err.to_string().contains("checksum"), "{err}");
+    let err = Plan::from_file_bytes(edited.as_bytes(), &ident()).expect_err("edited");
+    assert!(matches!(err, EngineError::PlanTampered), "{err}");
+}
+
+/// The checksum is keyed with the state's salt: an edit whose unkeyed
+/// checksum is recomputed (all an attacker holding only the file can do) is
+/// still refused, and so is a file checked against another state's key.
+#[tokio::test]
+async fn edited_plan_with_recomputed_checksum_is_refused() {
+    let provider = Arc::new(MemProvider::default());
+    let engine = Engine::new().with_provider(provider);
+    let (desired, prior) = secret_setup();
+    let p = plan(&engine, desired, prior).await;
+    let bytes = p.to_file_bytes(&ident()).expect("serialisable");
+    let mut file: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+    file["body"]["changes"][0]["after"]["user"] = "eve".into();
+    for checksum in [
+        format!(
+            "blake3:{}",
+            blake3::hash(file["body"].to_string().as_bytes()).to_hex()
+        ),
+        format!(
+            "blake3-keyed:{}",
+            blake3::keyed_hash(&[0u8; 32], file["body"].to_string().as_bytes()).to_hex()
+        ),
+        format!(
+            "blake3-keyed:{}",
+            blake3::hash(file["body"].to_string().as_bytes()).to_hex()
+        ),
+    ] {
+        file["checksum"] = checksum.clone().into();
+        let forged = serde_json::to_vec(&file).expect("JSON");
+        let err = Plan::from_file_bytes(&forged, &ident()).expect_err(&checksum);
+        assert!(
+            matches!(
+                err,
+                EngineError::PlanTampered | EngineError::PlanFile { .. }
+            ),
+            "{checksum}: {err}"
+        );
+    }
+    // the intact file, checked with another state's salt
+    let mut other = ident();
+    other.secret_salt = mirrorplan_engine::Sensitive::new("another-salt".into());
+    let err = Plan::from_file_bytes(&bytes, &other).expect_err("other key");
+    assert!(matches!(err, EngineError::PlanTampered), "{err}");
+    // and against another lineage: stale, not tampered
+    let mut other = ident();
+    other.lineage = "00000000-0000-4000-8000-000000000000".into();
+    let err = Plan::from_file_bytes(&bytes, &other).expect_err("other lineage");
+    assert!(matches!(err, EngineError::StalePlan { .. }), "{err}");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use mirrorplan_engine::{
     plan_json, render_plan, render_plan_json, Action, Attrs, DesiredInstance, Engine, EngineError,
     InstanceRecord, Plan, PlanRequest, RenderOptions,
 };
-use support::{addr, desired, record, redact_digests, snapshot, MemProvider};
+use support::{addr, desired, ident, record, redact_digests, snapshot, MemProvider};
 
 const SECRET: &str = "hunter2-super-secret";
 
@@ -181,7 +181,7 @@ async fn plans_match_snapshots() {
             .unwrap_or_else(|e| panic!("{}: {e}", case.name));
         let human = render_plan(&plan, RenderOptions::default());
         let json = render_plan_json(&plan);
-        let file = String::from_utf8(plan.to_file_bytes().expect("serialisable"))
+        let file = String::from_utf8(plan.to_file_bytes(&ident()).expect("serialisable"))
             .expect("plan files are UTF-8");
         for (what, text) in [("human", &human), ("json", &json), ("plan file", &file)] {
             assert!(
@@ -206,8 +206,9 @@ async fn plan_file_of_a_sensitive_plan_holds_digests_only() {
         .find(|c| c.name == "sensitive_change")
         .expect("case exists");
     let plan = plan_case(&case).await.expect("plans");
-    let file = String::from_utf8(plan.to_file_bytes().expect("serialisable")).expect("UTF-8");
-    assert!(file.contains("blake3:"));
+    let file =
+        String::from_utf8(plan.to_file_bytes(&ident()).expect("serialisable")).expect("UTF-8");
+    assert!(file.contains("blake3-keyed:"));
     insta::assert_snapshot!("sensitive_change_plan_file", redact_digests(&file));
 }
 
@@ -357,8 +358,8 @@ async fn an_unread_instance_the_provider_tolerates_is_planned_with_a_warning() {
     let md = mirrorplan_engine::render_plan_markdown(&plan);
     assert!(md.contains("could not be read"), "{md}");
     // the warning survives a plan file
-    let file = plan.to_file_bytes().expect("serialisable");
-    let back = Plan::from_file_bytes(&file).expect("reads back");
+    let file = plan.to_file_bytes(&ident()).expect("serialisable");
+    let back = Plan::from_file_bytes(&file, &ident()).expect("reads back");
     assert_eq!(back.warnings().count(), 1);
     // not tolerated, or a drift check: the plan stops
     let err = plan_with(false, false).await.expect_err("refused");

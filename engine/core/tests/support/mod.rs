@@ -220,15 +220,29 @@ pub fn snapshot(serial: u64, records: &[(&str, InstanceRecord)]) -> PriorSnapsho
     s
 }
 
-/// Replaces every `blake3:<64 hex>` with `blake3:[digest]`.
+/// The identity of the tests' state (its lineage and salt key plan files).
+pub fn ident() -> mirrorplan_engine::StateIdentity {
+    snapshot(0, &[]).identity
+}
+
+/// Replaces every `blake3:<64 hex>` (and `blake3-keyed:<64 hex>`) with
+/// `blake3:[digest]` (`blake3-keyed:[digest]`).
 pub fn redact_digests(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(i) = rest.find("blake3:") {
-        out.push_str(&rest[..i + 7]);
-        let after = &rest[i + 7..];
+    while let Some(i) = rest.find("blake3") {
+        let tail = &rest[i + 6..];
+        let marker = if tail.starts_with("-keyed:") {
+            13
+        } else if tail.starts_with(':') {
+            7
+        } else {
+            6
+        };
+        out.push_str(&rest[..i + marker]);
+        let after = &rest[i + marker..];
         let hex = after.chars().take_while(|c| c.is_ascii_hexdigit()).count();
-        if hex == 64 {
+        if marker > 6 && hex == 64 {
             out.push_str("[digest]");
             rest = &after[64..];
         } else {
