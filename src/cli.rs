@@ -1,8 +1,102 @@
 //! Command-line arguments (clap types only; no work is done here).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Long flags a Terraform user writes with one dash (`-out=FILE`,
+/// `-auto-approve`, `-var 'a=b'`, `-lock=false`, ...): they are read as the
+/// same flags with two dashes.
+const TERRAFORM_STYLE_FLAGS: &[&str] = &[
+    "auto-approve",
+    "chdir",
+    "destroy",
+    "detailed-exitcode",
+    "json",
+    "lock",
+    "lock-timeout",
+    "no-color",
+    "out",
+    "parallelism",
+    "refresh",
+    "refresh-only",
+    "state",
+    "target",
+    "var",
+    "var-file",
+];
+
+/// The arguments with Terraform-style single-dash long flags
+/// ([`TERRAFORM_STYLE_FLAGS`]) given their second dash. Everything after a
+/// `--` is left alone.
+pub fn terraform_style_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut rest = false;
+    for arg in args {
+        let fixed = match arg.to_str() {
+            Some("--") => {
+                rest = true;
+                None
+            }
+            Some(a) if !rest && a.starts_with('-') && !a.starts_with("--") => {
+                let name = a[1..].split('=').next().unwrap_or_default();
+                TERRAFORM_STYLE_FLAGS
+                    .contains(&name)
+                    .then(|| OsString::from(format!("-{a}")))
+            }
+            _ => None,
+        };
+        out.push(fixed.unwrap_or(arg));
+    }
+    out
+}
+
+/// Parses the arguments. Help and version go to stdout with exit code 0;
+/// every usage error is printed (as JSON on stdout too when `--json` or
+/// `--format json` was asked for) and gives exit code 1, never clap's 2,
+/// which `--detailed-exitcode` reserves for "changes present".
+pub fn parse(args: &[OsString]) -> Result<Cli, ExitCode> {
+    use clap::error::ErrorKind;
+    match Cli::try_parse_from(args) {
+        Ok(cli) => Ok(cli),
+        Err(e) => {
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => ExitCode::from(1),
+            };
+            if code != ExitCode::SUCCESS && json_asked(args) {
+                let message = e.kind().as_str().map_or_else(
+                    || e.to_string().lines().next().unwrap_or_default().to_string(),
+                    str::to_string,
+                );
+                crate::output::print_json_errors(&[crate::output::JsonDiagnostic {
+                    code: "mirrorplan::cli::usage".into(),
+                    message: format!("{message}: {}", e.to_string().trim()),
+                    help: Some("run `mirrorplan --help`".into()),
+                    file: None,
+                    line: None,
+                    column: None,
+                }]);
+            }
+            let _ = e.print();
+            Err(code)
+        }
+    }
+}
+
+/// Whether the raw arguments ask for JSON output.
+fn json_asked(args: &[OsString]) -> bool {
+    let mut previous_format = false;
+    for a in args.iter().filter_map(|a| a.to_str()) {
+        if a == "--json" || a == "--format=json" || (previous_format && a == "json") {
+            return true;
+        }
+        previous_format = a == "--format";
+    }
+    false
+}
 
 /// Declarative plan/apply for container registry mirrors and the containerd
 /// configuration of the nodes that pull through them.
@@ -19,6 +113,22 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Whether the command prints JSON (its errors then go to stdout as
+    /// JSON too).
+    pub fn wants_json(&self) -> bool {
+        match &self.command {
+            Command::Validate { json } | Command::Output { json, .. } => *json,
+            Command::Plan { args, .. }
+            | Command::Apply { args, .. }
+            | Command::Destroy { args, .. } => args.format() == Format::Json,
+            Command::Show { json, format, .. } => *json || *format == Format::Json,
+            Command::Verify(args) => args.json,
+            _ => false,
+        }
+    }
 }
 
 /// Variable inputs shared by commands that evaluate the configuration.
@@ -46,6 +156,26 @@ pub struct StateArgs {
     pub lock_timeout: std::time::Duration,
 }
 
+/// The state file alone, for the commands that only read it (they take no
+/// lock, so they offer no lock flags).
+#[derive(Debug, Args, Clone)]
+pub struct StateFileArgs {
+    /// State file (default: .mirrorplan/state.json beside the configuration).
+    #[arg(long = "state", value_name = "FILE", global = true)]
+    pub state: Option<PathBuf>,
+}
+
+impl StateFileArgs {
+    /// The same state, read without a lock.
+    pub fn unlocked(&self) -> StateArgs {
+        StateArgs {
+            state: self.state.clone(),
+            lock: false,
+            lock_timeout: std::time::Duration::ZERO,
+        }
+    }
+}
+
 /// Flags shared by plan, apply and destroy.
 #[derive(Debug, Args, Clone)]
 pub struct PlanArgs {
@@ -56,8 +186,9 @@ pub struct PlanArgs {
     /// Read what really exists before planning (--refresh=false to skip).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub refresh: bool,
-    /// Only record reality into state (drift check); no changes are proposed.
-    #[arg(long)]
+    /// Only record reality into state (drift check): set from `plan` and
+    /// `apply`'s own `--refresh-only` (`destroy` has none).
+    #[arg(skip)]
     pub refresh_only: bool,
     /// Limit to this instance (and what it depends on); repeatable.
     #[arg(long = "target", value_name = "ADDR")]
@@ -107,7 +238,7 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub vars: VarArgs,
     #[command(flatten)]
-    pub state: StateArgs,
+    pub state: StateFileArgs,
     /// Only this cluster (its name, e.g. admin1).
     #[arg(long, value_name = "NAME")]
     pub cluster: Option<String>,
@@ -169,6 +300,9 @@ pub enum Command {
         /// Plan to destroy everything mirrorplan manages.
         #[arg(long)]
         destroy: bool,
+        /// Only record reality into state (drift check); no changes are proposed.
+        #[arg(long)]
+        refresh_only: bool,
     },
     /// Make the changes: push images, configure nodes; state saved after each one.
     Apply {
@@ -179,6 +313,9 @@ pub enum Command {
         auto_approve: bool,
         /// A plan saved with `plan --out`: apply exactly that.
         plan_file: Option<PathBuf>,
+        /// Only record reality into state; no changes are made.
+        #[arg(long)]
+        refresh_only: bool,
     },
     /// Remove what mirrorplan created on nodes (images stay unless `prune = true`).
     Destroy {
@@ -210,7 +347,7 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
         #[command(flatten)]
-        state: StateArgs,
+        state: StateFileArgs,
     },
     /// Inspect or edit the state.
     State {
@@ -225,14 +362,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        state: StateArgs,
+        state: StateFileArgs,
     },
     /// Remove a lock left by a killed run (check that nothing else runs first).
     ForceUnlock {
         /// The lock id shown in the error.
         id: String,
         #[command(flatten)]
-        state: StateArgs,
+        state: StateFileArgs,
     },
     /// Print a shell completion script.
     Completions {
@@ -247,14 +384,14 @@ pub enum StateCommand {
     /// List the addresses in the state.
     List {
         #[command(flatten)]
-        state: StateArgs,
+        state: StateFileArgs,
     },
     /// Show one instance.
     Show {
         /// Its address, e.g. 'node.admin1["cp1.example"]'.
         address: String,
         #[command(flatten)]
-        state: StateArgs,
+        state: StateFileArgs,
     },
     /// Forget an instance (nothing is changed on nodes or registries).
     Rm {

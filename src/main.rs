@@ -1,5 +1,9 @@
 //! The `mirrorplan` binary: argument parsing, the tokio runtime, rendering and
 //! exit codes. The only place that prints or chooses an exit code.
+//!
+//! Exit codes scripts can trust: 0 success (or no changes), 2 only for
+//! "changes present" under `--detailed-exitcode`, 1 for every error,
+//! command-line usage errors included.
 
 mod cli;
 mod commands;
@@ -8,10 +12,24 @@ mod output;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let mut cli = cli::Cli::parse();
+    output::quiet_on_closed_pipe();
+    // a closed stdout (`mirrorplan show | head -1`) ends the output quietly:
+    // the write panics, the panic unwinds (dropping the state lock and
+    // connections) and is caught here
+    match std::panic::catch_unwind(run) {
+        Ok(code) => code,
+        Err(payload) if output::is_closed_pipe(payload.as_ref()) => ExitCode::SUCCESS,
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
+}
+
+fn run() -> ExitCode {
+    let args = cli::terraform_style_args(std::env::args_os());
+    let mut cli = match cli::parse(&args) {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     // `-C DIR` runs "as if started in DIR": relative paths on the command line
     // (plan files, --state, --var-file) are relative to DIR, as with `tofu -chdir`.
     if let Some(dir) = cli.dir.take() {
@@ -22,7 +40,7 @@ fn main() -> ExitCode {
         }
         cli.dir = Some(dir);
     }
-    let out = output::Output::new(cli.no_color);
+    let out = output::Output::new(cli.no_color).with_json(cli.wants_json());
     out.install_miette_hook();
     match commands::run(cli, &out) {
         Ok(code) => code,

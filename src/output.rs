@@ -19,6 +19,91 @@ pub struct Output {
     pub color_stderr: bool,
     /// Progress bars on stderr (a terminal, colour allowed, `TERM` not `dumb`).
     pub bars: bool,
+    /// The command prints JSON: its errors go to stdout as JSON too.
+    pub json: bool,
+}
+
+/// One diagnostic of the JSON error document (the shape of `validate
+/// --json`'s diagnostics, with the location also split into its parts).
+#[derive(Debug, Clone)]
+pub struct JsonDiagnostic {
+    /// The stable code, e.g. `mirrorplan::config::unknown_attribute`.
+    pub code: String,
+    /// The message.
+    pub message: String,
+    /// The help line, if any.
+    pub help: Option<String>,
+    /// The configuration file, if the problem is in one.
+    pub file: Option<String>,
+    /// Its line (1-based).
+    pub line: Option<usize>,
+    /// Its column (1-based).
+    pub column: Option<usize>,
+}
+
+/// The JSON diagnostics document: `{"format_version": "1.0", "valid": ...,
+/// "diagnostics": [...]}` (`validate --json`), with `"error": true` when the
+/// command failed.
+pub fn json_diagnostics_doc(valid: bool, diags: &[JsonDiagnostic]) -> serde_json::Value {
+    let diagnostics: Vec<serde_json::Value> = diags
+        .iter()
+        .map(|d| {
+            let location = match (&d.file, d.line, d.column) {
+                (Some(f), Some(l), Some(c)) => Some(format!("{f}:{l}:{c}")),
+                _ => None,
+            };
+            serde_json::json!({
+                "severity": "error",
+                "code": d.code,
+                "message": d.message,
+                "help": d.help,
+                "file": d.file,
+                "line": d.line,
+                "column": d.column,
+                "location": location,
+            })
+        })
+        .collect();
+    let mut doc = serde_json::json!({
+        "format_version": "1.0",
+        "valid": valid,
+        "diagnostics": diagnostics,
+    });
+    if !valid {
+        doc["error"] = true.into();
+    }
+    doc
+}
+
+/// Prints the failed command's diagnostics as the JSON document of
+/// [`json_diagnostics_doc`] on stdout: what a CI job reading `--json`
+/// output gets when the command fails.
+pub fn print_json_errors(diags: &[JsonDiagnostic]) {
+    let doc = json_diagnostics_doc(false, diags);
+    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+}
+
+/// Installs a panic hook that stays silent for a write to a closed stdout
+/// (the pipe's reader has gone: `mirrorplan show | head -1`) and reports
+/// every other panic as before.
+pub fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !is_closed_pipe(info.payload()) {
+            default(info);
+        }
+    }));
+}
+
+/// Whether a panic payload is the standard library's "failed printing to
+/// stdout: Broken pipe".
+pub fn is_closed_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
+    let text = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or_default();
+    text.starts_with("failed printing to std") && text.contains("Broken pipe")
 }
 
 impl Output {
@@ -27,10 +112,17 @@ impl Output {
         let allowed = !no_color_flag && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
         Output {
-            color_stdout: allowed && std::io::stdout().is_terminal(),
-            color_stderr: allowed && std::io::stderr().is_terminal(),
+            color_stdout: allowed && !dumb && std::io::stdout().is_terminal(),
+            color_stderr: allowed && !dumb && std::io::stderr().is_terminal(),
             bars: allowed && !dumb && std::io::stderr().is_terminal(),
+            json: false,
         }
+    }
+
+    /// The same policy, for a command that prints JSON or not.
+    pub fn with_json(mut self, json: bool) -> Self {
+        self.json = json;
+        self
     }
 
     /// Installs miette's graphical handler (colour per policy).
@@ -59,13 +151,28 @@ impl Output {
         }));
     }
 
-    /// Prints a report to stderr.
+    /// Prints a report to stderr (and as JSON on stdout for a JSON command).
     pub fn report(&self, report: &miette::Report) {
+        if self.json {
+            print_json_errors(&[JsonDiagnostic {
+                code: report
+                    .code()
+                    .map_or_else(|| "mirrorplan::error".to_string(), |c| c.to_string()),
+                message: report.to_string(),
+                help: report.help().map(|h| h.to_string()),
+                file: None,
+                line: None,
+                column: None,
+            }]);
+        }
         eprintln!("{report:?}");
     }
 
     /// Prints every configuration diagnostic, then a count line.
     pub fn diagnostics(&self, diags: &[mirrorplan_config::ConfigDiagnostic]) {
+        if self.json && !diags.is_empty() {
+            print_json_errors(&diags.iter().map(json_diagnostic).collect::<Vec<_>>());
+        }
         for d in diags {
             let report = miette::Report::new(d.clone());
             eprintln!("{report:?}");
@@ -350,5 +457,26 @@ impl Bars {
                 }
             }
         }
+    }
+}
+
+/// A configuration diagnostic in the JSON error shape.
+pub fn json_diagnostic(d: &mirrorplan_config::ConfigDiagnostic) -> JsonDiagnostic {
+    let (file, line, column) = match d.location() {
+        Some(loc) => {
+            let mut parts = loc.rsplitn(3, ':');
+            let column = parts.next().and_then(|c| c.parse().ok());
+            let line = parts.next().and_then(|l| l.parse().ok());
+            (parts.next().map(str::to_string), line, column)
+        }
+        None => (None, None, None),
+    };
+    JsonDiagnostic {
+        code: d.kind.code().to_string(),
+        message: d.message.clone(),
+        help: d.help.clone(),
+        file,
+        line,
+        column,
     }
 }

@@ -40,15 +40,42 @@ pub fn load_options(vars: &VarArgs, mode: Mode) -> miette::Result<LoadOptions> {
     .with_process_env())
 }
 
-/// Loads and prints diagnostics; `None` when there were problems.
+/// Loads and prints diagnostics; `None` when there were problems. A
+/// `--var` naming a variable the configuration does not declare is a
+/// problem too, as in Terraform (a typo would otherwise be ignored).
 pub fn load_checked(dir: &Path, opts: &LoadOptions, out: &Output) -> Option<Loaded> {
     let loaded = load_dir(dir, opts);
-    if loaded.is_ok() {
-        Some(loaded)
-    } else {
+    if !loaded.is_ok() {
         out.diagnostics(&loaded.diagnostics);
-        None
+        return None;
     }
+    let declared = &loaded.config.variables;
+    let mut undeclared = false;
+    for (name, _) in &opts.vars {
+        if declared.contains_key(name) {
+            continue;
+        }
+        undeclared = true;
+        let closest = declared
+            .keys()
+            .map(|k| (strsim::levenshtein(name, k), k))
+            .filter(|(d, k)| *d <= (k.len() / 3).max(2))
+            .min();
+        let help = match closest {
+            Some((_, k)) => format!("did you mean `{k}`?"),
+            None if declared.is_empty() => "the configuration declares no variables".into(),
+            None => format!(
+                "declared variables: {}",
+                declared.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        };
+        out.report(&miette::miette!(
+            code = "mirrorplan::cli::undeclared_var",
+            help = help,
+            "--var {name}=...: the configuration declares no variable `{name}`"
+        ));
+    }
+    (!undeclared).then_some(loaded)
 }
 
 /// `mirrorplan validate`
@@ -56,23 +83,12 @@ pub fn validate(dir: &Path, json: bool, out: &Output) -> miette::Result<ExitCode
     let opts = load_options(&VarArgs::default(), Mode::Validate)?;
     let loaded = load_dir(dir, &opts);
     if json {
-        let diags: Vec<serde_json::Value> = loaded
+        let diags: Vec<_> = loaded
             .diagnostics
             .iter()
-            .map(|d| {
-                serde_json::json!({
-                    "code": d.kind.code(),
-                    "message": d.message,
-                    "location": d.location(),
-                    "help": d.help,
-                })
-            })
+            .map(crate::output::json_diagnostic)
             .collect();
-        let doc = serde_json::json!({
-            "format_version": "1.0",
-            "valid": loaded.is_ok(),
-            "diagnostics": diags,
-        });
+        let doc = crate::output::json_diagnostics_doc(loaded.is_ok(), &diags);
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else if loaded.is_ok() {
         println!("Success! The configuration is valid.");

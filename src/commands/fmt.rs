@@ -4,9 +4,40 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use mirrorplan_config::fmt::format_source;
+use mirrorplan_config::{load_sources, DiagKind, LoadOptions, Mode, SourceFile};
+
+use crate::output::Output;
+
+/// The syntax diagnostics of a file that does not parse, as `validate`
+/// reports them (code, file:line:col, span, help); `None` if the loader
+/// finds none (the formatter's own reason is shown then).
+fn syntax_diagnostics(
+    dir: &Path,
+    file: &Path,
+    text: &str,
+) -> Option<Vec<mirrorplan_config::ConfigDiagnostic>> {
+    let name = file.strip_prefix(dir).unwrap_or(file).display().to_string();
+    let opts = LoadOptions {
+        mode: Mode::Validate,
+        ..LoadOptions::default()
+    };
+    let loaded = load_sources(dir, vec![SourceFile::new(name, text)], &opts);
+    let diags: Vec<_> = loaded
+        .diagnostics
+        .into_iter()
+        .filter(|d| d.kind == DiagKind::Syntax)
+        .collect();
+    (!diags.is_empty()).then_some(diags)
+}
 
 /// Formats the given files (default: every *.hcl of `dir`).
-pub fn run(dir: &Path, check: bool, diff: bool, files: &[PathBuf]) -> miette::Result<ExitCode> {
+pub fn run(
+    dir: &Path,
+    check: bool,
+    diff: bool,
+    files: &[PathBuf],
+    out: &Output,
+) -> miette::Result<ExitCode> {
     let files: Vec<PathBuf> = if files.is_empty() {
         let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| {
@@ -38,7 +69,10 @@ pub fn run(dir: &Path, check: bool, diff: bool, files: &[PathBuf]) -> miette::Re
         let formatted = match format_source(&text) {
             Ok(s) => s,
             Err(why) => {
-                eprintln!("error: {}: {why}", f.display());
+                match syntax_diagnostics(dir, f, &text) {
+                    Some(diags) => out.diagnostics(&diags),
+                    None => eprintln!("error: {}: {why}", f.display()),
+                }
                 failed = true;
                 continue;
             }

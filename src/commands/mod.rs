@@ -25,21 +25,27 @@ pub fn run(cli: Cli, out: &Output) -> miette::Result<ExitCode> {
     match cli.command {
         Command::Validate { json } => config::validate(&dir, json, out),
         Command::Graph { vars } => config::graph(&dir, &vars, out),
-        Command::Fmt { check, diff, files } => fmt::run(&dir, check, diff, &files),
+        Command::Fmt { check, diff, files } => fmt::run(&dir, check, diff, &files, out),
         Command::Plan {
             mut args,
             out: plan_out,
             detailed_exitcode,
             destroy,
+            refresh_only,
         } => {
             args.destroy = destroy;
+            args.refresh_only = refresh_only;
             run::plan(&dir, &args, plan_out.as_deref(), detailed_exitcode, out)
         }
         Command::Apply {
-            args,
+            mut args,
             auto_approve,
             plan_file,
-        } => run::apply(&dir, &args, plan_file.as_deref(), auto_approve, out),
+            refresh_only,
+        } => {
+            args.refresh_only = refresh_only;
+            run::apply(&dir, &args, plan_file.as_deref(), auto_approve, out)
+        }
         Command::Destroy {
             mut args,
             auto_approve,
@@ -59,15 +65,19 @@ pub fn run(cli: Cli, out: &Output) -> miette::Result<ExitCode> {
             } else {
                 format
             };
-            state::show(&dir, plan_file.as_deref(), format, &state, out)
+            state::show(&dir, plan_file.as_deref(), format, &state.unlocked(), out)
         }
         Command::State { command } => match command {
-            StateCommand::List { state } => state::list(&dir, &state),
-            StateCommand::Show { address, state } => state::show_one(&dir, &address, &state),
+            StateCommand::List { state } => state::list(&dir, &state.unlocked()),
+            StateCommand::Show { address, state } => {
+                state::show_one(&dir, &address, &state.unlocked())
+            }
             StateCommand::Rm { address, state } => state::rm(&dir, &address, &state),
         },
-        Command::Output { name, json, state } => state::output(&dir, name.as_deref(), json, &state),
-        Command::ForceUnlock { id, state } => state::force_unlock(&dir, &id, &state),
+        Command::Output { name, json, state } => {
+            state::output(&dir, name.as_deref(), json, &state.unlocked())
+        }
+        Command::ForceUnlock { id, state } => state::force_unlock(&dir, &id, &state.unlocked()),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             let shell = match shell {
@@ -75,7 +85,10 @@ pub fn run(cli: Cli, out: &Output) -> miette::Result<ExitCode> {
                 Shell::Zsh => clap_complete::Shell::Zsh,
                 Shell::Fish => clap_complete::Shell::Fish,
             };
-            clap_complete::generate(shell, &mut cmd, "mirrorplan", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "mirrorplan", &mut script);
+            // a closed pipe ends the output quietly, as for every command
+            print!("{}", String::from_utf8_lossy(&script));
             Ok(ExitCode::SUCCESS)
         }
     }

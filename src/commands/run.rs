@@ -2,7 +2,7 @@
 //! rendering → (apply) walk with state saved after every instance.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -217,7 +217,6 @@ impl Hooks for StderrHooks {
 /// Everything a plan or apply run needs.
 pub struct Context {
     pub rt: tokio::runtime::Runtime,
-    pub dir: PathBuf,
     pub engine: Engine,
     pub images: Arc<ImageProvider>,
     /// The engine's hooks: other stderr lines during apply go through them.
@@ -284,7 +283,6 @@ pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Opti
         .collect();
     Ok(Some(Context {
         rt,
-        dir: dir.to_path_buf(),
         engine,
         images,
         hooks,
@@ -422,7 +420,8 @@ pub fn print_plan_as(plan: &Plan, format: Format, out: &Output) {
             render_plan(
                 plan,
                 RenderOptions {
-                    color: out.color_stdout
+                    color: out.color_stdout,
+                    ..RenderOptions::default()
                 }
             )
         ),
@@ -503,7 +502,7 @@ pub fn apply(
             let plan = keep_failed_images(plan, &ctx.failed_images);
             print_plan(&plan, args, out);
             if !plan.has_changes() && plan.drift.is_empty() {
-                save_outputs(&store, &mut state, &ctx)?;
+                save_outputs(&store, &mut state, &ctx.outputs)?;
                 if !ctx.failed_images.is_empty() {
                     report_failed_images(&ctx.failed_images);
                     return Ok(ExitCode::from(1));
@@ -611,7 +610,8 @@ pub fn apply(
         render_apply_report(
             &result,
             RenderOptions {
-                color: out.color_stdout
+                color: out.color_stdout,
+                destroy: args.destroy,
             }
         )
     );
@@ -621,8 +621,11 @@ pub fn apply(
             out.report(&miette::Report::new(e));
             return Ok(ExitCode::from(1));
         }
-        if result.is_success() {
-            save_outputs(&store, &mut st, &ctx)?;
+        if result.is_success() && args.destroy {
+            // nothing is left to output, as after `terraform destroy`
+            save_outputs(&store, &mut st, &[])?;
+        } else if result.is_success() {
+            save_outputs(&store, &mut st, &ctx.outputs)?;
             print_outputs(&st);
         }
     }
@@ -661,21 +664,24 @@ fn report_failed_images(failed: &[String]) {
     }
 }
 
-fn save_outputs(store: &StateStore, state: &mut State, ctx: &Context) -> miette::Result<()> {
+fn save_outputs(
+    store: &StateStore,
+    state: &mut State,
+    outputs: &[(String, serde_json::Value, bool)],
+) -> miette::Result<()> {
     let names: Vec<String> = state.outputs().keys().cloned().collect();
     for n in names {
-        if !ctx.outputs.iter().any(|(o, _, _)| *o == n) {
+        if !outputs.iter().any(|(o, _, _)| *o == n) {
             state.remove_output(&n);
         }
     }
-    for (name, value, sensitive) in &ctx.outputs {
+    for (name, value, sensitive) in outputs {
         if *sensitive {
             state.set_sensitive_output(name.clone(), value.to_string().as_bytes());
         } else {
             state.set_output(name.clone(), value.clone());
         }
     }
-    let _ = &ctx.dir;
     store.save(state).map(|_| ()).map_err(miette::Report::new)
 }
 

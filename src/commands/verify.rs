@@ -96,7 +96,7 @@ impl Check {
 pub fn run(dir: &Path, args: &VerifyArgs, out: &Output) -> miette::Result<ExitCode> {
     let plan_args = PlanArgs {
         vars: args.vars.clone(),
-        state: args.state.clone(),
+        state: args.state.unlocked(),
         refresh: false,
         refresh_only: false,
         targets: Vec::new(),
@@ -110,7 +110,7 @@ pub fn run(dir: &Path, args: &VerifyArgs, out: &Output) -> miette::Result<ExitCo
         return Ok(ExitCode::from(1));
     };
     // read-only: no lock, and a missing state is only a note
-    let state = store(dir, &args.state)
+    let state = store(dir, &args.state.unlocked())
         .load()
         .map_err(miette::Report::new)?;
     let recorded: Vec<String> = state

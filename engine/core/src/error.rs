@@ -67,11 +67,8 @@ pub enum EngineError {
 
     /// A `-target` matches nothing.
     #[error("the target {0} matches no instance in the configuration or the state")]
-    #[diagnostic(
-        code(mirrorplan::engine::target_not_found),
-        help("list instances with `mirrorplan state list`; quote keys like image.SET[\"gcr.io/a/b:t\"]")
-    )]
-    TargetNotFound(Address),
+    #[diagnostic(code(mirrorplan::engine::target_not_found), help("{}", target_help(.1)))]
+    TargetNotFound(Address, Option<String>),
 
     /// Some refresh reads failed.
     #[error("could not refresh {} instance(s): {}", .failures.len(), summarize(.failures))]
@@ -152,6 +149,13 @@ pub enum EngineError {
         help("a plan file is checked with a key derived from the state's private salt, which the file does not hold; never edit a plan file: run `mirrorplan plan --out FILE` again")
     )]
     PlanTampered,
+}
+
+fn target_help(suggestion: &Option<String>) -> String {
+    match suggestion {
+        Some(s) => format!("did you mean `{s}`?"),
+        None => "list instances with `mirrorplan state list`; quote keys like image.SET[\"gcr.io/a/b:t\"]".into(),
+    }
 }
 
 fn summarize(failures: &[RefreshFailure]) -> String {

@@ -63,6 +63,24 @@ pub(crate) fn check_acyclic(graph: &DepGraph) -> Result<(), EngineError> {
 
 /// Every address selected by `targets` plus, transitively, what they depend
 /// on. Errors when a target matches nothing.
+/// The known address (or block address, without its key) closest to a
+/// mistyped one, if one is close enough to be what was meant.
+fn closest_address<'a>(wanted: &str, known: impl Iterator<Item = &'a Address>) -> Option<String> {
+    let mut best: Option<(usize, String)> = None;
+    for a in known {
+        let full = a.to_string();
+        let block = full.split('[').next().unwrap_or_default().to_string();
+        for candidate in [block, full] {
+            let d = strsim::levenshtein(wanted, &candidate);
+            if best.as_ref().is_none_or(|(b, _)| d < *b) {
+                best = Some((d, candidate));
+            }
+        }
+    }
+    best.filter(|(d, c)| *d > 0 && *d <= (c.len() / 3).max(2))
+        .map(|(_, c)| c)
+}
+
 pub(crate) fn target_closure(
     graph: &DepGraph,
     targets: &[Address],
@@ -73,7 +91,10 @@ pub(crate) fn target_closure(
     for target in targets {
         let matched: Vec<&Address> = graph.keys().filter(|a| target.matches(a)).collect();
         if matched.is_empty() {
-            return Err(EngineError::TargetNotFound(target.clone()));
+            return Err(EngineError::TargetNotFound(
+                target.clone(),
+                closest_address(&target.to_string(), graph.keys()),
+            ));
         }
         queue.extend(matched);
     }

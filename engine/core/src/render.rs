@@ -23,6 +23,9 @@ pub const JSON_FORMAT_VERSION: &str = "1.1";
 pub struct RenderOptions {
     /// Use ANSI colours (the binary decides: a terminal and no `NO_COLOR`).
     pub color: bool,
+    /// The report is of `destroy`: "Destroy complete! Resources: N
+    /// destroyed." as Terraform says it.
+    pub destroy: bool,
 }
 
 const GREEN: &str = "32";
@@ -497,26 +500,34 @@ pub fn render_apply_report(report: &ApplyReport, options: RenderOptions) -> Stri
     if read > 0 {
         let _ = write!(counts, ", {read} updated in state");
     }
+    if options.destroy {
+        counts = format!("Resources: {destroyed} destroyed");
+    }
+    let verb = if options.destroy { "Destroy" } else { "Apply" };
     let mut out = String::new();
     if report.is_success() {
         let _ = writeln!(
             out,
             "{} {counts}.",
-            paint("Apply complete!", &format!("{BOLD};{GREEN}"), options)
+            paint(
+                &format!("{verb} complete!"),
+                &format!("{BOLD};{GREEN}"),
+                options
+            )
         );
         return out;
     }
     let title = if report.state_error.is_some() {
-        "Apply stopped: the state could not be saved!"
+        format!("{verb} stopped: the state could not be saved!")
     } else if report.interrupted {
-        "Apply interrupted!"
+        format!("{verb} interrupted!")
     } else {
-        "Apply failed!"
+        format!("{verb} failed!")
     };
     let _ = writeln!(
         out,
         "{} {counts}; {} failed, {} skipped.",
-        paint(title, &format!("{BOLD};{RED}"), options),
+        paint(&title, &format!("{BOLD};{RED}"), options),
         report.failed.len(),
         report.skipped.len()
     );

@@ -233,8 +233,22 @@ async fn colour_only_when_asked() {
         .find(|c| c.name == "update")
         .expect("case exists");
     let plan = plan_case(&case).await.expect("plans");
-    assert!(!render_plan(&plan, RenderOptions { color: false }).contains('\x1b'));
-    assert!(render_plan(&plan, RenderOptions { color: true }).contains("\x1b[33m~\x1b[0m"));
+    assert!(!render_plan(
+        &plan,
+        RenderOptions {
+            color: false,
+            ..Default::default()
+        }
+    )
+    .contains('\x1b'));
+    assert!(render_plan(
+        &plan,
+        RenderOptions {
+            color: true,
+            ..Default::default()
+        }
+    )
+    .contains("\x1b[33m~\x1b[0m"));
 }
 
 #[tokio::test]
@@ -272,7 +286,7 @@ async fn unknown_dependency_duplicate_and_unknown_target_are_refused() {
     case.targets = vec!["node.x"];
     assert!(matches!(
         plan_case(&case).await,
-        Err(EngineError::TargetNotFound(_))
+        Err(EngineError::TargetNotFound(..))
     ));
 }
 
