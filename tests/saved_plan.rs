@@ -154,3 +154,38 @@ fn plan_file_of_another_state_is_refused_as_stale() {
     assert!(stderr.contains("stale"), "{stderr}");
     assert!(!dir.join("nodes").exists());
 }
+
+/// A drift repair changes nothing the state records, but the apply still
+/// moves the state on: the same plan file cannot be applied a second time
+/// (issue 13: a saved plan is applied at most once).
+#[test]
+fn saved_plan_applies_at_most_once_even_after_a_pure_drift_repair() {
+    let cfg = local_nodes_config(1);
+    let dir = cfg.path();
+    run_ok(dir, &["apply", "--auto-approve"], 0);
+    let hosts = dir.join("nodes/n0/etc/containerd/certs.d/gcr.io/hosts.toml");
+    let good = std::fs::read_to_string(&hosts).unwrap_or_default();
+    std::fs::write(&hosts, format!("{good}# hand edit\n")).unwrap_or_else(|e| panic!("{e}"));
+    let serial = |dir: &Path| -> u64 {
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(state_path(dir)).unwrap_or_default())
+                .unwrap_or_default();
+        state["serial"].as_u64().unwrap_or_default()
+    };
+    run_ok(dir, &["plan", "--out", "repair"], 0);
+    let before = serial(dir);
+    run_ok(dir, &["apply", "repair"], 0);
+    assert_eq!(std::fs::read_to_string(&hosts).unwrap_or_default(), good);
+    assert!(serial(dir) > before, "the apply did not move the state on");
+    // the same drift again: the old plan is stale, not applied again
+    std::fs::write(&hosts, format!("{good}# hand edit\n")).unwrap_or_else(|e| panic!("{e}"));
+    let o = run_ok(dir, &["apply", "repair"], 1);
+    let stderr = unwrapped(&text(&o.stderr));
+    assert!(stderr.contains("stale"), "{stderr}");
+    assert!(std::fs::read_to_string(&hosts)
+        .unwrap_or_default()
+        .ends_with("# hand edit\n"));
+    // a fresh plan repairs it
+    run_ok(dir, &["apply", "--auto-approve"], 0);
+    run_ok(dir, &["plan", "--detailed-exitcode"], 0);
+}

@@ -616,8 +616,10 @@ pub fn apply(
         )
     );
     if let Ok(mut st) = state_cell.lock() {
-        // whatever a throttled save left pending
-        if let Err(e) = store.save(&mut st) {
+        // whatever a throttled save left pending; and the state moves on
+        // even when nothing it records changed, so that this plan (saved or
+        // not) is stale from now on
+        if let Err(e) = store.save_moved_on(&mut st, plan.serial) {
             out.report(&miette::Report::new(e));
             return Ok(ExitCode::from(1));
         }

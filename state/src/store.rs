@@ -250,6 +250,36 @@ impl StateStore {
         })
     }
 
+    /// [`save`](Self::save), then, if the serial on disk is still
+    /// `plan_serial` (the apply changed nothing the state records, e.g. it
+    /// repaired drift back to what was recorded), the same content again at
+    /// the next serial: every apply that ran moves the state on, so the plan
+    /// it applied is stale from then on and a saved plan applies at most
+    /// once.
+    pub fn save_moved_on(
+        &self,
+        state: &mut State,
+        plan_serial: u64,
+    ) -> Result<SaveOutcome, StateError> {
+        let outcome = self.save(state)?;
+        if outcome.serial() != plan_serial {
+            return Ok(outcome);
+        }
+        let Some(old_bytes) = read_optional(&self.path)? else {
+            return Ok(outcome);
+        };
+        let Some(next) = outcome.serial().checked_add(1) else {
+            return Ok(outcome);
+        };
+        let bytes = file_bytes_at(state, next)?;
+        write_atomic(&self.backup_path(), &old_bytes)?;
+        self.write_state(state, next, &bytes)?;
+        Ok(SaveOutcome::Updated {
+            previous_serial: outcome.serial(),
+            serial: next,
+        })
+    }
+
     /// [`save`](Self::save) when the file on disk is the one this store
     /// last loaded or wrote: its lineage and serial are known and its bytes
     /// are in the format this version writes, so "unchanged" is a byte
