@@ -364,7 +364,7 @@ fn destroy_removes_the_node_files_and_forgets_everything() {
     run_ok(dir, &["apply", "--auto-approve"], 0);
     let o = run_ok(dir, &["destroy", "--auto-approve"], 0);
     assert!(
-        text(&o.stdout).contains("0 added, 0 changed, 7 destroyed"),
+        text(&o.stdout).contains("Destroy complete! Resources: 7 destroyed."),
         "{}",
         text(&o.stdout)
     );

@@ -16,12 +16,10 @@ use crate::output::Output;
 
 /// Runs the chosen command.
 pub fn run(cli: Cli, out: &Output) -> miette::Result<ExitCode> {
-    let dir = cli
-        .dir
-        .clone()
-        .unwrap_or_else(|| std::path::PathBuf::from("."));
-    // absolute, so that paths in plans and state do not depend on where mirrorplan ran
-    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    // `main` made the configuration directory the working directory (`-C`),
+    // so every path is relative to `.`: nothing recorded in the state, a plan
+    // file or the plan output depends on where the checkout is
+    let dir = std::path::PathBuf::from(".");
     match cli.command {
         Command::Validate { json } => config::validate(&dir, json, out),
         Command::Graph { vars } => config::graph(&dir, &vars, out),

@@ -81,8 +81,57 @@ fn to_state_record(r: &InstanceRecord) -> mirrorplan_state::InstanceRecord {
     out
 }
 
+/// States written before paths were recorded relative to the configuration
+/// directory hold absolute paths under it (`/ckout/nodes/n1`,
+/// `oci:/ckout/./store`, `bundle:/ckout/b.tar`): read them as the relative
+/// paths this version records, so that upgrading plans no change.
+struct LegacyPaths(Option<String>);
+
+impl LegacyPaths {
+    fn here() -> Self {
+        LegacyPaths(
+            std::env::current_dir()
+                .and_then(std::fs::canonicalize)
+                .ok()
+                .map(|d| format!("{}/", d.display())),
+        )
+    }
+
+    fn relocate(&self, value: &mut serde_json::Value) {
+        let Some(prefix) = &self.0 else {
+            return;
+        };
+        match value {
+            serde_json::Value::String(s) => {
+                for scheme in ["", "oci:", "bundle:"] {
+                    if let Some(rest) = s
+                        .strip_prefix(scheme)
+                        .and_then(|r| r.strip_prefix(prefix.as_str()))
+                    {
+                        let rel = mirrorplan_config::syntax::config_relative(
+                            Path::new("."),
+                            Path::new(rest),
+                        );
+                        *s = format!("{scheme}{}", rel.display());
+                        return;
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.relocate(v)),
+            serde_json::Value::Object(map) => map.values_mut().for_each(|v| self.relocate(v)),
+            _ => {}
+        }
+    }
+
+    fn record(&self, mut r: InstanceRecord) -> InstanceRecord {
+        r.attributes.values_mut().for_each(|v| self.relocate(v));
+        r
+    }
+}
+
 /// The prior snapshot the engine plans against.
 pub fn snapshot(state: &State) -> miette::Result<PriorSnapshot> {
+    let legacy = LegacyPaths::here();
     let mut snap = PriorSnapshot::new(
         &state.lineage().to_string(),
         state.serial(),
@@ -96,13 +145,14 @@ pub fn snapshot(state: &State) -> miette::Result<PriorSnapshot> {
                 "the state holds an invalid address {addr:?}: {e}"
             )
         })?;
-        snap = snap.with_instance(a, to_engine_record(rec));
+        snap = snap.with_instance(a, legacy.record(to_engine_record(rec)));
     }
     Ok(snap)
 }
 
 /// [`snapshot`], consuming the state (nothing is copied).
 pub fn snapshot_owned(state: State) -> miette::Result<PriorSnapshot> {
+    let legacy = LegacyPaths::here();
     let mut snap = PriorSnapshot::new(
         &state.lineage().to_string(),
         state.serial(),
@@ -118,13 +168,13 @@ pub fn snapshot_owned(state: State) -> miette::Result<PriorSnapshot> {
         })?;
         snap.instances.insert(
             a,
-            InstanceRecord {
+            legacy.record(InstanceRecord {
                 provider: rec.provider,
                 attributes: rec.attributes.into_iter().collect(),
                 sensitive: rec.sensitive,
                 dependencies: rec.dependencies,
                 digests: rec.digests,
-            },
+            }),
         );
     }
     Ok(snap)

@@ -1230,12 +1230,7 @@ impl Loader {
             if s.contains(UNKNOWN) {
                 PathBuf::from(s)
             } else {
-                let p = PathBuf::from(&s);
-                if p.is_absolute() {
-                    p
-                } else {
-                    self.dir.join(p)
-                }
+                crate::syntax::config_relative(&self.dir, Path::new(&s))
             }
         })
     }

@@ -4,7 +4,32 @@
 //! Each check returns the parsed value or a message saying what is wrong.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// `path` as the configuration names it, resolved against the
+/// configuration directory `base` lexically (no `.` components, nothing
+/// read from disk): relative stays relative when `base` is (mirrorplan runs
+/// in the configuration directory, as `.`), so that nothing recorded
+/// depends on where the checkout is. An absolute `path` is kept as is.
+pub fn config_relative(base: &Path, path: &Path) -> PathBuf {
+    use std::path::Component;
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
 
 use crate::model::{Endpoint, NodeAddr};
 
@@ -88,7 +113,7 @@ pub fn parse_endpoint(s: &str, base: &Path) -> Result<Endpoint, String> {
             return Err("`oci:` needs a directory path, e.g. `oci:./store`".into());
         }
         return Ok(Endpoint::Oci {
-            path: base.join(path),
+            path: config_relative(base, Path::new(path)),
         });
     }
     let (https, rest) = if let Some(r) = s.strip_prefix("https://") {
@@ -122,7 +147,7 @@ pub fn parse_node(s: &str, base: &Path) -> Result<NodeAddr, String> {
         }
         return Ok(NodeAddr::Local {
             written: path.to_string(),
-            path: base.join(path),
+            path: config_relative(base, Path::new(path)),
         });
     }
     if s.contains("://") || s.contains('/') {
@@ -325,7 +350,7 @@ mod tests {
         assert_eq!(
             parse_endpoint("oci:./store", base),
             Ok(Endpoint::Oci {
-                path: "/cfg/./store".into()
+                path: "/cfg/store".into()
             })
         );
         assert!(parse_endpoint("mirror.example:5000", base).is_err());

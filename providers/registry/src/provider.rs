@@ -1486,6 +1486,21 @@ impl Provider for ImageProvider {
     ) -> Result<PlannedChange, ProviderError> {
         let mut change = mirrorplan_engine::diff(self.force_new(), desired, prior)?;
         let _ = observed;
+        if let (Some(d), Some(p), Action::Update) = (desired, prior, change.action) {
+            // a bundle is identified by its content (the digests the image
+            // keeps), not by its path: a bundle moved or renamed is no change
+            let bundle = |v: Option<&Value>| {
+                v.and_then(Value::as_str)
+                    .is_some_and(|s| s.starts_with("bundle:"))
+            };
+            let changed = mirrorplan_engine::changed_attributes(d, p);
+            if changed == ["source"]
+                && bundle(d.attrs.get("source"))
+                && bundle(p.attrs.get("source"))
+            {
+                change.action = Action::NoOp;
+            }
+        }
         if let (Some(d), Action::Create | Action::Update | Action::Replace) =
             (desired, change.action)
         {
