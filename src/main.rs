@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod expand;
 mod output;
+mod signals;
 
 use std::process::ExitCode;
 
@@ -12,6 +13,8 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let mut cli = cli::Cli::parse();
+    // before any lock is taken: no signal may leave one behind
+    signals::install();
     // `-C DIR` runs "as if started in DIR": relative paths on the command line
     // (plan files, --state, --var-file) are relative to DIR, as with `tofu -chdir`.
     if let Some(dir) = cli.dir.take() {
