@@ -1246,3 +1246,62 @@ fn restart_outcome(t: &dyn Transport, spec: &NodeSpec, out: &Output) -> Result<(
 pub fn basic_auth(user: &str, password: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(config_path: &str, config_file: &str) -> NodeSpec {
+        let mut config = NodeMirrorConfig::new(ConfigStyle::Hosts);
+        config.config_path = config_path.into();
+        NodeSpec {
+            transport: TransportSpec::Local {
+                root: "/tmp/n0".into(),
+            },
+            config,
+            config_file: config_file.into(),
+            restart_command: "true".into(),
+        }
+    }
+
+    #[test]
+    fn only_files_under_config_path_or_the_config_file_are_removable() {
+        let now = spec("/etc/containerd/certs.d/", "/etc/containerd/config.toml");
+        let before = spec("/var/lib/certs.d", "/etc/containerd/config.toml");
+        let m = Managed::of([&now, &before]);
+        for ok in [
+            "/etc/containerd/certs.d/docker.io/hosts.toml",
+            "/etc/containerd/certs.d/10.0.0.1_5000-ca.crt",
+            "/var/lib/certs.d/quay.io/hosts.toml",
+            "/etc/containerd/config.toml",
+        ] {
+            assert!(m.allows(ok), "{ok}");
+        }
+        for bad in [
+            "/etc/passwd",
+            "../../outside",
+            "etc/containerd/certs.d/x",
+            "/etc/containerd/certs.d",
+            "/etc/containerd/certs.d/",
+            "/etc/containerd/certs.d/../../passwd",
+            "/etc/containerd/certs.d/./x",
+            "/etc/containerd/certs.d//x",
+            "/etc/containerd/certs.dx/hosts.toml",
+            "/etc/containerd/certs.d/x\n",
+            "/etc/containerd/config.toml.bak",
+        ] {
+            assert!(!m.allows(bad), "{bad:?}");
+        }
+        // a config_path that is `/` or not clean protects nothing
+        for dir in ["/", "relative/certs.d", "/etc/../etc"] {
+            let m = Managed::of([&spec(dir, "/etc/containerd/config.toml")]);
+            assert!(!m.allows("/etc/passwd"), "{dir}");
+            assert!(!m.allows("/etc/etc/passwd"), "{dir}");
+        }
+        let text = m.refusal(&["/etc/passwd"]);
+        assert!(
+            text.contains("refusing to remove \"/etc/passwd\""),
+            "{text}"
+        );
+    }
+}
