@@ -238,21 +238,18 @@ fn private_dirs<'a>(dirs: impl Iterator<Item = &'a Path>) -> miette::Result<()> 
 
 /// Loads the configuration and expands it; `Ok(None)` after printing problems.
 pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Option<Context>> {
-    // `.mirrorplan/` and its bundle cache hold the state, lock and what
-    // bundles contain: private, made before expansion fills the cache
-    let cache = expand::bundle_cache_dir(dir);
-    private_dirs(
-        cache
-            .ancestors()
-            .take(3)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev(),
-    )?;
     let opts = load_options(&args.vars, Mode::Plan)?;
     let Some(loaded) = load_checked(dir, &opts, out) else {
         return Ok(None);
     };
+    // `.mirrorplan/` and its bundle cache hold the state, the lock and what
+    // the bundles contain: private. Made (or made private) before expansion
+    // fills the cache, when a bundle will be cached; existing ones always.
+    let cache = expand::bundle_cache_dir(dir);
+    let mut ours: Vec<&Path> = cache.ancestors().take(3).collect();
+    ours.reverse();
+    let bundles = loaded.config.image_sets.iter().any(|s| s.bundle.is_some());
+    private_dirs(ours.into_iter().filter(|d| bundles || d.is_dir()))?;
     let images = Arc::new(ImageProvider::new());
     let rt = runtime()?;
     let expanded = rt.block_on(expand::expand(&loaded.config, &images));
