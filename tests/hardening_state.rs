@@ -260,10 +260,10 @@ fn finish(mut run: Run) -> (Option<i32>, String) {
     (status.code(), err)
 }
 
-/// `plan` against the silent registry, stopped by `signal` while it waits
-/// for the registry: the lock is released, the exit code is the shell's,
-/// and the state is as it was.
-fn signal_during_plan(signal: &str, code: i32) {
+/// `args` (a plan, or an apply still refreshing) against the silent
+/// registry, stopped by `signal` while it waits for the registry: the lock
+/// is released, the exit code is the shell's, and the state is as it was.
+fn signal_while_refreshing(args: &[&str], signal: &str, code: i32) {
     let (port, accepted) = silent_registry();
     let cfg = silent_registry_config(port);
     let dir = cfg.path();
@@ -272,7 +272,7 @@ fn signal_during_plan(signal: &str, code: i32) {
     store.save(&mut state).unwrap_or_else(|e| panic!("{e}"));
     let before = read(&state_path(dir));
 
-    let child = spawn(dir, &["plan"]);
+    let child = spawn(dir, args);
     // the refresh is waiting for the registry, with the lock held
     accepted
         .recv_timeout(Duration::from_secs(120))
@@ -330,12 +330,18 @@ fn kill_when_locked(dir: &Path, mut child: Run) {
 
 #[test]
 fn sigint_during_plan_releases_lock() {
-    signal_during_plan("INT", 130);
+    signal_while_refreshing(&["plan"], "INT", 130);
 }
 
 #[test]
 fn sigterm_during_plan_releases_lock() {
-    signal_during_plan("TERM", 143);
+    signal_while_refreshing(&["plan"], "TERM", 143);
+}
+
+#[test]
+fn sigterm_during_apply_refresh_releases_lock() {
+    // before the walk nothing has changed: the run just ends
+    signal_while_refreshing(&["apply", "--auto-approve"], "TERM", 143);
 }
 
 #[test]

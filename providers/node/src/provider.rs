@@ -691,7 +691,8 @@ impl NodeProvider {
         // read (its content would reach the plan); apply refuses to remove it
         let prior_spec = prior.and_then(|p| NodeSpec::from_attrs(&p.attrs_view()).ok());
         let managed = Managed::of(std::iter::once(&spec).chain(prior_spec.as_ref()));
-        names.retain(|n| managed.allows(&n[FILE_PREFIX.len()..]));
+        let wanted = desired.map(|d| file_attrs(&d.attrs)).unwrap_or_default();
+        names.retain(|n| wanted.contains(n) || managed.allows(&n[FILE_PREFIX.len()..]));
         names.insert(format!("{FILE_PREFIX}{}", spec.config_file));
         let t = self.transport(&spec.transport).await?;
         let names: Vec<String> = names.into_iter().collect();
