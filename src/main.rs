@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod expand;
 mod output;
+mod signals;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,8 @@ fn run() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
+    // before any lock is taken: no signal may leave one behind
+    signals::install();
     // `-C DIR` runs "as if started in DIR": relative paths on the command line
     // (plan files, --state, --var-file) are relative to DIR, as with `tofu -chdir`.
     if let Some(dir) = cli.dir.take() {

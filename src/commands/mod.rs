@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command, Shell, StateCommand};
+use crate::cli::{Cli, Command, Shell, StateArgs, StateCommand};
 use crate::output::Output;
 
 /// Runs the chosen command.
@@ -33,6 +33,10 @@ pub fn run(cli: Cli, out: &Output) -> miette::Result<ExitCode> {
         } => {
             args.destroy = destroy;
             args.refresh_only = refresh_only;
+            if plan_out.is_some() && !run::store(&dir, &args.state).path().exists() {
+                // there is no state yet: a saved plan creates it
+                require_lock(&args.state, "plan --out")?;
+            }
             run::plan(&dir, &args, plan_out.as_deref(), detailed_exitcode, out)
         }
         Command::Apply {
@@ -41,6 +45,7 @@ pub fn run(cli: Cli, out: &Output) -> miette::Result<ExitCode> {
             plan_file,
             refresh_only,
         } => {
+            require_lock(&args.state, "apply")?;
             args.refresh_only = refresh_only;
             run::apply(&dir, &args, plan_file.as_deref(), auto_approve, out)
         }
@@ -48,6 +53,7 @@ pub fn run(cli: Cli, out: &Output) -> miette::Result<ExitCode> {
             mut args,
             auto_approve,
         } => {
+            require_lock(&args.state, "destroy")?;
             args.destroy = true;
             run::apply(&dir, &args, None, auto_approve, out)
         }
@@ -70,7 +76,10 @@ pub fn run(cli: Cli, out: &Output) -> miette::Result<ExitCode> {
             StateCommand::Show { address, state } => {
                 state::show_one(&dir, &address, &state.unlocked())
             }
-            StateCommand::Rm { address, state } => state::rm(&dir, &address, &state),
+            StateCommand::Rm { address, state } => {
+                require_lock(&state, "state rm")?;
+                state::rm(&dir, &address, &state)
+            }
         },
         Command::Output { name, json, state } => {
             state::output(&dir, name.as_deref(), json, &state.unlocked())
@@ -90,4 +99,19 @@ pub fn run(cli: Cli, out: &Output) -> miette::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Refuses `--lock=false` for a command that writes the state or changes
+/// nodes or registries: two such runs at once corrupt both. Checked before
+/// anything is read or done.
+fn require_lock(state: &StateArgs, command: &str) -> miette::Result<()> {
+    if state.lock {
+        return Ok(());
+    }
+    Err(miette::miette!(
+        code = "mirrorplan::cli::lock_required",
+        help = "--lock=false is only for read-only commands such as `plan --refresh-only`, \
+                `show` or `state list`; drop it (use --lock-timeout to wait for another run)",
+        "`mirrorplan {command}` writes the state, so it always takes the state lock: --lock=false is refused"
+    ))
 }

@@ -1,7 +1,7 @@
 //! `plan`, `apply` and `destroy`: configuration → instances → engine plan →
 //! rendering → (apply) walk with state saved after every instance.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -41,10 +41,10 @@ pub fn lock(
     if !state.lock {
         return Ok(None);
     }
-    if let Some(parent) = store.path().parent() {
-        std::fs::create_dir_all(parent)
-            .into_diagnostic()
-            .wrap_err_with(|| format!("cannot create the state directory {}", parent.display()))?;
+    if state.state.is_none() {
+        // the default `.mirrorplan/` is mirrorplan's own: kept private (a
+        // directory named by --state is created 0700 but never changed)
+        private_dirs(store.path().parent().into_iter())?;
     }
     let request = LockRequest {
         operation: operation.to_string(),
@@ -277,12 +277,29 @@ pub struct Context {
     pub outputs: Vec<(String, serde_json::Value, bool)>,
 }
 
+/// Creates each directory mode 0700, or makes an existing one of ours
+/// private (see [`mirrorplan_state::ensure_private_dir`]).
+fn private_dirs<'a>(dirs: impl Iterator<Item = &'a Path>) -> miette::Result<()> {
+    for d in dirs {
+        mirrorplan_state::ensure_private_dir(d).map_err(miette::Report::new)?;
+    }
+    Ok(())
+}
+
 /// Loads the configuration and expands it; `Ok(None)` after printing problems.
 pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Option<Context>> {
     let opts = load_options(&args.vars, Mode::Plan)?;
     let Some(loaded) = load_checked(dir, &opts, out) else {
         return Ok(None);
     };
+    // `.mirrorplan/` and its bundle cache hold the state, the lock and what
+    // the bundles contain: private. Made (or made private) before expansion
+    // fills the cache, when a bundle will be cached; existing ones always.
+    let cache = expand::bundle_cache_dir(dir);
+    let mut ours: Vec<&Path> = cache.ancestors().take(3).collect();
+    ours.reverse();
+    let bundles = loaded.config.image_sets.iter().any(|s| s.bundle.is_some());
+    private_dirs(ours.into_iter().filter(|d| bundles || d.is_dir()))?;
     let images = Arc::new(ImageProvider::new());
     let rt = runtime()?;
     let expanded = rt.block_on(expand::expand(&loaded.config, &images));
@@ -383,6 +400,10 @@ pub fn plan(
     let store = store(dir, &args.state);
     let _lock = lock(&store, &args.state, "plan")?;
     let mut state = store.load_or_new().map_err(miette::Report::new)?;
+    if args.state.lock {
+        // a plan whose apply could not record anything is refused now
+        store.check_writable(&state).map_err(miette::Report::new)?;
+    }
     if plan_out.is_some() && store.load().map_err(miette::Report::new)?.is_none() {
         // a saved plan must name a lineage that exists on disk
         store.save(&mut state).map_err(miette::Report::new)?;
@@ -440,20 +461,13 @@ pub fn plan(
     })
 }
 
+/// Writes a plan file as the state is written: a new 0600 file beside
+/// `path`, renamed over it, so an existing file of another mode (or a
+/// reader) never sees a partial plan, and the result is always 0600.
 fn write_private(path: &Path, bytes: &[u8]) -> miette::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .into_diagnostic()
-        .wrap_err_with(|| format!("cannot write {}", path.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .into_diagnostic()
-        .wrap_err_with(|| format!("cannot write {}", path.display()))
+    mirrorplan_state::write_atomic(path, bytes)
+        .map_err(miette::Report::new)
+        .wrap_err_with(|| format!("cannot write the plan file {}", path.display()))
 }
 
 fn print_plan(plan: &Plan, args: &PlanArgs, out: &Output) {
@@ -524,6 +538,8 @@ pub fn apply(
             s
         }
     };
+    // before anything changes on a node or registry
+    store.check_writable(&state).map_err(miette::Report::new)?;
     let rt = &ctx.rt;
     let desired_now = if args.destroy {
         Vec::new()
@@ -584,23 +600,24 @@ pub fn apply(
     ctx.images.prepare(&plan.changes);
     let interrupt = Interrupt::new();
     let state_cell = Arc::new(Mutex::new(state));
+    // SIGINT and SIGTERM now interrupt the walk instead of ending the
+    // process (until apply returns): the walk stops, the state is saved and
+    // the lock released
+    let _diverted = {
+        let interrupt = interrupt.clone();
+        let hooks = ctx.hooks.clone();
+        crate::signals::divert(move |sig| {
+            if interrupt.level() > 0 {
+                hooks.line("\nSecond interrupt: stopping now. State is saved as of the last finished instance.");
+            } else if sig == crate::signals::Signal::Terminate {
+                hooks.line("\nSIGTERM received: no new work starts; waiting for running operations (send it again, or press Ctrl-C, to stop at once).");
+            } else {
+                hooks.line("\nInterrupt received: no new work starts; waiting for running operations (press Ctrl-C again to stop at once).");
+            }
+            interrupt.signal();
+        })
+    };
     let result = rt.block_on(async {
-        let watcher = {
-            let interrupt = interrupt.clone();
-            let hooks = ctx.hooks.clone();
-            tokio::spawn(async move {
-                let mut n = 0;
-                while tokio::signal::ctrl_c().await.is_ok() {
-                    n += 1;
-                    if n == 1 {
-                        hooks.line("\nInterrupt received: no new work starts; waiting for running operations (press Ctrl-C again to stop at once).");
-                    } else {
-                        hooks.line("\nSecond interrupt: stopping now. State is saved as of the last finished instance.");
-                    }
-                    interrupt.signal();
-                }
-            })
-        };
         let identity = match state_cell.lock() {
             Ok(s) => identity(&s),
             Err(_) => return Err(miette!("internal error: state lock poisoned")),
@@ -609,32 +626,37 @@ pub fn apply(
         let store2 = store.clone();
         let mut last_save = Instant::now();
         let mut save_gap = SAVE_INTERVAL;
-        let mut sink = move |addr: &Address, rec: Option<&InstanceRecord>| -> Result<(), SinkError> {
-            let mut st = cell.lock().map_err(|_| SinkError { message: "state lock poisoned".into() })?;
-            match rec {
-                Some(r) => {
-                    st.set_instance(addr.to_string(), to_state_record(r));
+        let mut sink =
+            move |addr: &Address, rec: Option<&InstanceRecord>| -> Result<(), SinkError> {
+                let mut st = cell.lock().map_err(|_| SinkError {
+                    message: "state lock poisoned".into(),
+                })?;
+                match rec {
+                    Some(r) => {
+                        st.set_instance(addr.to_string(), to_state_record(r));
+                    }
+                    None => {
+                        st.remove_instance(&addr.to_string());
+                    }
                 }
-                None => {
-                    st.remove_instance(&addr.to_string());
+                // Every completed instance is saved at once, except in very large
+                // states: there the next save waits SAVE_INTERVAL, or four times
+                // as long as the last save took, after the end of the last save,
+                // so saving (each rewrites the whole file) takes at most a fifth
+                // of the walk and the total stays linear. The final save below
+                // catches the rest, so only a SIGKILL can lose finished work
+                // (at most one interval), which the next apply redoes.
+                if st.instances().len() >= LARGE_STATE && last_save.elapsed() < save_gap {
+                    return Ok(());
                 }
-            }
-            // Every completed instance is saved at once, except in very large
-            // states: there the next save waits SAVE_INTERVAL, or four times
-            // as long as the last save took, after the end of the last save,
-            // so saving (each rewrites the whole file) takes at most a fifth
-            // of the walk and the total stays linear. The final save below
-            // catches the rest, so only a SIGKILL can lose finished work
-            // (at most one interval), which the next apply redoes.
-            if st.instances().len() >= LARGE_STATE && last_save.elapsed() < save_gap {
-                return Ok(());
-            }
-            let started = Instant::now();
-            let saved = store2.save(&mut st).map(|_| ()).map_err(|e| SinkError { message: e.to_string() });
-            save_gap = SAVE_INTERVAL.max(started.elapsed() * 4);
-            last_save = Instant::now();
-            saved
-        };
+                let started = Instant::now();
+                let saved = store2.save(&mut st).map(|_| ()).map_err(|e| SinkError {
+                    message: e.to_string(),
+                });
+                save_gap = SAVE_INTERVAL.max(started.elapsed() * 4);
+                last_save = Instant::now();
+                saved
+            };
         let report = ctx
             .engine
             .apply(
@@ -648,7 +670,6 @@ pub fn apply(
             )
             .await
             .map_err(miette::Report::new);
-        watcher.abort();
         report
     });
     // the bars go away whatever the outcome (done, failed, interrupted)

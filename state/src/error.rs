@@ -107,6 +107,28 @@ pub enum StateError {
         ours: u64,
     },
 
+    /// The serial cannot rise any further: no change can be saved.
+    #[error(
+        "state file {} is at serial {serial}, the largest possible, so no further change can be saved",
+        path.display()
+    )]
+    #[diagnostic(
+        code(mirrorplan::state::serial_exhausted),
+        help(
+            "the serial counts saves and never gets near this by use; the file was edited or damaged. \
+             Restore the previous version from {} or set `serial` back to the value it had, then run again",
+            backup.display()
+        )
+    )]
+    SerialExhausted {
+        /// The state file.
+        path: PathBuf,
+        /// The serial found.
+        serial: u64,
+        /// Where the previous version is kept.
+        backup: PathBuf,
+    },
+
     /// Another live process holds the lock.
     #[error("state {} is locked{}", path.display(), holder_text(holder.as_deref()))]
     #[diagnostic(

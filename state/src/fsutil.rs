@@ -25,6 +25,23 @@ pub fn ensure_dir(dir: &Path) -> Result<(), StateError> {
         .map_err(|e| StateError::io("create directory", dir, e))
 }
 
+/// Makes `dir` a private directory of this user: creates it (and missing
+/// parents) with mode 0700, or, when it exists, is owned by this user and
+/// lets the group or others in, removes their access (`chmod go-rwx`).
+/// A directory of another owner is left as it is. For mirrorplan's own
+/// directories (`.mirrorplan/` and its cache), not for one the user named.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    ensure_dir(dir)?;
+    let meta = fs::metadata(dir).map_err(|e| StateError::io("inspect directory", dir, e))?;
+    let mode = meta.mode() & 0o7777;
+    if meta.uid() == rustix::process::geteuid().as_raw() && mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode & !0o077))
+            .map_err(|e| StateError::io("make private (chmod go-rwx)", dir, e))?;
+    }
+    Ok(())
+}
+
 /// The directory holding `path` (`.` for a bare file name).
 pub fn parent_dir(path: &Path) -> &Path {
     match path.parent() {

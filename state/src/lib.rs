@@ -61,7 +61,10 @@ mod store;
 mod time;
 
 pub use error::StateError;
-pub use lock::{force_unlock, read_lock_info, LockInfo, LockRequest, StateLock};
+pub use fsutil::{ensure_private_dir, write_atomic};
+pub use lock::{
+    force_unlock, read_lock_info, release_held_locks_before_exit, LockInfo, LockRequest, StateLock,
+};
 pub use model::{secret_digest, InstanceRecord, OutputRecord, State, FORMAT_VERSION};
 pub use store::{SaveOutcome, StateStore, DEFAULT_DIR, DEFAULT_FILE};
 pub use time::{format_rfc3339, now_rfc3339};

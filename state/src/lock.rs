@@ -12,12 +12,17 @@
 //! → the run that wrote the info died without releasing ([`StateError::StaleLock`]).
 //! A stale lock is never cleared automatically: the user checks that nothing
 //! else runs and calls `mirrorplan force-unlock <ID>` ([`force_unlock`]).
+//!
+//! A process that is told to stop (SIGINT, SIGTERM) and exits without
+//! unwinding calls [`release_held_locks_before_exit`] first, so that its
+//! locks are not left behind as stale ones.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rustix::fs::{flock, FlockOperation};
@@ -30,6 +35,36 @@ use crate::time::now_rfc3339;
 
 /// How often a waiting [`StateLock::acquire`] tries again.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The lock info files of the locks this process holds. Writing an info
+/// file and recording it here (and removing it and forgetting it) happen
+/// under this mutex, so [`release_held_locks_before_exit`] sees every info
+/// file this process wrote.
+static HELD: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn held() -> MutexGuard<'static, Vec<PathBuf>> {
+    HELD.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Removes the lock info of every [`StateLock`] this process holds, for a
+/// process about to exit without running destructors (on SIGINT or
+/// SIGTERM); the kernel then frees the flocks at exit. Returns how many
+/// locks were released.
+///
+/// Call it only right before `std::process::exit`: from then on, taking or
+/// releasing a lock in any thread of this process blocks until the exit.
+pub fn release_held_locks_before_exit() -> usize {
+    let mut held = held();
+    let count = held.len();
+    for info_path in held.drain(..) {
+        let _ = fs::remove_file(&info_path);
+        let _ = sync_dir(parent_dir(&info_path));
+    }
+    // never unlocked: no thread writes a new info file before the exit
+    std::mem::forget(held);
+    count
+}
 
 /// What a caller asks for when taking the lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,7 +167,10 @@ impl StateLock {
                 }
                 let info = LockInfo::for_this_process(&request.operation);
                 let bytes = serde_json::to_vec_pretty(&info).map_err(StateError::Serialize)?;
+                let mut held = held();
                 write_atomic(&info_path, &bytes)?;
+                held.push(info_path.clone());
+                drop(held);
                 return Ok(StateLock {
                     file,
                     lock_path,
@@ -161,9 +199,8 @@ impl StateLock {
     /// Releases the lock now, reporting errors that `Drop` would ignore.
     pub fn release(mut self) -> Result<(), StateError> {
         self.released = true;
-        let removed = fs::remove_file(&self.info_path)
-            .map_err(|e| StateError::io("remove lock info", &self.info_path, e));
-        let synced = sync_dir(parent_dir(&self.info_path));
+        let (removed, synced) = self.remove_info();
+        let removed = removed.map_err(|e| StateError::io("remove lock info", &self.info_path, e));
         let unlocked = flock(&self.file, FlockOperation::Unlock)
             .map_err(|e| StateError::io("unlock", &self.lock_path, e.into()));
         removed.and(synced).and(unlocked)
@@ -175,9 +212,19 @@ impl Drop for StateLock {
         if !self.released {
             // Info first, then the flock (closed with `self.file`), so a free
             // flock with info present always means a dead holder.
-            let _ = fs::remove_file(&self.info_path);
-            let _ = sync_dir(parent_dir(&self.info_path));
+            let _ = self.remove_info();
         }
+    }
+}
+
+impl StateLock {
+    /// Removes the info file and forgets it in [`HELD`].
+    fn remove_info(&self) -> (io::Result<()>, Result<(), StateError>) {
+        let mut held = held();
+        held.retain(|p| *p != self.info_path);
+        let removed = fs::remove_file(&self.info_path);
+        let synced = sync_dir(parent_dir(&self.info_path));
+        (removed, synced)
     }
 }
 

@@ -210,7 +210,7 @@ impl StateStore {
             }
         };
         let new_serial = match &previous {
-            None => state.serial() + 1,
+            None => self.next_serial(state.serial())?,
             Some((_, disk)) => {
                 if disk.lineage() != state.lineage() {
                     return Err(StateError::LineageMismatch {
@@ -232,7 +232,7 @@ impl StateStore {
                         ours: state.serial(),
                     });
                 }
-                state.serial().max(disk.serial()) + 1
+                self.next_serial(state.serial().max(disk.serial()))?
             }
         };
 
@@ -310,7 +310,7 @@ impl StateStore {
                 ours: state.serial(),
             });
         }
-        let new_serial = state.serial().max(known.serial) + 1;
+        let new_serial = self.next_serial(state.serial().max(known.serial))?;
         let bytes = file_bytes_at(state, new_serial)?;
         write_atomic(&self.backup_path(), &old_bytes)?;
         self.write_state(state, new_serial, &bytes)?;
@@ -327,6 +327,25 @@ impl StateStore {
         state.set_serial(serial);
         self.remember(FileStamp::of(&self.path), state);
         Ok(())
+    }
+
+    /// Fails with [`StateError::SerialExhausted`] when `state` could not be
+    /// saved with a changed content because its serial cannot rise. Writers
+    /// call it right after loading, before they change anything outside the
+    /// state; reading such a state is fine.
+    pub fn check_writable(&self, state: &State) -> Result<(), StateError> {
+        self.next_serial(state.serial()).map(|_| ())
+    }
+
+    /// The serial after `serial`, never wrapping.
+    fn next_serial(&self, serial: u64) -> Result<u64, StateError> {
+        serial
+            .checked_add(1)
+            .ok_or_else(|| StateError::SerialExhausted {
+                path: self.path.clone(),
+                serial,
+                backup: self.backup_path(),
+            })
     }
 
     fn corrupt(&self, detail: String) -> StateError {

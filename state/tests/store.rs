@@ -394,3 +394,68 @@ fn a_file_replaced_behind_the_store_gets_the_full_checks() -> TestResult {
     assert_eq!(fs::read(&path)?, b"{\"version\": 1, \"serial\": ");
     Ok(())
 }
+
+#[test]
+fn serial_at_u64_max_loads_but_never_wraps_on_save() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = StateStore::beside_config(dir.path());
+    let mut state = sample_state();
+    store.save(&mut state)?;
+    let mut v: serde_json::Value = serde_json::from_slice(&fs::read(store.path())?)?;
+    v["serial"] = json!(u64::MAX);
+    fs::write(store.path(), serde_json::to_vec_pretty(&v)?)?;
+    let before = fs::read(store.path())?;
+
+    // it loads, for reading
+    let mut loaded = StateStore::new(store.path()).load()?.ok_or("no state")?;
+    assert_eq!(loaded.serial(), u64::MAX);
+    let fresh = StateStore::new(store.path());
+    let err = fresh
+        .check_writable(&loaded)
+        .err()
+        .ok_or("check_writable accepted u64::MAX")?;
+    assert_eq!(code(&err), "mirrorplan::state::serial_exhausted");
+    // an unchanged save writes nothing and needs no new serial
+    assert!(!fresh.save(&mut loaded)?.written());
+    // a changed one is refused, by both save paths (known file or not)
+    loaded.set_output("x", json!(1));
+    for store in [fresh.clone(), StateStore::new(store.path())] {
+        let err = store
+            .save(&mut loaded)
+            .err()
+            .ok_or("a save at u64::MAX succeeded")?;
+        assert_eq!(code(&err), "mirrorplan::state::serial_exhausted");
+        assert!(err.to_string().contains(&u64::MAX.to_string()), "{err}");
+        assert!(help(&err).contains("state.json.backup"), "{}", help(&err));
+        assert_eq!(fs::read(store.path())?, before);
+        assert_eq!(loaded.serial(), u64::MAX);
+    }
+    Ok(())
+}
+
+#[test]
+fn private_dir_is_created_0700_and_tightened() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let new = dir.path().join("a/b");
+    mirrorplan_state::ensure_private_dir(&new)?;
+    assert_eq!(mode(&new)?, 0o700);
+    let open = dir.path().join("open");
+    fs::create_dir(&open)?;
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o775))?;
+    mirrorplan_state::ensure_private_dir(&open)?;
+    assert_eq!(mode(&open)?, 0o700);
+    Ok(())
+}
+
+#[test]
+fn write_atomic_replaces_a_0644_file_with_a_0600_one() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("plan.bin");
+    fs::write(&file, b"old")?;
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644))?;
+    mirrorplan_state::write_atomic(&file, b"new")?;
+    assert_eq!(fs::read(&file)?, b"new");
+    assert_eq!(mode(&file)?, 0o600);
+    assert_eq!(fs::read_dir(dir.path())?.count(), 1);
+    Ok(())
+}

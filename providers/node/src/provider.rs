@@ -413,6 +413,95 @@ impl NodeSpec {
     }
 }
 
+/// Where mirrorplan may remove files on one node: below the node's
+/// `config_path` (the hosts directory, also where legacy CA files go) or its
+/// `config_file`, each as the configuration gives it and as the state
+/// recorded it. The paths to remove come from the state, which can be
+/// edited: nothing else is ever removed.
+#[derive(Debug, Default)]
+struct Managed {
+    dirs: Vec<String>,
+    files: Vec<String>,
+}
+
+impl Managed {
+    fn of<'a>(specs: impl IntoIterator<Item = &'a NodeSpec>) -> Managed {
+        let mut m = Managed::default();
+        for spec in specs {
+            let dir = spec.config.config_dir();
+            // a config_path that is not clean (or `/`) protects nothing
+            if clean_absolute(dir) && dir != "/" && !m.dirs.iter().any(|d| d == dir) {
+                m.dirs.push(dir.to_string());
+            }
+            if clean_absolute(&spec.config_file) && !m.files.contains(&spec.config_file) {
+                m.files.push(spec.config_file.clone());
+            }
+        }
+        m
+    }
+
+    /// Whether mirrorplan may remove `path` on this node.
+    fn allows(&self, path: &str) -> bool {
+        clean_absolute(path)
+            && (self.files.iter().any(|f| f == path)
+                || self.dirs.iter().any(|d| {
+                    path.strip_prefix(d.as_str())
+                        .and_then(|rest| rest.strip_prefix('/'))
+                        .is_some_and(|rest| !rest.is_empty())
+                }))
+    }
+
+    /// Why `paths` (which [`allows`](Self::allows) rejects) are not removed.
+    fn refusal(&self, paths: &[&str]) -> String {
+        let quoted: Vec<String> = paths.iter().map(|p| format!("{p:?}")).collect();
+        let dirs: Vec<String> = self.dirs.iter().map(|d| format!("{d}/")).collect();
+        format!(
+            "refusing to remove {}: the state lists {} among the node's files, \
+             but mirrorplan only removes files under {} or the config_file {}",
+            quoted.join(", "),
+            if paths.len() == 1 { "it" } else { "them" },
+            if dirs.is_empty() {
+                "(no valid config_path)".to_string()
+            } else {
+                dirs.join(" or ")
+            },
+            if self.files.is_empty() {
+                "(none valid)".to_string()
+            } else {
+                self.files.join(" or ")
+            },
+        )
+    }
+
+    /// The paths of `prior`'s files that are not to be removed.
+    fn unmanaged_of(&self, prior: &PriorInstance) -> Vec<String> {
+        file_attrs_prior(prior)
+            .into_iter()
+            .map(|n| n[FILE_PREFIX.len()..].to_string())
+            .filter(|p| !self.allows(p))
+            .collect()
+    }
+
+    /// The apply error for `paths` that [`allows`](Self::allows) rejects.
+    fn refuse(&self, node: &str, paths: &[&str]) -> ProviderError {
+        ProviderError::invalid_input(format!(
+            "node {node}: {}; nothing was changed on this node",
+            self.refusal(paths)
+        ))
+        .with_help(
+            "the state was edited or damaged: restore .mirrorplan/state.json.backup, or \
+             `mirrorplan state rm` this node and apply again",
+        )
+    }
+}
+
+/// An absolute path without empty, `.` or `..` segments or control characters.
+fn clean_absolute(path: &str) -> bool {
+    path.strip_prefix('/').is_some_and(|rest| {
+        rest.is_empty() || rest.split('/').all(|seg| !matches!(seg, "" | "." | ".."))
+    }) && !path.chars().any(char::is_control)
+}
+
 /// The file attribute names of an attribute set.
 fn file_attrs(attrs: &Attrs) -> BTreeSet<String> {
     attrs
@@ -598,6 +687,12 @@ impl NodeProvider {
                 ),
                 (None, None) => return Ok(None),
             };
+        // a file the state lists outside what mirrorplan manages is not
+        // read (its content would reach the plan); apply refuses to remove it
+        let prior_spec = prior.and_then(|p| NodeSpec::from_attrs(&p.attrs_view()).ok());
+        let managed = Managed::of(std::iter::once(&spec).chain(prior_spec.as_ref()));
+        let wanted = desired.map(|d| file_attrs(&d.attrs)).unwrap_or_default();
+        names.retain(|n| wanted.contains(n) || managed.allows(&n[FILE_PREFIX.len()..]));
         names.insert(format!("{FILE_PREFIX}{}", spec.config_file));
         let t = self.transport(&spec.transport).await?;
         let names: Vec<String> = names.into_iter().collect();
@@ -677,14 +772,31 @@ impl Provider for NodeProvider {
         prior: Option<&PriorInstance>,
         observed: Option<&Observed>,
     ) -> Result<PlannedChange, ProviderError> {
+        // files the state lists outside what mirrorplan manages: apply
+        // will refuse to touch this node, say so now
+        let prior_spec = prior.and_then(|p| NodeSpec::from_attrs(&p.attrs_view()).ok());
+        let desired_spec = desired
+            .map(|d| NodeSpec::from_attrs(&d.attrs))
+            .transpose()?;
+        let unmanaged = prior.map_or_else(Vec::new, |p| {
+            Managed::of(desired_spec.iter().chain(prior_spec.as_ref())).unmanaged_of(p)
+        });
+        let refusal = (!unmanaged.is_empty()).then(|| {
+            let paths: Vec<&str> = unmanaged.iter().map(String::as_str).collect();
+            let managed = Managed::of(desired_spec.iter().chain(prior_spec.as_ref()));
+            format!("apply will fail for this node: {}", managed.refusal(&paths))
+        });
         let Some(d) = desired else {
             let mut change = mirrorplan_engine::diff(self.force_new(), None, prior)?;
             change
                 .details
                 .push("the rendered files are removed; config.toml keeps its config_path".into());
+            change.details.extend(refusal);
             return Ok(change);
         };
-        let spec = NodeSpec::from_attrs(&d.attrs)?;
+        let Some(spec) = desired_spec else {
+            return Err(bad("node instance without a spec"));
+        };
         let cfg_name = format!("{FILE_PREFIX}{}", spec.config_file);
         // config.toml as it is now: what refresh found, else what state recorded
         let current: Option<String> = observed
@@ -719,6 +831,7 @@ impl Provider for NodeProvider {
         for n in edit.notes {
             change.details.push(format!("{}: {n}", spec.config_file));
         }
+        change.details.extend(refusal);
         let cfg_changes = match prior {
             None => true,
             Some(p) => match (p.attrs.get(&cfg_name), edit.contains_credentials) {
@@ -800,6 +913,18 @@ impl NodeProvider {
                 if path != cfg_path && !writes.iter().any(|(p, _, _)| *p == path) {
                     removes.push(path);
                 }
+            }
+            // the paths come from the state: each must be one mirrorplan
+            // manages, or nothing of this node is touched
+            let before_spec = NodeSpec::from_attrs(before).ok();
+            let managed = Managed::of(std::iter::once(&spec).chain(before_spec.as_ref()));
+            let refused: Vec<&str> = removes
+                .iter()
+                .map(String::as_str)
+                .filter(|p| !managed.allows(p))
+                .collect();
+            if !refused.is_empty() {
+                return Err(managed.refuse(&t.describe(), &refused));
             }
         }
         // every file as the node has it: the backups, the "unchanged" test
@@ -1121,4 +1246,63 @@ fn restart_outcome(t: &dyn Transport, spec: &NodeSpec, out: &Output) -> Result<(
 /// Basic auth header value for `user:password` (used by renderers and tests).
 pub fn basic_auth(user: &str, password: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(config_path: &str, config_file: &str) -> NodeSpec {
+        let mut config = NodeMirrorConfig::new(ConfigStyle::Hosts);
+        config.config_path = config_path.into();
+        NodeSpec {
+            transport: TransportSpec::Local {
+                root: "/tmp/n0".into(),
+            },
+            config,
+            config_file: config_file.into(),
+            restart_command: "true".into(),
+        }
+    }
+
+    #[test]
+    fn only_files_under_config_path_or_the_config_file_are_removable() {
+        let now = spec("/etc/containerd/certs.d/", "/etc/containerd/config.toml");
+        let before = spec("/var/lib/certs.d", "/etc/containerd/config.toml");
+        let m = Managed::of([&now, &before]);
+        for ok in [
+            "/etc/containerd/certs.d/docker.io/hosts.toml",
+            "/etc/containerd/certs.d/10.0.0.1_5000-ca.crt",
+            "/var/lib/certs.d/quay.io/hosts.toml",
+            "/etc/containerd/config.toml",
+        ] {
+            assert!(m.allows(ok), "{ok}");
+        }
+        for bad in [
+            "/etc/passwd",
+            "../../outside",
+            "etc/containerd/certs.d/x",
+            "/etc/containerd/certs.d",
+            "/etc/containerd/certs.d/",
+            "/etc/containerd/certs.d/../../passwd",
+            "/etc/containerd/certs.d/./x",
+            "/etc/containerd/certs.d//x",
+            "/etc/containerd/certs.dx/hosts.toml",
+            "/etc/containerd/certs.d/x\n",
+            "/etc/containerd/config.toml.bak",
+        ] {
+            assert!(!m.allows(bad), "{bad:?}");
+        }
+        // a config_path that is `/` or not clean protects nothing
+        for dir in ["/", "relative/certs.d", "/etc/../etc"] {
+            let m = Managed::of([&spec(dir, "/etc/containerd/config.toml")]);
+            assert!(!m.allows("/etc/passwd"), "{dir}");
+            assert!(!m.allows("/etc/etc/passwd"), "{dir}");
+        }
+        let text = m.refusal(&["/etc/passwd"]);
+        assert!(
+            text.contains("refusing to remove \"/etc/passwd\""),
+            "{text}"
+        );
+    }
 }
