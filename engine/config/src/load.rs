@@ -20,6 +20,7 @@ use hcl_edit::Span;
 use indexmap::IndexMap;
 use petgraph::graph::{DiGraph, NodeIndex};
 
+use crate::arith;
 use crate::diag::{did_you_mean, ConfigDiagnostic, DiagKind, Diagnostics, SourceFile};
 use crate::functions::{self, is_unknown, UNKNOWN};
 use crate::model::*;
@@ -871,6 +872,7 @@ impl Loader {
     fn context(&self, each: Option<(&Value, &Value)>) -> Context<'static> {
         let mut ctx = Context::new();
         functions::declare_all(&mut ctx);
+        arith::declare(&mut ctx);
         ctx.declare_var("var", Value::Object(self.values.var.clone()));
         ctx.declare_var("local", Value::Object(self.values.local.clone()));
         ctx.declare_var("registry", Value::Object(self.values.registry.clone()));
@@ -889,14 +891,28 @@ impl Loader {
     }
 
     fn eval(&mut self, file: usize, expr: &Expression, ctx: &Context) -> Option<Value> {
-        let e: hcl::Expression = expr.clone().into();
+        let (e, op_spans) = arith::rewrite(expr);
+        arith::take_failure();
         match e.evaluate(ctx) {
             Ok(v) => Some(v),
             Err(err) => {
+                let failed_op = arith::take_failure();
                 let msg = err.to_string();
                 // a value of an unknown variable used in an operation stays unknown
                 if msg.contains(UNKNOWN) || self.quiet {
                     return Some(Value::from(UNKNOWN));
+                }
+                if let Some((i, why)) = failed_op {
+                    let span = op_spans.get(i).cloned().flatten().or(expr.span());
+                    self.dh(
+                        DiagKind::Evaluation,
+                        format!("cannot evaluate this expression: {why}"),
+                        file,
+                        span,
+                        why,
+                        "check the operands of this operation",
+                    );
+                    return None;
                 }
                 let msg = msg.replace(UNKNOWN, "(known after plan)");
                 self.dh(
@@ -1076,9 +1092,23 @@ impl Loader {
         let text = std::fs::read_to_string(path).ok()?;
         let body = hcl_edit::parser::parse_body(&text).ok()?;
         let attr = body.get_attribute(name)?;
-        let e: hcl::Expression = attr.value.clone().into();
+        let (e, op_spans) = arith::rewrite(&attr.value);
         let ctx = self.context(None);
-        e.evaluate(&ctx).ok()
+        arith::take_failure();
+        let result = e.evaluate(&ctx);
+        if let (Err(_), Some((i, why))) = (&result, arith::take_failure()) {
+            let file = SourceFile::new(path.display().to_string(), text.as_str());
+            let span = op_spans.get(i).cloned().flatten().or(attr.value.span());
+            self.diags.push(
+                ConfigDiagnostic::new(
+                    DiagKind::Evaluation,
+                    format!("cannot evaluate the value of variable `{name}`: {why}"),
+                )
+                .at(&file, span, why)
+                .help("check the operands of this operation"),
+            );
+        }
+        result.ok()
     }
 
     fn attr_value(
@@ -2192,15 +2222,16 @@ impl VarType {
 fn raw_value(raw: &str, ty: &VarType) -> Value {
     match ty {
         VarType::String => Value::from(raw),
-        _ => {
-            let parsed: Result<hcl::Expression, _> = raw.parse();
-            match parsed {
-                Ok(e) => e
-                    .evaluate(&Context::new())
-                    .unwrap_or_else(|_| Value::from(raw)),
-                Err(_) => Value::from(raw),
+        _ => match hcl_edit::parser::parse_expr(raw) {
+            Ok(e) => {
+                let mut ctx = Context::new();
+                arith::declare(&mut ctx);
+                let (e, _) = arith::rewrite(&e);
+                // a value that does not evaluate stays text: the type check names it
+                e.evaluate(&ctx).unwrap_or_else(|_| Value::from(raw))
             }
-        }
+            Err(_) => Value::from(raw),
+        },
     }
 }
 
