@@ -107,9 +107,8 @@ fn arith(args: FuncArgs) -> Result<Value, String> {
             kind(r)
         )),
     };
-    result.map_err(|why| {
+    result.inspect_err(|why| {
         FAILURE.with(|f| *f.borrow_mut() = Some((index, why.clone())));
-        why
     })
 }
 
