@@ -55,6 +55,7 @@ fn conn(r: &Registry) -> RegistryConn {
         docker_config: r.docker_config.as_ref().map(|p| p.display().to_string()),
         insecure: r.insecure,
         proxy: r.proxy.clone(),
+        proxy_sensitive: r.proxy_sensitive,
     }
 }
 
@@ -474,6 +475,7 @@ fn expand_cluster(
                 config: cfg.clone(),
                 config_file: c.containerd.config_file.clone(),
                 restart_command: c.containerd.restart_command.clone(),
+                restart_command_sensitive: c.containerd.restart_command_sensitive,
             };
             let addr = node_address(c, n);
             match spec.to_desired(addr.clone()) {
@@ -562,6 +564,12 @@ fn expand_cluster(
         None => c.name.clone(),
     };
     let mut d = spec.to_desired(instance_address("cluster", &name, None, "").without_key());
+    if c.containerd.restart_command_sensitive {
+        // an unkeyed digest over a secret would let one test guesses at it
+        if let Some(v) = d.attrs.remove("config_digest") {
+            d.attrs.insert_sensitive("config_digest", v);
+        }
+    }
     d.dependencies = all_nodes;
     out.desired.push(d);
 }

@@ -10,6 +10,7 @@
 //! API boundary: [`load_dir`]/[`load_sources`] → [`Loaded`]; the model types in
 //! [`model`]; [`graph::to_dot`]; [`fmt::format_source`].
 
+pub mod arith;
 pub mod diag;
 pub mod fmt;
 pub mod functions;

@@ -20,6 +20,7 @@ use hcl_edit::Span;
 use indexmap::IndexMap;
 use petgraph::graph::{DiGraph, NodeIndex};
 
+use crate::arith;
 use crate::diag::{did_you_mean, ConfigDiagnostic, DiagKind, Diagnostics, SourceFile};
 use crate::functions::{self, is_unknown, UNKNOWN};
 use crate::model::*;
@@ -153,6 +154,7 @@ pub fn load_sources(dir: &Path, files: Vec<SourceFile>, opts: &LoadOptions) -> L
             ..Config::default()
         },
         sensitive_vars: Vec::new(),
+        sensitive_locals: Default::default(),
         secrets: Vec::new(),
         tainted: Default::default(),
         quiet: false,
@@ -164,6 +166,9 @@ pub fn load_sources(dir: &Path, files: Vec<SourceFile>, opts: &LoadOptions) -> L
     l.run();
     functions::set_file_base(None);
     let mut diagnostics = l.diags.into_vec();
+    for d in &mut diagnostics {
+        redact(d, &l.secrets);
+    }
     // file order, then position: stable output for people and snapshots
     let order: HashMap<String, usize> = l
         .files
@@ -232,11 +237,28 @@ struct Loader {
     values: Values,
     config: Config,
     sensitive_vars: Vec<String>,
+    /// Locals whose value derives from a sensitive variable (or such a local).
+    sensitive_locals: std::collections::HashSet<String>,
+    /// The values of sensitive variables (their strings and numbers), and
+    /// passwords: never shown in a diagnostic.
     secrets: Vec<Secret>,
     /// Declarations with reference errors or in a cycle: their evaluation errors are not reported again.
     tainted: std::collections::HashSet<String>,
     quiet: bool,
 }
+
+/// The attributes that may hold a sensitive value: each reaches the engine
+/// as a sensitive attribute (shown as `(sensitive value)`, stored as a salted
+/// digest), or, for `error_message`, is not shown. Every other attribute is
+/// shown in plans or names instances and files, so a sensitive value there
+/// is an error.
+const MAY_BE_SENSITIVE: &[&str] = &[
+    "password",
+    "passphrase",
+    "proxy",
+    "restart_command",
+    "error_message",
+];
 
 const REF_ROOTS: &[&str] = &[
     "var",
@@ -871,6 +893,7 @@ impl Loader {
     fn context(&self, each: Option<(&Value, &Value)>) -> Context<'static> {
         let mut ctx = Context::new();
         functions::declare_all(&mut ctx);
+        arith::declare(&mut ctx);
         ctx.declare_var("var", Value::Object(self.values.var.clone()));
         ctx.declare_var("local", Value::Object(self.values.local.clone()));
         ctx.declare_var("registry", Value::Object(self.values.registry.clone()));
@@ -889,16 +912,37 @@ impl Loader {
     }
 
     fn eval(&mut self, file: usize, expr: &Expression, ctx: &Context) -> Option<Value> {
-        let e: hcl::Expression = expr.clone().into();
+        let (e, op_spans) = arith::rewrite(expr);
+        arith::take_failure();
         match e.evaluate(ctx) {
             Ok(v) => Some(v),
             Err(err) => {
+                let failed_op = arith::take_failure();
                 let msg = err.to_string();
                 // a value of an unknown variable used in an operation stays unknown
                 if msg.contains(UNKNOWN) || self.quiet {
                     return Some(Value::from(UNKNOWN));
                 }
-                let msg = msg.replace(UNKNOWN, "(known after plan)");
+                if let Some((i, why)) = failed_op {
+                    // the reason names no operand value: safe to show even for a secret
+                    let span = op_spans.get(i).cloned().flatten().or(expr.span());
+                    self.dh(
+                        DiagKind::Evaluation,
+                        format!("cannot evaluate this expression: {why}"),
+                        file,
+                        span,
+                        why,
+                        "check the operands of this operation",
+                    );
+                    return None;
+                }
+                let msg = if self.sensitive_ref(expr).is_some() {
+                    // hcl-rs's messages quote values: none of a secret's may be shown
+                    "the error is not shown because the expression uses a sensitive value"
+                        .to_string()
+                } else {
+                    msg.replace(UNKNOWN, "(known after plan)")
+                };
                 self.dh(
                     DiagKind::Evaluation,
                     format!("cannot evaluate this expression: {msg}"),
@@ -912,12 +956,58 @@ impl Loader {
         }
     }
 
+    /// The first reference in `expr` to a sensitive value: a sensitive
+    /// variable, or a local whose value derives from one. Anything computed
+    /// from such a reference (by an operator, a function, a conditional, a
+    /// collection or a template) is itself sensitive.
+    fn sensitive_ref(&self, expr: &Expression) -> Option<RefUse> {
+        references(expr)
+            .into_iter()
+            .find(|r| match (r.root.as_str(), &r.attr) {
+                ("var", Some(a)) => self.sensitive_vars.contains(a),
+                ("local", Some(a)) => self.sensitive_locals.contains(a),
+                _ => false,
+            })
+    }
+
+    /// Reports a sensitive value used in an attribute that plans show.
+    fn sensitive_use(&mut self, file: usize, what: &str, r: &RefUse) {
+        let source = match r.root.as_str() {
+            "var" => format!(
+                "the sensitive variable `var.{}`",
+                r.attr.clone().unwrap_or_default()
+            ),
+            _ => format!(
+                "`local.{}`, which derives from a sensitive value",
+                r.attr.clone().unwrap_or_default()
+            ),
+        };
+        self.dh(
+            DiagKind::SensitiveOutput,
+            format!("{what} uses {source}, but it is shown in plans and saved in the state"),
+            file,
+            r.span.clone(),
+            "sensitive value",
+            format!(
+                "only {} may hold sensitive values; use a value that is not sensitive here",
+                MAY_BE_SENSITIVE
+                    .iter()
+                    .map(|a| format!("`{a}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    }
+
     fn evaluate_all(&mut self) {
         let decls = self.decls.clone();
         for decl in &decls {
             self.quiet = self.tainted.contains(&decl.address());
             match (&decl.body, decl.kind) {
                 (DeclBody::Local(expr), _) => {
+                    if self.sensitive_ref(expr).is_some() {
+                        self.sensitive_locals.insert(decl.name.clone());
+                    }
                     let ctx = self.context(None);
                     let v = self
                         .eval(decl.file, expr, &ctx)
@@ -984,10 +1074,19 @@ impl Loader {
             value = Some((raw_value(raw, &ty), "--var".into()));
         }
         let has_value = value.is_some();
+        if let (true, Some((v, _))) = (sensitive, &value) {
+            // as given, before conversion: the form a message would quote
+            secret_texts(v, &mut self.secrets);
+        }
         let value = match value {
             Some((v, from)) => match ty.convert(&v) {
                 Ok(v) => v,
                 Err(why) => {
+                    let why = if sensitive {
+                        "(the value is sensitive and not shown)".to_string()
+                    } else {
+                        why
+                    };
                     self.dh(
                         DiagKind::WrongType,
                         format!("the value of variable `{name}` from {from} is not a {type_name}: {why}"),
@@ -1017,11 +1116,7 @@ impl Loader {
         };
         if sensitive {
             self.sensitive_vars.push(name.clone());
-            if let Some(s) = value.as_str() {
-                if !s.contains(UNKNOWN) {
-                    self.secrets.push(Secret::new(s));
-                }
-            }
+            secret_texts(&value, &mut self.secrets);
         }
         // validation rules
         if !is_unknown(&value) {
@@ -1033,9 +1128,14 @@ impl Loader {
                 let Some(cond) = vb.body.get_attribute("condition") else {
                     continue;
                 };
-                let msg = self
-                    .string_attr(file, &vb.body, "error_message", &vctx)
-                    .unwrap_or_else(|| "the value is invalid".into());
+                let msg = match vb.body.get_attribute("error_message") {
+                    Some(m) if self.sensitive_ref(&m.value).is_some() => {
+                        "(the error message uses a sensitive value and is not shown)".into()
+                    }
+                    _ => self
+                        .string_attr(file, &vb.body, "error_message", &vctx)
+                        .unwrap_or_else(|| "the value is invalid".into()),
+                };
                 match self.eval(file, &cond.value, &vctx) {
                     Some(Value::Bool(true)) => {}
                     Some(Value::Bool(false)) => self.dh(
@@ -1076,9 +1176,23 @@ impl Loader {
         let text = std::fs::read_to_string(path).ok()?;
         let body = hcl_edit::parser::parse_body(&text).ok()?;
         let attr = body.get_attribute(name)?;
-        let e: hcl::Expression = attr.value.clone().into();
+        let (e, op_spans) = arith::rewrite(&attr.value);
         let ctx = self.context(None);
-        e.evaluate(&ctx).ok()
+        arith::take_failure();
+        let result = e.evaluate(&ctx);
+        if let (Err(_), Some((i, why))) = (&result, arith::take_failure()) {
+            let file = SourceFile::new(path.display().to_string(), text.as_str());
+            let span = op_spans.get(i).cloned().flatten().or(attr.value.span());
+            self.diags.push(
+                ConfigDiagnostic::new(
+                    DiagKind::Evaluation,
+                    format!("cannot evaluate the value of variable `{name}`: {why}"),
+                )
+                .at(&file, span, why)
+                .help("check the operands of this operation"),
+            );
+        }
+        result.ok()
     }
 
     fn attr_value(
@@ -1089,6 +1203,12 @@ impl Loader {
         ctx: &Context,
     ) -> Option<(Value, Option<Range<usize>>)> {
         let attr = body.get_attribute(name)?;
+        if !MAY_BE_SENSITIVE.contains(&name) {
+            if let Some(r) = self.sensitive_ref(&attr.value) {
+                self.sensitive_use(file, &format!("`{name}`"), &r);
+                return None;
+            }
+        }
         let v = self.eval(file, &attr.value, ctx)?;
         if v.is_null() {
             return None;
@@ -1321,6 +1441,9 @@ impl Loader {
             .map(Secret::new);
         let docker_config = self.path_attr(file, body, "docker_config", &ctx);
         let proxy = self.string_attr(file, body, "proxy", &ctx);
+        let proxy_sensitive = body
+            .get_attribute("proxy")
+            .is_some_and(|a| self.sensitive_ref(&a.value).is_some());
         let insecure = self
             .bool_attr(file, body, "insecure", &ctx)
             .unwrap_or(false);
@@ -1398,6 +1521,7 @@ impl Loader {
                     password,
                     docker_config,
                     proxy,
+                    proxy_sensitive,
                     insecure,
                     origin,
                 },
@@ -1408,6 +1532,11 @@ impl Loader {
     /// Evaluates `for_each`: `None` for a block without it, else its (key, value) pairs.
     fn for_each(&mut self, decl: &Decl, b: &Block) -> Option<Vec<(Value, Value)>> {
         let attr = b.body.get_attribute("for_each")?;
+        if let Some(r) = self.sensitive_ref(&attr.value) {
+            // its keys name instances, and addresses are never masked
+            self.sensitive_use(decl.file, "`for_each`", &r);
+            return Some(Vec::new());
+        }
         let ctx = self.context(None);
         let v = self.eval(decl.file, &attr.value, &ctx)?;
         if is_unknown(&v) {
@@ -1706,6 +1835,9 @@ impl Loader {
                 }
                 if let Some(c) = self.string_attr(file, cbody, "restart_command", &ctx) {
                     containerd.restart_command = c;
+                    containerd.restart_command_sensitive = cbody
+                        .get_attribute("restart_command")
+                        .is_some_and(|a| self.sensitive_ref(&a.value).is_some());
                 }
             }
             let mut rollout = Rollout::default();
@@ -1775,6 +1907,24 @@ impl Loader {
         };
         if !sensitive {
             for r in references(&attr.value) {
+                if r.root == "local"
+                    && r.attr
+                        .as_ref()
+                        .is_some_and(|a| self.sensitive_locals.contains(a))
+                {
+                    self.dh(
+                        DiagKind::SensitiveOutput,
+                        format!(
+                            "output `{}` shows `local.{}`, which derives from a sensitive value",
+                            decl.name,
+                            r.attr.clone().unwrap_or_default()
+                        ),
+                        file,
+                        r.span.clone(),
+                        "sensitive value",
+                        "add `sensitive = true` to the output, or do not output the secret",
+                    );
+                }
                 if r.root == "var"
                     && r.attr
                         .as_ref()
@@ -2187,13 +2337,51 @@ impl VarType {
 fn raw_value(raw: &str, ty: &VarType) -> Value {
     match ty {
         VarType::String => Value::from(raw),
-        _ => {
-            let parsed: Result<hcl::Expression, _> = raw.parse();
-            match parsed {
-                Ok(e) => e
-                    .evaluate(&Context::new())
-                    .unwrap_or_else(|_| Value::from(raw)),
-                Err(_) => Value::from(raw),
+        _ => match hcl_edit::parser::parse_expr(raw) {
+            Ok(e) => {
+                let mut ctx = Context::new();
+                arith::declare(&mut ctx);
+                let (e, _) = arith::rewrite(&e);
+                // a value that does not evaluate stays text: the type check names it
+                e.evaluate(&ctx).unwrap_or_else(|_| Value::from(raw))
+            }
+            Err(_) => Value::from(raw),
+        },
+    }
+}
+
+/// Collects the strings and numbers of a sensitive value (never shown in a diagnostic).
+fn secret_texts(v: &Value, out: &mut Vec<Secret>) {
+    match v {
+        Value::String(s) if !s.is_empty() && !s.contains(UNKNOWN) => out.push(Secret::new(s)),
+        Value::Number(n) => out.push(Secret::new(n.to_string())),
+        Value::Array(items) => items.iter().for_each(|i| secret_texts(i, out)),
+        Value::Object(m) => m.values().for_each(|i| secret_texts(i, out)),
+        _ => {}
+    }
+}
+
+/// The shortest secret text [`redact`] looks for: shorter ones (a one-digit
+/// number) would mask unrelated words; the messages that could quote a
+/// secret already leave it out.
+const REDACT_MIN: usize = 4;
+
+/// Masks every secret text in a diagnostic (a last line of defence: the
+/// messages that could quote a sensitive value already leave it out).
+fn redact(d: &mut ConfigDiagnostic, secrets: &[Secret]) {
+    for s in secrets {
+        let s = s.expose();
+        if s.chars().count() < REDACT_MIN {
+            continue;
+        }
+        for text in [&mut d.message, &mut d.label] {
+            if text.contains(s) {
+                *text = text.replace(s, "(sensitive value)");
+            }
+        }
+        if let Some(h) = &mut d.help {
+            if h.contains(s) {
+                *h = h.replace(s, "(sensitive value)");
             }
         }
     }

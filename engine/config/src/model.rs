@@ -124,8 +124,12 @@ pub struct Registry {
     pub password: Option<Secret>,
     /// A Docker `config.json` with the push credentials.
     pub docker_config: Option<PathBuf>,
-    /// Proxy URL for this registry.
+    /// Proxy URL for this registry. Credentials in it (`http://user:pass@host`)
+    /// are never shown: see the registry provider's `RegistryConn`.
     pub proxy: Option<String>,
+    /// True when the proxy URL derives from a sensitive value: it is then
+    /// shown and stored only as `(sensitive value)` (and a salted digest).
+    pub proxy_sensitive: bool,
     /// Skip TLS verification (explicit opt-in, warned about in every plan).
     pub insecure: bool,
     /// Where it is declared.
@@ -258,6 +262,9 @@ pub struct Containerd {
     pub config_file: String,
     /// How to restart containerd (default `systemctl restart containerd`).
     pub restart_command: String,
+    /// True when the restart command derives from a sensitive value: plans
+    /// then show it as `(sensitive value)` and the state keeps a salted digest.
+    pub restart_command_sensitive: bool,
 }
 
 impl Default for Containerd {
@@ -267,6 +274,7 @@ impl Default for Containerd {
             config_path: "/etc/containerd/certs.d".into(),
             config_file: "/etc/containerd/config.toml".into(),
             restart_command: "systemctl restart containerd".into(),
+            restart_command_sensitive: false,
         }
     }
 }

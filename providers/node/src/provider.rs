@@ -246,6 +246,9 @@ pub struct NodeSpec {
     pub config_file: String,
     /// Command that restarts containerd.
     pub restart_command: String,
+    /// True when the restart command derives from a sensitive value: it is a
+    /// sensitive attribute, and plans and errors show it as `(sensitive value)`.
+    pub restart_command_sensitive: bool,
 }
 
 fn bad(msg: impl Into<String>) -> ProviderError {
@@ -355,8 +358,12 @@ impl NodeSpec {
                 },
             )
             .with("config_path", self.config.config_path.clone())
-            .with("config_file", self.config_file.clone())
-            .with("restart_command", self.restart_command.clone());
+            .with("config_file", self.config_file.clone());
+        if self.restart_command_sensitive {
+            attrs.insert_sensitive("restart_command", self.restart_command.clone());
+        } else {
+            attrs.insert("restart_command", self.restart_command.clone());
+        }
         if let TransportSpec::Ssh {
             passphrase: Some(p),
             ..
@@ -409,7 +416,17 @@ impl NodeSpec {
             config_file: s("config_file").unwrap_or_else(|| "/etc/containerd/config.toml".into()),
             restart_command: s("restart_command")
                 .unwrap_or_else(|| "systemctl restart containerd".into()),
+            restart_command_sensitive: attrs.is_sensitive("restart_command"),
         })
+    }
+
+    /// The restart command as plans and errors show it.
+    pub fn shown_restart_command(&self) -> &str {
+        if self.restart_command_sensitive {
+            mirrorplan_engine::SENSITIVE_MASK
+        } else {
+            &self.restart_command
+        }
     }
 }
 
@@ -842,7 +859,8 @@ impl Provider for NodeProvider {
         if cfg_changes && edit.changed {
             change.details.push(format!(
                 "{} changes: containerd is restarted with `{}`",
-                spec.config_file, spec.restart_command
+                spec.config_file,
+                spec.shown_restart_command()
             ));
         }
         Ok(change)
@@ -1233,10 +1251,16 @@ fn restart_outcome(t: &dyn Transport, spec: &NodeSpec, out: &Output) -> Result<(
             .rev()
             .collect::<Vec<_>>()
             .join("; ");
+        // the command's own error output may quote its secret
+        let tail = if spec.restart_command_sensitive {
+            "(its error output is not shown: the command is sensitive)".to_string()
+        } else {
+            tail
+        };
         return Err(ProviderError::failed(format!(
             "node {}: `{}` failed (exit {:?}): {tail}",
             t.describe(),
-            spec.restart_command,
+            spec.shown_restart_command(),
             out.status
         )));
     }

@@ -159,6 +159,7 @@ async fn apply_refuses_a_file_changed_since_the_refresh_read() -> TestResult {
         config,
         config_file: "/etc/containerd/config.toml".into(),
         restart_command: "true".into(),
+        restart_command_sensitive: false,
     };
     let address = Address::keyed("node", "c1", "n1")?;
     let desired = spec.to_desired(address.clone())?;

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use mirrorplan_engine::{
     human_bytes, Action, Address, ApplyContext, Attrs, DesiredInstance, NewInstanceState, Observed,
-    PlannedChange, PriorInstance, Provider, ProviderError, ResourceChange,
+    PlannedChange, PriorInstance, Provider, ProviderError, ResourceChange, SENSITIVE_MASK,
 };
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
@@ -53,8 +53,12 @@ pub struct RegistryConn {
     pub docker_config: Option<String>,
     /// Skip TLS verification.
     pub insecure: bool,
-    /// Proxy URL.
+    /// Proxy URL. A password in it (`http://user:PASS@proxy:3128`) is never
+    /// shown nor stored in clear: see [`RegistryConn::shown_proxy`].
     pub proxy: Option<String>,
+    /// The whole proxy URL derives from a sensitive value: it is shown as
+    /// `(sensitive value)`.
+    pub proxy_sensitive: bool,
 }
 
 impl std::fmt::Debug for RegistryConn {
@@ -69,7 +73,7 @@ impl std::fmt::Debug for RegistryConn {
             )
             .field("docker_config", &self.docker_config)
             .field("insecure", &self.insecure)
-            .field("proxy", &self.proxy)
+            .field("proxy", &self.shown_proxy())
             .finish()
     }
 }
@@ -82,13 +86,49 @@ impl RegistryConn {
             "username": self.username,
             "docker_config": self.docker_config,
             "insecure": self.insecure,
-            "proxy": self.proxy,
+            "proxy": self.shown_proxy(),
         })
     }
 
-    fn from_json(v: Option<&Value>, password: Option<&Value>) -> Option<RegistryConn> {
+    /// The proxy URL as plans, the state and plan files show it:
+    /// `(sensitive value)` when it derives from a sensitive value, else with
+    /// the password of its `user:password@` part masked.
+    pub fn shown_proxy(&self) -> Option<String> {
+        let p = self.proxy.as_deref()?;
+        Some(if self.proxy_sensitive {
+            SENSITIVE_MASK.to_string()
+        } else {
+            masked_proxy(p).unwrap_or_else(|| p.to_string())
+        })
+    }
+
+    /// The proxy URL when it must be a sensitive attribute (it holds a
+    /// password or derives from a sensitive value): its salted digest in
+    /// the state and plan files makes a new password a change.
+    fn secret_proxy(&self) -> Option<String> {
+        let p = self.proxy.as_deref()?;
+        (self.proxy_sensitive || masked_proxy(p).is_some()).then(|| p.to_string())
+    }
+
+    /// `proxy` is the sensitive attribute [`RegistryConn::secret_proxy`] wrote, if any.
+    fn from_json(
+        v: Option<&Value>,
+        password: Option<&Value>,
+        proxy: Option<&Value>,
+    ) -> Option<RegistryConn> {
         let v = v?;
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let shown = s("proxy");
+        let proxy_sensitive = shown.as_deref() == Some(SENSITIVE_MASK);
+        // read from the state, the attribute is the value's digest: connect
+        // through the proxy without its password rather than with the digest
+        let secret = proxy
+            .and_then(Value::as_str)
+            .filter(|p| !is_secret_digest(p))
+            .map(str::to_string);
+        let public = shown
+            .filter(|_| !proxy_sensitive)
+            .map(|p| p.replace(&format!(":{SENSITIVE_MASK}@"), "@"));
         Some(RegistryConn {
             endpoint: s("endpoint")?,
             ca_cert: s("ca_cert"),
@@ -96,7 +136,8 @@ impl RegistryConn {
             password: password.and_then(Value::as_str).map(str::to_string),
             docker_config: s("docker_config"),
             insecure: v.get("insecure").and_then(Value::as_bool).unwrap_or(false),
-            proxy: s("proxy"),
+            proxy: secret.or(public),
+            proxy_sensitive,
         })
     }
 
@@ -165,9 +206,15 @@ impl ImageSpec {
             if let Some(p) = &u.password {
                 attrs.insert_sensitive("upstream_password", p.clone());
             }
+            if let Some(p) = u.secret_proxy() {
+                attrs.insert_sensitive("upstream_proxy", p);
+            }
         }
         if let Some(p) = &self.mirror.password {
             attrs.insert_sensitive("password", p.clone());
+        }
+        if let Some(p) = self.mirror.secret_proxy() {
+            attrs.insert_sensitive("proxy", p);
         }
         DesiredInstance::new(address, KIND, attrs)
     }
@@ -183,14 +230,19 @@ impl ImageSpec {
             }
             _ => return Err(bad("image instance without a valid `source`")),
         };
-        let mirror = RegistryConn::from_json(attrs.get("mirror"), attrs.get("password"))
-            .ok_or_else(|| bad("image instance without a `mirror`"))?;
+        let mirror = RegistryConn::from_json(
+            attrs.get("mirror"),
+            attrs.get("password"),
+            attrs.get("proxy"),
+        )
+        .ok_or_else(|| bad("image instance without a `mirror`"))?;
         Ok(ImageSpec {
             upstream: s("upstream").ok_or_else(|| bad("image instance without `upstream`"))?,
             source,
             upstream_conn: RegistryConn::from_json(
                 attrs.get("upstream_registry"),
                 attrs.get("upstream_password"),
+                attrs.get("upstream_proxy"),
             ),
             mirror,
             repository: s("repository")
@@ -215,6 +267,26 @@ impl ImageSpec {
             bytes: u("bytes"),
         })
     }
+}
+
+/// A proxy URL with a password, `[SCHEME://]USER:PASSWORD@HOST...`, with
+/// the password masked; `None` when it has no password. The user part runs
+/// to the last `@`, so that an unencoded `@` or `/` in a password is masked
+/// too.
+fn masked_proxy(url: &str) -> Option<String> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (format!("{s}://"), r),
+        None => (String::new(), url),
+    };
+    let (userinfo, host) = rest.rsplit_once('@')?;
+    let (user, _password) = userinfo.split_once(':')?;
+    Some(format!("{scheme}{user}:{SENSITIVE_MASK}@{host}"))
+}
+
+/// True for the salted digest the state keeps in place of a sensitive value.
+fn is_secret_digest(v: &str) -> bool {
+    v.strip_prefix("blake3:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 type CatalogueKey = (PathBuf, Vec<String>);
@@ -1617,5 +1689,59 @@ impl Provider for ImageProvider {
                 digests: BTreeMap::new(),
             })),
         }
+    }
+}
+
+#[cfg(test)]
+mod proxy_tests {
+    use super::*;
+
+    fn conn(proxy: &str, sensitive: bool) -> RegistryConn {
+        RegistryConn {
+            endpoint: "https://mirror.example".into(),
+            proxy: Some(proxy.into()),
+            proxy_sensitive: sensitive,
+            ..RegistryConn::default()
+        }
+    }
+
+    #[test]
+    fn proxy_passwords_are_masked_and_kept_as_a_secret() {
+        let c = conn("http://user:s3cr/et@x@proxy:3128", false);
+        assert_eq!(
+            c.shown_proxy().as_deref(),
+            Some("http://user:(sensitive value)@proxy:3128")
+        );
+        assert_eq!(
+            c.secret_proxy().as_deref(),
+            Some("http://user:s3cr/et@x@proxy:3128")
+        );
+        assert!(!format!("{c:?}").contains("s3cr"));
+        // no password: nothing to hide
+        let plain = conn("http://proxy:3128", false);
+        assert_eq!(plain.shown_proxy().as_deref(), Some("http://proxy:3128"));
+        assert_eq!(plain.secret_proxy(), None);
+        // derived from a sensitive value: all of it hidden
+        let all = conn("http://proxy.internal:3128", true);
+        assert_eq!(all.shown_proxy().as_deref(), Some(SENSITIVE_MASK));
+        assert!(all.secret_proxy().is_some());
+    }
+
+    #[test]
+    fn proxy_round_trips_through_attributes_but_not_through_a_digest() {
+        let c = conn("http://user:pw@proxy:3128", false);
+        let secret = Value::String("http://user:pw@proxy:3128".into());
+        let back = RegistryConn::from_json(Some(&c.to_json()), None, Some(&secret));
+        assert_eq!(
+            back.and_then(|b| b.proxy).as_deref(),
+            Some("http://user:pw@proxy:3128")
+        );
+        // from the state: the digest is not a proxy; the URL without its password is
+        let digest = Value::String(format!("blake3:{}", "a".repeat(64)));
+        let back = RegistryConn::from_json(Some(&c.to_json()), None, Some(&digest));
+        assert_eq!(
+            back.and_then(|b| b.proxy).as_deref(),
+            Some("http://user@proxy:3128")
+        );
     }
 }
