@@ -535,6 +535,9 @@ fn expand_cluster(
         mirrorplan_node::ConfigStyle::Legacy => vec![c.containerd.config_file.clone()],
     };
     let mut hasher = blake3::Hasher::new();
+    // over a secret (pull credentials, the gcr.io key, a sensitive restart
+    // command) the digest is itself sensitive: stored only salted and keyed
+    let mut over_secret = c.containerd.restart_command_sensitive;
     for d in out
         .desired
         .iter()
@@ -542,6 +545,7 @@ fn expand_cluster(
     {
         for name in d.attrs.names() {
             if let Some(v) = d.attrs.get(name) {
+                over_secret |= d.attrs.is_sensitive(name);
                 hasher.update(name.as_bytes());
                 hasher.update(v.to_string().as_bytes());
             }
@@ -564,7 +568,7 @@ fn expand_cluster(
         None => c.name.clone(),
     };
     let mut d = spec.to_desired(instance_address("cluster", &name, None, "").without_key());
-    if c.containerd.restart_command_sensitive {
+    if over_secret {
         // an unkeyed digest over a secret would let one test guesses at it
         if let Some(v) = d.attrs.remove("config_digest") {
             d.attrs.insert_sensitive("config_digest", v);

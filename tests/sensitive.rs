@@ -443,3 +443,61 @@ variable "proxy" {
     run_ok(dir, &["apply", "--auto-approve", "--var", flag.as_str()], 0);
     no_secret("the state", &read(&state_path(dir)));
 }
+
+/// The cluster's `config_digest` is a digest over its nodes' files; when
+/// they hold pull credentials it is sensitive too (stored salted, never as
+/// an unkeyed hash one could test guesses against).
+#[test]
+fn cluster_digest_over_pull_credentials_is_sensitive() {
+    let cfg = config("", "", "");
+    let dir = cfg.path();
+    let auth = base64_auth(&format!("puller:{SECRET}"));
+    write(
+        dir,
+        "creds.json",
+        &format!("{{\"auths\": {{\"127.0.0.1:5000\": {{\"auth\": \"{auth}\"}}}}}}"),
+    );
+    let main = dir.join("main.hcl");
+    let hcl = read(&main).replace(
+        "    hosts    = [\"quay.io\"]\n",
+        "    hosts    = [\"quay.io\"]\n    pull_credentials = \"creds.json\"\n",
+    );
+    write(dir, "main.hcl", &hcl);
+    let o = run_ok(dir, &["apply", "--auto-approve"], 0);
+    no_secret("apply", &both(&o));
+    let state: serde_json::Value =
+        serde_json::from_str(&read(&state_path(dir))).unwrap_or_else(|e| panic!("state JSON: {e}"));
+    let cluster = &state["instances"]["cluster.local"];
+    assert!(
+        cluster["attributes"].get("config_digest").is_none(),
+        "unkeyed config_digest over credentials: {cluster}"
+    );
+    assert!(
+        cluster["sensitive"].get("config_digest").is_some(),
+        "{cluster}"
+    );
+    let state_text = read(&state_path(dir));
+    no_secret("state", &state_text);
+    assert!(
+        !state_text.contains(&auth),
+        "the credentials' base64 is in the state"
+    );
+    run_ok(dir, &["plan", "--detailed-exitcode"], 0);
+}
+
+fn base64_auth(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = chunk.iter().fold(0u32, |a, &c| (a << 8) | u32::from(c)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
