@@ -109,6 +109,11 @@ pub fn node_address(c: &Cluster, n: &NodeAddr) -> Address {
 /// Expands the whole configuration. Images named by `images = [...]` are
 /// resolved in their upstream registries (one manifest GET each, concurrently).
 pub async fn expand(config: &Config, images: &ImageProvider) -> Expanded {
+    for r in config.registries.values() {
+        if let Some(t) = r.timeout_seconds {
+            images.set_timeout(&r.endpoint.to_string(), std::time::Duration::from_secs(t));
+        }
+    }
     let mut out = Expanded::default();
     // image set address → its image instance addresses
     let mut set_images: BTreeMap<String, Vec<Address>> = BTreeMap::new();

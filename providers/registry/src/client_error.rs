@@ -70,6 +70,18 @@ pub enum RegistryError {
         detail: String,
     },
 
+    #[error("registry {registry} did not answer within {limit} ({what}; {attempts} attempt(s))")]
+    #[diagnostic(
+        code(mirrorplan::registry::timeout),
+        help("the registry accepted the connection but sent nothing back; check that it (and any proxy in front of it) is healthy, or raise `timeout` in its registry block")
+    )]
+    Timeout {
+        registry: String,
+        what: String,
+        limit: String,
+        attempts: u32,
+    },
+
     #[error("wrong credentials for {registry} (user {user})")]
     #[diagnostic(
         code(mirrorplan::registry::wrong_credentials),
@@ -205,6 +217,7 @@ impl RegistryError {
                 | RegistryError::UnknownAuthority { .. }
                 | RegistryError::Tls { .. }
                 | RegistryError::Connect { .. }
+                | RegistryError::Timeout { .. }
                 | RegistryError::WrongCredentials { .. }
                 | RegistryError::AuthRequired { .. }
                 | RegistryError::Token { .. }

@@ -1,0 +1,200 @@
+//! Issue 11 through the `mirrorplan` binary, network and bundle side:
+//! a registry that never answers, a bundle built to exhaust memory,
+//! credentials that must not travel to a foreign or plain-HTTP place, and
+//! escape sequences from bundles and registries that must not reach the
+//! terminal. The misbehaving registries are small servers on 127.0.0.1
+//! started by each test.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mirrorplan_registry::fixtures::{write_oci_bundle, FixtureSpec, Packing};
+
+fn ok<T, E: std::fmt::Debug>(r: Result<T, E>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: {e:?}"),
+    }
+}
+
+fn tmp() -> tempfile::TempDir {
+    ok(
+        tempfile::Builder::new().prefix("mp-hardnet-").tempdir(),
+        "tempdir",
+    )
+}
+
+/// What one run of the binary did.
+struct Run {
+    code: i32,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl Run {
+    fn out(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    fn err(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+    fn expect(&self, code: i32, what: &str) -> &Self {
+        assert_eq!(
+            self.code,
+            code,
+            "{what}: expected exit {code}\n--- stdout\n{}\n--- stderr\n{}",
+            self.out(),
+            self.err()
+        );
+        self
+    }
+}
+
+/// `mirrorplan -C DIR ARGS` (no colour, no proxy variables, `HOME` in
+/// `dir`), killed and reported as a hang if it runs longer than `limit`.
+fn mp_within(dir: &Path, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Run {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mirrorplan"));
+    c.env("NO_COLOR", "1")
+        .env("HOME", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for v in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        c.env_remove(v);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.arg("-C").arg(dir).args(args);
+    let mut child = ok(c.spawn(), "run mirrorplan");
+    // read both pipes while waiting, so that a full pipe never blocks it
+    let so = child.stdout.take().map(|mut s| {
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = s.read_to_end(&mut b);
+            b
+        })
+    });
+    let se = child.stderr.take().map(|mut s| {
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = s.read_to_end(&mut b);
+            b
+        })
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = ok(child.try_wait(), "wait for mirrorplan") {
+            break st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mirrorplan {args:?} still ran after {limit:?}: it hangs");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: so.and_then(|h| h.join().ok()).unwrap_or_default(),
+        stderr: se.and_then(|h| h.join().ok()).unwrap_or_default(),
+    }
+}
+
+fn mp(dir: &Path, args: &[&str]) -> Run {
+    mp_within(dir, args, &[], Duration::from_secs(300))
+}
+
+fn small_bundle(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("bundle.tar");
+    let spec = FixtureSpec {
+        seed: 11,
+        images: 1,
+        layers_per_image: 1,
+        shared_base_layers: 0,
+        layer_size: 1024,
+        multi_arch: false,
+        ..FixtureSpec::default()
+    };
+    ok(write_oci_bundle(&path, &spec, Packing::Tar), "write bundle");
+    path
+}
+
+fn write_config(dir: &Path, body: &str) {
+    ok(std::fs::write(dir.join("main.hcl"), body), "write main.hcl");
+}
+
+fn set_block(bundle: &Path) -> String {
+    format!(
+        "image_set \"s\" {{\n  registry = registry.mirror\n  bundle   = \"{}\"\n}}\n",
+        bundle.display()
+    )
+}
+
+/// A TCP server on 127.0.0.1 that accepts connections and never answers
+/// (it keeps them open and reads nothing). Returns its port.
+fn silent_server() -> u16 {
+    let l = ok(TcpListener::bind("127.0.0.1:0"), "bind");
+    let port = ok(l.local_addr(), "addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    port
+}
+
+#[test]
+fn registry_that_accepts_and_never_answers_fails_the_plan_with_a_timeout() {
+    let dir = tmp();
+    let bundle = small_bundle(dir.path());
+    let port = silent_server();
+    write_config(
+        dir.path(),
+        &format!(
+            "registry \"mirror\" {{\n  endpoint = \"http://127.0.0.1:{port}\"\n  timeout  = 2\n}}\n{}",
+            set_block(&bundle)
+        ),
+    );
+    let run = mp_within(dir.path(), &["plan"], &[], Duration::from_secs(120));
+    run.expect(1, "plan against a silent registry");
+    let err = run.err();
+    assert!(
+        err.contains(&format!(
+            "registry 127.0.0.1:{port} did not answer within 2s"
+        )),
+        "{err}"
+    );
+    // retried, a bounded number of times
+    assert!(err.contains("5 attempt(s)"), "{err}");
+}
+
+#[test]
+fn registry_timeout_of_zero_is_a_configuration_error() {
+    let dir = tmp();
+    write_config(
+        dir.path(),
+        "registry \"mirror\" {\n  endpoint = \"http://127.0.0.1:1\"\n  timeout  = 0\n}\n",
+    );
+    let run = mp(dir.path(), &["validate"]);
+    run.expect(1, "validate with timeout = 0");
+    assert!(
+        run.err().contains("`timeout` must be at least 1 second"),
+        "{}",
+        run.err()
+    );
+}
