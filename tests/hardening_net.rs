@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mirrorplan_registry::fixtures::{write_oci_bundle, FixtureSpec, Packing};
+use mirrorplan_registry::fixtures::{write_json_bomb, write_oci_bundle, FixtureSpec, Packing};
 
 fn ok<T, E: std::fmt::Debug>(r: Result<T, E>, what: &str) -> T {
     match r {
@@ -197,4 +197,37 @@ fn registry_timeout_of_zero_is_a_configuration_error() {
         "{}",
         run.err()
     );
+}
+
+#[test]
+fn bundle_with_too_much_json_metadata_is_refused() {
+    let dir = tmp();
+    let bomb = dir.path().join("bomb.tar.zst");
+    // 24 blobs of 4 MiB of `{` and zeros, each named by its true digest:
+    // 96 MiB of "JSON" in a file of a few KiB
+    ok(
+        write_json_bomb(&bomb, 24, 4 * 1024 * 1024, Packing::TarZst),
+        "write the bomb",
+    );
+    let size = ok(std::fs::metadata(&bomb), "stat").len();
+    assert!(size < 1024 * 1024, "the bomb is {size} bytes");
+    write_config(
+        dir.path(),
+        &format!(
+            "registry \"mirror\" {{\n  endpoint = \"oci:{}\"\n}}\n{}",
+            dir.path().join("store").display(),
+            set_block(&bomb)
+        ),
+    );
+    let run = mp(dir.path(), &["plan"]);
+    run.expect(1, "plan of a JSON bomb");
+    let err = run.err().replace('\n', " ");
+    assert!(
+        err.contains(&format!(
+            "bundle {}: more than 64 MiB of JSON metadata",
+            bomb.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("not a valid image bundle"), "{err}");
 }
