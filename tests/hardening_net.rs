@@ -231,3 +231,114 @@ fn bundle_with_too_much_json_metadata_is_refused() {
     );
     assert!(err.contains("not a valid image bundle"), "{err}");
 }
+
+/// A tiny HTTP/1.1 server on `ip` (127.0.0.0/8): every request head goes
+/// to `seen`, and `answer(head)` is sent back (connection closed after
+/// it). Returns its port.
+fn http_server(
+    ip: &str,
+    seen: Arc<Mutex<Vec<String>>>,
+    answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static,
+) -> u16 {
+    let l = ok(TcpListener::bind(format!("{ip}:0")), "bind");
+    let port = ok(l.local_addr(), "addr").port();
+    let answer = Arc::new(answer);
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let seen = seen.clone();
+            let answer = answer.clone();
+            std::thread::spawn(move || serve_one(s, &seen, &*answer));
+        }
+    });
+    port
+}
+
+fn serve_one(mut s: TcpStream, seen: &Mutex<Vec<String>>, answer: &dyn Fn(&str) -> Vec<u8>) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&b[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    if let Ok(mut v) = seen.lock() {
+        v.push(head.clone());
+    }
+    let _ = s.write_all(&answer(&head));
+}
+
+fn reply(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut out = out.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+const PW: &str = "Sup3r-s3cret-pw";
+
+fn credentials_config(endpoint: &str, bundle: &Path) -> String {
+    format!(
+        "variable \"pw\" {{\n  type      = string\n  sensitive = true\n}}\n\
+         registry \"mirror\" {{\n  endpoint = \"{endpoint}\"\n  username = \"alice\"\n  password = var.pw\n}}\n{}",
+        set_block(bundle)
+    )
+}
+
+#[test]
+fn basic_credentials_are_not_sent_to_a_plain_http_realm_on_another_host() {
+    let dir = tmp();
+    let bundle = small_bundle(dir.path());
+    let token_seen = Arc::new(Mutex::new(Vec::new()));
+    let token_port = http_server("127.0.0.2", token_seen.clone(), |_| {
+        reply(
+            "200 OK",
+            &[("Content-Type", "application/json")],
+            br#"{"token":"t0k"}"#,
+        )
+    });
+    let realm = format!("http://127.0.0.2:{token_port}/token");
+    let challenge = format!("Bearer realm=\"{realm}\",service=\"evil\"");
+    let registry_seen = Arc::new(Mutex::new(Vec::new()));
+    let port = http_server("127.0.0.1", registry_seen.clone(), move |_| {
+        reply("401 Unauthorized", &[("WWW-Authenticate", &challenge)], b"")
+    });
+    write_config(
+        dir.path(),
+        &credentials_config(&format!("http://127.0.0.1:{port}"), &bundle),
+    );
+    let run = mp_within(
+        dir.path(),
+        &["plan"],
+        &[("MIRRORPLAN_VAR_pw", PW)],
+        Duration::from_secs(120),
+    );
+    run.expect(1, "plan against a registry naming a foreign http realm");
+    let err = run.err().replace('\n', " ");
+    assert!(
+        err.contains(&format!(
+            "refusing to send the credentials of user alice to the token realm {realm}"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("not https"), "{err}");
+    assert!(!err.contains(PW) && !run.out().contains(PW), "{err}");
+    let heads = token_seen.lock().map(|v| v.clone()).unwrap_or_default();
+    assert!(
+        heads
+            .iter()
+            .all(|h| !h.to_ascii_lowercase().contains("\nauthorization:")),
+        "the token realm got credentials: {heads:?}"
+    );
+    // the registry itself was asked (so the refusal is the realm's, not a dead registry's)
+    assert!(
+        !registry_seen.lock().map(|v| v.is_empty()).unwrap_or(true),
+        "the registry was never asked"
+    );
+}

@@ -65,7 +65,9 @@ use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use serde::Deserialize;
 use tokio::io::AsyncRead;
 
-use crate::auth::{parse_challenge, resolve_docker_config, Auth, Challenge, Credentials};
+use crate::auth::{
+    parse_challenge, realm_refusal, resolve_docker_config, Auth, Challenge, Credentials,
+};
 use crate::client_error::RegistryError;
 use crate::digest::Digest;
 use crate::oci::media_types;
@@ -808,6 +810,14 @@ impl RegistryClient {
             reason,
         };
         let mut url = Url::parse(realm).map_err(|e| fail(format!("invalid realm URL: {e}")))?;
+        if let (Some(c), Some(why)) = (&self.creds, realm_refusal(&self.base, &url)) {
+            return Err(RegistryError::UnsafeRealm {
+                registry: self.registry().to_string(),
+                user: c.user.clone(),
+                realm: realm.to_string(),
+                reason: why.to_string(),
+            });
+        }
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = service {

@@ -107,6 +107,18 @@ pub enum RegistryError {
         reason: String,
     },
 
+    #[error("registry {registry}: refusing to send the credentials of user {user} to the token realm {realm}: {reason}")]
+    #[diagnostic(
+        code(mirrorplan::registry::unsafe_realm),
+        help("the registry's `WWW-Authenticate` header names that token service; serve it over https (or from the registry's own address), or check that the registry is the one you mean")
+    )]
+    UnsafeRealm {
+        registry: String,
+        user: String,
+        realm: String,
+        reason: String,
+    },
+
     #[error("registry {registry}: access denied to {what} (HTTP {status})")]
     #[diagnostic(
         code(mirrorplan::registry::denied),
@@ -221,6 +233,7 @@ impl RegistryError {
                 | RegistryError::WrongCredentials { .. }
                 | RegistryError::AuthRequired { .. }
                 | RegistryError::Token { .. }
+                | RegistryError::UnsafeRealm { .. }
         )
     }
 }
