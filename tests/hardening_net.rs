@@ -342,3 +342,91 @@ fn basic_credentials_are_not_sent_to_a_plain_http_realm_on_another_host() {
         "the registry was never asked"
     );
 }
+
+/// A registry that knows nothing (`404` to everything) on 127.0.0.1.
+fn empty_registry() -> u16 {
+    http_server("127.0.0.1", Arc::new(Mutex::new(Vec::new())), |_| {
+        reply("404 Not Found", &[], b"")
+    })
+}
+
+#[test]
+fn credentials_to_a_plain_http_registry_are_warned_about_in_every_plan_format() {
+    let dir = tmp();
+    let bundle = small_bundle(dir.path());
+    let port = empty_registry();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    // alice:pull-pw
+    ok(
+        std::fs::write(
+            dir.path().join("pull.json"),
+            format!("{{\"auths\":{{\"127.0.0.1:{port}\":{{\"auth\":\"YWxpY2U6cHVsbC1wdw==\"}}}}}}"),
+        ),
+        "write pull credentials",
+    );
+    write_config(
+        dir.path(),
+        &format!(
+            "{}\ncluster \"c\" {{\n  nodes = [\"local:./node\"]\n  registry_mirror {{\n    registry         = registry.mirror\n    pull_credentials = \"pull.json\"\n  }}\n}}\n",
+            credentials_config(&endpoint, &bundle)
+        ),
+    );
+    let env = [("MIRRORPLAN_VAR_pw", PW)];
+    let limit = Duration::from_secs(120);
+    let registry_warning = format!(
+        "registry.mirror ({endpoint}) is plain http: the password of user alice travels in clear"
+    );
+    let mirror_warning = format!(
+        "registry_mirror registry.mirror ({endpoint}) is plain http: the pull_credentials containerd sends to it travel in clear"
+    );
+
+    let human = mp_within(dir.path(), &["plan"], &env, limit);
+    human.expect(0, "plan");
+    let text = human.out();
+    assert!(
+        text.contains(&format!("Warning: image_set.s {registry_warning}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Warning: cluster.c {mirror_warning}")),
+        "{text}"
+    );
+
+    let json = mp_within(dir.path(), &["plan", "--json"], &env, limit);
+    json.expect(0, "plan --json");
+    let v: serde_json::Value = ok(serde_json::from_slice(&json.stdout), "plan JSON");
+    let warnings: Vec<(String, String)> = v["warnings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|w| {
+                    (
+                        w["address"].as_str().unwrap_or_default().to_string(),
+                        w["message"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        warnings
+            .iter()
+            .any(|(a, m)| a == "image_set.s" && m.starts_with(&registry_warning)),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|(a, m)| a == "cluster.c" && m.starts_with(&mirror_warning)),
+        "{warnings:?}"
+    );
+
+    let md = mp_within(dir.path(), &["plan", "--format", "markdown"], &env, limit);
+    md.expect(0, "plan --format markdown");
+    let text = md.out();
+    assert!(text.contains(&registry_warning), "{text}");
+    assert!(text.contains(&mirror_warning), "{text}");
+    for run in [&human, &json, &md] {
+        assert!(!run.out().contains(PW) && !run.err().contains(PW));
+    }
+}

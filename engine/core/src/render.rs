@@ -338,6 +338,7 @@ pub fn render_plan(plan: &Plan, options: RenderOptions) -> String {
             options,
         ));
         out.push('\n');
+        write_warnings(&mut out, plan, options);
         return out;
     }
     out.push_str("mirrorplan will perform the following actions:\n\n");
@@ -353,9 +354,7 @@ pub fn render_plan(plan: &Plan, options: RenderOptions) -> String {
         s.change,
         s.destroy
     );
-    for (address, w) in plan.warnings() {
-        let _ = writeln!(out, "\n{} {address} {w}", paint("Warning:", BOLD, options));
-    }
+    write_warnings(&mut out, plan, options);
     if !plan.targets.is_empty() {
         let targets: Vec<String> = plan.targets.iter().map(|t| t.to_string()).collect();
         let _ = writeln!(
@@ -365,6 +364,14 @@ pub fn render_plan(plan: &Plan, options: RenderOptions) -> String {
         );
     }
     out
+}
+
+/// The plan's warnings, each after an empty line (also under "No changes":
+/// e.g. credentials sent in clear are sent by every plan).
+fn write_warnings(out: &mut String, plan: &Plan, options: RenderOptions) {
+    for (address, w) in plan.warnings() {
+        let _ = writeln!(out, "\n{} {address} {w}", paint("Warning:", BOLD, options));
+    }
 }
 
 fn masked_values(
