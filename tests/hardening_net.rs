@@ -430,3 +430,91 @@ fn credentials_to_a_plain_http_registry_are_warned_about_in_every_plan_format() 
         assert!(!run.out().contains(PW) && !run.err().contains(PW));
     }
 }
+
+/// No raw ESC (or other control but newline and tab) on either stream.
+fn assert_no_raw_controls(run: &Run) {
+    for (name, bytes) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
+        let text = String::from_utf8_lossy(bytes);
+        let bad: Vec<char> = text
+            .chars()
+            .filter(|c| c.is_control() && *c != '\n' && *c != '\t')
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "{name} has raw control characters {bad:?}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn escape_sequence_in_a_bundle_image_name_does_not_reach_the_terminal() {
+    let dir = tmp();
+    let path = dir.path().join("bundle.tar");
+    let spec = FixtureSpec {
+        seed: 12,
+        images: 2,
+        layers_per_image: 1,
+        shared_base_layers: 0,
+        layer_size: 512,
+        multi_arch: false,
+        ..FixtureSpec::default()
+    };
+    ok(write_oci_bundle(&path, &spec, Packing::Tar), "write bundle");
+    // image 1's `org.opencontainers.image.ref.name` in index.json (not a
+    // digested blob) becomes `quay.io/\x1b[31m/tool-1:v1`, same length
+    let mut bytes = ok(std::fs::read(&path), "read bundle");
+    let from = b"quay.io/mirrorplan/";
+    let to = b"quay.io/\\u001b[31m/";
+    assert_eq!(from.len(), to.len());
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from)
+        .unwrap_or_else(|| panic!("the fixture has no {from:?}"));
+    bytes[at..at + from.len()].copy_from_slice(to);
+    ok(std::fs::write(&path, &bytes), "write bundle");
+    write_config(
+        dir.path(),
+        &format!(
+            "registry \"mirror\" {{\n  endpoint = \"oci:{}\"\n}}\n{}",
+            dir.path().join("store").display(),
+            set_block(&path)
+        ),
+    );
+    let run = mp(dir.path(), &["plan"]);
+    run.expect(1, "plan of a bundle with an escape sequence in a name");
+    assert_no_raw_controls(&run);
+    let err = run.err();
+    assert!(err.contains("quay.io/\\u{1b}[31m/tool-1:v1"), "{err}");
+}
+
+#[test]
+fn escape_sequence_in_a_registry_error_body_does_not_reach_the_terminal() {
+    let dir = tmp();
+    let port = http_server("127.0.0.1", Arc::new(Mutex::new(Vec::new())), |_| {
+        reply(
+            "400 Bad Request",
+            &[("Content-Type", "application/json")],
+            br#"{"errors":[{"code":"DENIED","message":"\u001b[31mgo away\u001b[0m\u0007"}]}"#,
+        )
+    });
+    write_config(
+        dir.path(),
+        &format!(
+            "registry \"up\" {{\n  endpoint = \"http://127.0.0.1:{port}\"\n}}\n\
+             registry \"mirror\" {{\n  endpoint = \"oci:{}\"\n}}\n\
+             image_set \"s\" {{\n  registry = registry.mirror\n  images   = [\"127.0.0.1:{port}/a/b:1\"]\n}}\n",
+            dir.path().join("store").display()
+        ),
+    );
+    let run = mp(dir.path(), &["plan"]);
+    run.expect(
+        1,
+        "plan with an upstream registry answering an escape sequence",
+    );
+    assert_no_raw_controls(&run);
+    let err = run.err();
+    assert!(
+        err.contains("DENIED (\\u{1b}[31mgo away\\u{1b}[0m\\u{7})"),
+        "{err}"
+    );
+}
