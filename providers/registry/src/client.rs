@@ -628,7 +628,7 @@ impl RegistryClient {
             tokio::select! {
                 v = &mut fut => return Some(v),
                 _ = tokio::time::sleep_until(deadline) => {
-                    let Some(a) = activity else { return None };
+                    let a = activity?;
                     let now = Instant::now();
                     let next = if a.waiting_on_source.load(Ordering::Relaxed) {
                         now + timeout
