@@ -44,6 +44,8 @@ pub struct Expanded {
     /// deletion). The address is an image instance's, or `image.SET` when
     /// the whole bundle is unreadable.
     pub image_errors: Vec<(String, ExpandError)>,
+    /// Plan warnings by instance (see [`clear_text_warnings`]).
+    pub warnings: Vec<(Address, String)>,
 }
 
 fn conn(r: &Registry) -> RegistryConn {
@@ -110,6 +112,11 @@ pub fn node_address(c: &Cluster, n: &NodeAddr) -> Address {
 /// Expands the whole configuration. Images named by `images = [...]` are
 /// resolved in their upstream registries (one manifest GET each, concurrently).
 pub async fn expand(config: &Config, images: &ImageProvider) -> Expanded {
+    for r in config.registries.values() {
+        if let Some(t) = r.timeout_seconds {
+            images.set_timeout(&r.endpoint.to_string(), std::time::Duration::from_secs(t));
+        }
+    }
     let mut out = Expanded::default();
     // image set address → its image instance addresses
     let mut set_images: BTreeMap<String, Vec<Address>> = BTreeMap::new();
@@ -131,6 +138,7 @@ pub async fn expand(config: &Config, images: &ImageProvider) -> Expanded {
     for c in &config.clusters {
         expand_cluster(config, c, &set_images, &images_of_set, &mut out);
     }
+    out.warnings = clear_text_warnings(config);
     out
 }
 
@@ -563,11 +571,7 @@ fn expand_cluster(
         config_digest: format!("blake3:{}", hasher.finalize().to_hex()),
         socket: mirrorplan_node::cri::DEFAULT_SOCKET.to_string(),
     };
-    let name = match &c.key {
-        Some(k) => format!("{}_{k}", c.name),
-        None => c.name.clone(),
-    };
-    let mut d = spec.to_desired(instance_address("cluster", &name, None, "").without_key());
+    let mut d = spec.to_desired(cluster_address(c));
     if over_secret {
         // an unkeyed digest over a secret would let one test guesses at it
         if let Some(v) = d.attrs.remove("config_digest") {
@@ -576,6 +580,84 @@ fn expand_cluster(
     }
     d.dependencies = all_nodes;
     out.desired.push(d);
+}
+
+/// `cluster.NAME` (`cluster.NAME_KEY` for a `for_each` cluster).
+fn cluster_address(c: &Cluster) -> Address {
+    let name = match &c.key {
+        Some(k) => format!("{}_{k}", c.name),
+        None => c.name.clone(),
+    };
+    instance_address("cluster", &name, None, "").without_key()
+}
+
+/// Credentials that would cross the network in clear: a plain-`http://`
+/// registry with `username`/`password` or `docker_config` (warned on each
+/// image set pushing to it or copying from it), and a `registry_mirror`
+/// whose `pull_credentials` containerd sends to a plain-`http://`
+/// registry (warned on the cluster). Every plan shows them.
+pub fn clear_text_warnings(config: &Config) -> Vec<(Address, String)> {
+    let clear = |r: &Registry| -> Option<String> {
+        if !matches!(r.endpoint, Endpoint::Http { .. }) {
+            return None;
+        }
+        let what = match (&r.username, &r.docker_config) {
+            (Some(u), _) => format!("the password of user {u} travels"),
+            (None, Some(_)) => "the credentials from its docker_config travel".to_string(),
+            (None, None) => return None,
+        };
+        Some(format!(
+            "registry.{} ({}) is plain http: {what} in clear on every request; use https",
+            r.name, r.endpoint
+        ))
+    };
+    let mut out = Vec::new();
+    for set in &config.image_sets {
+        let addr = instance_address("image_set", &set.name, set.key.as_deref(), "").without_key();
+        let upstream_hosts: Vec<String> = set
+            .images
+            .iter()
+            .filter_map(|i| ImageRef::parse(i).ok().map(|r| r.registry))
+            .collect();
+        for r in config.registries.values() {
+            let used = r.name == set.registry
+                || r.endpoint
+                    .host_port()
+                    .is_some_and(|h| upstream_hosts.contains(&h));
+            if let Some(w) = clear(r).filter(|_| used) {
+                out.push((addr.clone(), w));
+            }
+        }
+    }
+    for c in &config.clusters {
+        for m in c.mirrors.iter().filter(|m| m.pull_credentials.is_some()) {
+            let Some(r) = config.registries.get(&m.registry) else {
+                continue;
+            };
+            if matches!(r.endpoint, Endpoint::Http { .. }) {
+                out.push((
+                    cluster_address(c),
+                    format!(
+                        "registry_mirror registry.{} ({}) is plain http: the pull_credentials containerd sends to it travel in clear on every pull; use https",
+                        r.name, r.endpoint
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Adds `warnings` to the plan's changes of their instances (an instance
+/// outside a `--target`ed plan gets none).
+pub fn attach_warnings(plan: &mut mirrorplan_engine::Plan, warnings: &[(Address, String)]) {
+    for (addr, w) in warnings {
+        if let Some(c) = plan.changes.iter_mut().find(|c| c.address == *addr) {
+            if !c.warnings.contains(w) {
+                c.warnings.push(w.clone());
+            }
+        }
+    }
 }
 
 /// Where bundle summaries are cached between runs (see

@@ -1,14 +1,20 @@
 //! Output policy: colour only on a terminal and never with NO_COLOR; data on
 //! stdout, diagnostics and progress on stderr. Progress bars only when
 //! stderr is a terminal, colour is allowed and `TERM` is not `dumb`;
-//! otherwise plain lines (see [`ProgressView`]).
+//! otherwise plain lines (see [`ProgressView`]). Text that is not
+//! mirrorplan's own reaches the terminal only with its control characters
+//! escaped ([`escape_controls`]): every report goes through [`Escaping`],
+//! every progress line through [`ProgressView::line`].
 
 use std::collections::HashMap;
+use std::fmt;
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use miette::Diagnostic;
+use mirrorplan_engine::escape_controls;
 
 /// Where and how to print.
 #[derive(Debug, Clone, Copy)]
@@ -136,7 +142,7 @@ impl Output {
             100_000
         };
         let _ = miette::set_hook(Box::new(move |_| {
-            Box::new(
+            Box::new(Escaping(
                 miette::MietteHandlerOpts::new()
                     .color(color)
                     .unicode(color)
@@ -147,7 +153,7 @@ impl Output {
                     .break_words(false)
                     .word_splitter(textwrap::WordSplitter::NoHyphenation)
                     .build(),
-            )
+            ))
         }));
     }
 
@@ -184,6 +190,139 @@ impl Output {
                 if n == 1 { "" } else { "s" }
             );
         }
+    }
+}
+
+/// The report handler: every report printed (errors, configuration
+/// diagnostics) is drawn from a copy whose texts went through
+/// [`escape_controls`], so that a registry's error body or a name from a
+/// bundle cannot send escape sequences to the terminal; the handler's own
+/// colours are drawn after.
+struct Escaping(miette::MietteHandler);
+
+impl miette::ReportHandler for Escaping {
+    fn debug(&self, d: &dyn Diagnostic, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.debug(&Escaped::of(d), f)
+    }
+}
+
+/// A diagnostic with its message, help, labels, causes and related
+/// diagnostics escaped ([`Escaping`]); the source code is the
+/// configuration's own text and is shown as it is.
+struct Escaped<'a> {
+    inner: &'a dyn Diagnostic,
+    message: String,
+    help: Option<String>,
+    cause: Option<Box<EscapedCause>>,
+    related: Vec<Escaped<'a>>,
+}
+
+impl<'a> Escaped<'a> {
+    fn of(d: &'a dyn Diagnostic) -> Self {
+        // a diagnostic source is shown as the handler would, as a chain
+        let first: Option<&dyn std::error::Error> = match d.diagnostic_source() {
+            Some(ds) => Some(ds as &dyn std::error::Error),
+            None => d.source(),
+        };
+        Escaped {
+            inner: d,
+            message: escape_controls(&d.to_string()).into_owned(),
+            help: d
+                .help()
+                .map(|h| escape_controls(&h.to_string()).into_owned()),
+            cause: first.map(EscapedCause::chain),
+            related: d
+                .related()
+                .map(|r| r.map(Escaped::of).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl fmt::Debug for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Escaped<'_> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl Diagnostic for Escaped<'_> {
+    fn code<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        self.inner.code()
+    }
+    fn severity(&self) -> Option<miette::Severity> {
+        self.inner.severity()
+    }
+    fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h.clone()) as Box<dyn fmt::Display>)
+    }
+    fn url<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        self.inner.url()
+    }
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        self.inner.source_code()
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        let labels = self.inner.labels()?;
+        Some(Box::new(labels.map(|l| {
+            let label = l.label().map(|t| escape_controls(t).into_owned());
+            if l.primary() {
+                miette::LabeledSpan::new_primary_with_span(label, *l.inner())
+            } else {
+                miette::LabeledSpan::new_with_span(label, *l.inner())
+            }
+        })))
+    }
+    fn related<'b>(&'b self) -> Option<Box<dyn Iterator<Item = &'b dyn Diagnostic> + 'b>> {
+        if self.related.is_empty() {
+            return None;
+        }
+        Some(Box::new(self.related.iter().map(|r| r as &dyn Diagnostic)))
+    }
+}
+
+/// One cause of an [`Escaped`] diagnostic, escaped, and the next.
+#[derive(Debug)]
+struct EscapedCause {
+    message: String,
+    next: Option<Box<EscapedCause>>,
+}
+
+impl EscapedCause {
+    fn chain(e: &dyn std::error::Error) -> Box<Self> {
+        Box::new(EscapedCause {
+            message: escape_controls(&e.to_string()).into_owned(),
+            next: e.source().map(EscapedCause::chain),
+        })
+    }
+}
+
+impl fmt::Display for EscapedCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for EscapedCause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.next
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -260,8 +399,10 @@ impl ProgressView {
         }
     }
 
-    /// Prints one line on stderr (above the bars, if any).
+    /// Prints one line on stderr (above the bars, if any), its control
+    /// characters escaped: provider messages carry remote text.
     pub fn line(&self, text: &str) {
+        let text = &*escape_controls(text);
         match &self.bars {
             Some(b) if !b.multi.is_hidden() => {
                 if b.multi.println(text).is_err() {
@@ -431,7 +572,7 @@ impl Bars {
             .multi
             .insert_from_back(1, ProgressBar::new(total.unwrap_or(done).max(done)));
         bar.set_style(image_style());
-        bar.set_prefix(key.to_string());
+        bar.set_prefix(escape_controls(key).into_owned());
         bar.set_position(done);
         // drawn at once, even when the whole image takes less than a frame
         bar.force_draw();

@@ -275,6 +275,8 @@ pub struct Context {
     /// Images reported as unpushable (see `Expanded::image_errors`): the run exits 1.
     pub failed_images: Vec<String>,
     pub outputs: Vec<(String, serde_json::Value, bool)>,
+    /// Plan warnings from the configuration (`expand::clear_text_warnings`).
+    pub warnings: Vec<(Address, String)>,
 }
 
 /// Creates each directory mode 0700, or makes an existing one of ours
@@ -360,6 +362,7 @@ pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Opti
             expanded.image_errors.into_iter().map(|(a, _)| a).collect()
         },
         outputs,
+        warnings: expanded.warnings,
     }))
 }
 
@@ -427,7 +430,8 @@ pub fn plan(
             targets: targets(args)?,
         }))
         .map_err(plan_error)?;
-    let plan = keep_failed_images(plan, &ctx.failed_images);
+    let mut plan = keep_failed_images(plan, &ctx.failed_images);
+    expand::attach_warnings(&mut plan, &ctx.warnings);
     print_plan(&plan, args, out);
     if let Some(path) = plan_out {
         let bytes = plan.to_file_bytes(&identity).map_err(miette::Report::new)?;
@@ -565,7 +569,8 @@ pub fn apply(
                     targets: targets(args)?,
                 }))
                 .map_err(plan_error)?;
-            let plan = keep_failed_images(plan, &ctx.failed_images);
+            let mut plan = keep_failed_images(plan, &ctx.failed_images);
+            expand::attach_warnings(&mut plan, &ctx.warnings);
             print_plan(&plan, args, out);
             if !plan.has_changes() && plan.drift.is_empty() {
                 save_outputs(&store, &mut state, &ctx.outputs)?;

@@ -354,9 +354,12 @@ fn render_table(checks: &[Check], color: bool) -> String {
         } else {
             word
         };
+        // a reason may quote what a node or registry said
         let line = format!(
             "{:<w_check$}  {:<w_target$}  {word}  {}",
-            c.check, c.target, c.reason
+            c.check,
+            mirrorplan_engine::escape_controls(&c.target),
+            mirrorplan_engine::escape_controls(&c.reason)
         );
         out.push_str(line.trim_end());
         out.push('\n');

@@ -1447,6 +1447,18 @@ impl Loader {
         let insecure = self
             .bool_attr(file, body, "insecure", &ctx)
             .unwrap_or(false);
+        let timeout_seconds = self.number_attr(file, body, "timeout", &ctx);
+        if timeout_seconds == Some(0) {
+            let span = body.get_attribute("timeout").and_then(|a| a.value.span());
+            self.dh(
+                DiagKind::InvalidValue,
+                "`timeout` must be at least 1 second",
+                file,
+                span,
+                "zero timeout",
+                "write e.g. `timeout = 60` (seconds)",
+            );
+        }
         if password.is_some() && username.is_none() {
             let span = body
                 .get_attribute("password")
@@ -1523,6 +1535,7 @@ impl Loader {
                     proxy,
                     proxy_sensitive,
                     insecure,
+                    timeout_seconds: timeout_seconds.filter(|t| *t > 0),
                     origin,
                 },
             );

@@ -132,6 +132,9 @@ pub struct Registry {
     pub proxy_sensitive: bool,
     /// Skip TLS verification (explicit opt-in, warned about in every plan).
     pub insecure: bool,
+    /// Seconds the registry may leave a request unanswered (`None`: the
+    /// client's default).
+    pub timeout_seconds: Option<u64>,
     /// Where it is declared.
     pub origin: Origin,
 }

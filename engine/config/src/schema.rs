@@ -150,6 +150,7 @@ pub static REGISTRY: BodySchema = BodySchema {
         a("docker_config", T::String),
         a("proxy", T::String),
         a("insecure", T::Bool),
+        a("timeout", T::Number),
     ],
     blocks: &[],
 };

@@ -123,6 +123,11 @@ impl fmt::Display for Address {
                     '\n' => f.write_str("\\n")?,
                     '\r' => f.write_str("\\r")?,
                     '\t' => f.write_str("\\t")?,
+                    c if crate::term::is_unsafe_char(c) => {
+                        let mut e = String::new();
+                        crate::term::write_escaped(&mut e, c);
+                        f.write_str(&e)?
+                    }
                     c => write!(f, "{c}")?,
                 }
             }
@@ -165,9 +170,19 @@ impl FromStr for Address {
                     Some('n') => key.push('\n'),
                     Some('r') => key.push('\r'),
                     Some('t') => key.push('\t'),
+                    Some('u') => {
+                        // `\u{1b}`: a control character, as Display shows it
+                        let rest: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                        let c = rest
+                            .strip_prefix('{')
+                            .and_then(|h| u32::from_str_radix(h, 16).ok())
+                            .and_then(char::from_u32)
+                            .ok_or_else(|| err("a `\\u` escape in a key must look like \\u{1b}"))?;
+                        key.push(c);
+                    }
                     _ => {
                         return Err(err(
-                            "unknown escape in key (use \\\", \\\\, \\n, \\r or \\t)",
+                            "unknown escape in key (use \\\", \\\\, \\n, \\r, \\t or \\u{1b})",
                         ))
                     }
                 },
@@ -214,6 +229,16 @@ mod tests {
         let c = round_trip("cluster.prod");
         assert_eq!(c.key(), None);
         round_trip("image_set.anthos-1[\"x\"]");
+    }
+
+    #[test]
+    fn control_characters_are_shown_escaped_and_parsed_back() {
+        let addr = Address::keyed("image", "s", "gcr.io/a\x1b[31m:1\u{9b}")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = addr.to_string();
+        assert_eq!(text, r#"image.s["gcr.io/a\u{1b}[31m:1\u{9b}"]"#);
+        assert_eq!(text.parse::<Address>(), Ok(addr));
+        assert!(r#"image.s["a\u{zz}"]"#.parse::<Address>().is_err());
     }
 
     #[test]

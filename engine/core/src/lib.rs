@@ -38,6 +38,7 @@ pub mod plan;
 pub mod planfile;
 pub mod provider;
 pub mod render;
+pub mod term;
 pub mod value;
 
 pub use address::{Address, AddressError};
@@ -55,4 +56,5 @@ pub use provider::{
     PriorInstance, Provider, ProviderError, ProviderErrorKind,
 };
 pub use render::{plan_json, render_apply_report, render_plan, render_plan_json, RenderOptions};
+pub use term::escape_controls;
 pub use value::{secret_digest, AttrValue, Attrs, Sensitive, SENSITIVE_MASK};

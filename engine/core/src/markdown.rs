@@ -484,5 +484,9 @@ pub fn render_plan_markdown(plan: &Plan) -> String {
     if !plan.has_changes() {
         out.push_str("No changes. The infrastructure matches the configuration.\n");
     }
-    out
+    // it has no escape sequences of its own: every one is someone else's
+    match crate::term::escape_controls(&out) {
+        std::borrow::Cow::Borrowed(_) => out,
+        std::borrow::Cow::Owned(clean) => clean,
+    }
 }

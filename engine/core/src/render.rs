@@ -4,6 +4,13 @@
 //! `+ ~ - -/+`, then the summary line). The JSON form is documented in
 //! `docs/plan-json.md` and versioned by [`JSON_FORMAT_VERSION`]. Neither form
 //! ever contains a sensitive value, not even as a digest.
+//!
+//! Human output shows text that is not mirrorplan's own (provider details
+//! and warnings, multi-line values, failure reasons) through
+//! [`crate::term::escape_controls`]: its colour codes are the only escape
+//! sequences it writes. Addresses escape themselves; one-line values are
+//! JSON text, which escapes control characters. JSON output is escaped by
+//! JSON itself.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,6 +20,7 @@ use similar::TextDiff;
 
 use crate::apply::ApplyReport;
 use crate::plan::{Action, AttrChange, Plan, ResourceChange};
+use crate::term::escape_controls as esc;
 use crate::value::{is_multiline, AttrValue, SENSITIVE_MASK};
 
 /// The version of the `--json` plan format.
@@ -107,7 +115,7 @@ fn write_attr(out: &mut String, line: &AttrLine<'_>, width: usize) {
             .header("before", "after")
             .to_string();
         for l in unified.lines() {
-            let _ = writeln!(out, "{}", format!("            {l}").trim_end());
+            let _ = writeln!(out, "{}", format!("            {}", esc(l)).trim_end());
         }
         return;
     }
@@ -158,10 +166,15 @@ fn write_change(out: &mut String, c: &ResourceChange, options: RenderOptions) {
     );
     let _ = writeln!(out, "{sym:>3} {address}");
     for w in &c.warnings {
-        let _ = writeln!(out, "      # {} {w}", paint("Warning:", BOLD, options));
+        let _ = writeln!(
+            out,
+            "      # {} {}",
+            paint("Warning:", BOLD, options),
+            esc(w)
+        );
     }
     for d in &c.details {
-        let _ = writeln!(out, "      # {d}");
+        let _ = writeln!(out, "      # {}", esc(d));
     }
     match c.action {
         Action::Create | Action::Delete => {
@@ -188,7 +201,11 @@ fn write_change(out: &mut String, c: &ResourceChange, options: RenderOptions) {
                     if !sensitive && value.as_ref().is_some_and(is_multiline) {
                         let _ = writeln!(out, "      {attr_sym} {name} = <<-EOT");
                         for line in text_of(value.as_ref()).lines() {
-                            let _ = writeln!(out, "{}", format!("            {line}").trim_end());
+                            let _ = writeln!(
+                                out,
+                                "{}",
+                                format!("            {}", esc(line)).trim_end()
+                            );
                         }
                         let _ = writeln!(out, "        EOT");
                     } else {
@@ -341,6 +358,7 @@ pub fn render_plan(plan: &Plan, options: RenderOptions) -> String {
             options,
         ));
         out.push('\n');
+        write_warnings(&mut out, plan, options);
         return out;
     }
     out.push_str("mirrorplan will perform the following actions:\n\n");
@@ -356,9 +374,7 @@ pub fn render_plan(plan: &Plan, options: RenderOptions) -> String {
         s.change,
         s.destroy
     );
-    for (address, w) in plan.warnings() {
-        let _ = writeln!(out, "\n{} {address} {w}", paint("Warning:", BOLD, options));
-    }
+    write_warnings(&mut out, plan, options);
     if !plan.targets.is_empty() {
         let targets: Vec<String> = plan.targets.iter().map(|t| t.to_string()).collect();
         let _ = writeln!(
@@ -368,6 +384,19 @@ pub fn render_plan(plan: &Plan, options: RenderOptions) -> String {
         );
     }
     out
+}
+
+/// The plan's warnings, each after an empty line (also under "No changes":
+/// e.g. credentials sent in clear are sent by every plan).
+fn write_warnings(out: &mut String, plan: &Plan, options: RenderOptions) {
+    for (address, w) in plan.warnings() {
+        let _ = writeln!(
+            out,
+            "\n{} {address} {}",
+            paint("Warning:", BOLD, options),
+            esc(w)
+        );
+    }
 }
 
 fn masked_values(
@@ -534,13 +563,13 @@ pub fn render_apply_report(report: &ApplyReport, options: RenderOptions) -> Stri
     if !report.failed.is_empty() {
         out.push_str("\nFailed:\n");
         for (a, reason) in &report.failed {
-            let _ = writeln!(out, "  - {a}: {reason}");
+            let _ = writeln!(out, "  - {a}: {}", esc(reason));
         }
     }
     if !report.skipped.is_empty() {
         out.push_str("\nSkipped:\n");
         for (a, reason) in &report.skipped {
-            let _ = writeln!(out, "  - {a}: {reason}");
+            let _ = writeln!(out, "  - {a}: {}", esc(reason));
         }
     }
     out

@@ -287,6 +287,29 @@ pub(crate) enum Challenge {
     },
 }
 
+/// Why the password of a registry at `registry` (its base URL) must not go
+/// to the bearer token `realm` it names, or `None` when it may: the realm
+/// is `https`, or it has the registry's own scheme, host and port (a
+/// plain-http registry's own token endpoint sees nothing the registry does
+/// not). Anywhere else the password would travel in clear to a place the
+/// configuration never named.
+pub(crate) fn realm_refusal(registry: &reqwest::Url, realm: &reqwest::Url) -> Option<&'static str> {
+    if realm.scheme() == "https" {
+        return None;
+    }
+    let origin = |u: &reqwest::Url| {
+        (
+            u.scheme().to_string(),
+            u.host_str().map(str::to_ascii_lowercase),
+            u.port_or_known_default(),
+        )
+    };
+    if origin(realm) == origin(registry) {
+        return None;
+    }
+    Some("it is not https and not on the registry's own scheme, host and port, so the password would travel in clear to a place the configuration does not name")
+}
+
 /// Parse `WWW-Authenticate` (one challenge; unknown schemes → `None`).
 pub(crate) fn parse_challenge(header: &str) -> Option<Challenge> {
     let header = header.trim();
@@ -355,6 +378,22 @@ fn parse_params(s: &str) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_go_only_to_https_or_same_origin_realms() {
+        let u = |s: &str| match reqwest::Url::parse(s) {
+            Ok(u) => u,
+            Err(e) => panic!("{s}: {e}"),
+        };
+        let reg = u("http://127.0.0.1:5000/");
+        assert!(realm_refusal(&reg, &u("http://127.0.0.1:5000/token")).is_none());
+        assert!(realm_refusal(&reg, &u("https://auth.example/token")).is_none());
+        assert!(realm_refusal(&reg, &u("http://127.0.0.2:5000/token")).is_some());
+        assert!(realm_refusal(&reg, &u("http://127.0.0.1:5001/token")).is_some());
+        let tls = u("https://reg.example/");
+        assert!(realm_refusal(&tls, &u("http://reg.example/token")).is_some());
+        assert!(realm_refusal(&tls, &u("https://reg.example:443/token")).is_none());
+    }
 
     #[test]
     fn secrets_never_print() {

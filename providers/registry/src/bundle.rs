@@ -55,6 +55,12 @@ use crate::reference::{mirror_path, ImageRef, MirrorRef, Platform};
 pub const JSON_BLOB_CAP: u64 = 4 * 1024 * 1024;
 /// `index.json` / `manifest.json` may be at most this large.
 pub const INDEX_CAP: u64 = 64 * 1024 * 1024;
+/// Pass 1 reads at most this many bytes of JSON documents (manifests,
+/// indexes, configs, and any repeated `index.json` / `manifest.json`) in
+/// all: a bundle over it is refused rather than held in memory.
+pub const METADATA_CAP: u64 = 64 * 1024 * 1024;
+/// ... and at most this many of them.
+pub const METADATA_DOCS_CAP: u64 = 100_000;
 
 /// Compression of the bundle archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -282,6 +288,33 @@ struct Scan {
     manifest_json: Option<Vec<u8>>,
     /// The scan read to the end of the archive (not stopped after the head).
     complete: bool,
+    /// JSON bytes and documents read so far (see [`METADATA_CAP`]).
+    metadata_bytes: u64,
+    metadata_docs: u64,
+}
+
+impl Scan {
+    /// Counts a JSON document of `size` bytes about to be read at `path`;
+    /// an error once the bundle holds more than the caps allow.
+    fn charge(&mut self, bundle: &Bundle, size: u64, path: &str) -> Result<(), BundleError> {
+        self.metadata_bytes += size;
+        self.metadata_docs += 1;
+        let over = if self.metadata_bytes > METADATA_CAP {
+            Some(format!("{} MiB", METADATA_CAP >> 20))
+        } else if self.metadata_docs > METADATA_DOCS_CAP {
+            Some(format!("{METADATA_DOCS_CAP} documents"))
+        } else {
+            None
+        };
+        match over {
+            Some(limit) => Err(BundleError::TooMuchMetadata {
+                path: bundle.path.clone(),
+                limit,
+                at: format!("at entry `{path}`"),
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What the head of an OCI layout must hold before pass 1 may stop.
@@ -649,6 +682,14 @@ impl Bundle {
             let in_entry = format!("in entry `{path}`");
             match path.as_str() {
                 "index.json" | "manifest.json" => {
+                    let again = if path == "index.json" {
+                        scan.index_json.is_some()
+                    } else {
+                        scan.manifest_json.is_some()
+                    };
+                    if again {
+                        scan.charge(self, size, &path)?;
+                    }
                     if size > INDEX_CAP {
                         return Err(BundleError::UnreadableIndex {
                             path: self.path.clone(),
@@ -679,6 +720,7 @@ impl Bundle {
                     read_up_to(&mut entry, &mut magic).map_err(self.read_err(in_entry.clone()))?;
                 let magic = magic[..n].to_vec();
                 if size <= JSON_BLOB_CAP && magic.first() == Some(&b'{') {
+                    scan.charge(self, size, &path)?;
                     let mut buf = Vec::with_capacity(size as usize);
                     buf.extend_from_slice(&magic);
                     entry
@@ -728,6 +770,9 @@ impl Bundle {
                 return Err(self.read_err(in_entry)(io::ErrorKind::UnexpectedEof.into()));
             }
             let json = (keep && magic.first() == Some(&b'{')).then_some(kept);
+            if json.is_some() {
+                scan.charge(self, size, &path)?;
+            }
             scan.files.insert(
                 path,
                 FileInfo {

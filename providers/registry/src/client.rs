@@ -33,15 +33,28 @@
 //! number of times; other `4xx` are never retried. A request whose body is
 //! a one-shot stream is sent once: its auth is settled by the preceding
 //! body-less `POST` of the upload session.
+//!
+//! # Timeouts
+//!
+//! Besides the connect timeout, every request has an inactivity timeout
+//! ([`ClientOptions::timeout`], 60 s unless the registry block sets
+//! `timeout`): the registry must answer a request within it once the
+//! request is sent, and a response body must not pause longer. Uploads are
+//! never cut for their length: while a body is being sent, the clock
+//! restarts with every chunk the registry takes, and it stops while the
+//! chunk's source (a bundle, another registry) is the one that is slow.
+//! A request that times out is retried like a connect error.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -52,7 +65,9 @@ use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use serde::Deserialize;
 use tokio::io::AsyncRead;
 
-use crate::auth::{parse_challenge, resolve_docker_config, Auth, Challenge, Credentials};
+use crate::auth::{
+    parse_challenge, realm_refusal, resolve_docker_config, Auth, Challenge, Credentials,
+};
 use crate::client_error::RegistryError;
 use crate::digest::Digest;
 use crate::oci::media_types;
@@ -200,7 +215,13 @@ pub struct ClientOptions {
     pub upload: UploadMode,
     /// TCP + TLS connect timeout.
     pub connect_timeout: Duration,
+    /// Inactivity timeout: the longest the registry may leave a sent
+    /// request unanswered, or pause a response body (see the module doc).
+    pub timeout: Duration,
 }
+
+/// The default [`ClientOptions::timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Default for ClientOptions {
     fn default() -> Self {
@@ -208,8 +229,118 @@ impl Default for ClientOptions {
             retry: RetryPolicy::default(),
             upload: UploadMode::Auto,
             connect_timeout: Duration::from_secs(15),
+            timeout: DEFAULT_TIMEOUT,
         }
     }
+}
+
+/// When a request body last made progress, for the inactivity timeout of
+/// a request whose body is streamed (see [`RegistryClient::answered`]).
+struct Activity {
+    start: Instant,
+    /// Milliseconds after `start` of the last chunk the body handed on.
+    last_ms: AtomicU64,
+    /// The body is waiting for its own source: the registry is not late.
+    waiting_on_source: AtomicBool,
+}
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            waiting_on_source: AtomicBool::new(false),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// A request body that records its progress in an [`Activity`].
+struct Watched<S> {
+    inner: Pin<Box<S>>,
+    activity: Arc<Activity>,
+}
+
+impl<S> Stream for Watched<S>
+where
+    S: Stream<Item = io::Result<Bytes>>,
+{
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.inner.as_mut().poll_next(cx);
+        let waiting = polled.is_pending();
+        self.activity
+            .waiting_on_source
+            .store(waiting, Ordering::Relaxed);
+        if !waiting {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+/// `body` watched by `activity`.
+fn watched<S>(body: S, activity: &Arc<Activity>) -> Watched<S> {
+    activity.touch();
+    Watched {
+        inner: Box::pin(body),
+        activity: activity.clone(),
+    }
+}
+
+/// `bytes` as a stream of 64 KiB pieces (so that a watched upload of a
+/// buffered chunk shows its progress).
+fn pieces(bytes: Bytes) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    const PIECE: usize = 64 * 1024;
+    let n = bytes.len().div_ceil(PIECE);
+    futures::stream::iter(
+        (0..n).map(move |i| Ok(bytes.slice(i * PIECE..((i + 1) * PIECE).min(bytes.len())))),
+    )
+}
+
+/// `60s`, or `500ms` below a second.
+fn short_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// A response body whose pauses are limited to `timeout`: the clock runs
+/// only while the consumer waits for the next chunk.
+fn idle_limited(resp: Response, timeout: Duration) -> BlobStream {
+    let state = (resp.bytes_stream().boxed(), false);
+    futures::stream::unfold(state, move |(mut s, ended)| async move {
+        if ended {
+            return None;
+        }
+        match tokio::time::timeout(timeout, s.next()).await {
+            Ok(Some(Ok(b))) => Some((Ok(b), (s, false))),
+            Ok(Some(Err(e))) => Some((Err(io::Error::other(e)), (s, true))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the registry sent nothing for {} in the middle of the reply",
+                        short_duration(timeout)
+                    ),
+                )),
+                (s, true),
+            )),
+        }
+    })
+    .boxed()
 }
 
 /// Result of a `HEAD` on a manifest.
@@ -473,15 +604,75 @@ impl RegistryClient {
     /// returns `None` when its body cannot be replayed). Handles auth
     /// challenges and retries. Returns the final response, whatever its
     /// status (except 401, which becomes an error).
-    async fn send<F>(&self, op: &Op<'_>, mut make: F) -> Result<Response, RegistryError>
+    async fn send<F>(&self, op: &Op<'_>, make: F) -> Result<Response, RegistryError>
+    where
+        F: FnMut() -> Option<RequestBuilder>,
+    {
+        self.send_watched(op, None, make).await
+    }
+
+    /// `fut` (sending a request and waiting for its answer), or `None` when
+    /// the registry leaves it unanswered for [`ClientOptions::timeout`]:
+    /// counted from now, or, for a request whose streamed body reports to
+    /// `activity`, from the body's last progress (never while the body
+    /// waits for its own source).
+    async fn answered<T>(
+        &self,
+        fut: impl std::future::Future<Output = T>,
+        activity: Option<&Activity>,
+    ) -> Option<T> {
+        let timeout = self.options.timeout;
+        tokio::pin!(fut);
+        let mut deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            tokio::select! {
+                v = &mut fut => return Some(v),
+                _ = tokio::time::sleep_until(deadline) => {
+                    let a = activity?;
+                    let now = Instant::now();
+                    let next = if a.waiting_on_source.load(Ordering::Relaxed) {
+                        now + timeout
+                    } else {
+                        a.last() + timeout
+                    };
+                    if next <= now {
+                        return None;
+                    }
+                    deadline = tokio::time::Instant::from_std(next);
+                }
+            }
+        }
+    }
+
+    fn timed_out(&self, what: &str, attempts: u32) -> RegistryError {
+        RegistryError::Timeout {
+            registry: self.registry().to_string(),
+            what: what.to_string(),
+            limit: short_duration(self.options.timeout),
+            attempts,
+        }
+    }
+
+    /// [`Self::send`]; a streamed body reports its progress to `activity`.
+    async fn send_watched<F>(
+        &self,
+        op: &Op<'_>,
+        activity: Option<&Activity>,
+        mut make: F,
+    ) -> Result<Response, RegistryError>
     where
         F: FnMut() -> Option<RequestBuilder>,
     {
         let mut attempt: u32 = 0;
         let mut auth_rounds: u32 = 0;
+        // a timeout is retried, unless the body cannot be sent again
+        let mut timed_out: Option<RegistryError> = None;
         loop {
             attempt += 1;
             let Some(mut req) = make() else {
+                if let Some(e) = timed_out {
+                    return Err(e);
+                }
                 return Err(RegistryError::Internal(format!(
                     "{}: a one-shot request body cannot be resent",
                     op.what
@@ -496,9 +687,18 @@ impl RegistryClient {
                 v.set_sensitive(true);
                 req = req.header(AUTHORIZATION, v);
             }
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) => {
+            let resp = match self.answered(req.send(), activity).await {
+                None => {
+                    let e = self.timed_out(op.what, attempt);
+                    if attempt >= self.options.retry.max_attempts {
+                        return Err(e);
+                    }
+                    timed_out = Some(e);
+                    tokio::time::sleep(self.backoff(attempt, None)).await;
+                    continue;
+                }
+                Some(Ok(r)) => r,
+                Some(Err(e)) => {
                     let detail = self.classify(&e, op.what)?;
                     if attempt >= self.options.retry.max_attempts {
                         return Err(RegistryError::Connect {
@@ -610,6 +810,14 @@ impl RegistryClient {
             reason,
         };
         let mut url = Url::parse(realm).map_err(|e| fail(format!("invalid realm URL: {e}")))?;
+        if let (Some(c), Some(why)) = (&self.creds, realm_refusal(&self.base, &url)) {
+            return Err(RegistryError::UnsafeRealm {
+                registry: self.registry().to_string(),
+                user: c.user.clone(),
+                realm: realm.to_string(),
+                reason: why.to_string(),
+            });
+        }
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = service {
@@ -629,7 +837,14 @@ impl RegistryClient {
                 v.set_sensitive(true);
                 req = req.header(AUTHORIZATION, v);
             }
-            match req.send().await {
+            let Some(sent) = self.answered(req.send(), None).await else {
+                if attempt >= self.options.retry.max_attempts {
+                    return Err(self.timed_out(&format!("token request to {realm}"), attempt));
+                }
+                tokio::time::sleep(self.backoff(attempt, None)).await;
+                continue;
+            };
+            match sent {
                 Ok(r)
                     if (r.status().is_server_error() || r.status().as_u16() == 429)
                         && attempt < self.options.retry.max_attempts =>
@@ -669,7 +884,7 @@ impl RegistryClient {
             #[serde(default)]
             access_token: Option<String>,
         }
-        let body = read_capped(resp, 1024 * 1024)
+        let body = read_capped(resp, 1024 * 1024, self.options.timeout)
             .await
             .map_err(|e| fail(format!("reading the reply: {e}")))?;
         let reply: TokenReply = serde_json::from_slice(&body)
@@ -691,7 +906,9 @@ impl RegistryClient {
                 status,
             };
         }
-        let body = read_capped(resp, 8192).await.unwrap_or_default();
+        let body = read_capped(resp, 8192, self.options.timeout)
+            .await
+            .unwrap_or_default();
         RegistryError::Status {
             registry: self.registry().to_string(),
             what: what.to_string(),
@@ -867,13 +1084,14 @@ impl RegistryClient {
             }
             e
         });
-        let mut once = Some(reqwest::Body::wrap_stream(body));
+        let activity = Activity::new();
+        let mut once = Some(reqwest::Body::wrap_stream(watched(body, &activity)));
         let op = Op {
             what: &what,
             scopes: vec![push_scope(&repo)],
         };
         let result = self
-            .send(&op, || {
+            .send_watched(&op, Some(&activity), || {
                 once.take().map(|b| {
                     self.http
                         .put(url.clone())
@@ -966,15 +1184,17 @@ impl RegistryClient {
                 scopes: vec![push_scope(&repo)],
             };
             let loc = location.clone();
+            let activity = Activity::new();
             let resp = self
-                .send(&op, || {
+                .send_watched(&op, Some(&activity), || {
+                    let body = watched(pieces(piece.clone()), &activity);
                     Some(
                         self.http
                             .patch(loc.clone())
                             .header(CONTENT_TYPE, "application/octet-stream")
                             .header("Content-Range", format!("{offset}-{end}"))
                             .header(CONTENT_LENGTH, piece.len().to_string())
-                            .body(piece.clone()),
+                            .body(reqwest::Body::wrap_stream(body)),
                     )
                 })
                 .await?;
@@ -1093,7 +1313,7 @@ impl RegistryClient {
             .get("Docker-Content-Digest")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| Digest::parse(v.trim()).ok());
-        let bytes = read_capped(resp, MANIFEST_CAP)
+        let bytes = read_capped(resp, MANIFEST_CAP, self.options.timeout)
             .await
             .map_err(|e| RegistryError::Transfer {
                 registry: self.registry().to_string(),
@@ -1218,8 +1438,7 @@ impl RegistryClient {
             _ => return Err(self.status_error(resp, &what).await),
         }
         let len = content_length(resp.headers());
-        let stream = resp.bytes_stream().map_err(io::Error::other).boxed();
-        Ok((len, stream))
+        Ok((len, idle_limited(resp, self.options.timeout)))
     }
 }
 
@@ -1243,11 +1462,11 @@ fn last_part(chain: &str) -> String {
     parts[n.saturating_sub(2)..].join(": ")
 }
 
-async fn read_capped(resp: Response, cap: usize) -> io::Result<Vec<u8>> {
+async fn read_capped(resp: Response, cap: usize, timeout: Duration) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
-    let mut s = resp.bytes_stream();
+    let mut s = idle_limited(resp, timeout);
     while let Some(chunk) = s.next().await {
-        let chunk = chunk.map_err(io::Error::other)?;
+        let chunk = chunk?;
         if out.len() + chunk.len() > cap {
             return Err(io::Error::other(format!("reply larger than {cap} bytes")));
         }

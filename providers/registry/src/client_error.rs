@@ -70,6 +70,18 @@ pub enum RegistryError {
         detail: String,
     },
 
+    #[error("registry {registry} did not answer within {limit} ({what}; {attempts} attempt(s))")]
+    #[diagnostic(
+        code(mirrorplan::registry::timeout),
+        help("the registry accepted the connection but sent nothing back; check that it (and any proxy in front of it) is healthy, or raise `timeout` in its registry block")
+    )]
+    Timeout {
+        registry: String,
+        what: String,
+        limit: String,
+        attempts: u32,
+    },
+
     #[error("wrong credentials for {registry} (user {user})")]
     #[diagnostic(
         code(mirrorplan::registry::wrong_credentials),
@@ -91,6 +103,18 @@ pub enum RegistryError {
     )]
     Token {
         registry: String,
+        realm: String,
+        reason: String,
+    },
+
+    #[error("registry {registry}: refusing to send the credentials of user {user} to the token realm {realm}: {reason}")]
+    #[diagnostic(
+        code(mirrorplan::registry::unsafe_realm),
+        help("the registry's `WWW-Authenticate` header names that token service; serve it over https (or from the registry's own address), or check that the registry is the one you mean")
+    )]
+    UnsafeRealm {
+        registry: String,
+        user: String,
         realm: String,
         reason: String,
     },
@@ -205,9 +229,11 @@ impl RegistryError {
                 | RegistryError::UnknownAuthority { .. }
                 | RegistryError::Tls { .. }
                 | RegistryError::Connect { .. }
+                | RegistryError::Timeout { .. }
                 | RegistryError::WrongCredentials { .. }
                 | RegistryError::AuthRequired { .. }
                 | RegistryError::Token { .. }
+                | RegistryError::UnsafeRealm { .. }
         )
     }
 }

@@ -122,6 +122,17 @@ pub enum BundleError {
         reason: String,
     },
 
+    #[error("bundle {path}: more than {limit} of JSON metadata ({at}); not a valid image bundle")]
+    #[diagnostic(
+        code(mirrorplan::registry::bundle_metadata_limit),
+        help("an image bundle's manifests, indexes and configs are small; this archive holds far more JSON than images need (damaged, or built to exhaust memory)")
+    )]
+    TooMuchMetadata {
+        path: PathBuf,
+        limit: String,
+        at: String,
+    },
+
     #[error("image `{image}` in the bundle has no usable name: {reason}")]
     #[diagnostic(
         code(mirrorplan::registry::image_name),

@@ -354,6 +354,29 @@ impl TarOut {
     }
 }
 
+/// Write a "JSON bomb" (a test of pass 1's bounds): `oci-layout`, then
+/// `entries` blobs of `entry_size` bytes each named by their true digest,
+/// each a `{` followed by a counter and zeros (a compressor shrinks them to
+/// almost nothing), and no `index.json`.
+pub fn write_json_bomb(
+    path: impl AsRef<Path>,
+    entries: usize,
+    entry_size: usize,
+    packing: Packing,
+) -> io::Result<()> {
+    let mut out = TarOut::create(path.as_ref(), packing)?;
+    out.file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    out.dir("blobs/")?;
+    out.dir("blobs/sha256/")?;
+    let mut data = vec![0u8; entry_size.max(9)];
+    data[0] = b'{';
+    for i in 0..entries {
+        data[1..9].copy_from_slice(&(i as u64).to_le_bytes());
+        out.file(&blob_path(&Digest::of(&data)), &data)?;
+    }
+    out.finish()
+}
+
 /// Blobs of one platform of one image, generated lazily.
 struct PlatformImage {
     platform: Platform,

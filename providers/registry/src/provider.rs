@@ -315,9 +315,15 @@ pub fn bundle_catalogue(
             .filter_map(|p| crate::reference::Platform::parse(p).ok())
             .collect(),
     };
-    let cat = bundle
-        .catalogue_with(&options)
-        .map_err(|e| ProviderError::invalid_input(format!("bundle {}: {e}", path.display())))?;
+    let cat = bundle.catalogue_with(&options).map_err(|e| {
+        // most bundle errors name the bundle already
+        let msg = e.to_string();
+        ProviderError::invalid_input(if msg.starts_with("bundle ") {
+            msg
+        } else {
+            format!("bundle {}: {msg}", path.display())
+        })
+    })?;
     let cat = Arc::new(cat);
     if let Ok(mut guard) = CATALOGUES.lock() {
         guard
@@ -403,7 +409,8 @@ pub fn target_for(conn: &RegistryConn) -> Result<crate::client::RegistryTarget, 
 
 fn registry_error(what: &str, e: crate::client_error::RegistryError) -> ProviderError {
     let help = miette::Diagnostic::help(&e).map(|h| h.to_string());
-    let unreachable = e.is_fatal() && e.to_string().to_lowercase().contains("connect");
+    let unreachable = matches!(e, crate::client_error::RegistryError::Timeout { .. })
+        || (e.is_fatal() && e.to_string().to_lowercase().contains("connect"));
     let mut err = if unreachable {
         ProviderError::unreachable(format!("{what}: {e}"))
     } else {
@@ -450,6 +457,9 @@ pub struct ImageProvider {
     /// tag or digest): the digest there, `None` when missing. The push of
     /// the same run reuses what is not the expected digest.
     tags_seen: Mutex<HashMap<(String, String, String), Option<crate::digest::Digest>>>,
+    /// Inactivity timeouts by endpoint (a registry block's `timeout`), set
+    /// before the first client is made: see [`ImageProvider::set_timeout`].
+    timeouts: Mutex<HashMap<String, std::time::Duration>>,
 }
 
 /// A bundle's catalogue as the blob survey needs it, for one namespace.
@@ -716,6 +726,15 @@ impl ImageProvider {
         }
     }
 
+    /// The inactivity timeout of the clients for `endpoint` (default
+    /// [`crate::client::DEFAULT_TIMEOUT`]). It is not an attribute of the
+    /// instances: changing it plans no change.
+    pub fn set_timeout(&self, endpoint: &str, timeout: std::time::Duration) {
+        if let Ok(mut t) = self.timeouts.lock() {
+            t.insert(endpoint.to_string(), timeout);
+        }
+    }
+
     /// One client per registry connection, shared by every image (connection reuse).
     pub fn client(
         &self,
@@ -731,7 +750,16 @@ impl ImageProvider {
             }
         }
         let target = target_for(conn)?;
-        let client = crate::client::RegistryClient::new(target)
+        let mut options = crate::client::ClientOptions::default();
+        if let Some(t) = self
+            .timeouts
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&conn.endpoint).copied())
+        {
+            options.timeout = t;
+        }
+        let client = crate::client::RegistryClient::with_options(target, options)
             .map_err(|e| registry_error(&format!("registry {}", conn.endpoint), e))?;
         let client = Arc::new(client);
         if let Ok(mut clients) = self.clients.lock() {
