@@ -14,14 +14,7 @@ use common::text;
 
 /// A configuration pushing the quickstart bundle into `oci:./store`.
 fn store_config() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let bundles = dir.path().join("bundles");
-    std::fs::create_dir_all(&bundles).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/bundles/quickstart.tar.gz"),
-        bundles.join("quickstart.tar.gz"),
-    )
-    .unwrap_or_else(|e| panic!("copy bundle: {e}"));
+    let dir = common::with_quickstart_bundle();
     std::fs::write(
         dir.path().join("main.hcl"),
         r#"registry "store" {

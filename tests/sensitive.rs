@@ -19,14 +19,7 @@ const MASK: &str = "(sensitive value)";
 /// `store` is the body of the store registry besides its endpoint and
 /// namespace; `containerd` the body of the cluster's `containerd` block.
 fn config(store: &str, containerd: &str, extra: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let bundles = dir.path().join("bundles");
-    std::fs::create_dir_all(&bundles).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/bundles/quickstart.tar.gz"),
-        bundles.join("quickstart.tar.gz"),
-    )
-    .unwrap_or_else(|e| panic!("copy bundle: {e}"));
+    let dir = common::with_quickstart_bundle();
     let hcl = format!(
         r#"registry "store" {{
   endpoint  = "oci:./store"

@@ -58,9 +58,9 @@ pub fn unwrapped(stderr: &str) -> String {
     out
 }
 
-/// A configuration of the quickstart bundle and `nodes` local nodes, the
-/// nodes after the images, in a new temporary directory.
-pub fn local_nodes_config(nodes: usize) -> tempfile::TempDir {
+/// A new temporary directory holding the quickstart bundle as
+/// `bundles/quickstart.tar.gz`, for a configuration to be written beside it.
+pub fn with_quickstart_bundle() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let bundles = dir.path().join("bundles");
     std::fs::create_dir_all(&bundles).unwrap_or_else(|e| panic!("{e}"));
@@ -69,6 +69,13 @@ pub fn local_nodes_config(nodes: usize) -> tempfile::TempDir {
         bundles.join("quickstart.tar.gz"),
     )
     .unwrap_or_else(|e| panic!("copy bundle: {e}"));
+    dir
+}
+
+/// A configuration of the quickstart bundle and `nodes` local nodes, the
+/// nodes after the images, in a new temporary directory.
+pub fn local_nodes_config(nodes: usize) -> tempfile::TempDir {
+    let dir = with_quickstart_bundle();
     let list: Vec<String> = (0..nodes)
         .map(|i| format!("\"local:./nodes/n{i}\""))
         .collect();

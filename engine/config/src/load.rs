@@ -1920,36 +1920,20 @@ impl Loader {
         };
         if !sensitive {
             for r in references(&attr.value) {
-                if r.root == "local"
-                    && r.attr
-                        .as_ref()
-                        .is_some_and(|a| self.sensitive_locals.contains(a))
-                {
+                let attr_name = r.attr.clone().unwrap_or_default();
+                let shown = match r.root.as_str() {
+                    "local" if self.sensitive_locals.contains(&attr_name) => Some(format!(
+                        "`local.{attr_name}`, which derives from a sensitive value"
+                    )),
+                    "var" if self.sensitive_vars.contains(&attr_name) => {
+                        Some(format!("the sensitive variable `var.{attr_name}`"))
+                    }
+                    _ => None,
+                };
+                if let Some(shown) = shown {
                     self.dh(
                         DiagKind::SensitiveOutput,
-                        format!(
-                            "output `{}` shows `local.{}`, which derives from a sensitive value",
-                            decl.name,
-                            r.attr.clone().unwrap_or_default()
-                        ),
-                        file,
-                        r.span.clone(),
-                        "sensitive value",
-                        "add `sensitive = true` to the output, or do not output the secret",
-                    );
-                }
-                if r.root == "var"
-                    && r.attr
-                        .as_ref()
-                        .is_some_and(|a| self.sensitive_vars.contains(a))
-                {
-                    self.dh(
-                        DiagKind::SensitiveOutput,
-                        format!(
-                            "output `{}` shows the sensitive variable `var.{}`",
-                            decl.name,
-                            r.attr.clone().unwrap_or_default()
-                        ),
+                        format!("output `{}` shows {shown}", decl.name),
                         file,
                         r.span.clone(),
                         "sensitive value",
