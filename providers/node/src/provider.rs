@@ -1286,6 +1286,7 @@ mod tests {
             config,
             config_file: config_file.into(),
             restart_command: "true".into(),
+            restart_command_sensitive: false,
         }
     }
 
