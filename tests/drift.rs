@@ -210,7 +210,15 @@ fn lock_false_does_not_wait_and_unreachable_is_exit_1() {
         "{}",
         streams(&o)
     );
-    assert!(stdout(&o).is_empty(), "{}", streams(&o));
+    // with --json the error is also a JSON document on stdout, never a plan
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&o))
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", streams(&o)));
+    assert_eq!(doc["error"], true, "{doc:#}");
+    assert!(doc.get("resource_changes").is_none(), "{doc:#}");
+    assert_eq!(
+        doc["diagnostics"][0]["code"], "mirrorplan::refresh::unreachable",
+        "{doc:#}"
+    );
     lab.registry
         .start_again()
         .unwrap_or_else(|e| panic!("restarting the registry: {e}"));
@@ -227,5 +235,13 @@ fn lock_false_does_not_wait_and_unreachable_is_exit_1() {
     );
     assert!(err.contains(&lab.node_address()), "{}", streams(&o));
     assert!(err.contains("drift is unknown"), "{}", streams(&o));
-    assert!(stdout(&o).is_empty(), "{}", streams(&o));
+    // with --json the error is also a JSON document on stdout, never a plan
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&o))
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", streams(&o)));
+    assert_eq!(doc["error"], true, "{doc:#}");
+    assert!(doc.get("resource_changes").is_none(), "{doc:#}");
+    assert_eq!(
+        doc["diagnostics"][0]["code"], "mirrorplan::refresh::unreachable",
+        "{doc:#}"
+    );
 }
