@@ -472,16 +472,19 @@ impl RegistryClient {
     /// Send a request built by `make` (called again for each retry; it
     /// returns `None` when its body cannot be replayed). Handles auth
     /// challenges and retries. Returns the final response, whatever its
-    /// status (except 401, which becomes an error).
+    /// status (except 401, which becomes an error); a retryable status
+    /// (`5xx`, `429`) to a request whose body cannot be sent again is
+    /// returned at once, for the caller to report.
     async fn send<F>(&self, op: &Op<'_>, mut make: F) -> Result<Response, RegistryError>
     where
         F: FnMut() -> Option<RequestBuilder>,
     {
         let mut attempt: u32 = 0;
         let mut auth_rounds: u32 = 0;
+        let mut next = make();
         loop {
             attempt += 1;
-            let Some(mut req) = make() else {
+            let Some(mut req) = next.take() else {
                 return Err(RegistryError::Internal(format!(
                     "{}: a one-shot request body cannot be resent",
                     op.what
@@ -507,6 +510,7 @@ impl RegistryClient {
                             detail,
                         });
                     }
+                    next = make();
                     tokio::time::sleep(self.backoff(attempt, None)).await;
                     continue;
                 }
@@ -567,11 +571,18 @@ impl RegistryClient {
                     None => return Err(self.rejected(op)),
                 }
                 attempt -= 1;
+                next = make();
                 continue;
             }
             if (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error())
                 && attempt < self.options.retry.max_attempts
             {
+                next = make();
+                if next.is_none() {
+                    // a one-shot body cannot be sent again: this answer
+                    // (its status and message) is the caller's to report
+                    return Ok(resp);
+                }
                 let ra = resp
                     .headers()
                     .get(reqwest::header::RETRY_AFTER)
@@ -827,6 +838,41 @@ impl RegistryClient {
     {
         let session = self.start_upload(repo).await?;
         self.upload_to_session(session, digest, size, body).await
+    }
+
+    /// [`Self::upload_blob`] of a blob held in memory. Its body can be sent
+    /// again, so an upload the registry fails with `5xx` or `429`, or whose
+    /// connection breaks, is started again in a new session (after a `HEAD`
+    /// finds the blob still missing), up to the retry policy's attempts.
+    pub async fn upload_blob_bytes(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        data: Bytes,
+    ) -> Result<(), RegistryError> {
+        let size = data.len() as u64;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let body = futures::stream::iter([Ok::<Bytes, io::Error>(data.clone())]);
+            let err = match self.upload_blob(repo, digest, size, body).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let retryable = match &err {
+                RegistryError::Status { status, .. } => *status == 429 || *status >= 500,
+                RegistryError::Transfer { .. } => true,
+                _ => false,
+            };
+            if !retryable || attempt >= self.options.retry.max_attempts {
+                return Err(err);
+            }
+            tokio::time::sleep(self.backoff(attempt, None)).await;
+            // the registry may have stored it before the answer was lost
+            if let Ok(Some(_)) = self.head_blob(repo, digest).await {
+                return Ok(());
+            }
+        }
     }
 
     /// [`Self::upload_blob`] from an `AsyncRead`.
