@@ -1,0 +1,515 @@
+//! Issue 11, item 3: injected faults, through the `mirrorplan` binary.
+//!
+//! Registry faults go through the harness's [`FaultProxy`] in front of a
+//! REAL plain-HTTP registry (HTTP mode: the proxy sees each request, so it
+//! can answer 500/503/429 itself, stall, delay, reset or truncate), or in
+//! front of a TLS registry (TCP mode: bytes only). Also: a registry whose
+//! disk fills up (its storage on a small tmpfs), the state directory on a
+//! full tmpfs, and SSH cut at every step of a node write (a TCP proxy in
+//! front of a real node's sshd).
+//!
+//! Every test checks the same four things: the apply completes (retries) or
+//! fails with exit 1 and a message naming what failed; the state still
+//! loads (`mirrorplan state list`, `state.json` parses); nothing is
+//! half-written (every tag in the registry resolves to a manifest whose
+//! blobs exist; every node file is its old or its new content); and an
+//! apply without the fault converges (exit 0, then `plan
+//! --detailed-exitcode` exits 0) without uploading again a blob whose
+//! upload the registry had already completed.
+
+mod nodes_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use mirrorplan_harness::proxy::http_request;
+use mirrorplan_harness::{
+    Credentials, Fault, FaultProxy, Node, ProxiedRequest, ProxyMode, Registry, RegistryOptions,
+    Rule, Tmpfs,
+};
+use mirrorplan_registry::fixtures::{
+    write_oci_bundle, Fixture, FixtureSpec, LayerCompression, Packing,
+};
+
+/// A run of mirrorplan that takes longer than this is a hang.
+const HANG: Duration = Duration::from_secs(180);
+
+/// The namespace images are mirrored under.
+const NS: &str = "mirror";
+
+fn ok<T, E: std::fmt::Debug>(r: Result<T, E>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: {e:?}"),
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    out: String,
+}
+
+/// Runs `mirrorplan -C DIR ARGS` (no proxy variables from the caller),
+/// killing it and failing the test if it runs longer than [`HANG`].
+fn mp(dir: &Path, args: &[&str]) -> Run {
+    let mut c = nodes_support::bin();
+    for v in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        c.env_remove(v);
+    }
+    c.arg("-C")
+        .arg(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = ok(c.spawn(), "spawn mirrorplan");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let o: Output = match rx.recv_timeout(HANG) {
+        Ok(r) => ok(r, "wait for mirrorplan"),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("mirrorplan {args:?} hangs (over {HANG:?})");
+        }
+    };
+    let out = format!("{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        !out.contains("panicked"),
+        "mirrorplan {args:?} panicked:\n{out}"
+    );
+    assert!(
+        !out.contains(nodes_support::PASSWORD),
+        "mirrorplan {args:?} printed the password:\n{out}"
+    );
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        out,
+    }
+}
+
+fn expect(r: &Run, code: i32, what: &str) {
+    assert_eq!(r.code, code, "{what}: expected exit {code}:\n{}", r.out);
+}
+
+/// The state loads: `state list` works and `state.json` parses.
+fn assert_state_loads(dir: &Path) {
+    let r = mp(dir, &["state", "list"]);
+    expect(&r, 0, "state list");
+    let path = dir.join(".mirrorplan/state.json");
+    if let Ok(bytes) = std::fs::read(&path) {
+        let v: Result<serde_json::Value, _> = serde_json::from_slice(&bytes);
+        assert!(v.is_ok(), "{} does not parse: {v:?}", path.display());
+    }
+}
+
+/// The manifest types a registry may answer with.
+const MANIFEST_TYPES: [&str; 4] = [
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+/// Reads every tag of a plain-HTTP registry directly (not through the
+/// proxy) and checks that each resolves to a manifest whose blobs (and
+/// children, for an index) all exist. Returns `repo:tag` → digest.
+fn registry_contents(addr: std::net::SocketAddr) -> BTreeMap<String, String> {
+    let get = |method: &str, target: &str| {
+        ok(
+            http_request(addr, method, target, &MANIFEST_TYPES),
+            "registry request",
+        )
+    };
+    let (status, _, body) = get("GET", "/v2/_catalog?n=1000");
+    assert_eq!(status, 200, "catalog");
+    let cat: serde_json::Value = ok(serde_json::from_slice(&body), "catalog JSON");
+    let mut out = BTreeMap::new();
+    for repo in cat["repositories"].as_array().into_iter().flatten() {
+        let repo = repo.as_str().unwrap_or_default();
+        let (status, _, body) = get("GET", &format!("/v2/{repo}/tags/list"));
+        if status == 404 {
+            continue; // a repository whose tags were all deleted
+        }
+        assert_eq!(status, 200, "tags of {repo}");
+        let tags: serde_json::Value = ok(serde_json::from_slice(&body), "tags JSON");
+        for tag in tags["tags"].as_array().into_iter().flatten() {
+            let tag = tag.as_str().unwrap_or_default();
+            let digest = check_manifest(&get, repo, tag);
+            out.insert(format!("{repo}:{tag}"), digest);
+        }
+    }
+    out
+}
+
+/// GETs `repo`'s manifest `reference` and checks what it refers to.
+fn check_manifest(
+    get: &dyn Fn(&str, &str) -> (u16, BTreeMap<String, String>, Vec<u8>),
+    repo: &str,
+    reference: &str,
+) -> String {
+    let (status, headers, body) = get("GET", &format!("/v2/{repo}/manifests/{reference}"));
+    assert_eq!(
+        status, 200,
+        "{repo}:{reference} is listed but its manifest is missing (a half-written push)"
+    );
+    let m: serde_json::Value = ok(serde_json::from_slice(&body), "manifest JSON");
+    for child in m["manifests"].as_array().into_iter().flatten() {
+        check_manifest(get, repo, child["digest"].as_str().unwrap_or_default());
+    }
+    let blobs = m["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(std::iter::once(&m["config"]))
+        .filter_map(|b| b["digest"].as_str());
+    for b in blobs {
+        let (status, _, _) = get("HEAD", &format!("/v2/{repo}/blobs/{b}"));
+        assert_eq!(
+            status, 200,
+            "{repo}:{reference} refers to blob {b}, which is missing"
+        );
+    }
+    headers
+        .get("docker-content-digest")
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// `gcr.io/a/b:t` → `NS/a/b:t`.
+fn mirror_tag(upstream: &str) -> String {
+    let path = upstream.split_once('/').map_or(upstream, |(_, p)| p);
+    format!("{NS}/{path}")
+}
+
+/// Digests whose upload the registry completed (`PUT …?digest=` → 201).
+fn completed_uploads(reqs: &[ProxiedRequest]) -> BTreeSet<String> {
+    reqs.iter()
+        .filter(|r| r.status == Some(201))
+        .filter_map(ProxiedRequest::uploaded_digest)
+        .collect()
+}
+
+/// Digests whose upload was finished (any answer) in `reqs`.
+fn attempted_uploads(reqs: &[ProxiedRequest]) -> BTreeSet<String> {
+    reqs.iter()
+        .filter_map(ProxiedRequest::uploaded_digest)
+        .collect()
+}
+
+fn small_spec(seed: u64, images: usize, layer_size: usize) -> FixtureSpec {
+    FixtureSpec {
+        seed,
+        images,
+        layers_per_image: 2,
+        shared_base_layers: 1,
+        layer_size,
+        multi_arch: false,
+        layer_compression: LayerCompression::Gzip,
+    }
+}
+
+fn bundle(dir: &Path, name: &str, spec: &FixtureSpec) -> Fixture {
+    ok(
+        write_oci_bundle(dir.join(format!("{name}.tar.gz")), spec, Packing::TarGz),
+        "write bundle",
+    )
+}
+
+/// A plain-HTTP registry behind an HTTP-mode proxy, and a configuration
+/// pushing one bundle into it through the proxy.
+struct RegistryLab {
+    registry: Registry,
+    proxy: FaultProxy,
+    dir: tempfile::TempDir,
+    fixture: Fixture,
+}
+
+impl RegistryLab {
+    fn start(seed: u64, spec: &FixtureSpec, opts: RegistryOptions) -> Self {
+        let registry = ok(Registry::start(opts), "start the registry");
+        let proxy = ok(
+            FaultProxy::start(registry.addr(), ProxyMode::Http, seed),
+            "start the proxy",
+        );
+        let dir = ok(
+            tempfile::Builder::new().prefix("mp-faults-").tempdir(),
+            "tempdir",
+        );
+        let fixture = bundle(dir.path(), "bundle", spec);
+        let lab = RegistryLab {
+            registry,
+            proxy,
+            dir,
+            fixture,
+        };
+        lab.write_config();
+        lab
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write_config(&self) {
+        let hcl = format!(
+            "registry \"mirror\" {{\n  endpoint  = \"http://{}\"\n  namespace = \"{NS}\"\n}}\n\n\
+             image_set \"bundle\" {{\n  registry = registry.mirror\n  bundle   = \"bundle.tar.gz\"\n}}\n",
+            self.proxy.host_port()
+        );
+        ok(
+            std::fs::write(self.path().join("main.hcl"), hcl),
+            "write main.hcl",
+        );
+    }
+
+    /// Every image of the bundle is in the registry with its digest.
+    fn assert_all_mirrored(&self) {
+        let have = registry_contents(self.registry.addr());
+        for img in &self.fixture.images {
+            let want = img
+                .manifest_digest
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            assert_eq!(
+                have.get(&mirror_tag(&img.name)),
+                Some(&want),
+                "{} in {have:?}",
+                img.name
+            );
+        }
+    }
+}
+
+/// How a run under a fault must end.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    /// Exit 0: the client retried.
+    Completes,
+    /// Exit 1 with a message holding every one of these.
+    FailsNaming(&'static [&'static str]),
+    /// Either of the two (the fault may or may not hit a request that is
+    /// retried, depending on where it lands).
+    CompletesOrFailsNaming(&'static [&'static str]),
+}
+
+/// The whole check of one registry fault: apply under `rules`, then the
+/// four checks of the module docs. Returns how many faults were injected.
+fn registry_fault(seed: u64, spec: &FixtureSpec, rules: Vec<Rule>, outcome: Outcome) -> u64 {
+    let lab = RegistryLab::start(seed, spec, RegistryOptions::default());
+    lab.proxy.set_rules(rules);
+    let first = mp(lab.path(), &["apply", "--auto-approve"]);
+    let injected: u64 = lab.proxy.injected().values().sum();
+    assert!(injected > 0, "no fault was injected:\n{}", first.out);
+    let check_failure = |needles: &[&str]| {
+        expect(&first, 1, "apply under the fault");
+        for n in needles {
+            assert!(
+                first.out.contains(n),
+                "the failure does not say {n:?}:\n{}",
+                first.out
+            );
+        }
+        assert!(
+            first.out.contains(&lab.proxy.host_port()),
+            "the failure does not name the registry:\n{}",
+            first.out
+        );
+    };
+    match outcome {
+        Outcome::Completes => expect(&first, 0, "apply under the fault"),
+        Outcome::FailsNaming(needles) => check_failure(needles),
+        Outcome::CompletesOrFailsNaming(needles) => {
+            if first.code != 0 {
+                check_failure(needles);
+            }
+        }
+    }
+    lab.proxy.clear_rules();
+    assert_state_loads(lab.path());
+    // nothing half-written: every tag resolves, blobs and all
+    registry_contents(lab.registry.addr());
+    let run1 = lab.proxy.requests();
+    let done1 = completed_uploads(&run1);
+    lab.proxy.clear_log();
+
+    let second = mp(lab.path(), &["apply", "--auto-approve"]);
+    expect(&second, 0, "apply without the fault");
+    let run2 = lab.proxy.requests();
+    let tried2 = attempted_uploads(&run2);
+    let again: Vec<&String> = tried2.intersection(&done1).collect();
+    assert!(
+        again.is_empty(),
+        "blobs the registry already had were uploaded again: {again:?}\n{}",
+        second.out
+    );
+    if first.code == 0 {
+        let starts = run2.iter().filter(|r| r.is_upload_start()).count();
+        assert_eq!(
+            starts, 0,
+            "a converged apply uploads nothing:\n{}",
+            second.out
+        );
+    }
+    let plan = mp(lab.path(), &["plan", "--detailed-exitcode"]);
+    expect(&plan, 0, "plan after the fault-free apply");
+    lab.assert_all_mirrored();
+    let mut failed: Vec<&str> = first
+        .out
+        .lines()
+        .filter(|l| l.starts_with("  - "))
+        .collect();
+    if failed.is_empty() && first.code != 0 {
+        failed = first.out.lines().filter(|l| l.contains("rror")).collect();
+    }
+    eprintln!(
+        "faults injected: {:?}; first apply exit {}; failed: {failed:#?}",
+        lab.proxy.injected(),
+        first.code
+    );
+    injected
+}
+
+fn status(code: u16, retry_after: Option<u64>) -> Fault {
+    Fault::Status { code, retry_after }
+}
+
+/// The requests a client may always send again (no one-shot body).
+fn replayable(fault: Fault, p: f64) -> Vec<Rule> {
+    ["HEAD", "GET", "POST"]
+        .iter()
+        .map(|m| Rule::with_probability(fault.clone(), p).method(m))
+        .collect()
+}
+
+#[test]
+fn status_503_with_retry_after_is_retried_and_the_apply_completes() {
+    registry_fault(
+        1,
+        &small_spec(31, 3, 4096),
+        replayable(status(503, Some(1)), 0.3),
+        Outcome::Completes,
+    );
+}
+
+#[test]
+fn status_429_with_retry_after_is_retried_and_the_apply_completes() {
+    registry_fault(
+        2,
+        &small_spec(32, 3, 4096),
+        replayable(status(429, Some(1)), 0.3),
+        Outcome::Completes,
+    );
+}
+
+#[test]
+fn status_500_is_retried_and_the_apply_completes() {
+    registry_fault(
+        3,
+        &small_spec(33, 3, 4096),
+        replayable(status(500, None), 0.3),
+        Outcome::Completes,
+    );
+}
+
+#[test]
+fn status_503_on_every_request_fails_naming_the_status() {
+    registry_fault(
+        4,
+        &small_spec(34, 2, 4096),
+        vec![Rule::always(status(503, Some(0)))],
+        Outcome::FailsNaming(&["503"]),
+    );
+}
+
+#[test]
+fn status_503_on_a_blob_upload_body_fails_or_retries_and_the_rerun_uploads_only_the_rest() {
+    registry_fault(
+        5,
+        &small_spec(35, 3, 8192),
+        vec![Rule::always(status(503, None))
+            .method("PUT")
+            .path("/blobs/uploads/")
+            .times(1)],
+        Outcome::CompletesOrFailsNaming(&["503"]),
+    );
+}
+
+#[test]
+fn delay_of_every_other_request_still_completes() {
+    registry_fault(
+        6,
+        &small_spec(36, 3, 4096),
+        vec![Rule::with_probability(
+            Fault::Delay(Duration::from_millis(300)),
+            0.5,
+        )],
+        Outcome::Completes,
+    );
+}
+
+#[test]
+fn reset_mid_upload_body_fails_naming_the_upload_and_the_rerun_uploads_only_the_rest() {
+    registry_fault(
+        7,
+        &small_spec(37, 3, 64 * 1024),
+        vec![
+            Rule::with_probability(Fault::ResetRequest { after: 20_000 }, 0.5)
+                .method("PUT")
+                .path("/blobs/uploads/"),
+        ],
+        Outcome::CompletesOrFailsNaming(&["upload"]),
+    );
+}
+
+#[test]
+fn reset_mid_response_fails_or_retries_and_the_rerun_converges() {
+    registry_fault(
+        8,
+        &small_spec(38, 3, 4096),
+        vec![Rule::with_probability(
+            Fault::ResetResponse { after: 20 },
+            0.2,
+        )],
+        Outcome::CompletesOrFailsNaming(&[]),
+    );
+}
+
+#[test]
+fn truncated_responses_fail_or_retry_and_the_rerun_converges() {
+    registry_fault(
+        9,
+        &small_spec(39, 3, 4096),
+        vec![Rule::with_probability(Fault::Truncate { after: 40 }, 0.2)],
+        Outcome::CompletesOrFailsNaming(&[]),
+    );
+}
+
+#[test]
+fn stall_then_close_fails_or_retries_and_the_rerun_converges() {
+    registry_fault(
+        10,
+        &small_spec(40, 2, 4096),
+        vec![Rule::always(Fault::Stall(Duration::from_secs(3))).times(2)],
+        Outcome::CompletesOrFailsNaming(&[]),
+    );
+}
