@@ -315,11 +315,35 @@ enum Outcome {
 /// The whole check of one registry fault: apply under `rules`, then the
 /// four checks of the module docs. Returns how many faults were injected.
 fn registry_fault(seed: u64, spec: &FixtureSpec, rules: Vec<Rule>, outcome: Outcome) -> u64 {
-    let lab = RegistryLab::start(seed, spec, RegistryOptions::default());
-    lab.proxy.set_rules(rules);
+    let mut injected = 0;
+    registry_fault_with(
+        seed,
+        spec,
+        RegistryOptions::default(),
+        |lab| lab.proxy.set_rules(rules),
+        |lab, first| {
+            injected = lab.proxy.injected().values().sum();
+            assert!(injected > 0, "no fault was injected:\n{}", first.out);
+            lab.proxy.clear_rules();
+        },
+        outcome,
+    );
+    injected
+}
+
+/// [`registry_fault`] with any fault: `arm` sets it up, `disarm` (given
+/// the first apply) removes it.
+fn registry_fault_with(
+    seed: u64,
+    spec: &FixtureSpec,
+    opts: RegistryOptions,
+    arm: impl FnOnce(&RegistryLab),
+    disarm: impl FnOnce(&RegistryLab, &Run),
+    outcome: Outcome,
+) {
+    let lab = RegistryLab::start(seed, spec, opts);
+    arm(&lab);
     let first = mp(lab.path(), &["apply", "--auto-approve"]);
-    let injected: u64 = lab.proxy.injected().values().sum();
-    assert!(injected > 0, "no fault was injected:\n{}", first.out);
     let check_failure = |needles: &[&str]| {
         expect(&first, 1, "apply under the fault");
         for n in needles {
@@ -344,7 +368,7 @@ fn registry_fault(seed: u64, spec: &FixtureSpec, rules: Vec<Rule>, outcome: Outc
             }
         }
     }
-    lab.proxy.clear_rules();
+    disarm(&lab, &first);
     assert_state_loads(lab.path());
     // nothing half-written: every tag resolves, blobs and all
     registry_contents(lab.registry.addr());
@@ -386,7 +410,6 @@ fn registry_fault(seed: u64, spec: &FixtureSpec, rules: Vec<Rule>, outcome: Outc
         lab.proxy.injected(),
         first.code
     );
-    injected
 }
 
 fn status(code: u16, retry_after: Option<u64>) -> Fault {
@@ -512,4 +535,115 @@ fn stall_then_close_fails_or_retries_and_the_rerun_converges() {
         vec![Rule::always(Fault::Stall(Duration::from_secs(3))).times(2)],
         Outcome::CompletesOrFailsNaming(&[]),
     );
+}
+
+#[test]
+fn registry_disk_full_fails_naming_the_registry_and_the_rerun_uploads_only_the_rest() {
+    let spec = small_spec(41, 3, 48 * 1024);
+    registry_fault_with(
+        11,
+        &spec,
+        RegistryOptions {
+            storage_tmpfs: Some(8 << 20),
+            ..Default::default()
+        },
+        |lab| {
+            // room for about two layers
+            let fs = lab.registry.storage_tmpfs().unwrap_or_else(|| panic!("no tmpfs"));
+            ok(fs.fill(100 * 1024), "fill the registry's disk");
+        },
+        |lab, first| {
+            let fs = lab.registry.storage_tmpfs().unwrap_or_else(|| panic!("no tmpfs"));
+            let done = completed_uploads(&lab.proxy.requests());
+            assert!(
+                !done.is_empty(),
+                "nothing was stored before the disk filled up:\n{}",
+                first.out
+            );
+            ok(fs.unfill(), "free the registry's disk");
+        },
+        Outcome::FailsNaming(&["HTTP 500"]),
+    );
+}
+
+/// The state directory `.mirrorplan/` on a tmpfs that is full (or has a
+/// few pages left) while apply pushes a new image set: the apply fails
+/// naming the file it could not write and the reason, the state left
+/// behind loads, and once there is room again an apply converges without
+/// uploading again what the failed one pushed.
+#[test]
+fn state_directory_on_a_full_filesystem_fails_naming_it_and_the_rerun_converges() {
+    let lab = RegistryLab::start(12, &small_spec(42, 2, 4096), RegistryOptions::default());
+    let state_dir = lab.path().join(".mirrorplan");
+    let fs = ok(Tmpfs::mount(&state_dir, 1 << 20), "mount a tmpfs for .mirrorplan");
+    expect(&mp(lab.path(), &["apply", "--auto-approve"]), 0, "first apply");
+    let base = std::fs::read_to_string(lab.path().join("main.hcl")).unwrap_or_default();
+    let mut sets = String::new();
+    for (i, leave) in [0u64, 4096, 8192, 16384].into_iter().enumerate() {
+        // one more image set, into its own namespace
+        let name = format!("extra{i}");
+        bundle(lab.path(), &name, &small_spec(100 + i as u64, 2, 4096));
+        sets.push_str(&format!(
+            "\nregistry \"{name}\" {{\n  endpoint  = \"http://{}\"\n  namespace = \"{name}\"\n}}\n\
+             image_set \"{name}\" {{\n  registry = registry.{name}\n  bundle   = \"{name}.tar.gz\"\n}}\n",
+            lab.proxy.host_port()
+        ));
+        ok(
+            std::fs::write(lab.path().join("main.hcl"), format!("{base}{sets}")),
+            "write main.hcl",
+        );
+        let before = std::fs::read(state_dir.join("state.json")).ok();
+        ok(fs.fill(leave), "fill .mirrorplan");
+        lab.proxy.clear_log();
+        let first = mp(lab.path(), &["apply", "--auto-approve"]);
+        eprintln!(
+            "{leave} bytes left: exit {}; {:?}",
+            first.code,
+            first
+                .out
+                .lines()
+                .filter(|l| l.contains("space"))
+                .collect::<Vec<_>>()
+        );
+        if first.code != 0 {
+            expect(&first, 1, "apply on a full state directory");
+            assert!(
+                first.out.contains("No space left on device"),
+                "the reason is not given:\n{}",
+                first.out
+            );
+            assert!(
+                first.out.contains(".mirrorplan"),
+                "the file is not named:\n{}",
+                first.out
+            );
+            // the state on disk is the old one or a complete new one
+            let now = std::fs::read(state_dir.join("state.json")).ok();
+            if now != before {
+                let v: Result<serde_json::Value, _> =
+                    serde_json::from_slice(now.as_deref().unwrap_or_default());
+                assert!(v.is_ok(), "a torn state.json: {v:?}");
+            }
+        }
+        ok(fs.unfill(), "free .mirrorplan");
+        assert_state_loads(lab.path());
+        registry_contents(lab.registry.addr());
+        let done1 = completed_uploads(&lab.proxy.requests());
+        lab.proxy.clear_log();
+        let second = mp(lab.path(), &["apply", "--auto-approve"]);
+        expect(&second, 0, "apply once there is room");
+        let tried2 = attempted_uploads(&lab.proxy.requests());
+        let again: Vec<&String> = tried2.intersection(&done1).collect();
+        assert!(again.is_empty(), "uploaded again: {again:?}\n{}", second.out);
+        expect(
+            &mp(lab.path(), &["plan", "--detailed-exitcode"]),
+            0,
+            "plan after the apply",
+        );
+        let have = registry_contents(lab.registry.addr());
+        assert!(
+            have.keys().any(|k| k.starts_with(&format!("{name}/"))),
+            "{name} was not pushed: {have:?}"
+        );
+    }
 }
