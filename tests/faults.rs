@@ -647,3 +647,139 @@ fn state_directory_on_a_full_filesystem_fails_naming_it_and_the_rerun_converges(
         );
     }
 }
+
+/// The nodes of `lab`'s configuration reached through `proxies` (node i
+/// through proxy i): the node addresses in `main.hcl` and their
+/// known_hosts lines are rewritten to the proxies' addresses.
+fn route_nodes_through(lab: &nodes_support::Lab, nodes: &[&Node], proxies: &[&FaultProxy]) {
+    let main = lab.path().join("main.hcl");
+    let kh = lab.path().join("known_hosts");
+    let mut hcl = std::fs::read_to_string(&main).unwrap_or_default();
+    let mut hosts = std::fs::read_to_string(&kh).unwrap_or_default();
+    for (n, p) in nodes.iter().zip(proxies) {
+        let a = n.ssh_addr();
+        let key = nodes_support::node_key(n);
+        assert!(hcl.contains(&format!("\"{key}\"")), "{hcl}");
+        hcl = hcl.replace(&format!("\"{key}\""), &format!("\"{}\"", p.host_port()));
+        let from = format!("[{}]:{}", a.ip(), a.port());
+        assert!(hosts.contains(&from), "{hosts}");
+        hosts = hosts.replace(&from, &format!("[{}]:{}", p.addr().ip(), p.addr().port()));
+    }
+    ok(std::fs::write(&main, hcl), "write main.hcl");
+    ok(std::fs::write(&kh, hosts), "write known_hosts");
+}
+
+/// The node's CA files (relative to `/etc/containerd`) and their content.
+fn ca_files(n: &Node) -> BTreeMap<String, String> {
+    let base = n.etc_containerd_dir().join("certs.d");
+    let mut out = BTreeMap::new();
+    for d in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".crt") {
+                let rel = format!(
+                    "certs.d/{}/{name}",
+                    d.file_name().to_string_lossy()
+                );
+                out.insert(rel, std::fs::read_to_string(f.path()).unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+/// SSH cut at every step of a node write: a TCP proxy in front of a real
+/// node's sshd resets the connection once the client has sent N bytes, for
+/// N spread over the whole session of an apply that changes two CA files
+/// (handshake, authentication, the read, the write command and its stdin,
+/// the CRI check, the cluster's pull). After each cut: exit 0 or exit 1
+/// naming the node; every CA file is its old or its new content, never a
+/// part; the state loads; an apply without the cut converges.
+#[test]
+fn ssh_cut_at_each_step_of_a_node_write_leaves_every_file_old_or_new() {
+    let lab = nodes_support::Lab::start();
+    let n1 = nodes_support::start_node();
+    let proxy = ok(
+        FaultProxy::start(n1.ssh_addr(), ProxyMode::Tcp, 13),
+        "start the ssh proxy",
+    );
+    let real = std::fs::read_to_string(lab.ca_cert()).unwrap_or_default();
+    let ca = lab.path().join("mirror-ca.crt");
+    let variant = |v: char| format!("# variant {v}\n{real}");
+    let configure = |v: char| {
+        ok(std::fs::write(&ca, variant(v)), "write the CA");
+        lab.write_config(
+            &[&n1],
+            &nodes_support::ClusterConf {
+                ca_cert: Some(ca.clone()),
+                ..Default::default()
+            },
+        );
+        route_nodes_through(&lab, &[&n1], &[&proxy]);
+    };
+    configure('A');
+    expect(&mp(lab.path(), &["apply", "--auto-approve"]), 0, "first apply");
+    // the whole session of an apply that writes the other variant
+    configure('B');
+    proxy.clear_log();
+    expect(&mp(lab.path(), &["apply", "--auto-approve"]), 0, "measuring apply");
+    let sessions = proxy.requests();
+    let total: u64 = sessions.iter().map(|r| r.bytes.0).sum();
+    eprintln!(
+        "an apply's SSH sessions (client bytes, server bytes): {:?}",
+        sessions.iter().map(|r| r.bytes).collect::<Vec<_>>()
+    );
+    assert!(total > 0, "no SSH traffic through the proxy");
+    let files = ca_files(&n1);
+    assert_eq!(files.len(), 2, "{files:?}");
+    let mut current = 'B';
+    let cuts = 16u64;
+    let mut failed = 0;
+    for k in 0..cuts {
+        let after = total * k / cuts + 1;
+        let next = if current == 'A' { 'B' } else { 'A' };
+        configure(next);
+        proxy.set_rules(vec![Rule::always(Fault::ResetRequest { after }).times(1)]);
+        let r = mp(lab.path(), &["apply", "--auto-approve"]);
+        proxy.clear_rules();
+        if r.code != 0 {
+            expect(&r, 1, "apply with SSH cut");
+            assert!(
+                r.out.contains(&proxy.host_port()),
+                "the failure does not name the node:\n{}",
+                r.out
+            );
+            failed += 1;
+        }
+        let (old, new) = (variant(current), variant(next));
+        let mut state = Vec::new();
+        for (f, content) in ca_files(&n1) {
+            assert!(
+                content == old || content == new,
+                "cut after {after} bytes: {f} is neither old nor new ({} bytes)",
+                content.len()
+            );
+            state.push(if content == new { "new" } else { "old" });
+        }
+        let why: Vec<&str> = r.out.lines().filter(|l| l.starts_with("  - ")).collect();
+        eprintln!("cut after {after} of {total} bytes: exit {}, files {state:?}, {why:?}", r.code);
+        assert_state_loads(lab.path());
+        expect(&mp(lab.path(), &["apply", "--auto-approve"]), 0, "apply without the cut");
+        expect(
+            &mp(lab.path(), &["plan", "--detailed-exitcode"]),
+            0,
+            "plan after the apply",
+        );
+        for (f, content) in ca_files(&n1) {
+            assert_eq!(content, new, "{f} after the apply without the cut");
+        }
+        current = next;
+    }
+    assert!(failed > 0, "no cut made an apply fail");
+    assert_eq!(
+        proxy.injected().get("reset_request").copied(),
+        Some(cuts),
+        "{:?}",
+        proxy.injected()
+    );
+}
