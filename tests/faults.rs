@@ -20,14 +20,13 @@
 mod nodes_support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mirrorplan_harness::proxy::http_request;
 use mirrorplan_harness::{
-    Credentials, Fault, FaultProxy, Node, ProxiedRequest, ProxyMode, Registry, RegistryOptions,
-    Rule, Tmpfs,
+    Fault, FaultProxy, Node, ProxiedRequest, ProxyMode, Registry, RegistryOptions, Rule, Tmpfs,
 };
 use mirrorplan_registry::fixtures::{
     write_oci_bundle, Fixture, FixtureSpec, LayerCompression, Packing,
@@ -549,11 +548,17 @@ fn registry_disk_full_fails_naming_the_registry_and_the_rerun_uploads_only_the_r
         },
         |lab| {
             // room for about two layers
-            let fs = lab.registry.storage_tmpfs().unwrap_or_else(|| panic!("no tmpfs"));
+            let fs = lab
+                .registry
+                .storage_tmpfs()
+                .unwrap_or_else(|| panic!("no tmpfs"));
             ok(fs.fill(100 * 1024), "fill the registry's disk");
         },
         |lab, first| {
-            let fs = lab.registry.storage_tmpfs().unwrap_or_else(|| panic!("no tmpfs"));
+            let fs = lab
+                .registry
+                .storage_tmpfs()
+                .unwrap_or_else(|| panic!("no tmpfs"));
             let done = completed_uploads(&lab.proxy.requests());
             assert!(
                 !done.is_empty(),
@@ -575,8 +580,15 @@ fn registry_disk_full_fails_naming_the_registry_and_the_rerun_uploads_only_the_r
 fn state_directory_on_a_full_filesystem_fails_naming_it_and_the_rerun_converges() {
     let lab = RegistryLab::start(12, &small_spec(42, 2, 4096), RegistryOptions::default());
     let state_dir = lab.path().join(".mirrorplan");
-    let fs = ok(Tmpfs::mount(&state_dir, 1 << 20), "mount a tmpfs for .mirrorplan");
-    expect(&mp(lab.path(), &["apply", "--auto-approve"]), 0, "first apply");
+    let fs = ok(
+        Tmpfs::mount(&state_dir, 1 << 20),
+        "mount a tmpfs for .mirrorplan",
+    );
+    expect(
+        &mp(lab.path(), &["apply", "--auto-approve"]),
+        0,
+        "first apply",
+    );
     let base = std::fs::read_to_string(lab.path().join("main.hcl")).unwrap_or_default();
     let mut sets = String::new();
     for (i, leave) in [0u64, 4096, 8192, 16384].into_iter().enumerate() {
@@ -634,7 +646,11 @@ fn state_directory_on_a_full_filesystem_fails_naming_it_and_the_rerun_converges(
         expect(&second, 0, "apply once there is room");
         let tried2 = attempted_uploads(&lab.proxy.requests());
         let again: Vec<&String> = tried2.intersection(&done1).collect();
-        assert!(again.is_empty(), "uploaded again: {again:?}\n{}", second.out);
+        assert!(
+            again.is_empty(),
+            "uploaded again: {again:?}\n{}",
+            second.out
+        );
         expect(
             &mp(lab.path(), &["plan", "--detailed-exitcode"]),
             0,
@@ -677,10 +693,7 @@ fn ca_files(n: &Node) -> BTreeMap<String, String> {
         for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
             let name = f.file_name().to_string_lossy().into_owned();
             if name.ends_with(".crt") {
-                let rel = format!(
-                    "certs.d/{}/{name}",
-                    d.file_name().to_string_lossy()
-                );
+                let rel = format!("certs.d/{}/{name}", d.file_name().to_string_lossy());
                 out.insert(rel, std::fs::read_to_string(f.path()).unwrap_or_default());
             }
         }
@@ -718,11 +731,19 @@ fn ssh_cut_at_each_step_of_a_node_write_leaves_every_file_old_or_new() {
         route_nodes_through(&lab, &[&n1], &[&proxy]);
     };
     configure('A');
-    expect(&mp(lab.path(), &["apply", "--auto-approve"]), 0, "first apply");
+    expect(
+        &mp(lab.path(), &["apply", "--auto-approve"]),
+        0,
+        "first apply",
+    );
     // the whole session of an apply that writes the other variant
     configure('B');
     proxy.clear_log();
-    expect(&mp(lab.path(), &["apply", "--auto-approve"]), 0, "measuring apply");
+    expect(
+        &mp(lab.path(), &["apply", "--auto-approve"]),
+        0,
+        "measuring apply",
+    );
     let sessions = proxy.requests();
     let total: u64 = sessions.iter().map(|r| r.bytes.0).sum();
     eprintln!(
@@ -762,9 +783,16 @@ fn ssh_cut_at_each_step_of_a_node_write_leaves_every_file_old_or_new() {
             state.push(if content == new { "new" } else { "old" });
         }
         let why: Vec<&str> = r.out.lines().filter(|l| l.starts_with("  - ")).collect();
-        eprintln!("cut after {after} of {total} bytes: exit {}, files {state:?}, {why:?}", r.code);
+        eprintln!(
+            "cut after {after} of {total} bytes: exit {}, files {state:?}, {why:?}",
+            r.code
+        );
         assert_state_loads(lab.path());
-        expect(&mp(lab.path(), &["apply", "--auto-approve"]), 0, "apply without the cut");
+        expect(
+            &mp(lab.path(), &["apply", "--auto-approve"]),
+            0,
+            "apply without the cut",
+        );
         expect(
             &mp(lab.path(), &["plan", "--detailed-exitcode"]),
             0,

@@ -219,7 +219,10 @@ impl Soak {
             hosts.join(", "),
             nodes_support::hcl_string(nodes_support::RESTART_COMMAND),
         ));
-        ok(std::fs::write(self.path().join("main.hcl"), hcl), "main.hcl");
+        ok(
+            std::fs::write(self.path().join("main.hcl"), hcl),
+            "main.hcl",
+        );
     }
 
     /// The hosts directories (with a hosts.toml) of node `i`.
@@ -326,7 +329,11 @@ impl Soak {
                 want_state.insert(format!("image.s{s}[\"{}\"]", img.name));
             }
         }
-        assert_eq!(tags, want_tags, "SOAK_SEED={}: the registry's tags", self.seed);
+        assert_eq!(
+            tags, want_tags,
+            "SOAK_SEED={}: the registry's tags",
+            self.seed
+        );
         let mut want_hosts: BTreeSet<String> = c.hosts.iter().map(|h| h.to_string()).collect();
         want_hosts.insert("gcr.io".into());
         want_state.insert("cluster.c1".into());
@@ -334,7 +341,11 @@ impl Soak {
             let member = Self::members(c).contains(&i);
             let have = self.node_hosts(i);
             if member {
-                assert_eq!(have, want_hosts, "SOAK_SEED={}: node {i}'s hosts", self.seed);
+                assert_eq!(
+                    have, want_hosts,
+                    "SOAK_SEED={}: node {i}'s hosts",
+                    self.seed
+                );
                 want_state.insert(format!("node.c1[\"{}\"]", self.node_key(i)));
             } else {
                 assert!(
@@ -394,14 +405,21 @@ fn soak_apply_plan_cycles_under_random_registry_faults_and_config_changes() {
                 layer_compression: LayerCompression::Gzip,
             };
             ok(
-                write_oci_bundle(dir.path().join(format!("s{s}.tar.gz")), &spec, Packing::TarGz),
+                write_oci_bundle(
+                    dir.path().join(format!("s{s}.tar.gz")),
+                    &spec,
+                    Packing::TarGz,
+                ),
                 "bundle",
             )
         })
         .collect();
     // one key for both nodes, one known_hosts with both
     let key = nodes[0].ssh().client_key_path();
-    let public = ok(std::fs::read_to_string(key.with_extension("pub")), "pub key");
+    let public = ok(
+        std::fs::read_to_string(key.with_extension("pub")),
+        "pub key",
+    );
     let auth = nodes[1]
         .ssh()
         .client_key_path()
@@ -452,12 +470,16 @@ fn soak_apply_plan_cycles_under_random_registry_faults_and_config_changes() {
         conf = random_change(&mut rng, &conf);
         conf.local = cycle >= real_cycles;
         soak.write(&conf);
-        soak.proxy.reseed(seed.wrapping_mul(1000).wrapping_add(cycle as u64));
+        soak.proxy
+            .reseed(seed.wrapping_mul(1000).wrapping_add(cycle as u64));
         soak.proxy.set_rules(random_faults(&mut rng));
         let t = Instant::now();
         let (code, out) = mp(soak.path(), seed, &["apply", "--auto-approve"]);
         if std::env::var_os("SOAK_VERBOSE").is_some() {
-            eprintln!("cycle {cycle}: {conf:?} apply exit {code} in {:?}", t.elapsed());
+            eprintln!(
+                "cycle {cycle}: {conf:?} apply exit {code} in {:?}",
+                t.elapsed()
+            );
         }
         assert!(
             code == 0 || code == 1,
@@ -467,7 +489,10 @@ fn soak_apply_plan_cycles_under_random_registry_faults_and_config_changes() {
             // the reason names the registry or a node
             let named = out.contains(&soak.proxy.host_port())
                 || (0..4).any(|i| out.contains(&soak.node_key(i)));
-            assert!(named, "SOAK_SEED={seed} cycle {cycle}: nothing named:\n{out}");
+            assert!(
+                named,
+                "SOAK_SEED={seed} cycle {cycle}: nothing named:\n{out}"
+            );
             let what = if out.contains("HTTP 5") || out.contains("HTTP 429") {
                 "registry status"
             } else if out.contains("connection") || out.contains("transport") {
