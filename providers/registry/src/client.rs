@@ -459,7 +459,9 @@ impl RegistryClient {
                 detail: last_part(&chain),
             });
         }
-        if e.is_connect() || e.is_timeout() {
+        // a connection that could not be made, timed out, or broke before
+        // the answer came (reset, closed mid-reply): worth another attempt
+        if e.is_connect() || e.is_timeout() || (e.is_request() && e.status().is_none()) {
             return Ok(last_part(&chain));
         }
         Err(RegistryError::Transfer {
@@ -474,17 +476,26 @@ impl RegistryClient {
     /// challenges and retries. Returns the final response, whatever its
     /// status (except 401, which becomes an error); a retryable status
     /// (`5xx`, `429`) to a request whose body cannot be sent again is
-    /// returned at once, for the caller to report.
+    /// returned, for the caller to report.
     async fn send<F>(&self, op: &Op<'_>, mut make: F) -> Result<Response, RegistryError>
     where
         F: FnMut() -> Option<RequestBuilder>,
     {
         let mut attempt: u32 = 0;
         let mut auth_rounds: u32 = 0;
-        let mut next = make();
+        // a retryable answer, or a broken connection, to a request whose
+        // body cannot be sent again: the caller reports that
+        let mut refused: Option<Response> = None;
+        let mut broke: Option<RegistryError> = None;
         loop {
             attempt += 1;
-            let Some(mut req) = next.take() else {
+            let Some(mut req) = make() else {
+                if let Some(resp) = refused {
+                    return Ok(resp);
+                }
+                if let Some(e) = broke {
+                    return Err(e);
+                }
                 return Err(RegistryError::Internal(format!(
                     "{}: a one-shot request body cannot be resent",
                     op.what
@@ -510,7 +521,11 @@ impl RegistryClient {
                             detail,
                         });
                     }
-                    next = make();
+                    broke = Some(RegistryError::Transfer {
+                        registry: self.registry().to_string(),
+                        what: op.what.to_string(),
+                        detail,
+                    });
                     tokio::time::sleep(self.backoff(attempt, None)).await;
                     continue;
                 }
@@ -571,18 +586,11 @@ impl RegistryClient {
                     None => return Err(self.rejected(op)),
                 }
                 attempt -= 1;
-                next = make();
                 continue;
             }
             if (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error())
                 && attempt < self.options.retry.max_attempts
             {
-                next = make();
-                if next.is_none() {
-                    // a one-shot body cannot be sent again: this answer
-                    // (its status and message) is the caller's to report
-                    return Ok(resp);
-                }
                 let ra = resp
                     .headers()
                     .get(reqwest::header::RETRY_AFTER)
@@ -590,6 +598,7 @@ impl RegistryClient {
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);
                 tokio::time::sleep(self.backoff(attempt, ra)).await;
+                refused = Some(resp);
                 continue;
             }
             return Ok(resp);
