@@ -712,8 +712,9 @@ fn ca_files(n: &Node) -> BTreeMap<String, String> {
 }
 
 /// SSH cut at every step of a node write: a TCP proxy in front of a real
-/// node's sshd resets the connection once the client has sent N bytes, for
-/// N spread over the whole session of an apply that changes two CA files
+/// node's sshd resets the connection once the client (or the node) has sent
+/// N bytes, for N spread over the whole session of an apply that changes
+/// two CA files
 /// (handshake, authentication, the read, the write command and its stdin,
 /// the CRI check, the cluster's pull). After each cut: exit 0 or exit 1
 /// naming the node; every CA file is its old or its new content, never a
@@ -761,16 +762,28 @@ fn ssh_cut_at_each_step_of_a_node_write_leaves_every_file_old_or_new() {
         sessions.iter().map(|r| r.bytes).collect::<Vec<_>>()
     );
     assert!(total > 0, "no SSH traffic through the proxy");
+    let total_down: u64 = sessions.iter().map(|r| r.bytes.1).sum();
     let files = ca_files(&n1);
     assert_eq!(files.len(), 2, "{files:?}");
     let mut current = 'B';
-    let cuts = 16u64;
-    let mut failed = 0;
+    // cut when the client has sent N bytes (over the whole session), and
+    // when the node has sent N bytes (over its last fifth: this one also
+    // lands after the node did something but before the client heard it)
+    let cuts = 12u64;
+    let mut points: Vec<(Fault, u64, u64)> = Vec::new();
     for k in 0..cuts {
-        let after = total * k / cuts + 1;
+        let up = total * k / cuts + 1;
+        points.push((Fault::ResetRequest { after: up }, up, total));
+        // the node sends most of its bytes early (the read); its last
+        // fifth holds the answers to the write, the CRI check and the pull
+        let down = total_down * 4 / 5 + total_down * k / (5 * cuts) + 1;
+        points.push((Fault::ResetResponse { after: down }, down, total_down));
+    }
+    let mut failed = 0;
+    for (fault, after, total) in points {
         let next = if current == 'A' { 'B' } else { 'A' };
         configure(next);
-        proxy.set_rules(vec![Rule::always(Fault::ResetRequest { after }).times(1)]);
+        proxy.set_rules(vec![Rule::always(fault.clone()).times(1)]);
         let r = mp(lab.path(), &["apply", "--auto-approve"]);
         proxy.clear_rules();
         if r.code != 0 {
@@ -794,9 +807,19 @@ fn ssh_cut_at_each_step_of_a_node_write_leaves_every_file_old_or_new() {
         }
         let why: Vec<&str> = r.out.lines().filter(|l| l.starts_with("  - ")).collect();
         eprintln!(
-            "cut after {after} of {total} bytes: exit {}, files {state:?}, {why:?}",
+            "{} after {after} of {total} bytes: exit {}, files {state:?}, {why:?}",
+            fault.kind(),
             r.code
         );
+        if r.out.contains("files were restored") {
+            assert!(
+                state.iter().all(|s| *s == "old"),
+                "{} after {after} bytes: the message says the files were restored, \
+                 but they are {state:?}:\n{}",
+                fault.kind(),
+                r.out
+            );
+        }
         assert_state_loads(lab.path());
         expect(
             &mp(lab.path(), &["apply", "--auto-approve"]),
@@ -814,12 +837,9 @@ fn ssh_cut_at_each_step_of_a_node_write_leaves_every_file_old_or_new() {
         current = next;
     }
     assert!(failed > 0, "no cut made an apply fail");
-    assert_eq!(
-        proxy.injected().get("reset_request").copied(),
-        Some(cuts),
-        "{:?}",
-        proxy.injected()
-    );
+    let injected = proxy.injected();
+    assert_eq!(injected.get("reset_request"), Some(&cuts), "{injected:?}");
+    assert_eq!(injected.get("reset_response"), Some(&cuts), "{injected:?}");
 }
 
 /// Digests of the blob uploads the registry's access log shows finished
@@ -918,7 +938,11 @@ fn tls_connection_reset_mid_upload_through_a_tcp_proxy() {
 #[test]
 fn registry_blob_record_broken_by_a_full_disk_is_written_again() {
     let lab = RegistryLab::start(15, &small_spec(45, 2, 4096), RegistryOptions::default());
-    expect(&mp(lab.path(), &["apply", "--auto-approve"]), 0, "first apply");
+    expect(
+        &mp(lab.path(), &["apply", "--auto-approve"]),
+        0,
+        "first apply",
+    );
     let img = &lab.fixture.images[0];
     let tag = mirror_tag(&img.name);
     let (repo, _) = tag.rsplit_once(':').unwrap_or((&tag, ""));
@@ -958,7 +982,10 @@ fn registry_blob_record_broken_by_a_full_disk_is_written_again() {
         .iter()
         .filter(|r| r.method == "HEAD" && r.status == Some(500))
         .count();
-    assert!(broken > 0, "the registry did not answer 500 for the broken records");
+    assert!(
+        broken > 0,
+        "the registry did not answer 500 for the broken records"
+    );
     expect(
         &mp(lab.path(), &["plan", "--detailed-exitcode"]),
         0,
