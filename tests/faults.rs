@@ -159,12 +159,11 @@ fn registry_contents(addr: std::net::SocketAddr) -> BTreeMap<String, String> {
     out
 }
 
+/// What [`http_request`] answers: status, headers, body.
+type Answer = (u16, BTreeMap<String, String>, Vec<u8>);
+
 /// GETs `repo`'s manifest `reference` and checks what it refers to.
-fn check_manifest(
-    get: &dyn Fn(&str, &str) -> (u16, BTreeMap<String, String>, Vec<u8>),
-    repo: &str,
-    reference: &str,
-) -> String {
+fn check_manifest(get: &dyn Fn(&str, &str) -> Answer, repo: &str, reference: &str) -> String {
     let (status, headers, body) = get("GET", &format!("/v2/{repo}/manifests/{reference}"));
     assert_eq!(
         status, 200,
