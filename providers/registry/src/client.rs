@@ -449,10 +449,17 @@ impl RegistryClient {
                 detail: "invalid peer certificate: UnknownIssuer".into(),
             });
         }
-        if lower.contains("certificate")
-            || lower.contains("tls")
-            || lower.contains("handshake")
-            || lower.contains("corrupt message")
+        // a peer that went away in the middle (rustls: "peer closed
+        // connection without sending TLS close_notify") is a broken
+        // connection, not a TLS problem
+        let dropped = lower.contains("close_notify")
+            || lower.contains("unexpected eof")
+            || lower.contains("connection reset");
+        if !dropped
+            && (lower.contains("certificate")
+                || lower.contains("tls")
+                || lower.contains("handshake")
+                || lower.contains("corrupt message"))
         {
             return Err(RegistryError::Tls {
                 registry: self.registry().to_string(),
