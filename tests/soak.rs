@@ -501,6 +501,11 @@ fn soak_apply_plan_cycles_under_random_registry_faults_and_config_changes() {
                 "other"
             };
             *failures.entry(what.to_owned()).or_default() += 1;
+            let first = out
+                .lines()
+                .find(|l| l.starts_with("  - ") || l.trim_start().starts_with("x "))
+                .unwrap_or_default();
+            eprintln!("soak: cycle {cycle}: apply failed: {}", first.trim());
         }
         *applies.entry(code).or_default() += 1;
         let t = Instant::now();
