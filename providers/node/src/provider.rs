@@ -1131,8 +1131,15 @@ impl NodeProvider {
             result
         };
         if let Err(e) = result {
-            restore(t.as_ref(), &backups).await;
-            let mut msg = format!("{} (the node's files were restored", e.message);
+            let mut msg = if restore(t.as_ref(), &backups).await {
+                format!("{} (the node's files were restored", e.message)
+            } else {
+                format!(
+                    "{} (the node's files could not all be restored: each is its old or its \
+                     new content; `mirrorplan plan` reads them again",
+                    e.message
+                )
+            };
             if config_changed && matches!(spec.transport, TransportSpec::Ssh { .. }) {
                 let again = match restart_and_check(t.as_ref(), &spec).await {
                     Ok(()) => self.health_check(&spec).await,
@@ -1173,15 +1180,18 @@ impl NodeProvider {
     }
 }
 
-/// Put every backed-up file back as it was (best effort: errors are
-/// ignored, the caller reports the original failure). Files already as they
-/// were (a batch write that failed before renaming) are left alone.
-async fn restore(t: &dyn Transport, backups: &[(String, Option<Vec<u8>>)]) {
+/// Put every backed-up file back as it was (best effort: the caller
+/// reports the original failure). Files already as they were (a batch
+/// write that failed before renaming) are left alone. Returns whether
+/// every file is back (false when a write or removal failed, e.g. the
+/// node can no longer be reached: the caller must not say "restored").
+async fn restore(t: &dyn Transport, backups: &[(String, Option<Vec<u8>>)]) -> bool {
     let paths: Vec<&str> = backups.iter().map(|(p, _)| p.as_str()).collect();
     let now = match t.read_files(&paths).await {
         Ok(now) if now.len() == backups.len() => now.into_iter().map(Some).collect(),
         _ => vec![None; backups.len()],
     };
+    let mut restored = true;
     let mut rewrite: Vec<(&str, &[u8], u32)> = Vec::new();
     for ((path, old), now) in backups.iter().zip(now) {
         if now.as_ref() == Some(old) {
@@ -1190,16 +1200,21 @@ async fn restore(t: &dyn Transport, backups: &[(String, Option<Vec<u8>>)]) {
         match old {
             Some(bytes) => rewrite.push((path, bytes, 0o600)),
             None => {
-                let _ = t.remove_file(path).await;
+                if t.remove_file(path).await.is_err() {
+                    restored = false;
+                }
             }
         }
     }
     if t.write_files_atomic(&rewrite).await.is_err() {
         // one by one, so one bad file does not keep the others from coming back
         for (path, bytes, mode) in rewrite {
-            let _ = t.write_file_atomic(path, bytes, mode).await;
+            if t.write_file_atomic(path, bytes, mode).await.is_err() {
+                restored = false;
+            }
         }
     }
+    restored
 }
 
 impl NodeProvider {

@@ -580,17 +580,26 @@ impl RegistryClient {
                 detail: "invalid peer certificate: UnknownIssuer".into(),
             });
         }
-        if lower.contains("certificate")
-            || lower.contains("tls")
-            || lower.contains("handshake")
-            || lower.contains("corrupt message")
+        // a peer that went away in the middle (rustls: "peer closed
+        // connection without sending TLS close_notify") is a broken
+        // connection, not a TLS problem
+        let dropped = lower.contains("close_notify")
+            || lower.contains("unexpected eof")
+            || lower.contains("connection reset");
+        if !dropped
+            && (lower.contains("certificate")
+                || lower.contains("tls")
+                || lower.contains("handshake")
+                || lower.contains("corrupt message"))
         {
             return Err(RegistryError::Tls {
                 registry: self.registry().to_string(),
                 detail: last_part(&chain),
             });
         }
-        if e.is_connect() || e.is_timeout() {
+        // a connection that could not be made, timed out, or broke before
+        // the answer came (reset, closed mid-reply): worth another attempt
+        if e.is_connect() || e.is_timeout() || (e.is_request() && e.status().is_none()) {
             return Ok(last_part(&chain));
         }
         Err(RegistryError::Transfer {
@@ -603,7 +612,9 @@ impl RegistryClient {
     /// Send a request built by `make` (called again for each retry; it
     /// returns `None` when its body cannot be replayed). Handles auth
     /// challenges and retries. Returns the final response, whatever its
-    /// status (except 401, which becomes an error).
+    /// status (except 401, which becomes an error); a retryable status
+    /// (`5xx`, `429`) to a request whose body cannot be sent again is
+    /// returned, for the caller to report.
     async fn send<F>(&self, op: &Op<'_>, make: F) -> Result<Response, RegistryError>
     where
         F: FnMut() -> Option<RequestBuilder>,
@@ -665,12 +676,18 @@ impl RegistryClient {
     {
         let mut attempt: u32 = 0;
         let mut auth_rounds: u32 = 0;
-        // a timeout is retried, unless the body cannot be sent again
-        let mut timed_out: Option<RegistryError> = None;
+        // a retryable answer, or a broken or unanswered connection, to a
+        // request whose body cannot be sent again: the caller reports the
+        // last of them
+        let mut refused: Option<Response> = None;
+        let mut broke: Option<RegistryError> = None;
         loop {
             attempt += 1;
             let Some(mut req) = make() else {
-                if let Some(e) = timed_out {
+                if let Some(resp) = refused {
+                    return Ok(resp);
+                }
+                if let Some(e) = broke {
                     return Err(e);
                 }
                 return Err(RegistryError::Internal(format!(
@@ -693,7 +710,8 @@ impl RegistryClient {
                     if attempt >= self.options.retry.max_attempts {
                         return Err(e);
                     }
-                    timed_out = Some(e);
+                    refused = None;
+                    broke = Some(e);
                     tokio::time::sleep(self.backoff(attempt, None)).await;
                     continue;
                 }
@@ -707,6 +725,12 @@ impl RegistryClient {
                             detail,
                         });
                     }
+                    refused = None;
+                    broke = Some(RegistryError::Transfer {
+                        registry: self.registry().to_string(),
+                        what: op.what.to_string(),
+                        detail,
+                    });
                     tokio::time::sleep(self.backoff(attempt, None)).await;
                     continue;
                 }
@@ -779,6 +803,8 @@ impl RegistryClient {
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);
                 tokio::time::sleep(self.backoff(attempt, ra)).await;
+                broke = None;
+                refused = Some(resp);
                 continue;
             }
             return Ok(resp);
@@ -1044,6 +1070,41 @@ impl RegistryClient {
     {
         let session = self.start_upload(repo).await?;
         self.upload_to_session(session, digest, size, body).await
+    }
+
+    /// [`Self::upload_blob`] of a blob held in memory. Its body can be sent
+    /// again, so an upload the registry fails with `5xx` or `429`, or whose
+    /// connection breaks, is started again in a new session (after a `HEAD`
+    /// finds the blob still missing), up to the retry policy's attempts.
+    pub async fn upload_blob_bytes(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        data: Bytes,
+    ) -> Result<(), RegistryError> {
+        let size = data.len() as u64;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let body = futures::stream::iter([Ok::<Bytes, io::Error>(data.clone())]);
+            let err = match self.upload_blob(repo, digest, size, body).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let retryable = match &err {
+                RegistryError::Status { status, .. } => *status == 429 || *status >= 500,
+                RegistryError::Transfer { .. } => true,
+                _ => false,
+            };
+            if !retryable || attempt >= self.options.retry.max_attempts {
+                return Err(err);
+            }
+            tokio::time::sleep(self.backoff(attempt, None)).await;
+            // the registry may have stored it before the answer was lost
+            if let Ok(Some(_)) = self.head_blob(repo, digest).await {
+                return Ok(());
+            }
+        }
     }
 
     /// [`Self::upload_blob`] from an `AsyncRead`.

@@ -102,6 +102,24 @@ impl PushPlan {
     }
 }
 
+/// Whether `repo` has `digest` (a blob `HEAD`). A server error that
+/// outlasts the client's retries counts as "absent": the blob is then
+/// mounted or uploaded, which writes the registry's record of it again. A
+/// registry whose disk filled up during a push can keep a broken record
+/// (distribution answers every `HEAD` of it with 500 "invalid checksum
+/// digest format") that nothing else would repair.
+async fn blob_in(
+    client: &RegistryClient,
+    repo: &str,
+    digest: &Digest,
+) -> Result<bool, RegistryError> {
+    match client.head_blob(repo, digest).await {
+        Ok(size) => Ok(size.is_some()),
+        Err(RegistryError::Status { status, .. }) if status >= 500 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 fn reference_of(image: &ImageEntry, mirror: &MirrorRef) -> String {
     match &mirror.tag {
         Some(t) => t.clone(),
@@ -216,7 +234,7 @@ pub async fn plan_bundle_push_with(
             if *reused {
                 return Ok(false);
             }
-            client.head_blob(repo, digest).await.map(|s| s.is_some())
+            blob_in(client, repo, digest).await
         })
         .buffered(concurrency)
         .try_collect()
@@ -248,7 +266,7 @@ pub async fn plan_bundle_push_with(
             let mut n = 0;
             for r in repos.iter() {
                 n += 1;
-                if client.head_blob(r, digest).await?.is_some() {
+                if blob_in(client, r, digest).await? {
                     return Ok((Some(r.as_str()), n));
                 }
             }

@@ -612,7 +612,7 @@ pub async fn push_bundle_to_registry(
                         queue.extend(waits.verified(&bad).into_iter().map(Task::Manifest));
                         continue;
                     };
-                    let (repo, blob, body, done) = match job {
+                    let (repo, blob, body, done, whole) = match job {
                         Job::Stream { repo, blob, data, done } => {
                             let hook = options.progress.clone();
                             let d = blob.digest.clone();
@@ -628,7 +628,7 @@ pub async fn push_bundle_to_registry(
                                 }
                             })
                             .boxed();
-                            (repo, blob, body, Some(done))
+                            (repo, blob, body, Some(done), None)
                         }
                         Job::Whole { repo, blob, data } => {
                             if let Some(f) = &options.progress {
@@ -637,8 +637,9 @@ pub async fn push_bundle_to_registry(
                                     bytes: data.len() as u64,
                                 });
                             }
-                            let body = futures::stream::once(async move { Ok(data) }).boxed();
-                            (repo, blob, body, None)
+                            // held whole: sent again if the upload fails
+                            let body = futures::stream::empty().boxed();
+                            (repo, blob, body, None, Some(data))
                         }
                     };
                     progress(PushProgress::BlobStarted {
@@ -646,7 +647,10 @@ pub async fn push_bundle_to_registry(
                         size: blob.size,
                     });
                     in_flight.push(async move {
-                        let result = client.upload_blob(&repo, &blob.digest, blob.size, body).await;
+                        let result = match whole {
+                            Some(data) => client.upload_blob_bytes(&repo, &blob.digest, data).await,
+                            None => client.upload_blob(&repo, &blob.digest, blob.size, body).await,
+                        };
                         (repo, blob, result, done)
                     });
                 }

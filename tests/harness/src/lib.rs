@@ -34,6 +34,13 @@
 //!   (the node's `restart_command`), `containerd_socket_host_path()`,
 //!   `containerd_version()`, `stop()`.
 //!
+//! * [`FaultProxy::start`]`(upstream, `[`ProxyMode`]`, seed)`: a proxy that
+//!   injects faults ([`Fault`], chosen by [`Rule`]s) into the traffic to a
+//!   registry or an sshd, logs requests ([`ProxiedRequest`]) and counts
+//!   the faults; [`proxy::http_request`] for plain checks of a registry.
+//! * [`Tmpfs::mount`]`(dir, bytes)`: a small filesystem that can be filled
+//!   ([`RegistryOptions::storage_tmpfs`] puts a registry's storage on one).
+//!
 //! ## Caveats
 //! * Node sshd addresses are `127.A.B.C` from [`net::unique_loopback_ip`],
 //!   not only `127.0.0.N`, so that parallel tests and processes never
@@ -63,9 +70,11 @@ pub mod net;
 mod node;
 mod pki;
 mod process;
+pub mod proxy;
 mod registry;
 mod sandbox;
 mod ssh;
+mod tmpfs;
 mod tools;
 
 pub use containerd::{
@@ -74,6 +83,8 @@ pub use containerd::{
 pub use error::{HarnessError, Result};
 pub use node::{Node, NodeOptions, NodeUser, NODE_CONTAINERD_CONFIG, NODE_CONTAINERD_SOCKET};
 pub use pki::TestPki;
+pub use proxy::{Fault, FaultProxy, ProxiedRequest, ProxyMode, Rule};
 pub use registry::{docker_config_json, Credentials, Registry, RegistryOptions};
 pub use ssh::{SshEndpoint, Sshd, SshdOptions};
+pub use tmpfs::{Tmpfs, FILLER};
 pub use tools::{debian_package_for, find_binary};

@@ -13,6 +13,7 @@ use crate::error::{HarnessError, Result};
 use crate::net::free_port;
 use crate::pki::TestPki;
 use crate::process::{log_tail, ServiceProcess};
+use crate::tmpfs::Tmpfs;
 use crate::tools::{find_binary, mkdir, run, write_file};
 
 /// How long a registry gets to answer `/v2/`.
@@ -83,11 +84,16 @@ pub struct RegistryOptions {
     pub storage_dir: Option<PathBuf>,
     /// Run as a pull-through cache of this upstream URL (`proxy.remoteurl`).
     pub proxy_remote_url: Option<String>,
+    /// Put the storage directory on a tmpfs of this many bytes (see
+    /// [`Registry::storage_tmpfs`]): a registry whose disk fills up.
+    pub storage_tmpfs: Option<u64>,
 }
 
 /// A running registry. Stopped, and its temp dir removed, on drop.
 #[derive(Debug)]
 pub struct Registry {
+    // declared first: unmounted before the temp dir is removed
+    tmpfs: Option<Tmpfs>,
     dir: tempfile::TempDir,
     addr: SocketAddr,
     tls: Option<TestPki>,
@@ -127,7 +133,12 @@ impl Registry {
             None => dir.path().join("storage"),
         };
         mkdir(&storage_dir)?;
+        let tmpfs = match opts.storage_tmpfs {
+            Some(size) => Some(Tmpfs::mount(&storage_dir, size)?),
+            None => None,
+        };
         let mut reg = Self {
+            tmpfs,
             config_path: dir.path().join("config.yml"),
             log_path: dir.path().join("registry.log"),
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -253,6 +264,12 @@ impl Registry {
         let path = dir.join("config.json");
         write_file(&path, json)?;
         Ok(Some(path))
+    }
+
+    /// The tmpfs under the storage directory ([`RegistryOptions::storage_tmpfs`]):
+    /// fill it, free it, resize it.
+    pub fn storage_tmpfs(&self) -> Option<&Tmpfs> {
+        self.tmpfs.as_ref()
     }
 
     /// Where blobs and manifests are stored.
