@@ -127,3 +127,63 @@ fn a_state_with_the_previous_releases_absolute_paths_plans_no_changes() {
         text(&o.stdout)
     );
 }
+
+#[test]
+fn absolute_paths_inside_the_checkout_are_the_relative_ones() {
+    // the same configuration written with the checkout's absolute path:
+    // recorded relative, and switching between the two forms changes no
+    // resource (node keys and outputs are the text as written, like
+    // Terraform's, so those are left relative here)
+    let cfg = local_nodes_config(2);
+    let dir = cfg.path();
+    let abs = canonical(dir);
+    let main = dir.join("main.hcl");
+    let relative = std::fs::read_to_string(&main).unwrap_or_default();
+    let absolute = relative
+        .replace("\"oci:./store\"", &format!("\"oci:{abs}/store\""))
+        .replace(
+            "\"bundles/quickstart.tar.gz\"",
+            &format!("\"{abs}/bundles/quickstart.tar.gz\""),
+        );
+    assert_eq!(absolute.matches(abs.as_str()).count(), 2, "{absolute}");
+    let no_resource_changes = |what: &str| {
+        let o = run_ok(dir, &["plan", "--json"], 0);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{what}: {e}: {}", text(&o.stdout)));
+        let changes = v["resource_changes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(!changes.is_empty(), "{what}: {v:#}");
+        for c in changes {
+            assert_eq!(c["action"], "no-op", "{what}: {c:#}");
+        }
+    };
+    std::fs::write(&main, &absolute).unwrap_or_else(|e| panic!("{e}"));
+    run_ok(dir, &["apply", "--auto-approve"], 0);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state_path(dir)).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
+    let records = state["instances"].to_string();
+    assert!(
+        !records.contains(&abs),
+        "the state's records hold {abs}:\n{state:#}"
+    );
+    no_resource_changes("absolute paths");
+    std::fs::write(&main, &relative).unwrap_or_else(|e| panic!("{e}"));
+    no_resource_changes("relative paths");
+    // a path outside the checkout stays absolute
+    let outside = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let store = canonical(outside.path());
+    std::fs::write(
+        &main,
+        relative.replace("\"oci:./store\"", &format!("\"oci:{store}/store\"")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let o = run_ok(dir, &["plan", "--json"], 0);
+    assert!(
+        text(&o.stdout).contains(&format!("oci:{store}/store")),
+        "{}",
+        text(&o.stdout)
+    );
+}

@@ -2,7 +2,7 @@
 //! rendering → (apply) walk with state saved after every instance.
 
 use std::io::{BufRead, IsTerminal};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -84,35 +84,32 @@ fn to_state_record(r: &InstanceRecord) -> mirrorplan_state::InstanceRecord {
 /// States written before paths were recorded relative to the configuration
 /// directory hold absolute paths under it (`/ckout/nodes/n1`,
 /// `oci:/ckout/./store`, `bundle:/ckout/b.tar`): read them as the relative
-/// paths this version records, so that upgrading plans no change.
-struct LegacyPaths(Option<String>);
+/// paths this version records, so that upgrading plans no change. The rule
+/// is the configuration's own ([`mirrorplan_config::syntax::config_relative`]),
+/// with the directory resolved once.
+struct LegacyPaths(Option<PathBuf>);
 
 impl LegacyPaths {
     fn here() -> Self {
-        LegacyPaths(
-            std::env::current_dir()
-                .and_then(std::fs::canonicalize)
-                .ok()
-                .map(|d| format!("{}/", d.display())),
-        )
+        LegacyPaths(std::fs::canonicalize(".").ok())
     }
 
     fn relocate(&self, value: &mut serde_json::Value) {
-        let Some(prefix) = &self.0 else {
+        let Some(dir) = &self.0 else {
             return;
         };
         match value {
             serde_json::Value::String(s) => {
                 for scheme in ["", "oci:", "bundle:"] {
-                    if let Some(rest) = s
-                        .strip_prefix(scheme)
-                        .and_then(|r| r.strip_prefix(prefix.as_str()))
-                    {
-                        let rel = mirrorplan_config::syntax::config_relative(
+                    if let Some(rest) = s.strip_prefix(scheme).filter(|r| r.starts_with('/')) {
+                        let rel = mirrorplan_config::syntax::config_relative_within(
                             Path::new("."),
+                            Some(dir),
                             Path::new(rest),
                         );
-                        *s = format!("{scheme}{}", rel.display());
+                        if rel.is_relative() {
+                            *s = format!("{scheme}{}", rel.display());
+                        }
                         return;
                     }
                 }

@@ -10,11 +10,32 @@ use std::path::{Path, PathBuf};
 /// configuration directory `base` lexically (no `.` components, nothing
 /// read from disk): relative stays relative when `base` is (mirrorplan runs
 /// in the configuration directory, as `.`), so that nothing recorded
-/// depends on where the checkout is. An absolute `path` is kept as is.
+/// depends on where the checkout is. An absolute `path` is kept as is,
+/// except, when `base` is relative, one inside `base` (as the file system
+/// resolves `base` now): it is made relative too, so that `/checkout/ca.crt`
+/// and `ca.crt` written in `/checkout` are one value, wherever the state
+/// that recorded either is used.
 pub fn config_relative(base: &Path, path: &Path) -> PathBuf {
+    let resolved = if base.is_relative() && path.is_absolute() {
+        std::fs::canonicalize(base).ok()
+    } else {
+        None
+    };
+    config_relative_within(base, resolved.as_deref(), path)
+}
+
+/// [`config_relative`] with `base` already resolved by the caller
+/// (`resolved`, `None` to keep absolute paths as they are).
+pub fn config_relative_within(base: &Path, resolved: Option<&Path>, path: &Path) -> PathBuf {
     use std::path::Component;
     let joined = if path.is_absolute() {
-        path.to_path_buf()
+        let inside = resolved
+            .and_then(|dir| path.strip_prefix(dir).ok().map(|r| r.to_path_buf()))
+            .filter(|r| !r.as_os_str().is_empty());
+        match inside {
+            Some(rest) => base.join(rest),
+            None => path.to_path_buf(),
+        }
     } else {
         base.join(path)
     };
