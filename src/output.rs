@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,21 @@ pub struct Output {
     pub bars: bool,
     /// The command prints JSON: its errors go to stdout as JSON too.
     pub json: bool,
+}
+
+/// Set once a command printed its JSON document: a later error goes to
+/// stderr only (its document says what failed), so stdout stays one JSON
+/// document.
+static DOCUMENT_PRINTED: AtomicBool = AtomicBool::new(false);
+
+/// Prints a command's JSON document on stdout (the one document it prints).
+pub fn print_document(text: &str) {
+    DOCUMENT_PRINTED.store(true, Ordering::Relaxed);
+    if text.ends_with('\n') {
+        print!("{text}");
+    } else {
+        println!("{text}");
+    }
 }
 
 /// One diagnostic of the JSON error document (the shape of `validate
@@ -83,10 +99,14 @@ pub fn json_diagnostics_doc(valid: bool, diags: &[JsonDiagnostic]) -> serde_json
 
 /// Prints the failed command's diagnostics as the JSON document of
 /// [`json_diagnostics_doc`] on stdout: what a CI job reading `--json`
-/// output gets when the command fails.
+/// output gets when the command fails. Nothing when the command already
+/// printed its document (which says what failed).
 pub fn print_json_errors(diags: &[JsonDiagnostic]) {
+    if DOCUMENT_PRINTED.load(Ordering::Relaxed) {
+        return;
+    }
     let doc = json_diagnostics_doc(false, diags);
-    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    print_document(&serde_json::to_string_pretty(&doc).unwrap_or_default());
 }
 
 /// Installs a panic hook that stays silent for a write to a closed stdout
@@ -157,7 +177,8 @@ impl Output {
         }));
     }
 
-    /// Prints a report to stderr (and as JSON on stdout for a JSON command).
+    /// Prints a report to stderr (and as JSON on stdout for a JSON command
+    /// that has not printed its own document: stdout holds one document).
     pub fn report(&self, report: &miette::Report) {
         if self.json {
             print_json_errors(&[JsonDiagnostic {

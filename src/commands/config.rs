@@ -89,7 +89,7 @@ pub fn validate(dir: &Path, json: bool, out: &Output) -> miette::Result<ExitCode
             .map(crate::output::json_diagnostic)
             .collect();
         let doc = crate::output::json_diagnostics_doc(loaded.is_ok(), &diags);
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        crate::output::print_document(&serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else if loaded.is_ok() {
         println!("Success! The configuration is valid.");
     } else {

@@ -478,7 +478,7 @@ fn print_plan(plan: &Plan, args: &PlanArgs, out: &Output) {
 /// Prints a plan on stdout in the chosen format.
 pub fn print_plan_as(plan: &Plan, format: Format, out: &Output) {
     match format {
-        Format::Json => print!("{}", render_plan_json(plan)),
+        Format::Json => crate::output::print_document(&render_plan_json(plan)),
         Format::Markdown => print!("{}", render_plan_markdown(plan)),
         Format::Human => print!(
             "{}",

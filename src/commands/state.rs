@@ -54,7 +54,7 @@ pub fn show(
         if let Some(o) = v.as_object_mut() {
             o.remove("secret_salt");
         }
-        println!("{}", serde_json::to_string_pretty(&v).into_diagnostic()?);
+        crate::output::print_document(&serde_json::to_string_pretty(&v).into_diagnostic()?);
         return Ok(ExitCode::SUCCESS);
     }
     for (addr, rec) in state.instances() {
@@ -184,7 +184,9 @@ pub fn output(
                         )
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&map).into_diagnostic()?);
+                crate::output::print_document(
+                    &serde_json::to_string_pretty(&map).into_diagnostic()?,
+                );
             } else {
                 for (k, o) in state.outputs() {
                     println!("{k} = {}", shown(o));

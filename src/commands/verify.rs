@@ -255,7 +255,7 @@ pub fn run(dir: &Path, args: &VerifyArgs, out: &Output) -> miette::Result<ExitCo
             })).collect::<Vec<_>>(),
             "summary": summary_json(&checks),
         });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        crate::output::print_document(&serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         print!("{}", render_table(&checks, out.color_stdout));
     }
