@@ -8,7 +8,8 @@
 #   fuzz/run.sh bundle hcl      only these targets
 #   FUZZ_RUNS=1000000 fuzz/run.sh   every target, this many runs each
 #
-# The counts keep the runs at about 4 minutes in all on 2 cores (rates
+# The counts keep the runs under 4 minutes in all on 2 cores: 99 s for the
+# last full run here, 09:55 UTC 2026-12-03 (rates
 # measured on the development machine under load: hcl ~340 runs/s, state
 # and bundle ~1,100/s, docker_config ~1,800/s, planfile ~2,700/s,
 # containerd ~5,000/s, registry and known_hosts ~10,000/s). Building the
