@@ -25,8 +25,8 @@ use mirrorplan_engine::{Address, DesiredInstance};
 use mirrorplan_node::cluster::ClusterSpec;
 use mirrorplan_node::provider::{Connections, NodeSpec, TransportSpec};
 use mirrorplan_node::{
-    edit_config, hosts_toml_path, inspect_config, ConfigStyle, ContainerdVersion, CriClient,
-    LocalTransport, Transport,
+    edit_config, hosts_endpoints, hosts_toml_path, inspect_config, ConfigStyle, ContainerdVersion,
+    CriClient, LocalTransport, Transport,
 };
 use mirrorplan_registry::provider::{ImageProvider, ImageSpec};
 use mirrorplan_registry::{Digest, OciStore};
@@ -454,19 +454,6 @@ fn short(digest: &str) -> String {
         Ok(d) => d.to_string(),
         Err(_) => digest.to_string(),
     }
-}
-
-/// The endpoints listed by a hosts.toml, in order (`[host."URL"]` headers).
-fn hosts_endpoints(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|l| {
-            let l = l.trim();
-            let rest = l.strip_prefix("[host.\"")?;
-            let end = rest.find('"')?;
-            // `[host."URL"]` itself, not its `[host."URL".header]` subtable
-            (&rest[end..] == "\"]").then(|| rest[..end].to_string())
-        })
-        .collect()
 }
 
 /// Method 2 (and the pull of method 1) for one node.

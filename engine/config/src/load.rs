@@ -323,8 +323,13 @@ impl Loader {
             match hcl_edit::parser::parse_body(&self.files[i].text) {
                 Ok(body) => bodies.push((i, body)),
                 Err(e) => {
-                    let off = e.location().offset();
                     let text = &self.files[i].text;
+                    // hcl-edit may point inside a multi-byte character
+                    // (found by fuzzing): back up to its start
+                    let mut off = e.location().offset().min(text.len());
+                    while !text.is_char_boundary(off) {
+                        off -= 1;
+                    }
                     let end = text[off.min(text.len())..]
                         .char_indices()
                         .nth(1)

@@ -415,3 +415,19 @@ fn graph_has_registry_image_set_cluster_and_depends_on_edges() {
     );
     assert!(dot.contains("\"cluster.admin1\" -> \"node.user1[\\\"cp1.user1.example\\\"]\" [style = dashed, label = \"depends_on\"];"), "{dot}");
 }
+
+/// Found by fuzzing: a syntax error that hcl-edit places inside a
+/// multi-byte character panicked (slicing the text there).
+#[test]
+fn syntax_error_inside_a_multibyte_character() {
+    let text = "vle \"region\" {\n  type =z\n\nvariabl1 \u{796}ounu_\" {\n  ty = npetring\n}ariable \"region\" {\n  type =z\n\nvariabl1 \u{796}ounu_\" {\n  ty = npetring\n}\n\nvariable \u{796}";
+    let loaded = load_text(text, Mode::Validate);
+    assert!(
+        loaded
+            .diagnostics
+            .iter()
+            .any(|d| d.kind == DiagKind::Syntax),
+        "{}",
+        render(&loaded)
+    );
+}

@@ -27,6 +27,20 @@ pub fn hosts_toml_path(cfg: &NodeMirrorConfig, host: &str) -> String {
     format!("{}/{host}/hosts.toml", cfg.config_dir())
 }
 
+/// The endpoints a hosts.toml lists, in order (its `[host."URL"]`
+/// headers): what `verify` compares between the rendered and the live file.
+pub fn hosts_endpoints(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let rest = l.strip_prefix("[host.\"")?;
+            let end = rest.find('"')?;
+            // `[host."URL"]` itself, not its `[host."URL".header]` subtable
+            (&rest[end..] == "\"]").then(|| rest[..end].to_string())
+        })
+        .collect()
+}
+
 /// Path of the CA copy for `mirror` beside the hosts.toml of `host`.
 pub fn ca_file_path(cfg: &NodeMirrorConfig, host: &str, mirror: &MirrorSpec) -> String {
     format!("{}/{host}/{}-ca.crt", cfg.config_dir(), mirror.file_stem())

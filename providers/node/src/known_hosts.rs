@@ -133,19 +133,36 @@ fn hashed_match(salt_and_hash: &str, name: &str) -> bool {
 }
 
 /// OpenSSH `match_pattern`: `*` any run, `?` one character.
+///
+/// Greedy with one backtracking point (the last `*`), so time is at most
+/// `pat.len() * s.len()` steps whatever the number of `*`: a recursive
+/// match takes exponential time on a line of many `*` (found by fuzzing).
 fn glob(pat: &[u8], s: &[u8]) -> bool {
-    match (pat.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => {
-            let rest = pat.get(1..).unwrap_or_default();
-            (0..=s.len()).any(|i| glob(rest, s.get(i..).unwrap_or_default()))
+    let (mut p, mut i) = (0, 0);
+    // (pattern position after the last `*`, where its run now ends in `s`)
+    let mut star: Option<(usize, usize)> = None;
+    while let Some(&c) = s.get(i) {
+        match pat.get(p) {
+            Some(b'*') => {
+                p += 1;
+                star = Some((p, i));
+            }
+            Some(&q) if q == b'?' || q == c => {
+                p += 1;
+                i += 1;
+            }
+            _ => match star {
+                // let the last `*` take one more character
+                Some((after, end)) => {
+                    p = after;
+                    i = end + 1;
+                    star = Some((after, end + 1));
+                }
+                None => return false,
+            },
         }
-        (Some(&p), Some(&c)) if p == b'?' || p == c => glob(
-            pat.get(1..).unwrap_or_default(),
-            s.get(1..).unwrap_or_default(),
-        ),
-        _ => false,
     }
+    pat.get(p..).unwrap_or_default().iter().all(|&q| q == b'*')
 }
 
 #[cfg(test)]
@@ -209,6 +226,25 @@ mod tests {
         assert_eq!(check(&kh, "bad.example.org", 22, &a), HostKeyCheck::Unknown);
         assert!(glob(b"h?st", b"host"));
         assert!(!glob(b"h?st", b"hst"));
+        assert!(glob(b"*", b""));
+        assert!(glob(b"a*b*c", b"aXbYbZc"));
+        assert!(!glob(b"a*b*c", b"aXbYbZ"));
+        assert!(glob(b"*.example.org", b"a.b.example.org"));
+        assert!(!glob(b"?", b""));
+        Ok(())
+    }
+
+    /// Found by fuzzing: a line with a long run of `*` took exponential
+    /// time to match (the check hung the SSH connection).
+    #[test]
+    fn many_stars_do_not_hang() -> Result<(), Box<dyn std::error::Error>> {
+        let a = key(KEY_A)?;
+        let stars = "*".repeat(200);
+        let kh = format!("{stars}#x {KEY_B}\n{stars}1*2*2*2*2*3 {KEY_A}\n");
+        assert_eq!(check(&kh, "127.0.0.1", 2222, &a), HostKeyCheck::Unknown);
+        let kh = format!("{stars}2 {KEY_A}\n");
+        assert_eq!(check(&kh, "127.0.0.1", 2222, &a), HostKeyCheck::Match);
+        assert!(!glob(format!("{stars}x").as_bytes(), b"[127.0.0.1]:2222"));
         Ok(())
     }
 

@@ -43,6 +43,8 @@ mod containerd;
 pub mod cri;
 mod diff;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hosts;
 mod known_hosts;
 mod model;
@@ -62,7 +64,8 @@ pub use cri::{CriClient, CriError, CriVersion, ImageInfo};
 pub use diff::{diff_files, digest, looks_sensitive, ChangeKind, DesiredFile, FileChange};
 pub use error::{NodeError, Result};
 pub use hosts::{
-    ca_file_path, hosts_toml_path, render_hosts, upstream_server, MODE_PUBLIC, MODE_SECRET,
+    ca_file_path, hosts_endpoints, hosts_toml_path, render_hosts, upstream_server, MODE_PUBLIC,
+    MODE_SECRET,
 };
 pub use known_hosts::fingerprint;
 pub use model::{

@@ -265,8 +265,14 @@ pub fn run_credential_helper(
         .collect::<String>();
         return Err(fail(format!("it exited with {}: {msg}", out.status)));
     }
-    let reply: HelperReply = serde_json::from_slice(&out.stdout).map_err(|_| {
-        fail("its output is not the JSON object {ServerURL, Username, Secret}".to_string())
+    parse_helper_reply(&out.stdout).map_err(fail)
+}
+
+/// A credential helper's answer to `get`: the JSON object
+/// `{ServerURL, Username, Secret}`. The error never quotes the output.
+pub(crate) fn parse_helper_reply(stdout: &[u8]) -> Result<Credentials, String> {
+    let reply: HelperReply = serde_json::from_slice(stdout).map_err(|_| {
+        "its output is not the JSON object {ServerURL, Username, Secret}".to_string()
     })?;
     Ok(Credentials {
         user: reply.username,

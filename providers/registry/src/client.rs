@@ -1537,7 +1537,7 @@ async fn read_capped(resp: Response, cap: usize, timeout: Duration) -> io::Resul
 }
 
 /// `: CODE: message` from an OCI error body, or a short excerpt.
-fn error_detail(body: &[u8]) -> String {
+pub(crate) fn error_detail(body: &[u8]) -> String {
     #[derive(Deserialize)]
     struct Errs {
         errors: Vec<E>,

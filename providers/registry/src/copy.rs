@@ -65,18 +65,18 @@ fn unreadable(image: &str, digest: &Digest, reason: String) -> RegistryError {
 }
 
 /// The top manifest to push for a source manifest and a platform filter.
-struct Top {
+pub(crate) struct Top {
     /// Media type of the source manifest, as its body or the registry says.
-    media_type: String,
-    bytes: Vec<u8>,
-    filtered: bool,
+    pub(crate) media_type: String,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) filtered: bool,
     /// Config and layers of a single-platform image.
-    blobs: Vec<Descriptor>,
+    pub(crate) blobs: Vec<Descriptor>,
     /// Platform manifests kept from an index.
-    children: Vec<Descriptor>,
+    pub(crate) children: Vec<Descriptor>,
 }
 
-fn select_top(
+pub(crate) fn select_top(
     image: &str,
     bytes: &[u8],
     media_type: &str,

@@ -47,6 +47,8 @@ pub mod copy;
 pub mod digest;
 pub mod error;
 pub mod fixtures;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod oci;
 pub mod plan;
 pub mod provider;
