@@ -53,6 +53,7 @@
 //! This crate knows files, JSON, digests and locks; it knows nothing of plans,
 //! providers or HCL. Attributes are opaque `serde_json` objects.
 
+mod backend;
 mod error;
 mod fsutil;
 mod lock;
@@ -60,6 +61,11 @@ mod model;
 mod store;
 mod time;
 
+pub use backend::{
+    check_push, check_workspace_name, current_workspace, decode_state, encode_state, next_save,
+    select_workspace, set_saved_serial, Backend, BackendError, HeldLock, LocalBackend, PushOutcome,
+    SaveStep, TransferError, DEFAULT_WORKSPACE, ENVIRONMENT_FILE, WORKSPACES_DIR, WORKSPACE_ENV,
+};
 pub use error::StateError;
 pub use lock::{force_unlock, read_lock_info, LockInfo, LockRequest, StateLock};
 pub use model::{secret_digest, InstanceRecord, OutputRecord, State, FORMAT_VERSION};

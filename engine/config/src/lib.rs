@@ -10,6 +10,7 @@
 //! API boundary: [`load_dir`]/[`load_sources`] → [`Loaded`]; the model types in
 //! [`model`]; [`graph::to_dot`]; [`fmt::format_source`].
 
+pub mod backend;
 pub mod diag;
 pub mod fmt;
 pub mod functions;
@@ -20,6 +21,7 @@ pub mod refs;
 pub mod schema;
 pub mod syntax;
 
+pub use backend::{backend_of_dir, BackendBlock};
 pub use diag::{ConfigDiagnostic, DiagKind, SourceFile};
 pub use load::{load_dir, load_sources, parse_var_flag, LoadOptions, Loaded, Mode};
 pub use model::*;
