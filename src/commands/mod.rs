@@ -1,6 +1,7 @@
 //! One module per command; each parses nothing, loads what it needs and
 //! returns an exit code or an error report.
 
+pub mod backend;
 pub mod config;
 mod fmt;
 pub mod run;
@@ -65,9 +66,16 @@ pub fn run(cli: Cli, out: &Output) -> miette::Result<ExitCode> {
             StateCommand::List { state } => state::list(&dir, &state),
             StateCommand::Show { address, state } => state::show_one(&dir, &address, &state),
             StateCommand::Rm { address, state } => state::rm(&dir, &address, &state),
+            StateCommand::Pull { state } => backend::pull(&dir, &state),
+            StateCommand::Push { file, force, state } => backend::push(&dir, &file, force, &state),
         },
         Command::Output { name, json, state } => state::output(&dir, name.as_deref(), json, &state),
         Command::ForceUnlock { id, state } => state::force_unlock(&dir, &id, &state),
+        Command::Init {
+            migrate_state,
+            state,
+        } => backend::init(&dir, migrate_state, &state),
+        Command::Workspace { command } => backend::workspace(&dir, &command),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             let shell = match shell {

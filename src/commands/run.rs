@@ -17,34 +17,24 @@ use mirrorplan_engine::{
 use mirrorplan_node::cluster::ClusterProvider;
 use mirrorplan_node::provider::{Connections, NodeProvider};
 use mirrorplan_registry::provider::ImageProvider;
-use mirrorplan_state::{LockRequest, State, StateLock, StateStore};
+use mirrorplan_state::{LockRequest, State};
 
 use crate::cli::{Format, PlanArgs, StateArgs};
+use crate::commands::backend::{Lock, Store};
 use crate::commands::config::{load_checked, load_options};
 use crate::expand;
 use crate::output::{Output, ProgressView};
 
-/// The state store for these flags.
-pub fn store(dir: &Path, state: &StateArgs) -> StateStore {
-    match &state.state {
-        Some(p) => StateStore::new(p.clone()),
-        None => StateStore::new(expand::default_state_path(dir)),
-    }
+/// The state store for these flags: the configured backend (local or
+/// pg) and the selected workspace.
+pub fn store(dir: &Path, state: &StateArgs) -> Store {
+    Store::new(dir, state, None)
 }
 
 /// Takes the state lock unless `--lock=false`.
-pub fn lock(
-    store: &StateStore,
-    state: &StateArgs,
-    operation: &str,
-) -> miette::Result<Option<StateLock>> {
+pub fn lock(store: &Store, state: &StateArgs, operation: &str) -> miette::Result<Option<Lock>> {
     if !state.lock {
         return Ok(None);
-    }
-    if let Some(parent) = store.path().parent() {
-        std::fs::create_dir_all(parent)
-            .into_diagnostic()
-            .wrap_err_with(|| format!("cannot create the state directory {}", parent.display()))?;
     }
     let request = LockRequest {
         operation: operation.to_string(),
@@ -226,11 +216,17 @@ pub struct Context {
     /// Images reported as unpushable (see `Expanded::image_errors`): the run exits 1.
     pub failed_images: Vec<String>,
     pub outputs: Vec<(String, serde_json::Value, bool)>,
+    /// The configuration's backend block.
+    pub backend: Option<mirrorplan_config::BackendBlock>,
 }
 
 /// Loads the configuration and expands it; `Ok(None)` after printing problems.
 pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Option<Context>> {
-    let opts = load_options(&args.vars, Mode::Plan)?;
+    let mut opts = load_options(&args.vars, Mode::Plan)?;
+    opts.workspace = Some(
+        mirrorplan_state::current_workspace(dir)
+            .map_err(|e| miette::Report::new(crate::commands::backend::StoreError::from(e)))?,
+    );
     let Some(loaded) = load_checked(dir, &opts, out) else {
         return Ok(None);
     };
@@ -295,6 +291,7 @@ pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Opti
             expanded.image_errors.into_iter().map(|(a, _)| a).collect()
         },
         outputs,
+        backend: loaded.config.backend.clone(),
     }))
 }
 
@@ -332,7 +329,7 @@ pub fn plan(
     let Some(mut ctx) = prepare(dir, args, out)? else {
         return Ok(ExitCode::from(1));
     };
-    let store = store(dir, &args.state);
+    let store = Store::new(dir, &args.state, Some(ctx.backend.clone()));
     let _lock = lock(&store, &args.state, "plan")?;
     let mut state = store.load_or_new().map_err(miette::Report::new)?;
     if plan_out.is_some() && store.load().map_err(miette::Report::new)?.is_none() {
@@ -461,7 +458,7 @@ pub fn apply(
     let Some(ctx) = prepare(dir, args, out)? else {
         return Ok(ExitCode::from(1));
     };
-    let store = store(dir, &args.state);
+    let store = Store::new(dir, &args.state, Some(ctx.backend.clone()));
     let _lock = lock(
         &store,
         &args.state,
@@ -661,7 +658,7 @@ fn report_failed_images(failed: &[String]) {
     }
 }
 
-fn save_outputs(store: &StateStore, state: &mut State, ctx: &Context) -> miette::Result<()> {
+fn save_outputs(store: &Store, state: &mut State, ctx: &Context) -> miette::Result<()> {
     let names: Vec<String> = state.outputs().keys().cloned().collect();
     for n in names {
         if !ctx.outputs.iter().any(|(o, _, _)| *o == n) {

@@ -96,6 +96,7 @@ impl Postgres {
         let initdb = pg_binary("initdb")?;
         let postgres = pg_binary("postgres")?;
         let setpriv = find_binary("setpriv")?;
+        let isready = pg_binary("pg_isready")?;
         let dir = tempfile::Builder::new()
             .prefix("mp-pg-")
             .tempdir()
@@ -189,8 +190,18 @@ impl Postgres {
                 .arg(format!("unix_socket_directories={}", sock.display()));
             let mut process = ServiceProcess::spawn("postgres", cmd, &log)?;
             let socket = sock.join(format!(".s.PGSQL.{port}"));
+            // accepting connections, not only listening ("starting up")
+            let mut ready = Command::new(&isready);
+            ready
+                .arg("-q")
+                .arg("-h")
+                .arg(&sock)
+                .arg("-p")
+                .arg(port.to_string())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
             match process.wait_ready(READY_TIMEOUT, || {
-                socket.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                socket.exists() && ready.status().is_ok_and(|s| s.success())
             }) {
                 Ok(()) => {
                     let password = uuid_like();
