@@ -338,7 +338,13 @@ pub fn init(dir: &Path, migrate: bool, args: &StateArgs) -> miette::Result<ExitC
     let mut local_states = Vec::new();
     for name in &local_names {
         let ws = local.select(name).map_err(|e| report(e.into()))?;
-        if let Some(s) = ws.load().map_err(|e| report(e.into()))? {
+        // an unreadable local state matters only when it is to be migrated
+        let loaded = match ws.load() {
+            Ok(s) => s,
+            Err(e) if migrate => return Err(report(e.into())),
+            Err(_) => None,
+        };
+        if let Some(s) = loaded {
             local_states.push((name.clone(), ws.location(), s));
         }
     }

@@ -21,15 +21,27 @@ use crate::diag::{did_you_mean, ConfigDiagnostic, DiagKind, SourceFile};
 /// The backends a configuration may name, with their attributes.
 pub const BACKENDS: &[(&str, &[&str])] = &[("local", &[]), ("pg", &["conn_str", "schema_name"])];
 
-/// A configured backend.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A configured backend. Its settings may hold a password (in `conn_str`):
+/// they are neither serialised nor shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct BackendBlock {
     /// `pg` or `local`.
     pub kind: String,
     /// Its attributes (literal strings).
+    #[serde(skip)]
     pub settings: BTreeMap<String, String>,
     /// `file:line:column` of the block, for messages.
     pub location: String,
+}
+
+impl std::fmt::Debug for BackendBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendBlock")
+            .field("kind", &self.kind)
+            .field("settings", &self.settings.keys().collect::<Vec<_>>())
+            .field("location", &self.location)
+            .finish()
+    }
 }
 
 /// Decodes one top-level `mirrorplan` block; every problem is returned as
