@@ -22,6 +22,7 @@ PKGS=(
   mount
   sudo             # nodes whose SSH login is not root (sudo -n)
   socat            # the stdio-to-socket bridge to containerd for those logins
+  postgresql       # initdb, postgres, psql: the pg state backend's tests
 )
 
 missing=()
@@ -43,10 +44,21 @@ mkdir -p /run/sshd
 
 # Fail loudly if a program the tests call is still missing.
 for b in docker-registry sshd ssh ssh-keygen containerd ctr containerd-shim-runc-v2 runc \
-         skopeo htpasswd openssl curl unshare nsenter setsid busybox sudo socat; do
+         skopeo htpasswd openssl curl unshare nsenter setsid busybox sudo socat psql setpriv; do
   if ! command -v "$b" >/dev/null 2>&1 && [[ ! -x /usr/sbin/$b && ! -x /sbin/$b ]]; then
     echo "install-deps: $b still missing after install" >&2
     exit 1
   fi
 done
+# PostgreSQL's server programs are not on PATH (the harness looks there).
+for b in initdb postgres; do
+  if ! compgen -G "/usr/lib/postgresql/*/bin/$b" >/dev/null; then
+    echo "install-deps: /usr/lib/postgresql/*/bin/$b still missing after install" >&2
+    exit 1
+  fi
+done
+if ! id postgres >/dev/null 2>&1; then
+  echo "install-deps: the postgres OS user is missing (the postgresql package creates it)" >&2
+  exit 1
+fi
 echo "install-deps: ok"

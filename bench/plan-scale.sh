@@ -7,6 +7,15 @@
 #   bench/plan-scale.sh            # IMAGES=10000 NODES=1000 CLUSTERS=10 RUNS=5
 #   IMAGES=1000 NODES=100 bench/plan-scale.sh
 #   DEPENDS_ON=1 bench/plan-scale.sh   # clusters depend on the image set
+#   PG=1 bench/plan-scale.sh           # also the pg backend (see below)
+#
+# With PG=1 the script then starts a throw-away PostgreSQL (Debian's
+# postgresql, initdb in the work directory, 127.0.0.1, a free port, as the
+# postgres user when run as root), migrates the state into it
+# (`init --migrate-state`), and times, for the local and the pg backend in
+# turn, `plan --refresh=false` and an `apply` with nothing to do
+# (`--refresh=false --auto-approve`). Target (issue 13): pg within 1.5x of
+# local for both. The backend block is removed again at the end.
 #
 # The work directory (BENCH_DIR, default /tmp/mirrorplan-bench-IMAGESxNODES)
 # is kept: the one-time setup (bundle + first apply, about 2 minutes at full
@@ -88,3 +97,76 @@ mr=$(max "${rsss[@]}")
 echo "median wall: ${mw} s; max peak RSS: ${mr} MiB"
 verdict=$(awk -v w="$mw" -v r="$mr" 'BEGIN { print (w < 1.0 && r < 200) ? "MET" : "MISSED" }')
 echo "target (< 1 s, < 200 MiB): $verdict"
+
+[ "${PG:-0}" = 1 ] || exit 0
+
+# ---------------------------------------------------------------- pg backend
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+if [ -z "$pgbin" ]; then
+  echo "plan-scale: PostgreSQL is missing (apt-get install postgresql)" >&2
+  exit 1
+fi
+pgdir="$work/pg"
+rm -rf "$pgdir"
+mkdir -p "$pgdir/sock"
+as_pg=()
+if [ "$(id -u)" = 0 ]; then
+  chown -R postgres:postgres "$pgdir"
+  as_pg=(setpriv --reuid=postgres --regid=postgres --clear-groups --)
+fi
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+pw=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+"${as_pg[@]}" "$pgbin/initdb" -D "$pgdir/data" -U postgres --auth-local=trust \
+  --auth-host=scram-sha-256 --no-instructions >"$pgdir/initdb.log" 2>&1
+"${as_pg[@]}" "$pgbin/postgres" -D "$pgdir/data" -p "$port" -c listen_addresses=127.0.0.1 \
+  -c "unix_socket_directories=$pgdir/sock" >"$pgdir/postgres.log" 2>&1 &
+pgpid=$!
+backend_file="$cfg/zz-backend.hcl"
+cleanup() {
+  rm -f "$backend_file"
+  kill -INT "$pgpid" 2>/dev/null || true
+  wait "$pgpid" 2>/dev/null || true
+}
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+  [ -S "$pgdir/sock/.s.PGSQL.$port" ] && break
+  sleep 0.1
+done
+psql -h "$pgdir/sock" -p "$port" -U postgres -X -q -v ON_ERROR_STOP=1 >/dev/null <<SQL
+CREATE ROLE mirrorplan LOGIN PASSWORD '$pw';
+CREATE DATABASE mirrorplan OWNER mirrorplan;
+SQL
+export PG_CONN_STR="postgres://mirrorplan@127.0.0.1:$port/mirrorplan?sslmode=disable"
+export PGPASSWORD="$pw"
+
+timed() { # LABEL ARGS...: prints the wall time of one run
+  local label=$1; shift
+  local out="$work/time-$label.txt"
+  "$timebin" -v "$bin" -C "$cfg" "$@" >"$work/out-$label.txt" 2>"$out" \
+    || { echo "$label failed:" >&2; tail "$out" >&2; exit 1; }
+  awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,p,":"); s=0; for(i=1;i<=n;i++) s=s*60+p[i]; print s}' "$out"
+}
+use_pg() { printf 'mirrorplan {\n  backend "pg" {}\n}\n' >"$backend_file"; }
+use_local() { rm -f "$backend_file"; }
+
+use_pg
+"$bin" -C "$cfg" init --migrate-state >"$work/migrate.log" 2>&1 \
+  || { echo "migration failed, see $work/migrate.log" >&2; exit 1; }
+echo "== local vs pg backend, $RUNS runs each (interleaved)" >&2
+printf '%-4s %12s %12s %13s %13s\n' run plan_local plan_pg apply_local apply_pg
+pl=(); pp=(); al=(); ap=()
+for i in $(seq 1 "$RUNS"); do
+  use_local; a=$(timed "plan-local-$i" plan --refresh=false --detailed-exitcode)
+  use_pg;    b=$(timed "plan-pg-$i" plan --refresh=false --detailed-exitcode)
+  use_local; c=$(timed "apply-local-$i" apply --refresh=false --auto-approve)
+  use_pg;    d=$(timed "apply-pg-$i" apply --refresh=false --auto-approve)
+  pl+=("$a"); pp+=("$b"); al+=("$c"); ap+=("$d")
+  printf '%-4s %12s %12s %13s %13s\n' "$i" "$a" "$b" "$c" "$d"
+done
+m_pl=$(median "${pl[@]}"); m_pp=$(median "${pp[@]}")
+m_al=$(median "${al[@]}"); m_ap=$(median "${ap[@]}")
+echo "median plan --refresh=false: local ${m_pl} s, pg ${m_pp} s"
+echo "median no-op apply:          local ${m_al} s, pg ${m_ap} s"
+verdict=$(awk -v a="$m_pl" -v b="$m_pp" -v c="$m_al" -v d="$m_ap" \
+  'BEGIN { print (b <= 1.5 * a && d <= 1.5 * c) ? "MET" : "MISSED" }')
+echo "target (pg within 1.5x of local, plan and no-op apply): $verdict"

@@ -17,6 +17,7 @@ const TERRAFORM_STYLE_FLAGS: &[&str] = &[
     "json",
     "lock",
     "lock-timeout",
+    "migrate-state",
     "no-color",
     "out",
     "parallelism",
@@ -154,6 +155,11 @@ pub struct StateArgs {
     /// How long to wait for a lock held by another run (e.g. 0s, 30s, 5m).
     #[arg(long, default_value = "0s", value_parser = crate::commands::run::parse_duration, value_name = "DURATION")]
     pub lock_timeout: std::time::Duration,
+    /// Set a pg backend setting: conn_str, schema_name or a libpq parameter
+    /// such as password or sslrootcert (repeatable; wins over the block and
+    /// the PG* variables).
+    #[arg(long = "backend-config", value_name = "KEY=VALUE", global = true)]
+    pub backend_config: Vec<String>,
 }
 
 /// The state file alone, for the commands that only read it (they take no
@@ -163,6 +169,11 @@ pub struct StateFileArgs {
     /// State file (default: .mirrorplan/state.json beside the configuration).
     #[arg(long = "state", value_name = "FILE", global = true)]
     pub state: Option<PathBuf>,
+    /// Set a pg backend setting: conn_str, schema_name or a libpq parameter
+    /// such as password or sslrootcert (repeatable; wins over the block and
+    /// the PG* variables).
+    #[arg(long = "backend-config", value_name = "KEY=VALUE", global = true)]
+    pub backend_config: Vec<String>,
 }
 
 impl StateFileArgs {
@@ -172,6 +183,7 @@ impl StateFileArgs {
             state: self.state.clone(),
             lock: false,
             lock_timeout: std::time::Duration::ZERO,
+            backend_config: self.backend_config.clone(),
         }
     }
 }
@@ -371,6 +383,20 @@ pub enum Command {
         #[command(flatten)]
         state: StateFileArgs,
     },
+    /// Prepare the configured backend (creates the pg tables on first use).
+    Init {
+        /// Copy the local state of every workspace into the configured
+        /// backend, keeping lineage and serial.
+        #[arg(long = "migrate-state")]
+        migrate_state: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Manage workspaces: separate states for one configuration.
+    Workspace {
+        #[command(subcommand)]
+        command: WorkspaceCommand,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -397,6 +423,65 @@ pub enum StateCommand {
     Rm {
         /// Its address.
         address: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Print the whole state as JSON, for a backup or a migration (it
+    /// includes the private `secret_salt`, which `show --json` leaves out).
+    Pull {
+        #[command(flatten)]
+        state: StateFileArgs,
+    },
+    /// Replace the stored state with FILE (`-` for standard input): the
+    /// lineage must match and the serial must not be older, unless --force.
+    Push {
+        /// A state file, e.g. from `mirrorplan state pull`.
+        file: PathBuf,
+        /// Skip the lineage and serial checks.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+}
+
+/// `mirrorplan workspace ...`
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// List the workspaces; the selected one is marked with `*`.
+    List {
+        #[command(flatten)]
+        state: StateFileArgs,
+    },
+    /// Print the selected workspace.
+    Show {
+        #[command(flatten)]
+        state: StateFileArgs,
+    },
+    /// Create a workspace (with an empty state) and select it.
+    New {
+        /// Its name: letters, digits, `-` and `_`.
+        name: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Select a workspace (remembered in .mirrorplan/environment;
+    /// MIRRORPLAN_WORKSPACE overrides it).
+    Select {
+        /// An existing workspace.
+        name: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Delete a workspace's state (refused for the selected one, and for a
+    /// state that still records instances unless --force).
+    Delete {
+        /// The workspace.
+        name: String,
+        /// Delete even if the state records instances (they are forgotten,
+        /// not destroyed).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         state: StateArgs,
     },

@@ -665,8 +665,3 @@ pub fn attach_warnings(plan: &mut mirrorplan_engine::Plan, warnings: &[(Address,
 pub fn bundle_cache_dir(dir: &Path) -> PathBuf {
     dir.join(".mirrorplan").join("cache").join("bundles")
 }
-
-/// Where the state file of a configuration lives by default.
-pub fn default_state_path(dir: &Path) -> PathBuf {
-    dir.join(".mirrorplan").join("state.json")
-}

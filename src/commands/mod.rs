@@ -1,6 +1,7 @@
 //! One module per command; each parses nothing, loads what it needs and
 //! returns an exit code or an error report.
 
+pub mod backend;
 pub mod config;
 mod fmt;
 pub mod run;
@@ -33,7 +34,13 @@ pub fn run(cli: Cli, out: &Output) -> miette::Result<ExitCode> {
         } => {
             args.destroy = destroy;
             args.refresh_only = refresh_only;
-            if plan_out.is_some() && !run::store(&dir, &args.state).path().exists() {
+            if plan_out.is_some()
+                && !args.state.lock
+                && run::store(&dir, &args.state)
+                    .load()
+                    .map_err(miette::Report::new)?
+                    .is_none()
+            {
                 // there is no state yet: a saved plan creates it
                 require_lock(&args.state, "plan --out")?;
             }
@@ -80,11 +87,26 @@ pub fn run(cli: Cli, out: &Output) -> miette::Result<ExitCode> {
                 require_lock(&state, "state rm")?;
                 state::rm(&dir, &address, &state)
             }
+            StateCommand::Pull { state } => backend::pull(&dir, &state.unlocked()),
+            StateCommand::Push { file, force, state } => {
+                require_lock(&state, "state push")?;
+                backend::push(&dir, &file, force, &state)
+            }
         },
         Command::Output { name, json, state } => {
             state::output(&dir, name.as_deref(), json, &state.unlocked())
         }
         Command::ForceUnlock { id, state } => state::force_unlock(&dir, &id, &state.unlocked()),
+        Command::Init {
+            migrate_state,
+            state,
+        } => {
+            if migrate_state {
+                require_lock(&state, "init --migrate-state")?;
+            }
+            backend::init(&dir, migrate_state, &state)
+        }
+        Command::Workspace { command } => backend::workspace(&dir, &command),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             let shell = match shell {

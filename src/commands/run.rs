@@ -17,34 +17,29 @@ use mirrorplan_engine::{
 use mirrorplan_node::cluster::ClusterProvider;
 use mirrorplan_node::provider::{Connections, NodeProvider};
 use mirrorplan_registry::provider::ImageProvider;
-use mirrorplan_state::{LockRequest, State, StateLock, StateStore};
+use mirrorplan_state::{LockRequest, State};
 
 use crate::cli::{Format, PlanArgs, StateArgs};
+use crate::commands::backend::{Lock, Store};
 use crate::commands::config::{load_checked, load_options};
 use crate::expand;
 use crate::output::{Output, ProgressView};
 
-/// The state store for these flags.
-pub fn store(dir: &Path, state: &StateArgs) -> StateStore {
-    match &state.state {
-        Some(p) => StateStore::new(p.clone()),
-        None => StateStore::new(expand::default_state_path(dir)),
-    }
+/// The state store for these flags: the configured backend (local or
+/// pg) and the selected workspace.
+pub fn store(dir: &Path, state: &StateArgs) -> Store {
+    Store::new(dir, state, None)
 }
 
 /// Takes the state lock unless `--lock=false`.
-pub fn lock(
-    store: &StateStore,
-    state: &StateArgs,
-    operation: &str,
-) -> miette::Result<Option<StateLock>> {
+pub fn lock(store: &Store, state: &StateArgs, operation: &str) -> miette::Result<Option<Lock>> {
     if !state.lock {
         return Ok(None);
     }
     if state.state.is_none() {
         // the default `.mirrorplan/` is mirrorplan's own: kept private (a
         // directory named by --state is created 0700 but never changed)
-        private_dirs(store.path().parent().into_iter())?;
+        private_dirs(std::iter::once(store.dir().join(mirrorplan_state::DEFAULT_DIR).as_path()))?;
     }
     let request = LockRequest {
         operation: operation.to_string(),
@@ -274,6 +269,8 @@ pub struct Context {
     pub outputs: Vec<(String, serde_json::Value, bool)>,
     /// Plan warnings from the configuration (`expand::clear_text_warnings`).
     pub warnings: Vec<(Address, String)>,
+    /// The configuration's backend block.
+    pub backend: Option<mirrorplan_config::BackendBlock>,
 }
 
 /// Creates each directory mode 0700, or makes an existing one of ours
@@ -287,7 +284,11 @@ fn private_dirs<'a>(dirs: impl Iterator<Item = &'a Path>) -> miette::Result<()> 
 
 /// Loads the configuration and expands it; `Ok(None)` after printing problems.
 pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Option<Context>> {
-    let opts = load_options(&args.vars, Mode::Plan)?;
+    let mut opts = load_options(&args.vars, Mode::Plan)?;
+    opts.workspace = Some(
+        mirrorplan_state::current_workspace(dir)
+            .map_err(|e| miette::Report::new(crate::commands::backend::StoreError::from(e)))?,
+    );
     let Some(loaded) = load_checked(dir, &opts, out) else {
         return Ok(None);
     };
@@ -360,6 +361,7 @@ pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Opti
         },
         outputs,
         warnings: expanded.warnings,
+        backend: loaded.config.backend.clone(),
     }))
 }
 
@@ -397,7 +399,7 @@ pub fn plan(
     let Some(mut ctx) = prepare(dir, args, out)? else {
         return Ok(ExitCode::from(1));
     };
-    let store = store(dir, &args.state);
+    let store = Store::new(dir, &args.state, Some(ctx.backend.clone()));
     let _lock = lock(&store, &args.state, "plan")?;
     let mut state = store.load_or_new().map_err(miette::Report::new)?;
     if args.state.lock {
@@ -525,7 +527,7 @@ pub fn apply(
     let Some(ctx) = prepare(dir, args, out)? else {
         return Ok(ExitCode::from(1));
     };
-    let store = store(dir, &args.state);
+    let store = Store::new(dir, &args.state, Some(ctx.backend.clone()));
     let _lock = lock(
         &store,
         &args.state,
@@ -740,7 +742,7 @@ fn report_failed_images(failed: &[String]) {
 }
 
 fn save_outputs(
-    store: &StateStore,
+    store: &Store,
     state: &mut State,
     outputs: &[(String, serde_json::Value, bool)],
 ) -> miette::Result<()> {

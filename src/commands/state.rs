@@ -19,8 +19,8 @@ fn load(dir: &Path, args: &StateArgs) -> miette::Result<State> {
         None => Err(miette!(
             code = "mirrorplan::state::none",
             help = "run `mirrorplan apply` first, or pass --state FILE",
-            "there is no state at {}",
-            store.path().display()
+            "there is no state in {}",
+            store.location()
         )),
     }
 }
@@ -200,7 +200,7 @@ pub fn output(
 /// `mirrorplan force-unlock ID`
 pub fn force_unlock(dir: &Path, id: &str, args: &StateArgs) -> miette::Result<ExitCode> {
     let store = store(dir, args);
-    let info = mirrorplan_state::force_unlock(store.path(), id).map_err(miette::Report::new)?;
+    let info = store.force_unlock(id).map_err(miette::Report::new)?;
     println!(
         "Removed lock {} ({} by {}, since {}).",
         info.id, info.operation, info.who, info.created

@@ -53,6 +53,7 @@
 //! This crate knows files, JSON, digests and locks; it knows nothing of plans,
 //! providers or HCL. Attributes are opaque `serde_json` objects.
 
+mod backend;
 mod error;
 mod fsutil;
 mod lock;
@@ -60,6 +61,11 @@ mod model;
 mod store;
 mod time;
 
+pub use backend::{
+    check_push, check_workspace_name, current_workspace, decode_state, encode_state, next_save,
+    select_workspace, set_saved_serial, Backend, BackendError, HeldLock, LocalBackend, PushOutcome,
+    SaveStep, TransferError, DEFAULT_WORKSPACE, ENVIRONMENT_FILE, WORKSPACES_DIR, WORKSPACE_ENV,
+};
 pub use error::StateError;
 pub use fsutil::{ensure_private_dir, write_atomic};
 pub use lock::{

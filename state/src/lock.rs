@@ -103,7 +103,8 @@ pub struct LockInfo {
 }
 
 impl LockInfo {
-    fn for_this_process(operation: &str) -> Self {
+    /// The info of a lock taken now by this process for `operation`.
+    pub fn for_this_process(operation: &str) -> Self {
         LockInfo {
             id: uuid::Uuid::new_v4().to_string(),
             operation: operation.to_owned(),

@@ -356,7 +356,7 @@ impl StateStore {
         }
     }
 
-    fn parse(&self, bytes: &[u8]) -> Result<State, StateError> {
+    pub(crate) fn parse(&self, bytes: &[u8]) -> Result<State, StateError> {
         // One typed parse in the common case; only a file that does not
         // parse is looked at again as a plain JSON value, to say precisely
         // what is wrong with it.
@@ -444,7 +444,7 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 
 /// The serialised state as written to disk, with `serial` in place of its
 /// own: pretty JSON and a final newline. `state` is left as it was.
-fn file_bytes_at(state: &mut State, serial: u64) -> Result<Vec<u8>, StateError> {
+pub(crate) fn file_bytes_at(state: &mut State, serial: u64) -> Result<Vec<u8>, StateError> {
     let own = state.serial();
     state.set_serial(serial);
     let bytes = serde_json::to_vec_pretty(&*state).map_err(StateError::Serialize);

@@ -11,6 +11,7 @@
 //! [`model`]; [`graph::to_dot`]; [`fmt::format_source`].
 
 pub mod arith;
+pub mod backend;
 pub mod diag;
 pub mod fmt;
 pub mod functions;
@@ -21,6 +22,7 @@ pub mod refs;
 pub mod schema;
 pub mod syntax;
 
+pub use backend::{backend_of_dir, BackendBlock};
 pub use diag::{ConfigDiagnostic, DiagKind, SourceFile};
 pub use load::{load_dir, load_sources, parse_var_flag, LoadOptions, Loaded, Mode};
 pub use model::*;

@@ -49,6 +49,9 @@ pub struct LoadOptions {
     pub env_vars: Vec<(String, String)>,
     /// Validate or plan.
     pub mode: Mode,
+    /// The selected workspace, the value of `mirrorplan.workspace`
+    /// (`None`: `default`).
+    pub workspace: Option<String>,
 }
 
 impl LoadOptions {
@@ -268,6 +271,7 @@ const REF_ROOTS: &[&str] = &[
     "cluster",
     "each",
     "path",
+    "mirrorplan",
 ];
 
 fn label_of(kind: &str) -> &'static str {
@@ -375,6 +379,28 @@ impl Loader {
 
     fn collect_block(&mut self, file: usize, block: &Block) {
         let ident = block.ident.as_str();
+        if ident == "mirrorplan" {
+            let (backend, diags) = crate::backend::decode(&self.files[file], block);
+            for d in diags {
+                self.diags.push(d);
+            }
+            match (backend, &self.config.backend) {
+                (Some(_), Some(first)) => {
+                    let help = format!("the first is at {}; remove one", first.location);
+                    self.dh(
+                        DiagKind::Duplicate,
+                        "the backend is configured twice",
+                        file,
+                        block.ident.span(),
+                        "second mirrorplan block",
+                        help,
+                    );
+                }
+                (Some(b), None) => self.config.backend = Some(b),
+                (None, _) => {}
+            }
+            return;
+        }
         let Some((kind, nlabels)) = schema::TOP_LEVEL.iter().find(|(k, _)| *k == ident).copied()
         else {
             let help = did_you_mean(ident, schema::TOP_LEVEL.iter().map(|(k, _)| *k))
@@ -830,6 +856,20 @@ impl Loader {
                 Ok(None)
             }
             "path" => Ok(None),
+            "mirrorplan" => {
+                if r.attr.as_deref() == Some("workspace") {
+                    return Ok(None);
+                }
+                self.dh(
+                    DiagKind::UndefinedReference,
+                    "`mirrorplan` has one attribute: `mirrorplan.workspace`",
+                    decl.file,
+                    r.span.clone(),
+                    "undefined",
+                    "write `mirrorplan.workspace` (the selected workspace's name)",
+                );
+                Err(())
+            }
             "var" | "local" | "registry" | "image_set" | "cluster" => {
                 let Some(attr) = &r.attr else {
                     self.dh(
@@ -907,6 +947,12 @@ impl Loader {
         let mut path = Map::new();
         path.insert("module".into(), Value::from(self.dir.display().to_string()));
         ctx.declare_var("path", Value::Object(path));
+        let mut mirrorplan = Map::new();
+        mirrorplan.insert(
+            "workspace".into(),
+            Value::from(self.opts.workspace.as_deref().unwrap_or("default")),
+        );
+        ctx.declare_var("mirrorplan", Value::Object(mirrorplan));
         if let Some((k, v)) = each {
             let mut m = Map::new();
             m.insert("key".into(), k.clone());

@@ -384,6 +384,8 @@ pub struct Config {
     pub outputs: IndexMap<String, Output>,
     /// Block-level dependency edges `(from, to)`: `to` depends on `from`.
     pub edges: Vec<Edge>,
+    /// The `mirrorplan { backend "..." { ... } }` block, if any.
+    pub backend: Option<crate::backend::BackendBlock>,
 }
 
 /// A dependency between two blocks (or block instances).

@@ -7,6 +7,7 @@
 //! | [`Sshd`] | OpenSSH `sshd -D` on a free port, ed25519 keys, key-only root login | same |
 //! | [`Containerd`] | containerd with its own root/state/socket/config and an empty `certs.d`, in private mount + PID namespaces | the namespaces' PID 1 exits, the kernel kills everything inside (shims, containers) |
 //! | [`Node`] | containerd + sshd in private mount + PID namespaces with the node's own `/etc/containerd` and `/run/containerd`; sshd on its own `127.A.B.C` | same |
+//! | [`Postgres`] | Debian's PostgreSQL (`initdb` + `postgres`, as the `postgres` OS user under root) on `127.0.0.1:<free port>`, SCRAM password login, optional TLS | process group stopped, temp dir removed |
 //!
 //! Everything needs root and the Debian packages installed by
 //! `.ci/install-deps.sh`; a missing program is reported as
@@ -69,6 +70,7 @@ mod error;
 pub mod net;
 mod node;
 mod pki;
+mod postgres;
 mod process;
 pub mod proxy;
 mod registry;
@@ -83,6 +85,7 @@ pub use containerd::{
 pub use error::{HarnessError, Result};
 pub use node::{Node, NodeOptions, NodeUser, NODE_CONTAINERD_CONFIG, NODE_CONTAINERD_SOCKET};
 pub use pki::TestPki;
+pub use postgres::{Postgres, PostgresOptions};
 pub use proxy::{Fault, FaultProxy, ProxiedRequest, ProxyMode, Rule};
 pub use registry::{docker_config_json, Credentials, Registry, RegistryOptions};
 pub use ssh::{SshEndpoint, Sshd, SshdOptions};
