@@ -108,6 +108,8 @@ fn apply_lock_false_is_refused() {
         &["apply", "--auto-approve", "--lock=false"][..],
         &["destroy", "--auto-approve", "--lock=false"],
         &["state", "rm", NODE, "--lock=false"],
+        &["state", "push", "--lock=false", "pulled.json"],
+        &["init", "--migrate-state", "--lock=false"],
         // no state yet: a saved plan would create it
         &["plan", "--lock=false", "--out", "plan.bin"],
     ] {

@@ -39,7 +39,9 @@ pub fn lock(store: &Store, state: &StateArgs, operation: &str) -> miette::Result
     if state.state.is_none() {
         // the default `.mirrorplan/` is mirrorplan's own: kept private (a
         // directory named by --state is created 0700 but never changed)
-        private_dirs(std::iter::once(store.dir().join(mirrorplan_state::DEFAULT_DIR).as_path()))?;
+        private_dirs(std::iter::once(
+            store.dir().join(mirrorplan_state::DEFAULT_DIR).as_path(),
+        ))?;
     }
     let request = LockRequest {
         operation: operation.to_string(),

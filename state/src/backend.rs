@@ -234,7 +234,11 @@ pub fn next_save(
     plan_serial: Option<u64>,
     same_bytes: impl FnOnce(&[u8]) -> bool,
 ) -> Result<SaveStep, StateError> {
-    let next = |serial: u64| serial.checked_add(1).ok_or_else(|| exhausted(location, serial));
+    let next = |serial: u64| {
+        serial
+            .checked_add(1)
+            .ok_or_else(|| exhausted(location, serial))
+    };
     let Some((lineage, serial)) = stored else {
         let serial = next(state.serial())?;
         let bytes = file_bytes_at(state, serial)?;
@@ -544,7 +548,8 @@ mod tests {
     fn next_save_is_the_store_rule() -> Result<(), StateError> {
         let mut s = State::new();
         let loc = Path::new("somewhere");
-        let SaveStep::Write { serial, bytes } = next_save(None, &mut s, loc, None, |_| false)? else {
+        let SaveStep::Write { serial, bytes } = next_save(None, &mut s, loc, None, |_| false)?
+        else {
             panic!("a new state is written");
         };
         assert_eq!(serial, 1);
@@ -560,7 +565,9 @@ mod tests {
             Err(StateError::SerialConflict { on_disk: 5, .. })
         ));
         assert!(matches!(
-            next_save(Some((uuid::Uuid::new_v4(), 1)), &mut s, loc, None, |_| false),
+            next_save(Some((uuid::Uuid::new_v4(), 1)), &mut s, loc, None, |_| {
+                false
+            }),
             Err(StateError::LineageMismatch { .. })
         ));
         Ok(())
@@ -570,7 +577,8 @@ mod tests {
     fn next_save_moves_an_applied_plans_serial_on_and_never_wraps() -> Result<(), StateError> {
         let mut s = State::new();
         let loc = Path::new("somewhere");
-        let SaveStep::Write { serial, bytes } = next_save(None, &mut s, loc, None, |_| false)? else {
+        let SaveStep::Write { serial, bytes } = next_save(None, &mut s, loc, None, |_| false)?
+        else {
             panic!("a new state is written");
         };
         set_saved_serial(&mut s, serial);
@@ -590,7 +598,10 @@ mod tests {
         s.set_serial(u64::MAX);
         assert!(matches!(
             next_save(Some((s.lineage(), u64::MAX)), &mut s, loc, None, |_| false),
-            Err(StateError::SerialExhausted { serial: u64::MAX, .. })
+            Err(StateError::SerialExhausted {
+                serial: u64::MAX,
+                ..
+            })
         ));
         Ok(())
     }
