@@ -273,35 +273,31 @@ fn a_stale_writer_fails_and_writes_nothing() {
     .spawn()
     .unwrap_or_else(|e| panic!("spawn: {e}"));
     wait_for_lock_of(&pg, "default", &mut writer);
-    // wait for a few saves, then replace the state behind the writer's back
+    // wait for a few saves, then, as a writer that bypasses the lock
+    // (mirrorplan's own writers all take it: `--lock=false` is refused for
+    // them), move the stored state 100 serials on straight in the table.
+    // The row is held for 2 s first, so the apply's next save waits for
+    // this change and must see it.
     let started = Instant::now();
     while stored_serial(&pg) < 3 {
         assert!(started.elapsed() < Duration::from_secs(120), "no save seen");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let o = pg_run(&pg, dir.path(), &["state", "pull"], 0);
-    let mut state: serde_json::Value =
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("pull: {e}"));
-    let serial = state["serial"].as_u64().unwrap_or(0) + 100;
-    state["serial"] = serde_json::json!(serial);
-    state["outputs"] =
-        serde_json::json!({"pushed": {"value": "behind its back", "sensitive": false}});
-    // another writer that bypasses the lock (mirrorplan's own writers all
-    // take it: `--lock=false` is refused for them), straight into the table
-    let text_of_state = serde_json::to_string_pretty(&state).unwrap_or_default() + "\n";
-    assert!(!text_of_state.contains("$state$"));
     sql(
         &pg,
-        &format!(
-            "UPDATE mirrorplan.states SET serial = {serial}, data = $state${text_of_state}$state$ \
-             WHERE name = 'default'"
-        ),
+        "BEGIN; \
+         SELECT serial FROM mirrorplan.states WHERE name = 'default' FOR UPDATE; \
+         SELECT pg_sleep(2); \
+         UPDATE mirrorplan.states SET serial = serial + 100, \
+           data = regexp_replace(data, '\"serial\": [0-9]+', '\"serial\": ' || (serial + 100)) \
+           WHERE name = 'default'; \
+         COMMIT;",
     );
-    assert_eq!(stored_serial(&pg), serial);
-    assert!(
-        writer.try_wait().ok().flatten().is_none(),
-        "the apply finished before the push: too early for this test"
-    );
+    let serial = stored_serial(&pg);
+    let o = pg_run(&pg, dir.path(), &["state", "pull"], 0);
+    let state: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("pull: {e}"));
+    assert_eq!(state["serial"], serde_json::json!(serial), "{state:#}");
     let out = writer.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let err = unwrapped(&text(&out.stderr));
@@ -309,7 +305,7 @@ fn a_stale_writer_fails_and_writes_nothing() {
         err.contains(&format!("at serial {serial}")) && err.contains("refusing to overwrite"),
         "{err}"
     );
-    // exactly what was pushed is stored
+    // exactly what the other writer stored is still there
     assert_eq!(stored_serial(&pg), serial);
     let o = pg_run(&pg, dir.path(), &["state", "pull"], 0);
     let now: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();

@@ -196,58 +196,7 @@ impl StateStore {
     /// Refuses to overwrite a corrupt file, a state of another lineage, or a
     /// newer serial than `state` was loaded at.
     pub fn save(&self, state: &mut State) -> Result<SaveOutcome, StateError> {
-        if let Some(known) = self.known_now() {
-            if let Some(bytes) = read_optional(&self.path)? {
-                // the file this store wrote or loaded last (and checked then)
-                return self.save_over_known(state, &known, bytes);
-            }
-        }
-        let previous = match read_optional(&self.path)? {
-            None => None,
-            Some(bytes) => {
-                let parsed = self.parse(&bytes)?;
-                Some((bytes, parsed))
-            }
-        };
-        let new_serial = match &previous {
-            None => self.next_serial(state.serial())?,
-            Some((_, disk)) => {
-                if disk.lineage() != state.lineage() {
-                    return Err(StateError::LineageMismatch {
-                        path: self.path.clone(),
-                        on_disk: disk.lineage().to_string(),
-                        ours: state.lineage().to_string(),
-                    });
-                }
-                if content_bytes(disk)? == content_bytes(state)? {
-                    state.set_serial(disk.serial());
-                    return Ok(SaveOutcome::Unchanged {
-                        serial: disk.serial(),
-                    });
-                }
-                if disk.serial() > state.serial() {
-                    return Err(StateError::SerialConflict {
-                        path: self.path.clone(),
-                        on_disk: disk.serial(),
-                        ours: state.serial(),
-                    });
-                }
-                self.next_serial(state.serial().max(disk.serial()))?
-            }
-        };
-
-        let bytes = file_bytes_at(state, new_serial)?;
-        if let Some((old_bytes, _)) = &previous {
-            write_atomic(&self.backup_path(), old_bytes)?;
-        }
-        self.write_state(state, new_serial, &bytes)?;
-        Ok(match previous {
-            None => SaveOutcome::Created { serial: new_serial },
-            Some((_, disk)) => SaveOutcome::Updated {
-                previous_serial: disk.serial(),
-                serial: new_serial,
-            },
-        })
+        self.save_step(state, None)
     }
 
     /// [`save`](Self::save), then, if the serial on disk is still
@@ -261,63 +210,71 @@ impl StateStore {
         state: &mut State,
         plan_serial: u64,
     ) -> Result<SaveOutcome, StateError> {
-        let outcome = self.save(state)?;
-        if outcome.serial() != plan_serial {
-            return Ok(outcome);
-        }
-        let Some(old_bytes) = read_optional(&self.path)? else {
-            return Ok(outcome);
-        };
-        let Some(next) = outcome.serial().checked_add(1) else {
-            return Ok(outcome);
-        };
-        let bytes = file_bytes_at(state, next)?;
-        write_atomic(&self.backup_path(), &old_bytes)?;
-        self.write_state(state, next, &bytes)?;
-        Ok(SaveOutcome::Updated {
-            previous_serial: outcome.serial(),
-            serial: next,
-        })
+        self.save_step(state, Some(plan_serial))
     }
 
-    /// [`save`](Self::save) when the file on disk is the one this store
-    /// last loaded or wrote: its lineage and serial are known and its bytes
-    /// are in the format this version writes, so "unchanged" is a byte
-    /// comparison and nothing is parsed.
-    fn save_over_known(
+    /// The save of [`save`](Self::save) and
+    /// [`save_moved_on`](Self::save_moved_on), deciding with the rule every
+    /// backend shares ([`crate::backend::next_save`]). When the file on disk
+    /// is the one this store last loaded or wrote, its lineage and serial are
+    /// known and its bytes are in the format this version writes, so
+    /// "unchanged" is a byte comparison and nothing is parsed; otherwise the
+    /// file is parsed and the contents compared.
+    fn save_step(
         &self,
         state: &mut State,
-        known: &KnownFile,
-        old_bytes: Vec<u8>,
+        plan_serial: Option<u64>,
     ) -> Result<SaveOutcome, StateError> {
-        if known.lineage != state.lineage() {
-            return Err(StateError::LineageMismatch {
-                path: self.path.clone(),
-                on_disk: known.lineage.to_string(),
-                ours: state.lineage().to_string(),
-            });
+        use crate::backend::{next_save, SaveStep};
+        let known = self.known_now();
+        let old = read_optional(&self.path)?;
+        // the file on disk: its lineage, serial, and whether `state` has
+        // its content (a byte comparison when it is the file this store
+        // knows, in this version's format; else parsed and compared)
+        let stored = match (&old, known) {
+            (None, _) => None,
+            (Some(_), Some(known)) => Some((known.lineage, known.serial, None)),
+            (Some(old_bytes), None) => {
+                let disk = self.parse(old_bytes)?;
+                let same = content_bytes(&disk)? == content_bytes(state)?;
+                Some((disk.lineage(), disk.serial(), Some(same)))
+            }
+        };
+        let step = next_save(
+            stored.map(|(lineage, serial, _)| (lineage, serial)),
+            state,
+            &self.path,
+            plan_serial,
+            |bytes| match stored {
+                Some((_, _, Some(same))) => same,
+                _ => old.as_deref() == Some(bytes),
+            },
+        );
+        let stored_serial = stored.map(|(_, serial, _)| serial);
+        let step = step.map_err(|e| match e {
+            StateError::SerialExhausted { path, serial, .. } => StateError::SerialExhausted {
+                path,
+                serial,
+                backup: self.backup_path(),
+            },
+            other => other,
+        })?;
+        match step {
+            SaveStep::Unchanged { serial } => Ok(SaveOutcome::Unchanged { serial }),
+            SaveStep::Write { serial, bytes } => {
+                if let Some(old_bytes) = &old {
+                    write_atomic(&self.backup_path(), old_bytes)?;
+                }
+                self.write_state(state, serial, &bytes)?;
+                Ok(match stored_serial {
+                    None => SaveOutcome::Created { serial },
+                    Some(previous_serial) => SaveOutcome::Updated {
+                        previous_serial,
+                        serial,
+                    },
+                })
+            }
         }
-        if file_bytes_at(state, known.serial)? == old_bytes {
-            state.set_serial(known.serial);
-            return Ok(SaveOutcome::Unchanged {
-                serial: known.serial,
-            });
-        }
-        if known.serial > state.serial() {
-            return Err(StateError::SerialConflict {
-                path: self.path.clone(),
-                on_disk: known.serial,
-                ours: state.serial(),
-            });
-        }
-        let new_serial = self.next_serial(state.serial().max(known.serial))?;
-        let bytes = file_bytes_at(state, new_serial)?;
-        write_atomic(&self.backup_path(), &old_bytes)?;
-        self.write_state(state, new_serial, &bytes)?;
-        Ok(SaveOutcome::Updated {
-            previous_serial: known.serial,
-            serial: new_serial,
-        })
     }
 
     /// Replaces the state file with `bytes` (`state` at `serial`) and
