@@ -180,6 +180,18 @@ fn drift_exit_codes_and_json_for_each_change() {
     assert_eq!(drifted(&v), 0, "{v:#}");
 }
 
+/// With --json the error is also a JSON document on stdout, never a plan.
+fn assert_unreachable_json(o: &std::process::Output) {
+    let doc: serde_json::Value = serde_json::from_str(&stdout(o))
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", streams(o)));
+    assert_eq!(doc["error"], true, "{doc:#}");
+    assert!(doc.get("resource_changes").is_none(), "{doc:#}");
+    assert_eq!(
+        doc["diagnostics"][0]["code"], "mirrorplan::refresh::unreachable",
+        "{doc:#}"
+    );
+}
+
 #[test]
 fn lock_false_does_not_wait_and_unreachable_is_exit_1() {
     let mut lab = Lab::start();
@@ -210,15 +222,7 @@ fn lock_false_does_not_wait_and_unreachable_is_exit_1() {
         "{}",
         streams(&o)
     );
-    // with --json the error is also a JSON document on stdout, never a plan
-    let doc: serde_json::Value = serde_json::from_str(&stdout(&o))
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", streams(&o)));
-    assert_eq!(doc["error"], true, "{doc:#}");
-    assert!(doc.get("resource_changes").is_none(), "{doc:#}");
-    assert_eq!(
-        doc["diagnostics"][0]["code"], "mirrorplan::refresh::unreachable",
-        "{doc:#}"
-    );
+    assert_unreachable_json(&o);
     lab.registry
         .start_again()
         .unwrap_or_else(|e| panic!("restarting the registry: {e}"));
@@ -235,13 +239,5 @@ fn lock_false_does_not_wait_and_unreachable_is_exit_1() {
     );
     assert!(err.contains(&lab.node_address()), "{}", streams(&o));
     assert!(err.contains("drift is unknown"), "{}", streams(&o));
-    // with --json the error is also a JSON document on stdout, never a plan
-    let doc: serde_json::Value = serde_json::from_str(&stdout(&o))
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", streams(&o)));
-    assert_eq!(doc["error"], true, "{doc:#}");
-    assert!(doc.get("resource_changes").is_none(), "{doc:#}");
-    assert_eq!(
-        doc["diagnostics"][0]["code"], "mirrorplan::refresh::unreachable",
-        "{doc:#}"
-    );
+    assert_unreachable_json(&o);
 }

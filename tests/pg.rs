@@ -66,40 +66,12 @@ fn checkout(shared: &Path, nodes: usize) -> tempfile::TempDir {
         )
         .unwrap_or_else(|e| panic!("copy bundle: {e}"));
     }
-    let s = shared.display();
-    let list: Vec<String> = (0..nodes)
-        .map(|i| format!("\"local:{s}/nodes/n{i}\""))
-        .collect();
-    let hcl = format!(
-        r#"registry "store" {{
-  endpoint  = "oci:{s}/store"
-  namespace = "mirror"
-}}
-
-registry "mirror" {{
-  endpoint  = "http://127.0.0.1:5000"
-  namespace = "mirror"
-}}
-
-image_set "bundle" {{
-  registry = registry.store
-  bundle   = "{s}/bundles/quickstart.tar.gz"
-}}
-
-cluster "big" {{
-  nodes = [{}]
-  registry_mirror {{
-    registry = registry.mirror
-    hosts    = ["quay.io", "docker.io"]
-  }}
-  depends_on = [image_set.bundle]
-}}
-
-output "site" {{
-  value = mirrorplan.workspace
-}}
-"#,
-        list.join(", ")
+    let s = shared.display().to_string();
+    let hcl = local_nodes_hcl(
+        &s,
+        &format!("{s}/bundles"),
+        nodes,
+        ("site", "mirrorplan.workspace"),
     );
     std::fs::write(dir.path().join("main.hcl"), hcl).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(dir.path().join("backend.hcl"), BACKEND).unwrap_or_else(|e| panic!("{e}"));

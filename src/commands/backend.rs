@@ -267,6 +267,14 @@ impl Store {
         Ok(self.backend()?.check_writable(state)?)
     }
 
+    /// Every workspace of the backend, sorted, `default` included.
+    pub fn workspaces(&self) -> miette::Result<Vec<String>> {
+        self.backend()
+            .map_err(report)?
+            .workspaces()
+            .map_err(|e| report(e.into()))
+    }
+
     /// Takes the workspace's lock.
     pub fn lock(&self, request: LockRequest) -> Result<Lock, StoreError> {
         Ok(self.backend()?.lock(request)?)
@@ -436,11 +444,7 @@ pub fn workspace(dir: &Path, command: &WorkspaceCommand) -> miette::Result<ExitC
         WorkspaceCommand::List { state } => {
             let store = Store::new(dir, &state.unlocked(), None);
             let current = store.workspace().map_err(report)?;
-            let names = store
-                .backend()
-                .map_err(report)?
-                .workspaces()
-                .map_err(|e| report(e.into()))?;
+            let names = store.workspaces()?;
             for n in names {
                 let mark = if n == current { "*" } else { " " };
                 println!("{mark} {n}");
@@ -449,11 +453,7 @@ pub fn workspace(dir: &Path, command: &WorkspaceCommand) -> miette::Result<ExitC
         WorkspaceCommand::New { name, state } => {
             mirrorplan_state::check_workspace_name(name).map_err(miette::Report::new)?;
             let store = Store::new(dir, state, None);
-            let names = store
-                .backend()
-                .map_err(report)?
-                .workspaces()
-                .map_err(|e| report(e.into()))?;
+            let names = store.workspaces()?;
             if names.contains(name) {
                 return Err(miette::miette!(
                     code = "mirrorplan::workspace::exists",
@@ -472,11 +472,7 @@ pub fn workspace(dir: &Path, command: &WorkspaceCommand) -> miette::Result<ExitC
         WorkspaceCommand::Select { name, state } => {
             mirrorplan_state::check_workspace_name(name).map_err(miette::Report::new)?;
             let store = Store::new(dir, state, None);
-            let names = store
-                .backend()
-                .map_err(report)?
-                .workspaces()
-                .map_err(|e| report(e.into()))?;
+            let names = store.workspaces()?;
             if !names.contains(name) {
                 return Err(miette::miette!(
                     code = "mirrorplan::workspace::unknown",

@@ -76,12 +76,22 @@ pub fn with_quickstart_bundle() -> tempfile::TempDir {
 /// nodes after the images, in a new temporary directory.
 pub fn local_nodes_config(nodes: usize) -> tempfile::TempDir {
     let dir = with_quickstart_bundle();
+    let hcl = local_nodes_hcl(".", "bundles", nodes, ("store", "registry.store.endpoint"));
+    std::fs::write(dir.path().join("main.hcl"), hcl).unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
+
+/// The HCL of [`local_nodes_config`]: the store, the bundle (in `bundles`)
+/// and the nodes under `base`, and an output (name, expression).
+#[allow(dead_code)]
+pub fn local_nodes_hcl(base: &str, bundles: &str, nodes: usize, output: (&str, &str)) -> String {
+    let (name, output) = output;
     let list: Vec<String> = (0..nodes)
-        .map(|i| format!("\"local:./nodes/n{i}\""))
+        .map(|i| format!("\"local:{base}/nodes/n{i}\""))
         .collect();
-    let hcl = format!(
+    format!(
         r#"registry "store" {{
-  endpoint  = "oci:./store"
+  endpoint  = "oci:{base}/store"
   namespace = "mirror"
 }}
 
@@ -92,7 +102,7 @@ registry "mirror" {{
 
 image_set "bundle" {{
   registry = registry.store
-  bundle   = "bundles/quickstart.tar.gz"
+  bundle   = "{bundles}/quickstart.tar.gz"
 }}
 
 cluster "big" {{
@@ -104,14 +114,12 @@ cluster "big" {{
   depends_on = [image_set.bundle]
 }}
 
-output "store" {{
-  value = registry.store.endpoint
+output "{name}" {{
+  value = {output}
 }}
 "#,
         list.join(", ")
-    );
-    std::fs::write(dir.path().join("main.hcl"), hcl).unwrap_or_else(|e| panic!("{e}"));
-    dir
+    )
 }
 
 /// The default state file of a configuration directory.
