@@ -653,18 +653,37 @@ pub fn render_node_files(cfg: &NodeMirrorConfig) -> Result<Vec<crate::diff::Desi
 
 /// Apply `cfg` to config.toml in its own style: [`ensure_config_path`] for
 /// hosts, [`apply_legacy`] for legacy.
+///
+/// The result is a fixed point: editing it again changes nothing, so a node
+/// whose file mirrorplan wrote plans no change. (A file whose tables sit in
+/// an unusual order, e.g. a `registry.configs` header among other tables,
+/// is laid out differently by a second pass, which moves a table it
+/// re-creates; the edit runs again on its own output until the text stays
+/// the same, three passes at most. Found by fuzzing: see
+/// `fuzz/corpus/containerd/legacy-table-order`.)
 pub fn edit_config(
     existing: &str,
     containerd: ContainerdVersion,
     cfg: &NodeMirrorConfig,
 ) -> Result<ConfigEdit> {
-    match cfg.config_style {
+    let once = |text: &str| match cfg.config_style {
         ConfigStyle::Hosts => {
             cfg.validate()?;
-            ensure_config_path(existing, containerd, cfg.config_dir())
+            ensure_config_path(text, containerd, cfg.config_dir())
         }
-        ConfigStyle::Legacy => apply_legacy(existing, containerd, cfg),
+        ConfigStyle::Legacy => apply_legacy(text, containerd, cfg),
+    };
+    let mut edit = once(existing)?;
+    for _ in 0..2 {
+        let again = once(&edit.text)?;
+        if again.text == edit.text {
+            break;
+        }
+        edit.text = again.text;
+        edit.contains_credentials |= again.contains_credentials;
     }
+    edit.changed = edit.text != existing;
+    Ok(edit)
 }
 
 /// Read the registry facts of a config.toml (both plugin layouts).

@@ -399,3 +399,51 @@ fn desired_files_follow_the_style() -> TestResult {
     assert_eq!((file.mode, file.sensitive), (MODE_PUBLIC, false));
     Ok(())
 }
+
+/// Found by fuzzing (fuzz/corpus/containerd/legacy-table-order): a legacy
+/// file whose `registry.configs` header sits among unrelated tables was
+/// laid out differently by each edit, so every plan saw a change and every
+/// apply restarted containerd. The edit is now a fixed point.
+#[test]
+fn an_edit_of_an_edit_changes_nothing_even_with_tables_in_an_unusual_order() -> TestResult {
+    let odd = r#"version = 2
+root = "/var/lib/containerd"
+[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    sandbox_image = "127.0.0.1:5001/pause:3.9"
+    [plugins."io.containerd.grpc.v1.cri".regystry]
+      [plugins."io.containerd.grpc.v1.cri".registry.mirrors]
+        [plugins."io.containerd.grpc.v1.cri".registry.mirrors."gcr.io"]
+          endpoint = ["https://127.0.0.1:5443/v2/test-namespace"]
+      [plugins."io.containerd.grpc.v1.cri".registry.configs]
+        [plugins."io.containerd.grpc.v1.cri".registry.co1nfigs."127.0.0.1:5443".tls]
+          ca_file = "/tmp/lab/pki/ca.crt"
+        [plugins."io.containerd.grpc.v0.cri".registry.configs."127.0.0.1:5443".auth]
+          username = "mpuser"
+          password = "mppass"
+# trailing comment
+"#;
+    let mut m = MirrorSpec::new("10.231.0.1:5443");
+    m.namespace = Some("test-namespace".into());
+    m.ca_cert_pem =
+        Some(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_vec());
+    m.pull_auth = Some(PullAuth::basic("mpuser", "pw"));
+    m.hosts = vec!["registry.k8s.io".into()];
+    for style in [ConfigStyle::Legacy, ConfigStyle::Hosts] {
+        let mut cfg = NodeMirrorConfig::new(style);
+        cfg.mirrors = vec![m.clone(), MirrorSpec::new("backup.mirror:5000")];
+        let first = edit_config(odd, ContainerdVersion::V1, &cfg)?;
+        assert!(first.changed, "{style:?}");
+        let second = edit_config(&first.text, ContainerdVersion::V1, &cfg)?;
+        assert!(
+            !second.changed,
+            "{style:?}:\n{}\n---\n{}",
+            first.text, second.text
+        );
+        assert_eq!(second.text, first.text, "{style:?}");
+        // what the user wrote outside the registry tables is still there
+        assert!(first.text.contains("# trailing comment"), "{}", first.text);
+        assert!(first.text.contains("sandbox_image"), "{}", first.text);
+    }
+    Ok(())
+}
