@@ -218,6 +218,8 @@ struct Shared {
     injected: Mutex<BTreeMap<String, u64>>,
     open: Mutex<Vec<TcpStream>>,
     stop: AtomicBool,
+    /// Connections accepted whose handling (and byte count) is not over.
+    active: std::sync::atomic::AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -261,6 +263,7 @@ impl FaultProxy {
             injected: Mutex::new(BTreeMap::new()),
             open: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            active: std::sync::atomic::AtomicUsize::new(0),
         });
         let s = shared.clone();
         let accept = std::thread::Builder::new()
@@ -303,7 +306,14 @@ impl FaultProxy {
 
     /// Every request (or connection) so far, in the order they finished
     /// their head (HTTP) or were accepted (TCP).
+    ///
+    /// Waits (up to 10 s) for the connections in flight to end first, so
+    /// that a session the client has just closed has its byte counts.
     pub fn requests(&self) -> Vec<ProxiedRequest> {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while self.shared.active.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         lock(&self.shared.log).clone()
     }
 
@@ -344,12 +354,19 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
         }
         let Ok(client) = conn else { continue };
         let s = shared.clone();
-        let _ = std::thread::Builder::new()
+        shared.active.fetch_add(1, Ordering::SeqCst);
+        let spawned = std::thread::Builder::new()
             .name("fault-proxy-conn".into())
-            .spawn(move || match s.mode {
-                ProxyMode::Http => handle_http(client, &s),
-                ProxyMode::Tcp => handle_tcp(client, &s),
+            .spawn(move || {
+                match s.mode {
+                    ProxyMode::Http => handle_http(client, &s),
+                    ProxyMode::Tcp => handle_tcp(client, &s),
+                }
+                s.active.fetch_sub(1, Ordering::SeqCst);
             });
+        if spawned.is_err() {
+            shared.active.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
