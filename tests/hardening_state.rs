@@ -521,3 +521,25 @@ fn mirrorplan_dir_is_0700() {
         assert_eq!(mode(&dir.join(d)), 0o700, "{d}");
     }
 }
+
+#[test]
+fn escape_sequences_in_the_state_do_not_reach_the_terminal() {
+    // a state's values come from nodes, registries and bundles (or a hand
+    // edit): `state show` and `state list` print them escaped
+    let cfg = local_nodes_config(1);
+    let dir = cfg.path();
+    run_ok(dir, &["apply", "--auto-approve"], 0);
+    let path = state_path(dir);
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&read(&path)).unwrap_or_else(|e| panic!("{e}"));
+    let rec = &mut v["instances"][NODE]["attributes"];
+    assert!(rec.is_object(), "{v:#}");
+    // a multi-line value is shown as a heredoc, not as JSON
+    rec["config_path"] = serde_json::json!("/etc\n\u{1b}[31mred\u{7}\n");
+    std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let o = run_ok(dir, &["state", "show", NODE], 0);
+    let out = text(&o.stdout);
+    assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
+    assert!(out.contains("<<EOT\n/etc\n\\u{1b}[31mred\\u{7}\nEOT"), "{out}");
+}

@@ -79,9 +79,12 @@ fn print_record(rec: &mirrorplan_state::InstanceRecord) {
         rec.provider
     );
     for (k, v) in &rec.attributes {
+        // values come from nodes, registries and bundles: escaped
         let shown = match v {
-            serde_json::Value::String(s) if s.contains('\n') => format!("<<EOT\n{s}EOT"),
-            other => other.to_string(),
+            serde_json::Value::String(s) if s.contains('\n') => {
+                format!("<<EOT\n{}EOT", mirrorplan_engine::escape_controls(s))
+            }
+            other => mirrorplan_engine::escape_controls(&other.to_string()).into_owned(),
         };
         println!(
             "  {k}{} = {shown}",
@@ -103,7 +106,7 @@ fn print_record(rec: &mirrorplan_state::InstanceRecord) {
 pub fn list(dir: &Path, args: &StateArgs) -> miette::Result<ExitCode> {
     let state = load(dir, args)?;
     for addr in state.addresses() {
-        println!("{addr}");
+        println!("{}", mirrorplan_engine::escape_controls(addr));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -113,7 +116,7 @@ pub fn show_one(dir: &Path, address: &str, args: &StateArgs) -> miette::Result<E
     let state = load(dir, args)?;
     match state.instance(address) {
         Some(rec) => {
-            println!("# {address}");
+            println!("# {}", mirrorplan_engine::escape_controls(address));
             print_record(rec);
             Ok(ExitCode::SUCCESS)
         }
