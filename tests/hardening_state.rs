@@ -541,5 +541,8 @@ fn escape_sequences_in_the_state_do_not_reach_the_terminal() {
     let o = run_ok(dir, &["state", "show", NODE], 0);
     let out = text(&o.stdout);
     assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
-    assert!(out.contains("<<EOT\n/etc\n\\u{1b}[31mred\\u{7}\nEOT"), "{out}");
+    assert!(
+        out.contains("<<EOT\n/etc\n\\u{1b}[31mred\\u{7}\nEOT"),
+        "{out}"
+    );
 }

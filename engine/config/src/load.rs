@@ -338,6 +338,17 @@ impl Loader {
                         .char_indices()
                         .nth(1)
                         .map_or(text.len(), |(n, _)| off + n);
+                    if let Some((span, literal)) = out_of_range_number(text, off) {
+                        self.dh(
+                            DiagKind::Syntax,
+                            format!("the number {literal} is out of range"),
+                            i,
+                            Some(span),
+                            "too large",
+                            "a number must be finite: at most about 1.8e308 in size",
+                        );
+                        continue;
+                    }
                     self.dh(
                         DiagKind::Syntax,
                         format!("invalid HCL: {}", e.message()),
@@ -2446,4 +2457,27 @@ pub fn parse_var_flag(s: &str) -> Result<(String, String), String> {
 /// Registries as a name → model map, in declaration order (helper for callers).
 pub fn registries(config: &Config) -> &IndexMap<String, Registry> {
     &config.registries
+}
+
+/// The number literal around byte `at` of `text` when it is one the parser
+/// refused because it does not fit a finite float (`1e400`): its span and
+/// text. The parser itself only says "expected newline or eof" there.
+fn out_of_range_number(text: &str, at: usize) -> Option<(Range<usize>, &str)> {
+    let is_num = |b: u8| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-');
+    let bytes = text.as_bytes();
+    let mut start = at.min(bytes.len());
+    while start > 0 && is_num(bytes[start - 1]) {
+        start -= 1;
+    }
+    // a literal starts with a digit
+    while start < bytes.len() && !bytes[start].is_ascii_digit() {
+        start += 1;
+    }
+    let mut end = start;
+    while end < bytes.len() && is_num(bytes[end]) {
+        end += 1;
+    }
+    let literal = text.get(start..end)?;
+    let value: f64 = literal.parse().ok()?;
+    (!value.is_finite() && literal.contains(['e', 'E'])).then_some((start..end, literal))
 }

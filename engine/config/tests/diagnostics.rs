@@ -431,3 +431,29 @@ fn syntax_error_inside_a_multibyte_character() {
         render(&loaded)
     );
 }
+
+/// A number literal too large for a float (`1e400`) is named as such, at
+/// the literal, not "expected newline or eof" after its mantissa.
+#[test]
+fn an_out_of_range_number_literal_is_named() {
+    let loaded = load_text("locals {\n  x = 2\n  y = 1e400 * 2\n}\n", Mode::Validate);
+    let d = loaded
+        .diagnostics
+        .iter()
+        .find(|d| d.kind == DiagKind::Syntax)
+        .unwrap_or_else(|| panic!("{}", render(&loaded)));
+    assert_eq!(
+        d.message,
+        "the number 1e400 is out of range",
+        "{}",
+        render(&loaded)
+    );
+    assert!(
+        render(&loaded).contains("main.hcl:3:7"),
+        "{}",
+        render(&loaded)
+    );
+    // a finite exponent is fine
+    let loaded = load_text("locals {\n  y = 1e300 * 2\n}\n", Mode::Validate);
+    assert!(loaded.diagnostics.is_empty(), "{}", render(&loaded));
+}
