@@ -429,6 +429,36 @@ fn credentials_to_a_plain_http_registry_are_warned_about_in_every_plan_format() 
     for run in [&human, &json, &md] {
         assert!(!run.out().contains(PW) && !run.err().contains(PW));
     }
+
+    // credentials from a docker_config instead of username/password
+    ok(
+        std::fs::write(
+            dir.path().join("push.json"),
+            format!("{{\"auths\":{{\"127.0.0.1:{port}\":{{\"auth\":\"Ym9iOnB1c2gtcHc=\"}}}}}}"),
+        ),
+        "write push credentials",
+    );
+    write_config(
+        dir.path(),
+        &format!(
+            "registry \"mirror\" {{\n  endpoint      = \"{endpoint}\"\n  docker_config = \"push.json\"\n}}\n{}",
+            set_block(&bundle)
+        ),
+    );
+    let human = mp_within(dir.path(), &["plan"], &[], limit);
+    human.expect(0, "plan with a docker_config");
+    let text = human.out();
+    assert!(
+        text.contains(&format!(
+            "Warning: image_set.s registry.mirror ({endpoint}) is plain http: the credentials from its docker_config travel in clear"
+        )),
+        "{text}"
+    );
+    // bob:push-pw
+    assert!(
+        !text.contains("push-pw") && !human.err().contains("push-pw"),
+        "{text}"
+    );
 }
 
 /// No raw ESC (or other control but newline and tab) on either stream.
