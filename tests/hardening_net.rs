@@ -223,10 +223,8 @@ fn bundle_with_too_much_json_metadata_is_refused() {
     run.expect(1, "plan of a JSON bomb");
     let err = run.err().replace('\n', " ");
     assert!(
-        err.contains(&format!(
-            "bundle {}: more than 64 MiB of JSON metadata",
-            bomb.display()
-        )),
+        // named relative to the configuration directory, where it is
+        err.contains("bundle bomb.tar.zst: more than 64 MiB of JSON metadata"),
         "{err}"
     );
     assert!(err.contains("not a valid image bundle"), "{err}");
