@@ -763,6 +763,21 @@ impl Provider for NodeProvider {
         KIND
     }
 
+    /// The node itself: `ssh:HOST:PORT` or `local:ROOT`. Two instances
+    /// with the same one (a cluster renamed without a `moved` block) are
+    /// one node changing owner.
+    fn physical_identity(
+        &self,
+        attrs: &BTreeMap<String, mirrorplan_engine::AttrValue>,
+    ) -> Option<String> {
+        match TransportSpec::from_json(attrs.get("transport")?, None)? {
+            TransportSpec::Local { root } => Some(format!("local:{root}")),
+            TransportSpec::Ssh { host, port, .. } => {
+                Some(format!("ssh:{}:{port}", host.to_ascii_lowercase()))
+            }
+        }
+    }
+
     async fn read(
         &self,
         desired: Option<&DesiredInstance>,
@@ -926,9 +941,20 @@ impl NodeProvider {
         }
         let mut removes: Vec<String> = Vec::new();
         if let Some(before) = &change.before {
+            // a hand-over (the same node under a new address, applied
+            // already): the files the new instance wrote are its own now
+            let taken_over = |name: &str| {
+                change
+                    .handover
+                    .as_ref()
+                    .is_some_and(|h| h.attributes.contains(name))
+            };
             for name in file_attrs(before) {
                 let path = name[FILE_PREFIX.len()..].to_string();
-                if path != cfg_path && !writes.iter().any(|(p, _, _)| *p == path) {
+                if path != cfg_path
+                    && !writes.iter().any(|(p, _, _)| *p == path)
+                    && !taken_over(&name)
+                {
                     removes.push(path);
                 }
             }
