@@ -583,6 +583,30 @@ fn expand_cluster(
 }
 
 /// `cluster.NAME` (`cluster.NAME_KEY` for a `for_each` cluster).
+/// The engine addresses of a cluster or image set instance (`key`: its
+/// `for_each` key), for moves: its own instance (`cluster.N`,
+/// `image_set.N`) and the unkeyed block of its nodes or images (`node.N`,
+/// `image.N`), with the names folded as for the instances planned.
+pub fn block_addresses(kind: &str, name: &str, key: Option<&str>) -> Option<(Address, Address)> {
+    match kind {
+        "cluster" => {
+            let own = match key {
+                Some(k) => format!("{name}_{k}"),
+                None => name.to_string(),
+            };
+            Some((
+                instance_address("cluster", &own, None, "").without_key(),
+                instance_address("node", name, key, "").without_key(),
+            ))
+        }
+        "image_set" => Some((
+            instance_address("image_set", name, key, "").without_key(),
+            instance_address("image", name, key, "").without_key(),
+        )),
+        _ => None,
+    }
+}
+
 fn cluster_address(c: &Cluster) -> Address {
     let name = match &c.key {
         Some(k) => format!("{}_{k}", c.name),
