@@ -332,7 +332,15 @@ pub(crate) fn check(
         let mut path = vec![start];
         let mut current = m.to.clone();
         while path.len() <= moved.len() {
-            let Some(next) = moved.iter().position(|o| o.from.selects(&current)) else {
+            // an unkeyed `from` moved into a key names the single instance only
+            let follows = |o: &MovedBlock| {
+                if o.from.key.is_none() && o.to.key.is_some() {
+                    o.from == current
+                } else {
+                    o.from.selects(&current)
+                }
+            };
+            let Some(next) = moved.iter().position(follows) else {
                 break;
             };
             if next == start {
