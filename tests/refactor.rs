@@ -419,3 +419,47 @@ fn state_mv_moves_a_cluster_with_its_nodes_under_the_lock() {
     run_ok(d, &["plan", "--detailed-exitcode"], 0);
     assert_eq!(node_files(d), before);
 }
+
+#[test]
+fn chains_are_followed_and_a_move_with_a_change_shows_both_in_a_saved_plan() {
+    let dir = local_nodes_config(1);
+    let d = dir.path();
+    run_ok(d, &["apply", "--auto-approve"], 0);
+    edit(d, |s| {
+        s.replace("cluster \"big\"", "cluster \"edge\"")
+            .replace("[\"quay.io\", \"docker.io\"]", "[\"quay.io\"]")
+            + "\nmoved {\n  from = cluster.big\n  to   = cluster.mid\n}\n\
+               moved {\n  from = cluster.mid\n  to   = cluster.edge\n}\n"
+    });
+    run_ok(d, &["validate"], 0);
+    let o = run_ok(d, &["plan", "--out", "p.bin"], 0);
+    let out = text(&o.stdout);
+    let node = "node.edge[\"local:./nodes/n0\"]";
+    assert!(
+        out.contains(&format!("# {node} will be updated in place")),
+        "{out}"
+    );
+    assert!(
+        out.contains("# (moved from node.big[\"local:./nodes/n0\"])"),
+        "{out}"
+    );
+    assert!(out.contains("# (moved from cluster.big)"), "{out}");
+    let o = run_ok(d, &["show", "p.bin", "--json"], 0);
+    assert!(
+        text(&o.stdout).contains("\"previous_address\""),
+        "{}",
+        text(&o.stdout)
+    );
+    run_ok(d, &["apply", "p.bin"], 0);
+    assert!(!d.join("nodes/n0").join(HOSTS[2]).exists());
+    assert!(d.join("nodes/n0").join(HOSTS[0]).is_file());
+    let addrs = state_addresses(d);
+    assert!(addrs.contains(&node.to_string()), "{addrs:?}");
+    assert!(
+        !addrs
+            .iter()
+            .any(|a| a.contains(".big") || a.contains(".mid")),
+        "{addrs:?}"
+    );
+    run_ok(d, &["plan", "--detailed-exitcode"], 0);
+}
