@@ -822,7 +822,7 @@ impl Provider for NodeProvider {
             let mut change = mirrorplan_engine::diff(self.force_new(), None, prior)?;
             change
                 .details
-                .push("the rendered files are removed; config.toml keeps its config_path".into());
+                .push("the rendered files are removed (except those a new instance of the same node takes over); config.toml keeps its config_path".into());
             change.details.extend(refusal);
             return Ok(change);
         };
