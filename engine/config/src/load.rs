@@ -447,7 +447,8 @@ impl Loader {
         else {
             let help = did_you_mean(ident, schema::TOP_LEVEL.iter().map(|(k, _)| *k))
                 .unwrap_or_else(|| {
-                    "blocks are variable, locals, registry, image_set, cluster, output and moved".into()
+                    "blocks are variable, locals, registry, image_set, cluster, output and moved"
+                        .into()
                 });
             self.dh(
                 DiagKind::UnknownBlock,
