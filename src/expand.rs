@@ -551,7 +551,8 @@ fn expand_cluster(
         .iter()
         .filter(|d| all_nodes.contains(&d.address))
     {
-        for name in d.attrs.names() {
+        // (not the rollout limits: they name the cluster and check nothing)
+        for name in d.attrs.names().filter(|n| *n != ROLLOUT_ATTR) {
             if let Some(v) = d.attrs.get(name) {
                 over_secret |= d.attrs.is_sensitive(name);
                 hasher.update(name.as_bytes());

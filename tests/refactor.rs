@@ -463,3 +463,34 @@ fn chains_are_followed_and_a_move_with_a_change_shows_both_in_a_saved_plan() {
     );
     run_ok(d, &["plan", "--detailed-exitcode"], 0);
 }
+
+#[test]
+fn a_moved_cluster_with_rollout_limits_plans_nothing_either() {
+    let dir = local_nodes_config(2);
+    let d = dir.path();
+    edit(d, |s| {
+        s.replace(
+            "  depends_on = [image_set.bundle]\n}",
+            "  rollout {\n    max_failures = 1\n  }\n  depends_on = [image_set.bundle]\n}",
+        )
+    });
+    run_ok(d, &["apply", "--auto-approve"], 0);
+    let before = node_files(d);
+    edit(d, |s| {
+        s.replace("cluster \"big\"", "cluster \"edge\"")
+            + "\nmoved {\n  from = cluster.big\n  to   = cluster.edge\n}\n"
+    });
+    let o = run_ok(d, &["plan"], 0);
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("Plan: 0 to add, 0 to change, 0 to destroy."),
+        "{out}"
+    );
+    assert!(
+        out.contains("# cluster.big has moved to cluster.edge"),
+        "{out}"
+    );
+    run_ok(d, &["apply", "--auto-approve"], 0);
+    assert_eq!(node_files(d), before);
+    run_ok(d, &["plan", "--detailed-exitcode"], 0);
+}

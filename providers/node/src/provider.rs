@@ -860,6 +860,18 @@ impl Provider for NodeProvider {
             desired2.attrs.insert(&cfg_name, edit.text.clone());
         }
         let mut change = mirrorplan_engine::diff(self.force_new(), Some(&desired2), prior)?;
+        // the rollout limits (and the cluster's name in them, which a
+        // `moved` block changes) steer the apply walk: nothing on the node
+        // to change when only they differ
+        if change.action == mirrorplan_engine::Action::Update
+            && prior.is_some_and(|p| {
+                mirrorplan_engine::changed_attributes(&desired2, p)
+                    .iter()
+                    .all(|a| a == ROLLOUT_ATTR)
+            })
+        {
+            change.action = mirrorplan_engine::Action::NoOp;
+        }
         for n in edit.notes {
             change.details.push(format!("{}: {n}", spec.config_file));
         }
