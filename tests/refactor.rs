@@ -494,3 +494,29 @@ fn a_moved_cluster_with_rollout_limits_plans_nothing_either() {
     assert_eq!(node_files(d), before);
     run_ok(d, &["plan", "--detailed-exitcode"], 0);
 }
+
+#[test]
+fn a_pruning_image_set_renamed_without_moved_keeps_its_tags() {
+    let dir = local_nodes_config(1);
+    let d = dir.path();
+    edit(d, |s| {
+        s.replace(
+            "  bundle   = \"bundles/quickstart.tar.gz\"\n",
+            "  bundle   = \"bundles/quickstart.tar.gz\"\n  prune    = true\n",
+        )
+    });
+    run_ok(d, &["apply", "--auto-approve"], 0);
+    edit(d, |s| {
+        s.replace("image_set \"bundle\"", "image_set \"base\"")
+            .replace("image_set.bundle", "image_set.base")
+    });
+    let o = run_ok(d, &["plan"], 0);
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("# image.bundle[\"gcr.io/mirrorplan-fixtures/app-0:1.0\"] will be replaced by image.base[\"gcr.io/mirrorplan-fixtures/app-0:1.0\"] at the same place"),
+        "{out}"
+    );
+    run_ok(d, &["apply", "--auto-approve"], 0);
+    // a refresh finds every tag still in the store: nothing to push again
+    run_ok(d, &["plan", "--detailed-exitcode"], 0);
+}
