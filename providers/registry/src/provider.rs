@@ -1651,7 +1651,7 @@ impl Provider for ImageProvider {
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
             change.details.push(if prune {
-                "the tag is deleted from the mirror (prune = true)".into()
+                "the tag is deleted from the mirror (prune = true), unless a new instance of this plan pushes the same tag".into()
             } else {
                 "forgotten only: the image stays in the mirror (set prune = true to delete it)"
                     .into()
