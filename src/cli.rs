@@ -426,6 +426,17 @@ pub enum StateCommand {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// Record instances at a new address (nothing is changed on nodes or
+    /// registries): a cluster moves with its nodes, an image set with its
+    /// images, as a `moved` block would.
+    Mv {
+        /// The address they are recorded at, e.g. cluster.local.
+        from: String,
+        /// The new address, e.g. cluster.edge or 'cluster.edge["a"]'.
+        to: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
     /// Print the whole state as JSON, for a backup or a migration (it
     /// includes the private `secret_salt`, which `show --json` leaves out).
     Pull {

@@ -551,7 +551,8 @@ fn expand_cluster(
         .iter()
         .filter(|d| all_nodes.contains(&d.address))
     {
-        for name in d.attrs.names() {
+        // (not the rollout limits: they name the cluster and check nothing)
+        for name in d.attrs.names().filter(|n| *n != ROLLOUT_ATTR) {
             if let Some(v) = d.attrs.get(name) {
                 over_secret |= d.attrs.is_sensitive(name);
                 hasher.update(name.as_bytes());
@@ -583,6 +584,30 @@ fn expand_cluster(
 }
 
 /// `cluster.NAME` (`cluster.NAME_KEY` for a `for_each` cluster).
+/// The engine addresses of a cluster or image set instance (`key`: its
+/// `for_each` key), for moves: its own instance (`cluster.N`,
+/// `image_set.N`) and the unkeyed block of its nodes or images (`node.N`,
+/// `image.N`), with the names folded as for the instances planned.
+pub fn block_addresses(kind: &str, name: &str, key: Option<&str>) -> Option<(Address, Address)> {
+    match kind {
+        "cluster" => {
+            let own = match key {
+                Some(k) => format!("{name}_{k}"),
+                None => name.to_string(),
+            };
+            Some((
+                instance_address("cluster", &own, None, "").without_key(),
+                instance_address("node", name, key, "").without_key(),
+            ))
+        }
+        "image_set" => Some((
+            instance_address("image_set", name, key, "").without_key(),
+            instance_address("image", name, key, "").without_key(),
+        )),
+        _ => None,
+    }
+}
+
 fn cluster_address(c: &Cluster) -> Address {
     let name = match &c.key {
         Some(k) => format!("{}_{k}", c.name),

@@ -8,6 +8,7 @@
 mod cli;
 mod commands;
 mod expand;
+mod moves;
 mod output;
 mod signals;
 

@@ -588,3 +588,58 @@ fn the_password_appears_in_no_output_error_or_state() {
         );
     }
 }
+
+#[test]
+fn state_mv_re_addresses_the_pg_state_and_refuses_a_taken_destination() {
+    let pg = start(false);
+    let shared = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let a = checkout(shared.path(), 2);
+    pg_run(&pg, a.path(), &["apply", "--auto-approve"], 0);
+    let (lineage, serial) = stored(&pg, "default");
+    let n =
+        |c: &str, i: usize| format!("node.{c}[\"local:{}/nodes/n{i}\"]", shared.path().display());
+    let o = pg_run(
+        &pg,
+        a.path(),
+        &["state", "mv", &n("big", 0), &n("big", 1)],
+        1,
+    );
+    assert!(
+        text(&o.stderr).contains("mirrorplan::state::destination_exists"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(stored(&pg, "default"), (lineage.clone(), serial));
+    pg_run(
+        &pg,
+        a.path(),
+        &["state", "mv", "--lock=false", "cluster.big", "cluster.edge"],
+        1,
+    );
+
+    let o = pg_run(
+        &pg,
+        a.path(),
+        &["state", "mv", "cluster.big", "cluster.edge"],
+        0,
+    );
+    assert!(
+        text(&o.stdout).contains("3 instance(s) moved"),
+        "{}",
+        text(&o.stdout)
+    );
+    let (l2, s2) = stored(&pg, "default");
+    assert_eq!(l2, lineage);
+    assert!(s2 > serial);
+    let listed = text(&pg_run(&pg, a.path(), &["state", "list"], 0).stdout);
+    assert!(
+        listed.contains(&n("edge", 0)) && listed.contains(&n("edge", 1)),
+        "{listed}"
+    );
+    assert!(!listed.contains("big"), "{listed}");
+    let main = a.path().join("main.hcl");
+    let hcl = std::fs::read_to_string(&main).unwrap_or_default();
+    std::fs::write(&main, hcl.replace("cluster \"big\"", "cluster \"edge\""))
+        .unwrap_or_else(|e| panic!("{e}"));
+    pg_run(&pg, a.path(), &["plan", "--detailed-exitcode"], 0);
+}

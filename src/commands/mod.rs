@@ -6,6 +6,7 @@ pub mod config;
 mod fmt;
 pub mod run;
 mod state;
+mod state_mv;
 mod verify;
 
 use std::process::ExitCode;
@@ -86,6 +87,10 @@ pub fn run(cli: Cli, out: &Output) -> miette::Result<ExitCode> {
             StateCommand::Rm { address, state } => {
                 require_lock(&state, "state rm")?;
                 state::rm(&dir, &address, &state)
+            }
+            StateCommand::Mv { from, to, state } => {
+                require_lock(&state, "state mv")?;
+                state_mv::mv(&dir, &from, &to, &state)
             }
             StateCommand::Pull { state } => backend::pull(&dir, &state.unlocked()),
             StateCommand::Push { file, force, state } => {

@@ -273,6 +273,8 @@ pub struct Context {
     pub warnings: Vec<(Address, String)>,
     /// The configuration's backend block.
     pub backend: Option<mirrorplan_config::BackendBlock>,
+    /// The `moved` blocks as engine moves.
+    pub moves: Vec<mirrorplan_engine::Move>,
 }
 
 /// Creates each directory mode 0700, or makes an existing one of ours
@@ -364,6 +366,7 @@ pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Opti
         outputs,
         warnings: expanded.warnings,
         backend: loaded.config.backend.clone(),
+        moves: crate::moves::config_moves(&loaded.config),
     }))
 }
 
@@ -420,7 +423,7 @@ pub fn plan(
         std::mem::take(&mut ctx.desired)
     };
     let identity = identity(&state);
-    let prior = snapshot_owned(state)?;
+    let prior = snapshot_owned(state)?.with_moves(ctx.moves.clone());
     let plan = ctx
         .rt
         .block_on(ctx.engine.plan(PlanRequest {
@@ -564,7 +567,7 @@ pub fn apply(
             let plan = rt
                 .block_on(ctx.engine.plan(PlanRequest {
                     desired: desired_now,
-                    prior: snapshot(&state)?,
+                    prior: snapshot(&state)?.with_moves(ctx.moves.clone()),
                     refresh: args.refresh,
                     refresh_only: args.refresh_only,
                     targets: targets(args)?,

@@ -12,7 +12,7 @@ use crate::cli::{Format, StateArgs};
 use crate::commands::run::{lock, store};
 use crate::output::Output;
 
-fn load(dir: &Path, args: &StateArgs) -> miette::Result<State> {
+pub(crate) fn load(dir: &Path, args: &StateArgs) -> miette::Result<State> {
     let store = store(dir, args);
     match store.load().map_err(miette::Report::new)? {
         Some(s) => Ok(s),

@@ -55,6 +55,8 @@ pub enum DiagKind {
     SensitiveOutput,
     /// A file could not be read.
     Io,
+    /// A `moved` block that cannot be followed.
+    Moved,
 }
 
 impl DiagKind {
@@ -81,6 +83,7 @@ impl DiagKind {
             DiagKind::InvalidValue => "mirrorplan::config::invalid_value",
             DiagKind::SensitiveOutput => "mirrorplan::config::sensitive_output",
             DiagKind::Io => "mirrorplan::config::io",
+            DiagKind::Moved => "mirrorplan::config::moved",
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod functions;
 pub mod graph;
 pub mod load;
 pub mod model;
+pub mod moved;
 pub mod refs;
 pub mod schema;
 pub mod syntax;

@@ -366,6 +366,42 @@ impl Loader {
         self.check_references();
         self.evaluate_all();
         self.cross_checks();
+        self.check_moved();
+    }
+
+    /// The `moved` blocks against the declarations (see [`crate::moved`]).
+    fn check_moved(&mut self) {
+        if self.config.moved.is_empty() {
+            return;
+        }
+        let blocks = self
+            .decls
+            .iter()
+            .filter(|d| matches!(d.kind, "cluster" | "image_set"))
+            .map(|d| {
+                let for_each = match &d.body {
+                    DeclBody::Block(b) => b.body.get_attribute("for_each").is_some(),
+                    DeclBody::Local(_) => false,
+                };
+                (d.kind.to_string(), d.name.clone(), for_each)
+            })
+            .collect();
+        let instances = self
+            .config
+            .clusters
+            .iter()
+            .map(|c| ("cluster".to_string(), c.name.clone(), c.key.clone()))
+            .chain(
+                self.config
+                    .image_sets
+                    .iter()
+                    .map(|s| ("image_set".to_string(), s.name.clone(), s.key.clone())),
+            )
+            .collect();
+        let declared = crate::moved::Declared { blocks, instances };
+        for d in crate::moved::check(&self.config.moved, &self.files, &declared) {
+            self.diags.push(d);
+        }
     }
 
     // ---------------------------------------------------------------- step 2
@@ -412,11 +448,18 @@ impl Loader {
             }
             return;
         }
+        if ident == "moved" {
+            let (moved, diags) = crate::moved::decode(&self.files[file], file, block);
+            diags.into_iter().for_each(|d| self.diags.push(d));
+            self.config.moved.extend(moved);
+            return;
+        }
         let Some((kind, nlabels)) = schema::TOP_LEVEL.iter().find(|(k, _)| *k == ident).copied()
         else {
             let help = did_you_mean(ident, schema::TOP_LEVEL.iter().map(|(k, _)| *k))
                 .unwrap_or_else(|| {
-                    "blocks are variable, locals, registry, image_set, cluster and output".into()
+                    "blocks are variable, locals, registry, image_set, cluster, output and moved"
+                        .into()
                 });
             self.dh(
                 DiagKind::UnknownBlock,
@@ -2293,6 +2336,11 @@ fn cycle_path(graph: &DiGraph<usize, bool>, scc: &[NodeIndex]) -> Vec<NodeIndex>
     visited.insert(start);
     dfs(graph, start, start, &members, &mut visited, &mut path);
     path
+}
+
+/// Whether `s` is a valid block name.
+pub(crate) fn is_identifier_pub(s: &str) -> bool {
+    is_identifier(s)
 }
 
 fn is_identifier(s: &str) -> bool {

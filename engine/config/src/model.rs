@@ -386,6 +386,8 @@ pub struct Config {
     pub edges: Vec<Edge>,
     /// The `mirrorplan { backend "..." { ... } }` block, if any.
     pub backend: Option<crate::backend::BackendBlock>,
+    /// `moved` blocks, in file order.
+    pub moved: Vec<crate::moved::MovedBlock>,
 }
 
 /// A dependency between two blocks (or block instances).

@@ -145,16 +145,50 @@ impl Engine {
             }
         };
 
+        let by_address: BTreeMap<&Address, &ResourceChange> =
+            plan.changes.iter().map(|c| (&c.address, c)).collect();
         let mut planned: BTreeMap<Address, (PlannedChange, &ResourceChange)> = BTreeMap::new();
         for c in plan.changes.iter().filter(|c| c.action.needs_provider()) {
             self.provider(&c.address, &c.provider)?;
-            planned.insert(
-                c.address.clone(),
-                (planned_change(c, secrets.get(&c.address)), c),
-            );
+            let mut change = planned_change(c, secrets.get(&c.address));
+            if let Some(new) = c.replaced_by.as_ref().and_then(|a| by_address.get(a)) {
+                change.handover = Some(crate::provider::Handover {
+                    address: new.address.clone(),
+                    attributes: new
+                        .after
+                        .iter()
+                        .flat_map(|a| a.keys())
+                        .chain(new.after_sensitive.keys())
+                        .cloned()
+                        .collect(),
+                });
+            }
+            planned.insert(c.address.clone(), (change, c));
         }
 
         let mut report = ApplyReport::default();
+
+        // Moves first: the state records each moved instance at its new
+        // address before anything else happens to it.
+        for c in &plan.changes {
+            let (Some(from), Some(record)) = (&c.previous_address, &c.moved_record) else {
+                continue;
+            };
+            let moved = sink
+                .record(&c.address, Some(record))
+                .and_then(|()| sink.record(from, None));
+            if let Err(e) = moved {
+                report.state_error = Some(e.message.clone());
+                report.failed.push((c.address.clone(), e.to_string()));
+                for a in planned.keys() {
+                    report.skipped.push((
+                        a.clone(),
+                        "not started: the state could not be saved".into(),
+                    ));
+                }
+                return Ok(report);
+            }
+        }
 
         // State-only updates from refresh: no provider, no ordering.
         for c in &plan.changes {
@@ -350,6 +384,7 @@ fn planned_change(c: &ResourceChange, secrets: Option<&Attrs>) -> PlannedChange 
         after,
         replace_because: c.replace_because.clone(),
         details: c.details.clone(),
+        handover: None,
     }
 }
 

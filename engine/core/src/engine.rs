@@ -50,6 +50,9 @@ pub struct PriorSnapshot {
     pub identity: StateIdentity,
     /// Recorded instances.
     pub instances: BTreeMap<Address, InstanceRecord>,
+    /// Moves to make before planning (`moved` blocks): the plan shows each
+    /// moved instance at its new address, and apply rewrites the state.
+    pub moves: Vec<crate::moves::Move>,
 }
 
 impl PriorSnapshot {
@@ -62,7 +65,14 @@ impl PriorSnapshot {
                 secret_salt: Sensitive::new(secret_salt.to_owned()),
             },
             instances: BTreeMap::new(),
+            moves: Vec::new(),
         }
+    }
+
+    /// Builder: the moves to make before planning.
+    pub fn with_moves(mut self, moves: Vec<crate::moves::Move>) -> Self {
+        self.moves = moves;
+        self
     }
 
     /// Builder: adds a recorded instance.
@@ -214,8 +224,19 @@ impl Engine {
 
         let PriorSnapshot {
             identity,
-            instances,
+            mut instances,
+            moves,
         } = prior;
+        let relocated = crate::moves::relocate(&mut instances, &moves)?;
+        let mut moved_records: BTreeMap<Address, (Address, InstanceRecord)> = relocated
+            .moved
+            .iter()
+            .filter_map(|(to, from)| {
+                instances
+                    .get(to)
+                    .map(|r| (to.clone(), (from.clone(), r.clone())))
+            })
+            .collect();
         let mut priors: BTreeMap<Address, PriorInstance> = instances
             .into_iter()
             .map(|(a, r)| {
@@ -346,16 +367,16 @@ impl Engine {
                     after: view(refreshed.as_deref()),
                     replace_because: Vec::new(),
                     details: Vec::new(),
+                    handover: None,
                 };
                 let deps = p.map(|p| p.dependencies.clone()).unwrap_or_default();
-                changes.push(to_resource_change(
-                    planned,
-                    After::View,
-                    None,
-                    deps,
-                    state_update,
-                    &salt,
-                ));
+                let mut change =
+                    to_resource_change(planned, After::View, None, deps, state_update, &salt);
+                if let Some((from, record)) = moved_records.remove(address) {
+                    change.previous_address = Some(from);
+                    change.moved_record = Some(record);
+                }
+                changes.push(change);
                 continue;
             }
 
@@ -417,8 +438,25 @@ impl Engine {
                 &salt,
             );
             change.warnings = warnings;
+            if let Some(w) = relocated.skipped.get(address) {
+                change.warnings.push(w.clone());
+            }
+            if let Some((from, record)) = moved_records.remove(address) {
+                change.previous_address = Some(from);
+                change.moved_record = Some(record);
+            }
             changes.push(change);
         }
+
+        // a delete and a create of the same physical object: one hand-over
+        let providers = &self.providers;
+        crate::moves::pair_handovers(&mut changes, |c| {
+            let attrs = match c.action {
+                Action::Create => c.after.as_ref(),
+                _ => c.before.as_ref(),
+            }?;
+            providers.get(&c.provider)?.physical_identity(attrs)
+        });
 
         check_acyclic(&walk_edges(&changes))?;
         Ok(Plan {
@@ -579,5 +617,9 @@ fn to_resource_change(
         config_digest,
         state_update,
         warnings: Vec::new(),
+        previous_address: None,
+        moved_record: None,
+        replaced_by: None,
+        replaces: None,
     }
 }

@@ -152,6 +152,15 @@ pub(crate) fn walk_edges(changes: &[ResourceChange]) -> DepGraph {
             }
         }
     }
+    // a hand-over: the delete of the old instance waits for the create of
+    // the new one on the same physical object
+    for c in changes.iter().filter(|c| c.action == Action::Delete) {
+        if let Some(new) = c.replaced_by.as_ref().filter(|n| acting.contains_key(n)) {
+            if let Some(v) = graph.get_mut(&c.address) {
+                v.push(new.clone());
+            }
+        }
+    }
     for v in graph.values_mut() {
         v.sort();
         v.dedup();

@@ -34,6 +34,7 @@ pub mod error;
 mod graph;
 pub mod hooks;
 pub mod markdown;
+pub mod moves;
 pub mod plan;
 pub mod planfile;
 pub mod provider;
@@ -47,12 +48,13 @@ pub use engine::{Engine, PlanRequest, PriorSnapshot, StateIdentity, DEFAULT_PARA
 pub use error::{EngineError, RefreshFailure};
 pub use hooks::{ApplyContext, Hooks, Interrupt, NoHooks, Progress};
 pub use markdown::{human_bytes, render_plan_markdown};
+pub use moves::{final_address, Move};
 pub use plan::{
     config_digest, Action, AttrChange, Drift, InstanceRecord, Plan, ResourceChange, StateUpdate,
     Summary,
 };
 pub use provider::{
-    changed_attributes, diff, DesiredInstance, NewInstanceState, Observed, PlannedChange,
+    changed_attributes, diff, DesiredInstance, Handover, NewInstanceState, Observed, PlannedChange,
     PriorInstance, Provider, ProviderError, ProviderErrorKind,
 };
 pub use render::{plan_json, render_apply_report, render_plan, render_plan_json, RenderOptions};

@@ -435,6 +435,33 @@ pub fn render_plan_markdown(plan: &Plan) -> String {
         out.push('\n');
     }
 
+    // moves and hand-overs of one object between instances, in one list
+    let moved: Vec<String> = plan
+        .changes
+        .iter()
+        .filter(|c| c.previous_address.is_some() || c.replaced_by.is_some())
+        .map(|c| {
+            let (shown, heading) = crate::render::change_header(c);
+            let mut line = format!("- `{}` {}", cell(&shown), cell(&heading));
+            if c.action != Action::NoOp && c.replaced_by.is_none() {
+                let _ = write!(
+                    line,
+                    " ({} at `{}`)",
+                    action_word(c.action),
+                    cell(&c.address.to_string())
+                );
+            }
+            line
+        })
+        .collect();
+    if !moved.is_empty() {
+        out.push_str("**Moves and hand-overs** (a move only rewrites the state):\n\n");
+        for line in moved {
+            let _ = writeln!(out, "{line}");
+        }
+        out.push('\n');
+    }
+
     write_drift(&mut out, plan);
     if plan.refresh_only {
         if plan.drift.is_empty() {

@@ -170,6 +170,23 @@ pub struct ResourceChange {
     /// refresh and is planned from its prior state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The address the instance was recorded at before a move (a `moved`
+    /// block or `state mv`); apply records it at `address` first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_address: Option<Address>,
+    /// For a moved instance: the record moved to `address`, as the state
+    /// held it at `previous_address` (apply rewrites the state with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_record: Option<InstanceRecord>,
+    /// For a delete: the planned create that takes over the same physical
+    /// object (same node). The delete runs after it, and leaves alone what
+    /// the create wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<Address>,
+    /// For a create: the planned delete of the same physical object that
+    /// waits for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<Address>,
 }
 
 impl ResourceChange {
@@ -284,9 +301,16 @@ impl Plan {
 
     /// Whether applying would change anything (objects or state).
     pub fn has_changes(&self) -> bool {
+        self.changes.iter().any(|c| {
+            c.action != Action::NoOp || c.state_update.is_some() || c.previous_address.is_some()
+        })
+    }
+
+    /// The instances that move to a new address: `(previous, new)`.
+    pub fn moves(&self) -> impl Iterator<Item = (&Address, &Address)> {
         self.changes
             .iter()
-            .any(|c| c.action != Action::NoOp || c.state_update.is_some())
+            .filter_map(|c| c.previous_address.as_ref().map(|p| (p, &c.address)))
     }
 
     /// Whether the plan holds the clear secret values it needs (a fresh

@@ -165,6 +165,19 @@ pub struct PlannedChange {
     pub replace_because: Vec<String>,
     /// Extra lines for the plan, e.g. "3 blobs to upload (12 MiB), 2 to mount".
     pub details: Vec<String>,
+    /// For a delete whose physical object a create in the same plan takes
+    /// over (see [`Provider::physical_identity`]): that instance, applied
+    /// already, and the names of its attributes. Set by the apply walk.
+    pub handover: Option<Handover>,
+}
+
+/// The instance that took over a deleted instance's physical object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    /// Its address.
+    pub address: Address,
+    /// The names of its attributes (public and sensitive): what it owns now.
+    pub attributes: std::collections::BTreeSet<String>,
 }
 
 /// How a provider call failed; drift checks distinguish "could not look"
@@ -275,6 +288,16 @@ pub trait Provider: Send + Sync {
         &[]
     }
 
+    /// The physical object that an instance with these (public) attributes
+    /// is, when instances at different addresses can be the same object
+    /// (e.g. a node's SSH host and port). A planned delete and a planned
+    /// create with equal identities are one hand-over: the delete runs after
+    /// the create succeeded and gets [`PlannedChange::handover`]. The
+    /// default: `None`, no hand-overs.
+    fn physical_identity(&self, _attrs: &BTreeMap<String, AttrValue>) -> Option<String> {
+        None
+    }
+
     /// Refresh: what really exists now. `None` means the object is gone.
     async fn read(
         &self,
@@ -361,6 +384,7 @@ pub fn diff(
         after: desired.map(|d| d.attrs.clone()),
         replace_because: Vec::new(),
         details: Vec::new(),
+        handover: None,
     };
     change.action = match (desired, prior) {
         (Some(_), None) => Action::Create,

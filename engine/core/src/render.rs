@@ -154,17 +154,62 @@ fn values_with_sensitive(
     all
 }
 
+/// The heading of a change: what happens to it, including a move or a
+/// hand-over of the same object to another instance.
+pub(crate) fn change_header(c: &ResourceChange) -> (String, String) {
+    match (&c.previous_address, &c.replaced_by) {
+        (Some(prev), _) if c.action == Action::NoOp => {
+            (prev.to_string(), format!("has moved to {}", c.address))
+        }
+        (_, Some(new)) if c.action == Action::Delete => (
+            c.address.to_string(),
+            format!(
+                "will be replaced by {new} {}",
+                if c.address.kind() == "node" {
+                    "on the same node"
+                } else {
+                    "at the same place"
+                }
+            ),
+        ),
+        _ => (c.address.to_string(), header(c.action).to_string()),
+    }
+}
+
+/// Lines under the heading for a move or a hand-over.
+pub(crate) fn move_notes(c: &ResourceChange) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let (Some(prev), false) = (&c.previous_address, c.action == Action::NoOp) {
+        notes.push(format!("(moved from {prev})"));
+    }
+    if let Some(old) = &c.replaces {
+        notes.push(format!(
+            "takes over from {old}: what it writes is kept, then {old} is removed"
+        ));
+    }
+    if let (Some(new), Action::Delete) = (&c.replaced_by, c.action) {
+        notes.push(format!(
+            "runs after {new} is in place, and removes only what {new} does not write"
+        ));
+    }
+    notes
+}
+
 fn write_change(out: &mut String, c: &ResourceChange, options: RenderOptions) {
     let address = c.address.to_string();
     let sym = symbol(c.action, options);
+    let (shown, heading) = change_header(c);
     let _ = writeln!(
         out,
         "  {} {} {}",
         paint("#", BOLD, options),
-        paint(&address, BOLD, options),
-        paint(header(c.action), BOLD, options)
+        paint(&shown, BOLD, options),
+        paint(&heading, BOLD, options)
     );
     let _ = writeln!(out, "{sym:>3} {address}");
+    for n in move_notes(c) {
+        let _ = writeln!(out, "      # {}", esc(&n));
+    }
     for w in &c.warnings {
         let _ = writeln!(
             out,
@@ -349,7 +394,7 @@ pub fn render_plan(plan: &Plan, options: RenderOptions) -> String {
     let acting: Vec<&ResourceChange> = plan
         .changes
         .iter()
-        .filter(|c| c.action.needs_provider())
+        .filter(|c| c.action.needs_provider() || c.previous_address.is_some())
         .collect();
     if acting.is_empty() {
         out.push_str(&paint(
@@ -374,6 +419,13 @@ pub fn render_plan(plan: &Plan, options: RenderOptions) -> String {
         s.change,
         s.destroy
     );
+    let moved = plan.moves().count();
+    if moved > 0 {
+        let _ = writeln!(
+            out,
+            "{moved} instance(s) move to a new address in the state: nothing is done on them for the move."
+        );
+    }
     write_warnings(&mut out, plan, options);
     if !plan.targets.is_empty() {
         let targets: Vec<String> = plan.targets.iter().map(|t| t.to_string()).collect();
@@ -458,7 +510,7 @@ pub fn plan_json(plan: &Plan) -> Value {
         .changes
         .iter()
         .map(|c| {
-            json!({
+            let mut v = json!({
                 "address": c.address.to_string(),
                 "kind": c.address.kind(),
                 "provider": c.provider,
@@ -471,7 +523,18 @@ pub fn plan_json(plan: &Plan) -> Value {
                 "replace_because": c.replace_because,
                 "details": c.details,
                 "dependencies": c.dependencies.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-            })
+            });
+            // like Terraform's plan JSON: only on moved instances
+            for (key, value) in [
+                ("previous_address", &c.previous_address),
+                ("replaced_by", &c.replaced_by),
+                ("replaces", &c.replaces),
+            ] {
+                if let (Some(a), Some(obj)) = (value, v.as_object_mut()) {
+                    obj.insert(key.into(), json!(a.to_string()));
+                }
+            }
+            v
         })
         .collect();
     let s = plan.summary();

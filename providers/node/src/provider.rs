@@ -763,6 +763,21 @@ impl Provider for NodeProvider {
         KIND
     }
 
+    /// The node itself: `ssh:HOST:PORT` or `local:ROOT`. Two instances
+    /// with the same one (a cluster renamed without a `moved` block) are
+    /// one node changing owner.
+    fn physical_identity(
+        &self,
+        attrs: &BTreeMap<String, mirrorplan_engine::AttrValue>,
+    ) -> Option<String> {
+        match TransportSpec::from_json(attrs.get("transport")?, None)? {
+            TransportSpec::Local { root } => Some(format!("local:{root}")),
+            TransportSpec::Ssh { host, port, .. } => {
+                Some(format!("ssh:{}:{port}", host.to_ascii_lowercase()))
+            }
+        }
+    }
+
     async fn read(
         &self,
         desired: Option<&DesiredInstance>,
@@ -807,7 +822,7 @@ impl Provider for NodeProvider {
             let mut change = mirrorplan_engine::diff(self.force_new(), None, prior)?;
             change
                 .details
-                .push("the rendered files are removed; config.toml keeps its config_path".into());
+                .push("the rendered files are removed (except those a new instance of the same node takes over); config.toml keeps its config_path".into());
             change.details.extend(refusal);
             return Ok(change);
         };
@@ -845,6 +860,18 @@ impl Provider for NodeProvider {
             desired2.attrs.insert(&cfg_name, edit.text.clone());
         }
         let mut change = mirrorplan_engine::diff(self.force_new(), Some(&desired2), prior)?;
+        // the rollout limits (and the cluster's name in them, which a
+        // `moved` block changes) steer the apply walk: nothing on the node
+        // to change when only they differ
+        if change.action == mirrorplan_engine::Action::Update
+            && prior.is_some_and(|p| {
+                mirrorplan_engine::changed_attributes(&desired2, p)
+                    .iter()
+                    .all(|a| a == ROLLOUT_ATTR)
+            })
+        {
+            change.action = mirrorplan_engine::Action::NoOp;
+        }
         for n in edit.notes {
             change.details.push(format!("{}: {n}", spec.config_file));
         }
@@ -926,9 +953,20 @@ impl NodeProvider {
         }
         let mut removes: Vec<String> = Vec::new();
         if let Some(before) = &change.before {
+            // a hand-over (the same node under a new address, applied
+            // already): the files the new instance wrote are its own now
+            let taken_over = |name: &str| {
+                change
+                    .handover
+                    .as_ref()
+                    .is_some_and(|h| h.attributes.contains(name))
+            };
             for name in file_attrs(before) {
                 let path = name[FILE_PREFIX.len()..].to_string();
-                if path != cfg_path && !writes.iter().any(|(p, _, _)| *p == path) {
+                if path != cfg_path
+                    && !writes.iter().any(|(p, _, _)| *p == path)
+                    && !taken_over(&name)
+                {
                     removes.push(path);
                 }
             }

@@ -1525,6 +1525,19 @@ impl Provider for ImageProvider {
         KIND
     }
 
+    /// The tag in the mirror: an image set renamed without a `moved` block
+    /// creates the same tag under the new address, and the delete of the
+    /// old address must not prune it.
+    fn physical_identity(
+        &self,
+        attrs: &std::collections::BTreeMap<String, Value>,
+    ) -> Option<String> {
+        let endpoint = attrs.get("mirror")?.get("endpoint")?.as_str()?;
+        let repository = attrs.get("repository")?.as_str()?;
+        let tag = attrs.get("tag")?.as_str()?;
+        Some(format!("{endpoint}/{repository}:{tag}"))
+    }
+
     fn force_new(&self) -> &[&str] {
         &["repository", "tag"]
     }
@@ -1638,7 +1651,7 @@ impl Provider for ImageProvider {
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
             change.details.push(if prune {
-                "the tag is deleted from the mirror (prune = true)".into()
+                "the tag is deleted from the mirror (prune = true), unless a new instance of this plan pushes the same tag".into()
             } else {
                 "forgotten only: the image stays in the mirror (set prune = true to delete it)"
                     .into()
@@ -1660,7 +1673,8 @@ impl Provider for ImageProvider {
                 let mut spec = ImageSpec::from_attrs(before)?;
                 // `before` comes from the state: a digest in place of the password
                 self.config_conn(&mut spec.mirror);
-                if spec.prune {
+                // a hand-over: the tag belongs to the instance that pushed it
+                if spec.prune && change.handover.is_none() {
                     if let (Some(path), Some(tag)) = (spec.mirror.oci_path(), &spec.tag) {
                         let store = OciStore::open_or_create(&path).map_err(|e| {
                             ProviderError::failed(format!("oci store {}: {e}", path.display()))

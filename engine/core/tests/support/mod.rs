@@ -117,6 +117,11 @@ impl Provider for MemProvider {
         &["host"]
     }
 
+    /// The `physical` attribute, when an instance has one.
+    fn physical_identity(&self, attrs: &BTreeMap<String, serde_json::Value>) -> Option<String> {
+        attrs.get("physical")?.as_str().map(str::to_string)
+    }
+
     async fn read(
         &self,
         desired: Option<&DesiredInstance>,
@@ -171,6 +176,9 @@ impl Provider for MemProvider {
     ) -> Result<Option<NewInstanceState>, ProviderError> {
         let address = &change.address;
         self.log(format!("start {address}"));
+        if let Some(h) = &change.handover {
+            self.log(format!("handover {address} to {}", h.address));
+        }
         self.enter();
         match self.on_start.get(address) {
             Some(OnStart::SignalOnce) => self.interrupt.signal(),
