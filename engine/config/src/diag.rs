@@ -55,6 +55,9 @@ pub enum DiagKind {
     SensitiveOutput,
     /// A file could not be read.
     Io,
+    /// A plan would destroy an instance whose block has
+    /// `lifecycle { prevent_destroy = true }`.
+    PreventDestroy,
 }
 
 impl DiagKind {
@@ -81,6 +84,7 @@ impl DiagKind {
             DiagKind::InvalidValue => "mirrorplan::config::invalid_value",
             DiagKind::SensitiveOutput => "mirrorplan::config::sensitive_output",
             DiagKind::Io => "mirrorplan::config::io",
+            DiagKind::PreventDestroy => "mirrorplan::config::prevent_destroy",
         }
     }
 }
@@ -138,6 +142,9 @@ pub struct ConfigDiagnostic {
     pub label: String,
     /// What to do about it.
     pub help: Option<String>,
+    /// Other places the problem involves (e.g. the other of two blocks in
+    /// conflict), each shown with its own file and span.
+    pub related: Vec<ConfigDiagnostic>,
 }
 
 impl ConfigDiagnostic {
@@ -150,6 +157,7 @@ impl ConfigDiagnostic {
             span: None,
             label: String::new(),
             help: None,
+            related: Vec::new(),
         }
     }
 
@@ -169,6 +177,13 @@ impl ConfigDiagnostic {
     /// Attaches a help line.
     pub fn help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
+        self
+    }
+
+    /// Adds another place involved, shown after the diagnostic with its
+    /// own file and span.
+    pub fn also(mut self, related: ConfigDiagnostic) -> Self {
+        self.related.push(related);
         self
     }
 
@@ -201,6 +216,13 @@ impl Diagnostic for ConfigDiagnostic {
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
         self.file.as_ref().map(|f| &f.named as &dyn SourceCode)
+    }
+
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
+        if self.related.is_empty() {
+            return None;
+        }
+        Some(Box::new(self.related.iter().map(|d| d as &dyn Diagnostic)))
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
