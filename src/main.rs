@@ -8,6 +8,7 @@
 mod cli;
 mod commands;
 mod expand;
+mod lifecycle;
 mod output;
 mod signals;
 

@@ -179,8 +179,8 @@ impl Engine {
                 }
                 return Ok(report);
             }
-            if c.action == Action::Read {
-                report.done.push((c.address.clone(), Action::Read));
+            if matches!(c.action, Action::Read | Action::Import) {
+                report.done.push((c.address.clone(), c.action));
             }
         }
 
@@ -350,6 +350,7 @@ fn planned_change(c: &ResourceChange, secrets: Option<&Attrs>) -> PlannedChange 
         after,
         replace_because: c.replace_because.clone(),
         details: c.details.clone(),
+        replace_requested: c.replace_requested,
     }
 }
 
@@ -397,7 +398,18 @@ fn values_from_config(
                 }
             }
             if c.action != Action::Delete {
-                secrets.insert(c.address.clone(), d.attrs.clone());
+                // what another tool owns stays as the plan found it (a
+                // sensitive one was checked equal above)
+                let mut attrs = d.attrs.clone();
+                let ignored: Vec<String> = attrs
+                    .names()
+                    .filter(|n| d.ignores(n) && !attrs.is_sensitive(n))
+                    .map(str::to_owned)
+                    .collect();
+                for n in &ignored {
+                    attrs.remove(n);
+                }
+                secrets.insert(c.address.clone(), attrs);
             }
         }
         if plan.targets.is_empty() {

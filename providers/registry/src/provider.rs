@@ -17,8 +17,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use mirrorplan_engine::{
-    human_bytes, Action, Address, ApplyContext, Attrs, DesiredInstance, NewInstanceState, Observed,
-    PlannedChange, PriorInstance, Provider, ProviderError, ResourceChange, SENSITIVE_MASK,
+    human_bytes, observed_matches, Action, Address, Adoption, ApplyContext, Attrs, DesiredInstance,
+    NewInstanceState, Observed, PlannedChange, PriorInstance, Provider, ProviderError,
+    ResourceChange, SENSITIVE_MASK,
 };
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
@@ -460,6 +461,10 @@ pub struct ImageProvider {
     /// Inactivity timeouts by endpoint (a registry block's `timeout`), set
     /// before the first client is made: see [`ImageProvider::set_timeout`].
     timeouts: Mutex<HashMap<String, std::time::Duration>>,
+    /// Images whose replacement was asked for (`-replace`), by bundle:
+    /// every blob is uploaded again and the manifests put again, even
+    /// what the mirror already has.
+    forced: Mutex<HashMap<PathBuf, HashSet<String>>>,
 }
 
 /// A bundle's catalogue as the blob survey needs it, for one namespace.
@@ -1048,6 +1053,13 @@ impl ImageProvider {
                 attrs.insert(k, v.clone());
             }
             if let Ok(spec) = ImageSpec::from_attrs(&attrs) {
+                if let (ImageSource::Bundle(p), true) = (&spec.source, c.replace_requested) {
+                    if let Ok(mut f) = self.forced.lock() {
+                        f.entry(p.clone())
+                            .or_default()
+                            .insert(spec.upstream.clone());
+                    }
+                }
                 if let ImageSource::Bundle(p) = &spec.source {
                     if let Ok(mut a) = self.addresses.lock() {
                         a.insert(
@@ -1165,6 +1177,12 @@ impl ImageProvider {
                 let ctxs = self.batch_contexts(spec, bundle, &wanted, ctx);
                 let known_absent = self.known_absent(bundle, &spec.mirror.endpoint);
                 let known_tags = self.known_tags(&spec.mirror.endpoint);
+                let forced = self
+                    .forced
+                    .lock()
+                    .ok()
+                    .and_then(|f| f.get(bundle).cloned())
+                    .unwrap_or_default();
                 match remote {
                     None => {
                         let joined = tokio::task::spawn_blocking(move || {
@@ -1189,6 +1207,7 @@ impl ImageProvider {
                                 ctxs,
                                 known_absent,
                                 known_tags,
+                                &forced,
                             ))
                         })
                         .await;
@@ -1379,8 +1398,9 @@ async fn push_bundle_remote(
     wanted: &HashSet<String>,
     client: &crate::client::RegistryClient,
     ctxs: HashMap<String, ApplyContext>,
-    known_absent: HashSet<(String, crate::digest::Digest)>,
-    known_tags: KnownTags,
+    mut known_absent: HashSet<(String, crate::digest::Digest)>,
+    mut known_tags: KnownTags,
+    forced: &HashSet<String>,
 ) -> BatchResult {
     let catalogue = bundle_catalogue(bundle_path, &spec.platforms).map_err(|e| e.message)?;
     let cat = catalogue
@@ -1409,6 +1429,19 @@ async fn push_bundle_remote(
                 s.push(repo.clone());
             }
         }
+    }
+    // `-replace`: the image is pushed as if the mirror had none of it
+    for image in cat.images.iter().filter(|i| forced.contains(&i.name)) {
+        let m = image.mirror_ref(namespace.as_deref());
+        for b in &image.blobs {
+            known_absent.insert((m.repository.clone(), b.digest.clone()));
+            mount_sources.remove(&b.digest);
+        }
+        let reference = m
+            .tag
+            .clone()
+            .unwrap_or_else(|| image.manifest_digest.to_string());
+        known_tags.insert((m.repository.clone(), reference), None);
     }
     let options = crate::push_remote::RemotePushOptions {
         mount_sources,
@@ -1647,6 +1680,28 @@ impl Provider for ImageProvider {
         Ok(change)
     }
 
+    fn adopt(
+        &self,
+        _desired: &DesiredInstance,
+        planned: &PlannedChange,
+        observed: &Observed,
+    ) -> Option<Adoption> {
+        let after = planned.after.as_ref()?;
+        if !observed_matches(after, observed) {
+            return None;
+        }
+        let digest = after.get("digest")?.as_str()?.to_string();
+        Some(Adoption {
+            details: vec![format!(
+                "the mirror already serves it at {digest}: nothing to upload"
+            )],
+            state: NewInstanceState {
+                attrs: after.clone(),
+                digests: BTreeMap::from([("manifest".to_string(), digest)]),
+            },
+        })
+    }
+
     async fn apply(
         &self,
         change: &PlannedChange,
@@ -1712,10 +1767,12 @@ impl Provider for ImageProvider {
                     digests: BTreeMap::from([("manifest".to_string(), digest)]),
                 }))
             }
-            Action::NoOp | Action::Read => Ok(change.after.clone().map(|attrs| NewInstanceState {
-                attrs,
-                digests: BTreeMap::new(),
-            })),
+            Action::NoOp | Action::Read | Action::Import => {
+                Ok(change.after.clone().map(|attrs| NewInstanceState {
+                    attrs,
+                    digests: BTreeMap::new(),
+                }))
+            }
         }
     }
 }
