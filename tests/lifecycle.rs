@@ -11,7 +11,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{run, run_ok, text, unwrapped};
+use common::{run_ok, text, unwrapped};
 use mirrorplan_harness::{FaultProxy, ProxiedRequest, ProxyMode, Registry, RegistryOptions};
 use mirrorplan_registry::fixtures::{
     write_oci_bundle, Fixture, FixtureSpec, LayerCompression, Packing,
@@ -561,10 +561,8 @@ fn replace_re_pushes_one_image_and_re_writes_one_node() {
     let mirror = Mirror::start(4);
     let dir = tempdir();
     let fixture = bundle(dir.path(), 43, 2);
-    let nodes = format!(
-        "\ncluster \"edge\" {{\n  nodes = [\"local:./nodes/n1\", \"local:./nodes/n2\"]\n  registry_mirror {{\n    registry = registry.mirror\n  }}\n}}\n"
-    );
-    registry_config(dir.path(), &mirror, &nodes);
+    let nodes = "\ncluster \"edge\" {\n  nodes = [\"local:./nodes/n1\", \"local:./nodes/n2\"]\n  registry_mirror {\n    registry = registry.mirror\n  }\n}\n";
+    registry_config(dir.path(), &mirror, nodes);
     run_ok(dir.path(), &["apply", "--auto-approve"], 0);
 
     let name = fixture.images[0].name.clone();

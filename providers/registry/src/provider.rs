@@ -1205,9 +1205,11 @@ impl ImageProvider {
                                 &wanted,
                                 &client,
                                 ctxs,
-                                known_absent,
-                                known_tags,
-                                &forced,
+                                PassHints {
+                                    known_absent,
+                                    known_tags,
+                                    forced,
+                                },
                             ))
                         })
                         .await;
@@ -1392,16 +1394,29 @@ fn push_bundle_blocking(
     Ok(out)
 }
 
+/// What this run knows about the mirror for one bundle pass.
+struct PassHints {
+    /// (repository, blob) pairs its refresh found missing.
+    known_absent: HashSet<(String, crate::digest::Digest)>,
+    /// What its refresh found at each tag.
+    known_tags: KnownTags,
+    /// Images to push as if the mirror had none of them (`-replace`).
+    forced: HashSet<String>,
+}
+
 async fn push_bundle_remote(
     spec: &ImageSpec,
     bundle_path: &Path,
     wanted: &HashSet<String>,
     client: &crate::client::RegistryClient,
     ctxs: HashMap<String, ApplyContext>,
-    mut known_absent: HashSet<(String, crate::digest::Digest)>,
-    mut known_tags: KnownTags,
-    forced: &HashSet<String>,
+    hints: PassHints,
 ) -> BatchResult {
+    let PassHints {
+        mut known_absent,
+        mut known_tags,
+        forced,
+    } = hints;
     let catalogue = bundle_catalogue(bundle_path, &spec.platforms).map_err(|e| e.message)?;
     let cat = catalogue
         .subset(|name| wanted.is_empty() || wanted.contains(name) || name == spec.upstream);
