@@ -145,6 +145,9 @@ pub struct ConfigDiagnostic {
     /// Other places the problem involves (e.g. the other of two blocks in
     /// conflict), each shown with its own file and span.
     pub related: Vec<ConfigDiagnostic>,
+    /// A note about another diagnostic (one of its `related`), not a
+    /// problem of its own.
+    pub note: bool,
 }
 
 impl ConfigDiagnostic {
@@ -158,6 +161,7 @@ impl ConfigDiagnostic {
             label: String::new(),
             help: None,
             related: Vec::new(),
+            note: false,
         }
     }
 
@@ -182,7 +186,8 @@ impl ConfigDiagnostic {
 
     /// Adds another place involved, shown after the diagnostic with its
     /// own file and span.
-    pub fn also(mut self, related: ConfigDiagnostic) -> Self {
+    pub fn also(mut self, mut related: ConfigDiagnostic) -> Self {
+        related.note = true;
         self.related.push(related);
         self
     }
@@ -216,6 +221,10 @@ impl Diagnostic for ConfigDiagnostic {
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
         self.file.as_ref().map(|f| &f.named as &dyn SourceCode)
+    }
+
+    fn severity(&self) -> Option<miette::Severity> {
+        self.note.then_some(miette::Severity::Advice)
     }
 
     fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
