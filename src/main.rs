@@ -10,6 +10,7 @@ mod commands;
 mod expand;
 mod lifecycle;
 mod output;
+mod ownership;
 mod signals;
 
 use std::process::ExitCode;

@@ -243,6 +243,42 @@ fn the_same_node_in_two_clusters_is_a_diagnostic_naming_both_blocks() {
         "{err}"
     );
     assert!(!dir.path().join("nodes").exists(), "nothing was written");
+
+    // one directory under two names (a symbolic link): seen from plan on
+    let dir = tempdir();
+    let clusters = format!(
+        "{}{}",
+        cluster("a", &["./nodes/real"], ""),
+        cluster("b", &["./nodes/link"], "")
+    );
+    local_config(dir.path(), &clusters);
+    ok(
+        std::fs::create_dir_all(dir.path().join("nodes/real")),
+        "mkdir",
+    );
+    ok(
+        std::os::unix::fs::symlink("real", dir.path().join("nodes/link")),
+        "symlink",
+    );
+    run_ok(dir.path(), &["validate"], 0);
+    let o = run_ok(dir.path(), &["plan"], 1);
+    let err = unwrapped(&text(&o.stderr));
+    assert!(
+        err.contains("`local:./nodes/real` (cluster.a) and `local:./nodes/link` (cluster.b) are the same node"),
+        "{err}"
+    );
+    assert!(err.contains("cluster.b configures it too"), "{err}");
+    assert!(err.contains("cluster.a configures it"), "{err}");
+    let o = run_ok(dir.path(), &["apply", "--auto-approve"], 1);
+    assert!(
+        text(&o.stderr).contains("are the same node"),
+        "{}",
+        both(&o)
+    );
+    assert!(
+        !dir.path().join("nodes/real/etc").exists(),
+        "nothing was written"
+    );
 }
 
 // ------------------------------------------------------------- item 5

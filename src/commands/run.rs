@@ -298,6 +298,11 @@ pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Opti
     let Some(loaded) = load_checked(dir, &opts, out) else {
         return Ok(None);
     };
+    let linked = crate::ownership::linked_nodes(&loaded.config, &loaded.files);
+    if !linked.is_empty() {
+        out.diagnostics(&linked);
+        return Ok(None);
+    }
     // `.mirrorplan/` and its bundle cache hold the state, the lock and what
     // the bundles contain: private. Made (or made private) before expansion
     // fills the cache, when a bundle will be cached; existing ones always.

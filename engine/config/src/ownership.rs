@@ -55,17 +55,30 @@ pub struct Conflict {
 /// the first one). Entries with the same key in one cluster are not
 /// reported here: the loader reports them as listed twice and keeps one.
 pub fn conflicts(clusters: &[Cluster]) -> Vec<Conflict> {
+    conflicts_by(clusters, |n| Some(node_identity(n)))
+}
+
+/// [`conflicts`] with another notion of identity: `identity` gives a node's
+/// (`None`: not compared). From `plan` on, the binary also resolves `local:`
+/// directories through symbolic links this way.
+pub fn conflicts_by(
+    clusters: &[Cluster],
+    identity: impl Fn(&NodeAddr) -> Option<String>,
+) -> Vec<Conflict> {
     let mut owner: std::collections::HashMap<String, (usize, usize)> = Default::default();
     let mut out = Vec::new();
     for (ci, c) in clusters.iter().enumerate() {
         for (ni, n) in c.nodes.iter().enumerate() {
-            match owner.get(&node_identity(n)) {
+            let Some(id) = identity(n) else {
+                continue;
+            };
+            match owner.get(&id) {
                 Some(&first) => out.push(Conflict {
                     first,
                     second: (ci, ni),
                 }),
                 None => {
-                    owner.insert(node_identity(n), (ci, ni));
+                    owner.insert(id, (ci, ni));
                 }
             }
         }
