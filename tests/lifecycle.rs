@@ -688,3 +688,50 @@ fn replace_re_pushes_one_image_and_re_writes_one_node() {
     assert_eq!(ino("n2", HOSTS_TOML), before[2], "the other node untouched");
     run_ok(dir.path(), &["plan", "--detailed-exitcode"], 0);
 }
+
+#[test]
+fn replace_copies_every_blob_of_an_upstream_image_again() {
+    // the upstream registry gets a bundle from mirrorplan; the mirror
+    // copies one image from there (`images = [...]`)
+    let upstream = Mirror::start(5);
+    let mirror = Mirror::start(6);
+    let first = tempdir();
+    let fixture = bundle(first.path(), 44, 1);
+    registry_config(first.path(), &upstream, "");
+    run_ok(first.path(), &["apply", "--auto-approve"], 0);
+    let path = fixture.images[0]
+        .name
+        .split_once('/')
+        .map_or("", |(_, p)| p)
+        .to_string();
+    let source = format!("{}/mirror/{path}", upstream.proxy.host_port());
+    let dir = tempdir();
+    write(
+        dir.path(),
+        "main.hcl",
+        &format!(
+            "registry \"up\" {{\n  endpoint = \"http://{}\"\n}}\n\n\
+             registry \"mirror\" {{\n  endpoint  = \"http://{}\"\n  namespace = \"mirror\"\n}}\n\n\
+             image_set \"copied\" {{\n  registry = registry.mirror\n  images   = [\"{source}\"]\n}}\n",
+            upstream.proxy.host_port(),
+            mirror.proxy.host_port()
+        ),
+    );
+    run_ok(dir.path(), &["apply", "--auto-approve"], 0);
+    let addr = format!("image.copied[\"{source}\"]");
+    mirror.proxy.clear_log();
+    let o = run_ok(
+        dir.path(),
+        &["apply", "--auto-approve", "--replace", &addr],
+        0,
+    );
+    let reqs = mirror.proxy.requests();
+    assert_eq!(
+        uploads(&reqs),
+        fixture.images[0].blobs.len(),
+        "{:?}\n{}",
+        writes(&reqs),
+        both(&o)
+    );
+    run_ok(dir.path(), &["plan", "--detailed-exitcode"], 0);
+}

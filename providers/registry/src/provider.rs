@@ -794,6 +794,7 @@ impl ImageProvider {
     async fn copy_from_registry(
         &self,
         spec: &ImageSpec,
+        force: bool,
         ctx: &ApplyContext,
     ) -> Result<String, ProviderError> {
         let src_conn = spec.upstream_conn.clone().ok_or_else(|| {
@@ -819,6 +820,7 @@ impl ImageProvider {
                 .iter()
                 .filter_map(|p| crate::reference::Platform::parse(p).ok())
                 .collect(),
+            force,
             ..crate::copy::CopyOptions::default()
         };
         let repo = spec.repository.clone();
@@ -1767,7 +1769,10 @@ impl Provider for ImageProvider {
                 let spec = ImageSpec::from_attrs(after)?;
                 let digest = match &spec.source {
                     ImageSource::Bundle(b) => self.push_from_bundle(&spec, b, ctx).await?,
-                    ImageSource::Registry => self.copy_from_registry(&spec, ctx).await?,
+                    ImageSource::Registry => {
+                        self.copy_from_registry(&spec, change.replace_requested, ctx)
+                            .await?
+                    }
                 };
                 if digest != spec.digest {
                     return Err(ProviderError::failed(format!(
