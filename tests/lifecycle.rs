@@ -735,3 +735,23 @@ fn replace_copies_every_blob_of_an_upstream_image_again() {
     );
     run_ok(dir.path(), &["plan", "--detailed-exitcode"], 0);
 }
+
+#[test]
+fn prevent_destroy_covers_a_removed_for_each_key() {
+    let dir = tempdir();
+    let block = |keys: &str| {
+        format!(
+            "\ncluster \"site\" {{\n  for_each = toset([{keys}])\n  nodes    = [\"local:./nodes/${{each.key}}\"]\n  registry_mirror {{\n    registry = registry.mirror\n  }}\n  lifecycle {{\n    prevent_destroy = true\n  }}\n}}\n"
+        )
+    };
+    local_config(dir.path(), &block("\"x\", \"y\""));
+    run_ok(dir.path(), &["apply", "--auto-approve"], 0);
+    local_config(dir.path(), &block("\"x\""));
+    let o = run_ok(dir.path(), &["plan"], 1);
+    let err = unwrapped(&text(&o.stderr));
+    assert!(
+        err.contains("the plan would destroy cluster.site_y, node.site_y[\"local:./nodes/y\"], but cluster \"site\" has lifecycle.prevent_destroy = true"),
+        "{err}"
+    );
+    assert!(dir.path().join("nodes/y").join(HOSTS_TOML).is_file());
+}
