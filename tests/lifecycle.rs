@@ -755,3 +755,51 @@ fn prevent_destroy_covers_a_removed_for_each_key() {
     );
     assert!(dir.path().join("nodes/y").join(HOSTS_TOML).is_file());
 }
+
+#[test]
+fn ignore_changes_digest_leaves_a_re_tagged_image_alone() {
+    let mirror = Mirror::start(7);
+    let dir = tempdir();
+    let fixture = bundle(dir.path(), 45, 2);
+    registry_config(dir.path(), &mirror, "");
+    run_ok(dir.path(), &["apply", "--auto-approve"], 0);
+    // another tool points image 0's tag at image 1's manifest
+    let path = |i: usize| {
+        fixture.images[i]
+            .name
+            .split_once('/')
+            .map_or("", |(_, p)| p)
+            .to_string()
+    };
+    let (p0, p1) = (path(0), path(1));
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{}/mirror/{p1}", mirror.proxy.host_port()),
+        &format!("docker://{}/mirror/{p0}", mirror.proxy.host_port()),
+    ]);
+    let addr = image_addr(&fixture.images[0].name);
+    let o = run_ok(dir.path(), &["plan", "--detailed-exitcode"], 2);
+    assert!(
+        text(&o.stdout).contains(&format!("# {addr} has changed")),
+        "{}",
+        both(&o)
+    );
+
+    registry_config(dir.path(), &mirror, "");
+    let mut hcl = read(&dir.path().join("main.hcl"));
+    hcl = hcl.replace(
+        "  bundle   = \"bundle.tar.gz\"\n}",
+        "  bundle   = \"bundle.tar.gz\"\n  lifecycle {\n    ignore_changes = [digest]\n  }\n}",
+    );
+    write(dir.path(), "main.hcl", &hcl);
+    let o = run_ok(dir.path(), &["plan", "--detailed-exitcode"], 0);
+    assert!(!text(&o.stdout).contains(&addr), "{}", both(&o));
+    mirror.proxy.clear_log();
+    run_ok(dir.path(), &["apply", "--auto-approve"], 0);
+    let reqs = mirror.proxy.requests();
+    assert!(writes(&reqs).is_empty(), "{:?}", writes(&reqs));
+}
