@@ -573,6 +573,28 @@ fn ignore_changes_hides_the_drift_of_an_attribute_other_tools_own() {
         &["plan", "--refresh-only", "--detailed-exitcode"],
         0,
     );
+    // a host the configuration adds: its missing hosts.toml is written,
+    // the other tool's content of the existing one is kept
+    let hcl = read(&dir.path().join("main.hcl")).replacen(
+        "registry = registry.mirror\n",
+        "registry = registry.mirror\n    hosts    = [\"quay.io\"]\n",
+        1,
+    );
+    assert!(hcl.contains("quay.io"), "{hcl}");
+    write(dir.path(), "main.hcl", &hcl);
+    run_ok(dir.path(), &["apply", "--auto-approve"], 0);
+    let quay = "etc/containerd/certs.d/quay.io/hosts.toml";
+    assert!(dir.path().join("nodes/n1").join(quay).is_file());
+    assert_eq!(read(&dir.path().join("nodes/n1").join(HOSTS_TOML)), theirs);
+    run_ok(dir.path(), &["plan", "--detailed-exitcode"], 0);
+    // a file the other tool removed is missing: written again
+    ok(
+        std::fs::remove_file(dir.path().join("nodes/n1").join(HOSTS_TOML)),
+        "rm",
+    );
+    run_ok(dir.path(), &["apply", "--auto-approve"], 0);
+    assert!(dir.path().join("nodes/n1").join(HOSTS_TOML).is_file());
+    run_ok(dir.path(), &["plan", "--detailed-exitcode"], 0);
 
     // an unknown attribute name is a validate diagnostic
     local_config(

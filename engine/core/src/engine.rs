@@ -563,14 +563,16 @@ impl Engine {
 
 /// `desired` with each attribute it ignores (`lifecycle.ignore_changes`)
 /// as the object has it: the clear value refresh read, else the refreshed
-/// public value; an ignored attribute the object does not have is not
-/// added. A sensitive value known only by its digest (no refresh) keeps the
-/// configuration's value.
+/// public value. An ignored attribute the object lacks (absent, or `null`:
+/// a file that does not exist) keeps the configuration's value, so what is
+/// missing is still made; a sensitive value known only by its digest (no
+/// refresh) keeps it too.
 fn keep_ignored(
     desired: &DesiredInstance,
     refreshed: &PriorInstance,
     observed: Option<&Observed>,
 ) -> DesiredInstance {
+    use crate::value::AttrValue;
     let mut d = desired.clone();
     let mut names: BTreeSet<String> = desired.attrs.names().map(str::to_owned).collect();
     names.extend(refreshed.attrs.keys().cloned());
@@ -582,14 +584,12 @@ fn keep_ignored(
                 .map(|v| (v.clone(), o.attrs.is_sensitive(&name)))
         });
         match seen {
+            Some((AttrValue::Null, _)) => {}
             Some((v, true)) => d.attrs.insert_sensitive(&name, v),
             Some((v, false)) => d.attrs.insert(&name, v),
             None => match refreshed.attrs.get(&name) {
+                None | Some(AttrValue::Null) => {}
                 Some(v) => d.attrs.insert(&name, v.clone()),
-                None if refreshed.sensitive.contains_key(&name) => {}
-                None => {
-                    d.attrs.remove(&name);
-                }
             },
         }
     }
