@@ -23,6 +23,7 @@ const TERRAFORM_STYLE_FLAGS: &[&str] = &[
     "parallelism",
     "refresh",
     "refresh-only",
+    "replace",
     "state",
     "target",
     "var",
@@ -205,6 +206,11 @@ pub struct PlanArgs {
     /// Limit to this instance (and what it depends on); repeatable.
     #[arg(long = "target", value_name = "ADDR")]
     pub targets: Vec<String>,
+    /// Re-apply this instance even if it already is as configured: push
+    /// the image again (every blob), write the node's files again and
+    /// restart containerd; repeatable.
+    #[arg(long = "replace", value_name = "ADDR")]
+    pub replace: Vec<String>,
     /// Provider operations run at once.
     #[arg(long, default_value_t = 10)]
     pub parallelism: usize,
@@ -336,6 +342,20 @@ pub enum Command {
         /// Skip the interactive approval.
         #[arg(long)]
         auto_approve: bool,
+    },
+    /// Record an existing object in the state without changing it: an
+    /// image already in the mirror, a node configured by hand.
+    ///
+    /// ADDRESS must be an image or node instance of the configuration that
+    /// the state does not record yet. The object is read first; if it
+    /// differs from the configuration, the next plan shows the difference.
+    Import {
+        /// The instance, e.g. 'image.anthos["gcr.io/a/b:1"]' or 'node.edge["local:./n1"]'.
+        address: String,
+        #[command(flatten)]
+        vars: VarArgs,
+        #[command(flatten)]
+        state: StateArgs,
     },
     /// Check that the nodes really pull through the mirror (read-only).
     ///

@@ -90,7 +90,7 @@ fn unreachable_address() -> Address {
 
 /// The instance name of an image set's images (`NAME`, or `NAME_KEY` for a
 /// `for_each` instance): `image.NAME_KEY["…"]`.
-fn set_instance_name(set: &ImageSet) -> String {
+pub(crate) fn set_instance_name(set: &ImageSet) -> String {
     let probe = image_address(set, "x").to_string();
     probe
         .strip_prefix("image.")
@@ -608,7 +608,7 @@ pub fn block_addresses(kind: &str, name: &str, key: Option<&str>) -> Option<(Add
     }
 }
 
-fn cluster_address(c: &Cluster) -> Address {
+pub(crate) fn cluster_address(c: &Cluster) -> Address {
     let name = match &c.key {
         Some(k) => format!("{}_{k}", c.name),
         None => c.name.clone(),

@@ -8,8 +8,10 @@
 mod cli;
 mod commands;
 mod expand;
+mod lifecycle;
 mod moves;
 mod output;
+mod ownership;
 mod signals;
 
 use std::process::ExitCode;

@@ -64,7 +64,7 @@ fn drift_exit_codes_and_json_for_each_change() {
 
     // clean: exit 0, nothing drifted, a refresh-only plan
     let v = drift(&lab, 0);
-    assert_eq!(v["format_version"], "1.1");
+    assert_eq!(v["format_version"], "1.2");
     assert_eq!(v["refresh_only"], true);
     assert_eq!(drifted(&v), 0, "{v:#}");
 

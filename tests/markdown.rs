@@ -97,7 +97,7 @@ fn quickstart_plan_as_markdown() {
     assert_eq!(stdout(&a), stdout(&b));
     let v: serde_json::Value =
         serde_json::from_str(&stdout(&a)).unwrap_or_else(|e| panic!("not JSON: {e}"));
-    assert_eq!(v["format_version"], "1.1");
+    assert_eq!(v["format_version"], "1.2");
 
     // no terminal: no colour on either stream, no progress on stdout
     for o in [&a, &b] {

@@ -643,3 +643,35 @@ fn state_mv_re_addresses_the_pg_state_and_refuses_a_taken_destination() {
         .unwrap_or_else(|e| panic!("{e}"));
     pg_run(&pg, a.path(), &["plan", "--detailed-exitcode"], 0);
 }
+
+/// Issue 14: `mirrorplan import` records through the configured backend
+/// (under its lock, compare-and-swap save), like every state writer.
+#[test]
+fn import_records_through_the_pg_backend() {
+    let pg = start(false);
+    let shared = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let a = checkout(shared.path(), 2);
+    pg_run(&pg, a.path(), &["init"], 0);
+    pg_run(&pg, a.path(), &["apply", "--auto-approve"], 0);
+    let node = format!("node.big[\"local:{}/nodes/n1\"]", shared.path().display());
+    pg_run(&pg, a.path(), &["state", "rm", &node], 0);
+    let (lineage, serial) = stored(&pg, "default");
+    let o = pg_run(&pg, a.path(), &["import", &node], 0);
+    assert!(
+        text(&o.stdout).contains("It already is as configured"),
+        "{}",
+        text(&o.stdout)
+    );
+    let (lineage_after, serial_after) = stored(&pg, "default");
+    assert_eq!(lineage_after, lineage);
+    assert_eq!(serial_after, serial + 1);
+    let o = pg_run(&pg, a.path(), &["state", "list"], 0);
+    assert!(
+        text(&o.stdout).lines().any(|l| l == node),
+        "{}",
+        text(&o.stdout)
+    );
+    pg_run(&pg, a.path(), &["plan", "--detailed-exitcode"], 0);
+    pg_run(&pg, a.path(), &["import", &node], 1);
+    assert_eq!(sql(&pg, "SELECT count(*) FROM mirrorplan.locks"), "0");
+}

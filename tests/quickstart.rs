@@ -382,9 +382,14 @@ fn destroy_removes_the_node_files_and_forgets_everything() {
     assert!(read(&dir.join("store/index.json")).contains("mirror/mirrorplan/tool-1:v1"));
     let o = run_ok(dir, &["state", "list"], 0);
     assert_eq!(text(&o.stdout).trim(), "");
-    // everything would be created again
+    // everything would be created again, except the images the store
+    // still holds: those are recorded as they are (issue 14)
     let o = run_ok(dir, &["plan", "--detailed-exitcode"], 2);
-    assert!(text(&o.stdout).contains("Plan: 7 to add, 0 to change, 0 to destroy."));
+    assert!(
+        text(&o.stdout).contains("Plan: 3 to import, 4 to add, 0 to change, 0 to destroy."),
+        "{}",
+        text(&o.stdout)
+    );
 }
 
 #[test]
@@ -422,14 +427,15 @@ fn state_and_output_commands_read_the_state() {
     let o = run_ok(dir, &["output", "nope"], 1);
     assert!(text(&o.stderr).contains("nope"));
 
-    // state rm forgets without touching the node; the next plan recreates it
+    // state rm forgets without touching the node; the next plan finds its
+    // files as configured and records it again, writing nothing
     run_ok(dir, &["state", "rm", NODE2], 0);
     let o = run_ok(dir, &["state", "list"], 0);
     assert!(!text(&o.stdout).contains(NODE2));
     assert!(node_file(dir, "node2", GCR_HOSTS).is_file());
     let o = run_ok(dir, &["plan", "--detailed-exitcode"], 2);
     assert!(
-        text(&o.stdout).contains(&format!("# {NODE2} will be created")),
+        text(&o.stdout).contains(&format!("# {NODE2} is already present, will be recorded")),
         "{}",
         text(&o.stdout)
     );

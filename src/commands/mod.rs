@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod config;
 mod fmt;
+mod import;
 pub mod run;
 mod state;
 mod state_mv;
@@ -64,6 +65,14 @@ pub fn run(cli: Cli, out: &Output) -> miette::Result<ExitCode> {
             require_lock(&args.state, "destroy")?;
             args.destroy = true;
             run::apply(&dir, &args, None, auto_approve, out)
+        }
+        Command::Import {
+            address,
+            vars,
+            state,
+        } => {
+            require_lock(&state, "import")?;
+            import::run(&dir, &address, &vars, &state, out)
         }
         Command::Verify(args) => verify::run(&dir, &args, out),
         Command::Show {

@@ -69,7 +69,7 @@ fn to_engine_record(r: &mirrorplan_state::InstanceRecord) -> InstanceRecord {
     }
 }
 
-fn to_state_record(r: &InstanceRecord) -> mirrorplan_state::InstanceRecord {
+pub fn to_state_record(r: &InstanceRecord) -> mirrorplan_state::InstanceRecord {
     let mut out = mirrorplan_state::InstanceRecord::new(r.provider.clone());
     out.attributes = r.attributes.clone().into_iter().collect();
     out.sensitive = r.sensitive.clone();
@@ -211,6 +211,7 @@ fn verb(action: Action) -> (&'static str, &'static str) {
         Action::Replace => ("Replacing...", "Replacement complete"),
         Action::Delete => ("Destroying...", "Destruction complete"),
         Action::NoOp | Action::Read => ("Reading...", "Read complete"),
+        Action::Import => ("Importing...", "Import complete"),
     }
 }
 
@@ -275,6 +276,9 @@ pub struct Context {
     pub backend: Option<mirrorplan_config::BackendBlock>,
     /// The `moved` blocks as engine moves.
     pub moves: Vec<mirrorplan_engine::Move>,
+    /// The configuration's lifecycle rules (`prevent_destroy` is checked
+    /// on every plan).
+    pub lifecycle: crate::lifecycle::Rules,
 }
 
 /// Creates each directory mode 0700, or makes an existing one of ours
@@ -296,6 +300,11 @@ pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Opti
     let Some(loaded) = load_checked(dir, &opts, out) else {
         return Ok(None);
     };
+    let linked = crate::ownership::linked_nodes(&loaded.config, &loaded.files);
+    if !linked.is_empty() {
+        out.diagnostics(&linked);
+        return Ok(None);
+    }
     // `.mirrorplan/` and its bundle cache hold the state, the lock and what
     // the bundles contain: private. Made (or made private) before expansion
     // fills the cache, when a bundle will be cached; existing ones always.
@@ -306,7 +315,9 @@ pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Opti
     private_dirs(ours.into_iter().filter(|d| bundles || d.is_dir()))?;
     let images = Arc::new(ImageProvider::new());
     let rt = runtime()?;
-    let expanded = rt.block_on(expand::expand(&loaded.config, &images));
+    let mut expanded = rt.block_on(expand::expand(&loaded.config, &images));
+    let lifecycle = crate::lifecycle::Rules::of(&loaded.config, &loaded.files);
+    lifecycle.ignore_changes(&mut expanded.desired);
     if !args.destroy {
         for (_, e) in &expanded.image_errors {
             let report = miette!(
@@ -367,22 +378,39 @@ pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Opti
         warnings: expanded.warnings,
         backend: loaded.config.backend.clone(),
         moves: crate::moves::config_moves(&loaded.config),
+        lifecycle,
     }))
 }
 
 fn targets(args: &PlanArgs) -> miette::Result<Vec<Address>> {
-    args.targets
+    addresses(&args.targets, "target")
+}
+
+/// Addresses given with `--FLAG` (`--target`, `--replace`).
+pub fn addresses(given: &[String], flag: &str) -> miette::Result<Vec<Address>> {
+    given
         .iter()
         .map(|t| {
             t.parse::<Address>().map_err(|e| {
                 miette!(
-                    code = "mirrorplan::cli::bad_target",
-                    help = "write e.g. --target 'image.anthos[\"gcr.io/a/b:1\"]' or --target node.admin1",
-                    "invalid --target {t:?}: {e}"
+                    code = format!("mirrorplan::cli::bad_{flag}"),
+                    help = format!("write e.g. --{flag} 'image.anthos[\"gcr.io/a/b:1\"]' or --{flag} 'node.admin1[\"cp1\"]'"),
+                    "invalid --{flag} {t:?}: {e}"
                 )
             })
         })
         .collect()
+}
+
+/// `lifecycle.prevent_destroy`: a plan deleting a protected instance is
+/// reported (every such block) and refused.
+fn prevented(plan: &Plan, ctx: &Context, out: &Output) -> bool {
+    let diags = ctx.lifecycle.prevent_destroy(plan);
+    if diags.is_empty() {
+        return false;
+    }
+    out.diagnostics(&diags);
+    true
 }
 
 fn runtime() -> miette::Result<tokio::runtime::Runtime> {
@@ -432,10 +460,14 @@ pub fn plan(
             refresh: args.refresh,
             refresh_only: args.refresh_only,
             targets: targets(args)?,
+            replace: addresses(&args.replace, "replace")?,
         }))
         .map_err(plan_error)?;
     let mut plan = keep_failed_images(plan, &ctx.failed_images);
     expand::attach_warnings(&mut plan, &ctx.warnings);
+    if prevented(&plan, &ctx, out) {
+        return Ok(ExitCode::from(1));
+    }
     print_plan(&plan, args, out);
     if let Some(path) = plan_out {
         let bytes = plan.to_file_bytes(&identity).map_err(miette::Report::new)?;
@@ -561,6 +593,9 @@ pub fn apply(
                 .wrap_err_with(|| format!("cannot read the plan file {}", path.display()))?;
             let plan =
                 Plan::from_file_bytes(&bytes, &identity(&state)).map_err(miette::Report::new)?;
+            if prevented(&plan, &ctx, out) {
+                return Ok(ExitCode::from(1));
+            }
             (plan, Some(desired_now))
         }
         None => {
@@ -571,10 +606,14 @@ pub fn apply(
                     refresh: args.refresh,
                     refresh_only: args.refresh_only,
                     targets: targets(args)?,
+                    replace: addresses(&args.replace, "replace")?,
                 }))
                 .map_err(plan_error)?;
             let mut plan = keep_failed_images(plan, &ctx.failed_images);
             expand::attach_warnings(&mut plan, &ctx.warnings);
+            if prevented(&plan, &ctx, out) {
+                return Ok(ExitCode::from(1));
+            }
             print_plan(&plan, args, out);
             if !plan.has_changes() && plan.drift.is_empty() {
                 save_outputs(&store, &mut state, &ctx.outputs)?;

@@ -100,6 +100,7 @@ pub fn run(dir: &Path, args: &VerifyArgs, out: &Output) -> miette::Result<ExitCo
         refresh: false,
         refresh_only: false,
         targets: Vec::new(),
+        replace: Vec::new(),
         parallelism: 10,
         json: false,
         format: Format::Human,

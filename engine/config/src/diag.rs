@@ -57,6 +57,9 @@ pub enum DiagKind {
     Io,
     /// A `moved` block that cannot be followed.
     Moved,
+    /// A plan would destroy an instance whose block has
+    /// `lifecycle { prevent_destroy = true }`.
+    PreventDestroy,
 }
 
 impl DiagKind {
@@ -84,6 +87,7 @@ impl DiagKind {
             DiagKind::SensitiveOutput => "mirrorplan::config::sensitive_output",
             DiagKind::Io => "mirrorplan::config::io",
             DiagKind::Moved => "mirrorplan::config::moved",
+            DiagKind::PreventDestroy => "mirrorplan::config::prevent_destroy",
         }
     }
 }
@@ -141,6 +145,12 @@ pub struct ConfigDiagnostic {
     pub label: String,
     /// What to do about it.
     pub help: Option<String>,
+    /// Other places the problem involves (e.g. the other of two blocks in
+    /// conflict), each shown with its own file and span.
+    pub related: Vec<ConfigDiagnostic>,
+    /// A note about another diagnostic (one of its `related`), not a
+    /// problem of its own.
+    pub note: bool,
 }
 
 impl ConfigDiagnostic {
@@ -153,6 +163,8 @@ impl ConfigDiagnostic {
             span: None,
             label: String::new(),
             help: None,
+            related: Vec::new(),
+            note: false,
         }
     }
 
@@ -172,6 +184,14 @@ impl ConfigDiagnostic {
     /// Attaches a help line.
     pub fn help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
+        self
+    }
+
+    /// Adds another place involved, shown after the diagnostic with its
+    /// own file and span.
+    pub fn also(mut self, mut related: ConfigDiagnostic) -> Self {
+        related.note = true;
+        self.related.push(related);
         self
     }
 
@@ -204,6 +224,17 @@ impl Diagnostic for ConfigDiagnostic {
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
         self.file.as_ref().map(|f| &f.named as &dyn SourceCode)
+    }
+
+    fn severity(&self) -> Option<miette::Severity> {
+        self.note.then_some(miette::Severity::Advice)
+    }
+
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
+        if self.related.is_empty() {
+            return None;
+        }
+        Some(Box::new(self.related.iter().map(|d| d as &dyn Diagnostic)))
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {

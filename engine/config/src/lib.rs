@@ -16,14 +16,17 @@ pub mod diag;
 pub mod fmt;
 pub mod functions;
 pub mod graph;
+pub mod lifecycle;
 pub mod load;
 pub mod model;
 pub mod moved;
+pub mod ownership;
 pub mod refs;
 pub mod schema;
 pub mod syntax;
 
 pub use backend::{backend_of_dir, BackendBlock};
 pub use diag::{ConfigDiagnostic, DiagKind, SourceFile};
+pub use lifecycle::Lifecycle;
 pub use load::{load_dir, load_sources, parse_var_flag, LoadOptions, Loaded, Mode};
 pub use model::*;

@@ -767,7 +767,7 @@ impl Loader {
                             }
                         }
                     }
-                    AttrType::TypeExpr => {}
+                    AttrType::TypeExpr | AttrType::AttrNames => {}
                     _ => {
                         for r in references(expr) {
                             match self.check_value_ref(&decl, &r, has_for_each) {
@@ -1702,7 +1702,17 @@ impl Loader {
         }
     }
 
+    /// The block's `lifecycle`, its diagnostics reported once.
+    fn lifecycle(&mut self, decl: &Decl, b: &Block) -> crate::lifecycle::Lifecycle {
+        let (l, diags) = crate::lifecycle::decode(&self.files[decl.file], decl.kind, &b.body);
+        for d in diags {
+            self.diags.push(d);
+        }
+        l
+    }
+
     fn eval_image_set(&mut self, decl: &Decl, b: &Block) {
+        let lifecycle = self.lifecycle(decl, b);
         let instances: Vec<Option<(Value, Value)>> = match self.for_each(decl, b) {
             None => vec![None],
             Some(pairs) => pairs.into_iter().map(Some).collect(),
@@ -1787,6 +1797,7 @@ impl Loader {
                 platforms: platforms.into_iter().map(|(s, _)| s).collect(),
                 prune,
                 depends_on: Self::depends_on(b),
+                lifecycle: lifecycle.clone(),
                 origin,
             };
             match key {
@@ -1803,6 +1814,7 @@ impl Loader {
     }
 
     fn eval_cluster(&mut self, decl: &Decl, b: &Block) {
+        let lifecycle = self.lifecycle(decl, b);
         let instances: Vec<Option<(Value, Value)>> = match self.for_each(decl, b) {
             None => vec![None],
             Some(pairs) => pairs.into_iter().map(Some).collect(),
@@ -1998,6 +2010,7 @@ impl Loader {
                 containerd,
                 rollout,
                 depends_on: Self::depends_on(b),
+                lifecycle: lifecycle.clone(),
                 origin,
             };
             match key {
@@ -2126,6 +2139,7 @@ impl Loader {
                 }
             }
         }
+        self.node_owner_checks();
         // a cluster's registry_mirror must name a registry that nodes can reach
         let clusters = self.config.clusters.clone();
         for c in &clusters {
@@ -2150,6 +2164,73 @@ impl Loader {
                 }
             }
         }
+    }
+
+    /// Two node entries that reach the same node (see [`crate::ownership`]):
+    /// one diagnostic each, at the second entry, naming both blocks.
+    fn node_owner_checks(&mut self) {
+        let clusters = self.config.clusters.clone();
+        for c in crate::ownership::conflicts(&clusters) {
+            let (first, second) = (&clusters[c.first.0], &clusters[c.second.0]);
+            let (n1, n2) = (&first.nodes[c.first.1], &second.nodes[c.second.1]);
+            let (Some((f2, s2)), Some((f1, s1))) =
+                (self.node_span(second, n2), self.node_span(first, n1))
+            else {
+                continue;
+            };
+            let (a1, a2) = (first.address(), second.address());
+            let msg = if a1 == a2 {
+                format!(
+                    "`{}` and `{}` are the same node, listed twice in {a1}",
+                    n1.key(),
+                    n2.key()
+                )
+            } else {
+                format!("node `{}` is configured by both {a1} and {a2}", n2.key())
+            };
+            let first_at = self.loc(f1, &s1);
+            let related = ConfigDiagnostic::new(
+                DiagKind::Duplicate,
+                format!("{a1} configures `{}` here", n1.key()),
+            )
+            .at(&self.files[f1], s1, format!("first configured by {a1}"));
+            let d = ConfigDiagnostic::new(DiagKind::Duplicate, msg)
+                .at(&self.files[f2], s2, format!("configured again by {a2}"))
+                .help(format!(
+                    "a node's containerd files (hosts.toml, config.toml) can have one owner; {a1} configures it at {first_at}: list the node in one cluster only (a cluster takes several registry_mirror blocks)"
+                ))
+                .also(related);
+            self.diags.push(d);
+        }
+    }
+
+    /// Where `cluster` lists `node`: the matching string of a literal
+    /// `nodes` list, else the `nodes` attribute, else the block's name.
+    fn node_span(
+        &self,
+        cluster: &Cluster,
+        node: &NodeAddr,
+    ) -> Option<(usize, Option<Range<usize>>)> {
+        let d = self
+            .decls
+            .iter()
+            .find(|d| d.kind == "cluster" && d.name == cluster.name)?;
+        let DeclBody::Block(b) = &d.body else {
+            return Some((d.file, d.span.clone()));
+        };
+        let Some(attr) = b.body.get_attribute("nodes") else {
+            return Some((d.file, d.span.clone()));
+        };
+        if let Expression::Array(items) = &attr.value {
+            for it in items.iter() {
+                if let Expression::String(s) = it {
+                    if syntax::parse_node(s.value(), &self.dir).as_ref() == Ok(node) {
+                        return Some((d.file, it.span()));
+                    }
+                }
+            }
+        }
+        Some((d.file, attr.value.span().or(d.span.clone())))
     }
 
     fn find_image_span(&self, set: &ImageSet, img: &str) -> (Option<usize>, Option<Range<usize>>) {
@@ -2491,6 +2572,9 @@ fn redact(d: &mut ConfigDiagnostic, secrets: &[Secret]) {
                 *h = h.replace(s, "(sensitive value)");
             }
         }
+    }
+    for r in &mut d.related {
+        redact(r, secrets);
     }
 }
 

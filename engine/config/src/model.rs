@@ -158,6 +158,8 @@ pub struct ImageSet {
     pub prune: bool,
     /// Explicit dependencies (block addresses such as `cluster.admin1`).
     pub depends_on: Vec<String>,
+    /// Its `lifecycle` block.
+    pub lifecycle: crate::lifecycle::Lifecycle,
     /// Where it is declared.
     pub origin: Origin,
 }
@@ -321,6 +323,8 @@ pub struct Cluster {
     pub rollout: Rollout,
     /// Explicit dependencies (block addresses).
     pub depends_on: Vec<String>,
+    /// Its `lifecycle` block.
+    pub lifecycle: crate::lifecycle::Lifecycle,
     /// Where it is declared.
     pub origin: Origin,
 }

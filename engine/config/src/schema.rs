@@ -24,6 +24,8 @@ pub enum AttrType {
     RefList,
     /// A `for_each` collection.
     ForEach,
+    /// A literal list of attribute names (`lifecycle.ignore_changes`), not evaluated.
+    AttrNames,
 }
 
 impl AttrType {
@@ -39,6 +41,7 @@ impl AttrType {
             AttrType::Ref(_) => "a block reference",
             AttrType::RefList => "a list of block references",
             AttrType::ForEach => "a set of strings or a map",
+            AttrType::AttrNames => "a list of attribute names",
         }
     }
 }
@@ -155,6 +158,23 @@ pub static REGISTRY: BodySchema = BodySchema {
     blocks: &[],
 };
 
+/// `lifecycle { ... }` inside an image set or a cluster (see
+/// [`crate::lifecycle`]).
+pub static LIFECYCLE: BodySchema = BodySchema {
+    attrs: &[
+        a("prevent_destroy", T::Bool),
+        a("ignore_changes", T::AttrNames),
+    ],
+    blocks: &[],
+};
+
+const LIFECYCLE_BLOCK: BlockSchema = BlockSchema {
+    name: "lifecycle",
+    body: &LIFECYCLE,
+    required: false,
+    repeatable: false,
+};
+
 /// `image_set "NAME" { ... }`
 pub static IMAGE_SET: BodySchema = BodySchema {
     attrs: &[
@@ -166,7 +186,7 @@ pub static IMAGE_SET: BodySchema = BodySchema {
         a("depends_on", T::RefList),
         a("for_each", T::ForEach),
     ],
-    blocks: &[],
+    blocks: &[LIFECYCLE_BLOCK],
 };
 
 /// `ssh { ... }` inside a cluster.
@@ -246,6 +266,7 @@ pub static CLUSTER: BodySchema = BodySchema {
             required: false,
             repeatable: false,
         },
+        LIFECYCLE_BLOCK,
     ],
 };
 

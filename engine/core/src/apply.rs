@@ -213,8 +213,8 @@ impl Engine {
                 }
                 return Ok(report);
             }
-            if c.action == Action::Read {
-                report.done.push((c.address.clone(), Action::Read));
+            if matches!(c.action, Action::Read | Action::Import) {
+                report.done.push((c.address.clone(), c.action));
             }
         }
 
@@ -385,6 +385,7 @@ fn planned_change(c: &ResourceChange, secrets: Option<&Attrs>) -> PlannedChange 
         replace_because: c.replace_because.clone(),
         details: c.details.clone(),
         handover: None,
+        replace_requested: c.replace_requested,
     }
 }
 
@@ -432,7 +433,18 @@ fn values_from_config(
                 }
             }
             if c.action != Action::Delete {
-                secrets.insert(c.address.clone(), d.attrs.clone());
+                // what another tool owns stays as the plan found it (a
+                // sensitive one was checked equal above)
+                let mut attrs = d.attrs.clone();
+                let ignored: Vec<String> = attrs
+                    .names()
+                    .filter(|n| d.ignores(n) && !attrs.is_sensitive(n))
+                    .map(str::to_owned)
+                    .collect();
+                for n in &ignored {
+                    attrs.remove(n);
+                }
+                secrets.insert(c.address.clone(), attrs);
             }
         }
         if plan.targets.is_empty() {

@@ -120,6 +120,10 @@ pub struct PlanRequest {
     /// Limit to these addresses (an unkeyed address selects all of its
     /// instances) and what they depend on. Empty: everything.
     pub targets: Vec<Address>,
+    /// `-replace`: re-apply these instances of the configuration (an
+    /// unkeyed address selects all of its instances) even where they
+    /// already are as configured.
+    pub replace: Vec<Address>,
 }
 
 /// Providers by kind, hooks and parallelism: everything plan and apply use.
@@ -196,6 +200,7 @@ impl Engine {
             refresh,
             refresh_only,
             targets,
+            replace,
         } = request;
         let salt = prior.identity.secret_salt.expose().clone();
 
@@ -221,6 +226,14 @@ impl Engine {
             .map(|(a, d)| (a.clone(), d.dependencies.clone()))
             .collect();
         check_acyclic(&desired_graph)?;
+        for r in &replace {
+            if !by_addr.keys().any(|a| r.matches(a)) {
+                return Err(EngineError::ReplaceNotFound(
+                    r.clone(),
+                    crate::graph::closest_address(&r.to_string(), by_addr.keys()),
+                ));
+            }
+        }
 
         let PriorSnapshot {
             identity,
@@ -319,6 +332,8 @@ impl Engine {
                         // adds but no apply wrote yet) is not drift
                         let null_digest =
                             crate::value::secret_digest(&salt, &crate::value::AttrValue::Null);
+                        // attributes other tools own are theirs to change
+                        diffs.retain(|c| !d.is_some_and(|d| d.ignores(&c.attribute)));
                         diffs.retain(|c| {
                             let absent = match &c.after {
                                 None | Some(crate::value::AttrValue::Null) => true,
@@ -344,7 +359,15 @@ impl Engine {
                 (p, _) => p.map(Cow::Borrowed),
             };
             // (not refreshed: `refreshed` is `p` itself)
-            let state_moved = refreshed_flag && p.is_some() && refreshed.as_deref() != p;
+            let mut state_moved = refreshed_flag && p.is_some() && refreshed.as_deref() != p;
+            if let (true, Some(d), Some(p), Some(r)) = (state_moved, d, p, refreshed.as_deref()) {
+                // what only other tools changed is not worth a state update
+                // (the state keeps what mirrorplan last wrote there)
+                state_moved = d.ignore_changes.is_empty()
+                    || attr_changes(&p.attrs, &p.sensitive, &r.attrs, &r.sensitive)
+                        .iter()
+                        .any(|c| !d.ignores(&c.attribute));
+            }
             let state_update = state_moved.then(|| match &refreshed {
                 Some(r) => StateUpdate::Set {
                     record: record_of(r),
@@ -368,6 +391,7 @@ impl Engine {
                     replace_because: Vec::new(),
                     details: Vec::new(),
                     handover: None,
+                    replace_requested: false,
                 };
                 let deps = p.map(|p| p.dependencies.clone()).unwrap_or_default();
                 let mut change =
@@ -380,12 +404,49 @@ impl Engine {
                 continue;
             }
 
-            let mut planned = provider
-                .plan(d, refreshed.as_deref(), obs)
-                .map_err(|error| EngineError::PlanFailed {
-                    address: address.clone(),
-                    error: Box::new(error),
-                })?;
+            // lifecycle.ignore_changes: the object keeps what it has there
+            let ignoring = match (d, refreshed.as_deref()) {
+                (Some(d), Some(r)) if !d.ignore_changes.is_empty() => Some(keep_ignored(d, r, obs)),
+                _ => None,
+            };
+            let d_plan = ignoring.as_ref().or(d);
+            let mut planned =
+                provider
+                    .plan(d_plan, refreshed.as_deref(), obs)
+                    .map_err(|error| EngineError::PlanFailed {
+                        address: address.clone(),
+                        error: Box::new(error),
+                    })?;
+            // adoption: what the state does not record but already exists
+            // as planned is recorded, not created again
+            let mut adopted = None;
+            if let (Action::Create, None, Some(d), Some(o)) = (planned.action, p, d_plan, obs) {
+                if let Some(a) = provider.adopt(d, &planned, o) {
+                    planned.action = Action::Import;
+                    planned.details = a.details;
+                    adopted = Some(InstanceRecord {
+                        provider: planned.provider.clone(),
+                        attributes: a.state.attrs.public_values(),
+                        sensitive: a.state.attrs.sensitive_digests(&salt),
+                        dependencies: d.dependencies.iter().map(Address::to_string).collect(),
+                        digests: a.state.digests,
+                    });
+                }
+            }
+            // -replace: re-applied even where nothing changed
+            let forced = d.is_some() && replace.iter().any(|r| r.matches(address));
+            if forced {
+                planned.action = match planned.action {
+                    Action::NoOp | Action::Update if refreshed.is_some() => Action::Replace,
+                    Action::Import | Action::NoOp | Action::Update => Action::Create,
+                    other => other,
+                };
+                adopted = None;
+                planned.replace_requested = true;
+                planned
+                    .details
+                    .push("replacement requested with -replace: re-applied even where it already is as configured".into());
+            }
             let mut warnings = Vec::new();
             if let Some(e) = unread.remove(address) {
                 // nobody knows what the object is like now: apply looks
@@ -424,7 +485,9 @@ impl Engine {
                 (_, None, Some(p)) => p.dependencies.clone(),
                 (_, None, None) => Vec::new(),
             };
-            let update = if planned.action.needs_provider() {
+            let update = if let Some(record) = adopted {
+                Some(StateUpdate::Set { record })
+            } else if planned.action.needs_provider() {
                 None
             } else {
                 state_update
@@ -452,7 +515,7 @@ impl Engine {
         let providers = &self.providers;
         crate::moves::pair_handovers(&mut changes, |c| {
             let attrs = match c.action {
-                Action::Create => c.after.as_ref(),
+                Action::Create | Action::Import => c.after.as_ref(),
                 _ => c.before.as_ref(),
             }?;
             providers.get(&c.provider)?.physical_identity(attrs)
@@ -533,6 +596,123 @@ impl Engine {
             failures.sort_by(|a, b| a.address.cmp(&b.address));
             Err(EngineError::Refresh { failures })
         }
+    }
+}
+
+/// `desired` with each attribute it ignores (`lifecycle.ignore_changes`)
+/// as the object has it: the clear value refresh read, else the refreshed
+/// public value. An ignored attribute the object lacks (absent, or `null`:
+/// a file that does not exist) keeps the configuration's value, so what is
+/// missing is still made; a sensitive value known only by its digest (no
+/// refresh) keeps it too.
+fn keep_ignored(
+    desired: &DesiredInstance,
+    refreshed: &PriorInstance,
+    observed: Option<&Observed>,
+) -> DesiredInstance {
+    use crate::value::AttrValue;
+    let mut d = desired.clone();
+    let mut names: BTreeSet<String> = desired.attrs.names().map(str::to_owned).collect();
+    names.extend(refreshed.attrs.keys().cloned());
+    names.extend(refreshed.sensitive.keys().cloned());
+    for name in names.into_iter().filter(|n| desired.ignores(n)) {
+        let seen = observed.and_then(|o| {
+            o.attrs
+                .get(&name)
+                .map(|v| (v.clone(), o.attrs.is_sensitive(&name)))
+        });
+        match seen {
+            Some((AttrValue::Null, _)) => {}
+            Some((v, true)) => d.attrs.insert_sensitive(&name, v),
+            Some((v, false)) => d.attrs.insert(&name, v),
+            None => match refreshed.attrs.get(&name) {
+                None | Some(AttrValue::Null) => {}
+                Some(v) => d.attrs.insert(&name, v.clone()),
+            },
+        }
+    }
+    d
+}
+
+/// What `mirrorplan import` recorded for one instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Imported {
+    /// The record now in the state.
+    pub record: InstanceRecord,
+    /// The object already was as configured: the next plan changes nothing.
+    pub matches: bool,
+    /// The provider's notes (when it matches).
+    pub details: Vec<String>,
+}
+
+impl Engine {
+    /// `mirrorplan import`: reads one instance that the state does not
+    /// record and returns the record to keep for it: as an apply would have
+    /// left it when the object already is as configured, else the
+    /// configuration with what was read laid over it (the next plan shows
+    /// the difference as a change).
+    pub async fn import(
+        &self,
+        desired: &DesiredInstance,
+        identity: &StateIdentity,
+    ) -> Result<Imported, EngineError> {
+        let address = &desired.address;
+        let provider = self.provider(address, &desired.provider)?;
+        self.hooks.pre_refresh(address);
+        let observed = match provider.read(Some(desired), None).await {
+            Ok(o) => {
+                self.hooks.post_refresh(address, Ok(o.is_some()));
+                o
+            }
+            Err(error) => {
+                self.hooks.post_refresh(address, Err(&error.message));
+                return Err(EngineError::Refresh {
+                    failures: vec![RefreshFailure {
+                        address: address.clone(),
+                        error,
+                    }],
+                });
+            }
+        };
+        let Some(observed) = observed else {
+            return Err(EngineError::NothingToImport(address.clone()));
+        };
+        let salt = identity.secret_salt.expose();
+        let planned = provider
+            .plan(Some(desired), None, Some(&observed))
+            .map_err(|error| EngineError::PlanFailed {
+                address: address.clone(),
+                error: Box::new(error),
+            })?;
+        let dependencies = desired
+            .dependencies
+            .iter()
+            .map(Address::to_string)
+            .collect();
+        if let Some(a) = provider.adopt(desired, &planned, &observed) {
+            return Ok(Imported {
+                record: InstanceRecord {
+                    provider: desired.provider.clone(),
+                    attributes: a.state.attrs.public_values(),
+                    sensitive: a.state.attrs.sensitive_digests(salt),
+                    dependencies,
+                    digests: a.state.digests,
+                },
+                matches: true,
+                details: a.details,
+            });
+        }
+        let mut as_configured = PriorInstance::new(address.clone(), &desired.provider, salt);
+        as_configured.attrs = desired.attrs.public_values();
+        as_configured.sensitive = desired.attrs.sensitive_digests(salt);
+        as_configured.dependencies = desired.dependencies.clone();
+        let mut record = record_of(&overlay(&as_configured, &observed.attrs));
+        record.dependencies = dependencies;
+        Ok(Imported {
+            record,
+            matches: false,
+            details: Vec::new(),
+        })
     }
 }
 
@@ -621,5 +801,6 @@ fn to_resource_change(
         moved_record: None,
         replaced_by: None,
         replaces: None,
+        replace_requested: planned.replace_requested,
     }
 }

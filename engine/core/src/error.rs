@@ -70,6 +70,19 @@ pub enum EngineError {
     #[diagnostic(code(mirrorplan::engine::target_not_found), help("{}", target_help(.1)))]
     TargetNotFound(Address, Option<String>),
 
+    /// A `-replace` matches no instance of the configuration.
+    #[error("the -replace address {0} matches no instance in the configuration")]
+    #[diagnostic(code(mirrorplan::engine::replace_not_found), help("{}", target_help(.1)))]
+    ReplaceNotFound(Address, Option<String>),
+
+    /// `mirrorplan import`: the object does not exist.
+    #[error("{0} does not exist, so there is nothing to import")]
+    #[diagnostic(
+        code(mirrorplan::engine::nothing_to_import),
+        help("`mirrorplan apply` creates it; import records only what already exists (an image's tag in the mirror, a node's files)")
+    )]
+    NothingToImport(Address),
+
     /// Some refresh reads failed.
     #[error("could not refresh {} instance(s): {}", .failures.len(), summarize(.failures))]
     #[diagnostic(

@@ -65,7 +65,10 @@ pub(crate) fn check_acyclic(graph: &DepGraph) -> Result<(), EngineError> {
 /// on. Errors when a target matches nothing.
 /// The known address (or block address, without its key) closest to a
 /// mistyped one, if one is close enough to be what was meant.
-fn closest_address<'a>(wanted: &str, known: impl Iterator<Item = &'a Address>) -> Option<String> {
+pub(crate) fn closest_address<'a>(
+    wanted: &str,
+    known: impl Iterator<Item = &'a Address>,
+) -> Option<String> {
     let mut best: Option<(usize, String)> = None;
     for a in known {
         let full = a.to_string();

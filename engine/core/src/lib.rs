@@ -44,7 +44,9 @@ pub mod value;
 
 pub use address::{Address, AddressError};
 pub use apply::{ApplyReport, ApplyRequest, SinkError, StateSink};
-pub use engine::{Engine, PlanRequest, PriorSnapshot, StateIdentity, DEFAULT_PARALLELISM};
+pub use engine::{
+    Engine, Imported, PlanRequest, PriorSnapshot, StateIdentity, DEFAULT_PARALLELISM,
+};
 pub use error::{EngineError, RefreshFailure};
 pub use hooks::{ApplyContext, Hooks, Interrupt, NoHooks, Progress};
 pub use markdown::{human_bytes, render_plan_markdown};
@@ -54,8 +56,9 @@ pub use plan::{
     Summary,
 };
 pub use provider::{
-    changed_attributes, diff, DesiredInstance, Handover, NewInstanceState, Observed, PlannedChange,
-    PriorInstance, Provider, ProviderError, ProviderErrorKind,
+    changed_attributes, diff, observed_matches, Adoption, DesiredInstance, Handover,
+    NewInstanceState, Observed, PlannedChange, PriorInstance, Provider, ProviderError,
+    ProviderErrorKind,
 };
 pub use render::{plan_json, render_apply_report, render_plan, render_plan_json, RenderOptions};
 pub use term::escape_controls;

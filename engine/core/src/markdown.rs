@@ -162,6 +162,7 @@ fn action_word(action: Action) -> &'static str {
         Action::Replace => "replace",
         Action::Delete => "destroy",
         Action::Read => "update state",
+        Action::Import => "record (already present)",
         Action::NoOp => "no change",
     }
 }
@@ -420,7 +421,7 @@ pub fn render_plan_markdown(plan: &Plan) -> String {
                 row[2] += 1
             }
             Action::Delete => row[2] += 1,
-            Action::NoOp | Action::Read => row[3] += 1,
+            Action::NoOp | Action::Read | Action::Import => row[3] += 1,
         }
     }
     if !kinds.is_empty() {

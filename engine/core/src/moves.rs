@@ -135,7 +135,10 @@ pub(crate) fn relocate(
 }
 
 /// A planned delete and a planned create whose provider says they are the
-/// same physical object (see [`crate::Provider::physical_identity`]).
+/// same physical object (see [`crate::Provider::physical_identity`]). An
+/// adopted instance (`Import`: the object already is as the new instance
+/// plans it, e.g. the files the old instance wrote) takes over the same
+/// way, so the delete leaves alone what it now owns.
 pub(crate) fn pair_handovers(
     changes: &mut [crate::plan::ResourceChange],
     identity: impl Fn(&crate::plan::ResourceChange) -> Option<String>,
@@ -143,7 +146,7 @@ pub(crate) fn pair_handovers(
     use crate::plan::Action;
     let mut creates: BTreeMap<(String, String), usize> = BTreeMap::new();
     for (i, c) in changes.iter().enumerate() {
-        if c.action == Action::Create {
+        if matches!(c.action, Action::Create | Action::Import) {
             if let Some(id) = identity(c) {
                 creates.entry((c.provider.clone(), id)).or_insert(i);
             }

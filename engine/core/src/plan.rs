@@ -31,6 +31,9 @@ pub enum Action {
     NoOp,
     /// Refresh-only: record what was read in the state.
     Read,
+    /// The object already exists as configured (found by refresh, unknown
+    /// to the state): record it, change nothing.
+    Import,
 }
 
 impl Action {
@@ -43,6 +46,7 @@ impl Action {
             Action::Delete => "-",
             Action::NoOp => " ",
             Action::Read => "<=",
+            Action::Import => "=",
         }
     }
 
@@ -64,6 +68,7 @@ impl fmt::Display for Action {
             Action::Delete => "delete",
             Action::NoOp => "no-op",
             Action::Read => "read",
+            Action::Import => "import",
         })
     }
 }
@@ -187,6 +192,10 @@ pub struct ResourceChange {
     /// waits for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaces: Option<Address>,
+    /// The replacement was asked for (`-replace=ADDRESS`): the provider
+    /// redoes everything, even what already is as configured.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace_requested: bool,
 }
 
 impl ResourceChange {
@@ -249,6 +258,9 @@ pub struct Summary {
     pub destroy: usize,
     /// Refresh-only state updates.
     pub read: usize,
+    /// Objects that already exist as configured, to record.
+    #[serde(default)]
+    pub import: usize,
 }
 
 /// The plan: made against one state (lineage + serial), listing drift first
@@ -293,6 +305,7 @@ impl Plan {
                 }
                 Action::Delete => s.destroy += 1,
                 Action::Read => s.read += 1,
+                Action::Import => s.import += 1,
                 Action::NoOp => {}
             }
         }

@@ -32,6 +32,11 @@ pub struct DesiredInstance {
     pub attrs: Attrs,
     /// Instances that must be applied before this one.
     pub dependencies: Vec<Address>,
+    /// Attributes other tools own (`lifecycle.ignore_changes`): a name, or
+    /// a pattern with one `*` (`file:*/hosts.toml`). When the object
+    /// exists, the plan keeps their values as refresh found them: neither
+    /// their drift nor a change in the configuration is planned.
+    pub ignore_changes: Vec<String>,
 }
 
 impl DesiredInstance {
@@ -42,7 +47,22 @@ impl DesiredInstance {
             provider: provider.to_owned(),
             attrs,
             dependencies: Vec::new(),
+            ignore_changes: Vec::new(),
         }
+    }
+
+    /// Whether the attribute `name` is one of [`DesiredInstance::ignore_changes`].
+    pub fn ignores(&self, name: &str) -> bool {
+        self.ignore_changes
+            .iter()
+            .any(|pattern| match pattern.split_once('*') {
+                Some((prefix, suffix)) => {
+                    name.len() >= prefix.len() + suffix.len()
+                        && name.starts_with(prefix)
+                        && name.ends_with(suffix)
+                }
+                None => pattern == name,
+            })
     }
 
     /// Builder: adds a dependency.
@@ -169,6 +189,10 @@ pub struct PlannedChange {
     /// over (see [`Provider::physical_identity`]): that instance, applied
     /// already, and the names of its attributes. Set by the apply walk.
     pub handover: Option<Handover>,
+    /// The replacement was asked for (`-replace`): redo everything, even
+    /// what already is as planned (upload every blob again, write every
+    /// file again and restart).
+    pub replace_requested: bool,
 }
 
 /// The instance that took over a deleted instance's physical object.
@@ -178,6 +202,29 @@ pub struct Handover {
     pub address: Address,
     /// The names of its attributes (public and sensitive): what it owns now.
     pub attributes: std::collections::BTreeSet<String>,
+}
+
+/// What [`Provider::adopt`] found: the object already is as planned.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Adoption {
+    /// The state to record, as an apply would have left it.
+    pub state: NewInstanceState,
+    /// Lines for the plan, e.g. "the tag already points at sha256:…".
+    pub details: Vec<String>,
+}
+
+/// Whether every attribute refresh `observed` has the value `after` plans
+/// for it (sensitive ones compared in clear, in memory): the generic test
+/// of [`Provider::adopt`]. An empty observation matches nothing.
+pub fn observed_matches(after: &Attrs, observed: &Observed) -> bool {
+    let mut any = false;
+    for name in observed.attrs.names() {
+        any = true;
+        if observed.attrs.get(name) != after.get(name) {
+            return false;
+        }
+    }
+    any
 }
 
 /// How a provider call failed; drift checks distinguish "could not look"
@@ -317,6 +364,20 @@ pub trait Provider: Send + Sync {
         diff(self.force_new(), desired, prior)
     }
 
+    /// Adoption: `planned` creates an object that the state does not
+    /// record but that refresh found (`observed`). When it already is as
+    /// planned, the state to record without any change (the plan shows it
+    /// as "already present, will be recorded"); `None` (the default) to
+    /// create it as planned. Also used by `mirrorplan import`.
+    fn adopt(
+        &self,
+        _desired: &DesiredInstance,
+        _planned: &PlannedChange,
+        _observed: &Observed,
+    ) -> Option<Adoption> {
+        None
+    }
+
     /// Creates, updates, replaces or deletes one instance. Returns the new
     /// state of the object, or `None` when it no longer exists.
     ///
@@ -385,6 +446,7 @@ pub fn diff(
         replace_because: Vec::new(),
         details: Vec::new(),
         handover: None,
+        replace_requested: false,
     };
     change.action = match (desired, prior) {
         (Some(_), None) => Action::Create,

@@ -24,7 +24,7 @@ use crate::term::escape_controls as esc;
 use crate::value::{is_multiline, AttrValue, SENSITIVE_MASK};
 
 /// The version of the `--json` plan format.
-pub const JSON_FORMAT_VERSION: &str = "1.1";
+pub const JSON_FORMAT_VERSION: &str = "1.2";
 
 /// How to render.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,6 +60,7 @@ fn symbol(action: Action, options: RenderOptions) -> String {
             paint("+", GREEN, options)
         ),
         Action::Read => paint("<=", BOLD, options),
+        Action::Import => paint("=", GREEN, options),
         Action::NoOp => " ".into(),
     }
 }
@@ -129,8 +130,15 @@ fn write_attr(out: &mut String, line: &AttrLine<'_>, width: usize) {
     let _ = writeln!(out, "      {sym} {name}{pad} = {text}{suffix}");
 }
 
-fn header(action: Action) -> &'static str {
-    match action {
+fn header(c: &ResourceChange) -> &'static str {
+    if c.replace_requested {
+        return match c.action {
+            Action::Create => "will be created, as requested with -replace",
+            _ => "must be replaced, as requested: it will be re-applied",
+        };
+    }
+    match c.action {
+        Action::Import => "is already present, will be recorded",
         Action::Create => "will be created",
         Action::Update => "will be updated in place",
         Action::Replace => "must be replaced",
@@ -172,7 +180,7 @@ pub(crate) fn change_header(c: &ResourceChange) -> (String, String) {
                 }
             ),
         ),
-        _ => (c.address.to_string(), header(c.action).to_string()),
+        _ => (c.address.to_string(), header(c).to_string()),
     }
 }
 
@@ -294,7 +302,7 @@ fn write_change(out: &mut String, c: &ResourceChange, options: RenderOptions) {
                 }
             }
         }
-        Action::NoOp => {}
+        Action::NoOp | Action::Import => {}
     }
     out.push('\n');
 }
@@ -394,7 +402,9 @@ pub fn render_plan(plan: &Plan, options: RenderOptions) -> String {
     let acting: Vec<&ResourceChange> = plan
         .changes
         .iter()
-        .filter(|c| c.action.needs_provider() || c.previous_address.is_some())
+        .filter(|c| {
+            c.action.needs_provider() || c.action == Action::Import || c.previous_address.is_some()
+        })
         .collect();
     if acting.is_empty() {
         out.push_str(&paint(
@@ -411,9 +421,14 @@ pub fn render_plan(plan: &Plan, options: RenderOptions) -> String {
         write_change(&mut out, c, options);
     }
     let s = plan.summary();
+    let import = if s.import > 0 {
+        format!("{} to import, ", s.import)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "{} {} to add, {} to change, {} to destroy.",
+        "{} {import}{} to add, {} to change, {} to destroy.",
         paint("Plan:", BOLD, options),
         s.add,
         s.change,
@@ -522,6 +537,7 @@ pub fn plan_json(plan: &Plan) -> Value {
                 "changed_attributes": c.changed_attributes().iter().map(|a| a.attribute.clone()).collect::<Vec<_>>(),
                 "replace_because": c.replace_because,
                 "details": c.details,
+                "replace_requested": c.replace_requested,
                 "dependencies": c.dependencies.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             });
             // like Terraform's plan JSON: only on moved instances
@@ -547,7 +563,7 @@ pub fn plan_json(plan: &Plan) -> Value {
         "drift": drift,
         "resource_changes": changes,
         "warnings": plan.warnings().map(|(a, w)| json!({"address": a.to_string(), "message": w})).collect::<Vec<_>>(),
-        "summary": {"add": s.add, "change": s.change, "destroy": s.destroy, "read": s.read},
+        "summary": {"add": s.add, "change": s.change, "destroy": s.destroy, "read": s.read, "import": s.import},
     })
 }
 
@@ -574,7 +590,7 @@ pub fn render_plan_json(plan: &Plan) -> String {
 
 /// The closing summary of an apply.
 pub fn render_apply_report(report: &ApplyReport, options: RenderOptions) -> String {
-    let (mut added, mut changed, mut destroyed, mut read) = (0, 0, 0, 0);
+    let (mut added, mut changed, mut destroyed, mut read, mut imported) = (0, 0, 0, 0, 0);
     for (_, action) in &report.done {
         match action {
             Action::Create => added += 1,
@@ -585,10 +601,14 @@ pub fn render_apply_report(report: &ApplyReport, options: RenderOptions) -> Stri
             }
             Action::Delete => destroyed += 1,
             Action::Read => read += 1,
+            Action::Import => imported += 1,
             Action::NoOp => {}
         }
     }
     let mut counts = format!("Resources: {added} added, {changed} changed, {destroyed} destroyed");
+    if imported > 0 {
+        counts = format!("Resources: {imported} imported, {added} added, {changed} changed, {destroyed} destroyed");
+    }
     if read > 0 {
         let _ = write!(counts, ", {read} updated in state");
     }

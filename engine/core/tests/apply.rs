@@ -25,6 +25,7 @@ async fn plan(engine: &Engine, desired: Vec<DesiredInstance>, prior: PriorSnapsh
             refresh: true,
             refresh_only: false,
             targets: vec![],
+            replace: vec![],
         })
         .await
         .expect("plans")
@@ -580,6 +581,7 @@ async fn refresh_only_apply_updates_state_without_provider_calls() {
             refresh: true,
             refresh_only: true,
             targets: vec![],
+            replace: vec![],
         })
         .await
         .expect("plans");

@@ -19,6 +19,7 @@ fn request(desired: Vec<mirrorplan_engine::DesiredInstance>, prior: PriorSnapsho
         refresh: true,
         refresh_only: false,
         targets: vec![],
+        replace: vec![],
     }
 }
 

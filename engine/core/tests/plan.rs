@@ -169,6 +169,7 @@ async fn plan_case(case: &Case) -> Result<Plan, EngineError> {
             refresh: case.refresh,
             refresh_only: case.refresh_only,
             targets: case.targets.iter().map(|t| addr(t)).collect(),
+            replace: vec![],
         })
         .await
 }
@@ -303,6 +304,7 @@ async fn unreachable_refresh_is_distinguished_from_drift() {
             refresh: true,
             refresh_only: false,
             targets: vec![],
+            replace: vec![],
         })
         .await
         .expect_err("refresh fails");
@@ -334,6 +336,7 @@ async fn an_unread_instance_the_provider_tolerates_is_planned_with_a_warning() {
                     refresh: true,
                     refresh_only,
                     targets: vec![],
+                    replace: vec![],
                 })
                 .await
         }
@@ -368,7 +371,7 @@ async fn an_unread_instance_the_provider_tolerates_is_planned_with_a_warning() {
     );
     let json = plan_json(&plan);
     assert_eq!(json["warnings"][0]["address"], down);
-    assert_eq!(json["format_version"], "1.1");
+    assert_eq!(json["format_version"], "1.2");
     let md = mirrorplan_engine::render_plan_markdown(&plan);
     assert!(md.contains("could not be read"), "{md}");
     // the warning survives a plan file
@@ -402,6 +405,7 @@ async fn refresh_respects_parallelism() {
             refresh: true,
             refresh_only: false,
             targets: vec![],
+            replace: vec![],
         })
         .await
         .expect("plans");

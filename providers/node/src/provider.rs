@@ -23,8 +23,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine as _;
 use mirrorplan_engine::{
-    Address, ApplyContext, Attrs, DesiredInstance, NewInstanceState, Observed, PlannedChange,
-    PriorInstance, Provider, ProviderError,
+    Address, Adoption, ApplyContext, Attrs, DesiredInstance, NewInstanceState, Observed,
+    PlannedChange, PriorInstance, Provider, ProviderError,
 };
 use serde_json::{json, Value};
 
@@ -893,6 +893,37 @@ impl Provider for NodeProvider {
         Ok(change)
     }
 
+    fn adopt(
+        &self,
+        _desired: &DesiredInstance,
+        planned: &PlannedChange,
+        observed: &Observed,
+    ) -> Option<Adoption> {
+        let after = planned.after.as_ref()?;
+        if !mirrorplan_engine::observed_matches(after, observed) {
+            return None;
+        }
+        let digests = file_attrs(after)
+            .into_iter()
+            .filter_map(|name| {
+                let text = after.get(&name)?.as_str()?;
+                Some((
+                    name[FILE_PREFIX.len()..].to_string(),
+                    digest(text.as_bytes()),
+                ))
+            })
+            .collect();
+        Some(Adoption {
+            state: NewInstanceState {
+                attrs: after.clone(),
+                digests,
+            },
+            details: vec![
+                "its files already are as configured: recorded without a write or a restart".into(),
+            ],
+        })
+    }
+
     async fn apply(
         &self,
         change: &PlannedChange,
@@ -1062,7 +1093,8 @@ impl NodeProvider {
             let mut batch: Vec<(&str, &[u8], u32)> = Vec::new();
             for (path, text, sensitive) in &writes {
                 let current = now.remove(path).flatten();
-                if current.as_deref() == Some(text.as_bytes()) {
+                // (-replace: every file is written again)
+                if current.as_deref() == Some(text.as_bytes()) && !change.replace_requested {
                     continue;
                 }
                 ctx.message(format!("writing {path}"));

@@ -46,6 +46,8 @@ pub struct CopyOptions {
     pub platforms: Vec<Platform>,
     /// Blob copies in flight.
     pub concurrency: usize,
+    /// Copy every blob even if the destination has it (`-replace`).
+    pub force: bool,
 }
 
 impl Default for CopyOptions {
@@ -53,6 +55,7 @@ impl Default for CopyOptions {
         CopyOptions {
             platforms: Vec::new(),
             concurrency: 3,
+            force: false,
         }
     }
 }
@@ -248,7 +251,13 @@ pub async fn copy_image(
         filtered,
         ..CopyReport::default()
     };
-    if let Some(info) = dst.head_manifest(dst_repo, &dst_reference).await? {
+    // (`-replace`: copied whole, whatever the destination has)
+    let there = if options.force {
+        None
+    } else {
+        dst.head_manifest(dst_repo, &dst_reference).await?
+    };
+    if let Some(info) = there {
         if info.digest == final_digest {
             report.up_to_date = true;
             return Ok(report);
@@ -285,7 +294,16 @@ pub async fn copy_image(
         }
     }
     let results: Vec<Result<Option<u64>, RegistryError>> = futures::stream::iter(blobs.iter())
-        .map(|b| copy_blob(src, src_repo, dst, dst_repo, &b.digest, b.size))
+        .map(|b| {
+            copy_blob(
+                src,
+                src_repo,
+                dst,
+                (dst_repo, options.force),
+                &b.digest,
+                b.size,
+            )
+        })
         .buffer_unordered(options.concurrency.max(1))
         .collect()
         .await;
@@ -311,17 +329,18 @@ pub async fn copy_image(
     Ok(report)
 }
 
-/// Copy one blob unless the destination has it. `Some(bytes)` when copied.
-/// A failed transfer is tried once more (the source can be read again).
+/// Copy one blob unless the destination has it (unless `force`).
+/// `Some(bytes)` when copied. A failed transfer is tried once more (the
+/// source can be read again).
 async fn copy_blob(
     src: &RegistryClient,
     src_repo: &str,
     dst: &RegistryClient,
-    dst_repo: &str,
+    (dst_repo, force): (&str, bool),
     digest: &Digest,
     size: u64,
 ) -> Result<Option<u64>, RegistryError> {
-    if dst.head_blob(dst_repo, digest).await?.is_some() {
+    if !force && dst.head_blob(dst_repo, digest).await?.is_some() {
         return Ok(None);
     }
     let mut attempt = 0;

@@ -17,8 +17,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use mirrorplan_engine::{
-    human_bytes, Action, Address, ApplyContext, Attrs, DesiredInstance, NewInstanceState, Observed,
-    PlannedChange, PriorInstance, Provider, ProviderError, ResourceChange, SENSITIVE_MASK,
+    human_bytes, observed_matches, Action, Address, Adoption, ApplyContext, Attrs, DesiredInstance,
+    NewInstanceState, Observed, PlannedChange, PriorInstance, Provider, ProviderError,
+    ResourceChange, SENSITIVE_MASK,
 };
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
@@ -460,6 +461,10 @@ pub struct ImageProvider {
     /// Inactivity timeouts by endpoint (a registry block's `timeout`), set
     /// before the first client is made: see [`ImageProvider::set_timeout`].
     timeouts: Mutex<HashMap<String, std::time::Duration>>,
+    /// Images whose replacement was asked for (`-replace`), by bundle:
+    /// every blob is uploaded again and the manifests put again, even
+    /// what the mirror already has.
+    forced: Mutex<HashMap<PathBuf, HashSet<String>>>,
 }
 
 /// A bundle's catalogue as the blob survey needs it, for one namespace.
@@ -789,6 +794,7 @@ impl ImageProvider {
     async fn copy_from_registry(
         &self,
         spec: &ImageSpec,
+        force: bool,
         ctx: &ApplyContext,
     ) -> Result<String, ProviderError> {
         let src_conn = spec.upstream_conn.clone().ok_or_else(|| {
@@ -814,6 +820,7 @@ impl ImageProvider {
                 .iter()
                 .filter_map(|p| crate::reference::Platform::parse(p).ok())
                 .collect(),
+            force,
             ..crate::copy::CopyOptions::default()
         };
         let repo = spec.repository.clone();
@@ -1048,6 +1055,13 @@ impl ImageProvider {
                 attrs.insert(k, v.clone());
             }
             if let Ok(spec) = ImageSpec::from_attrs(&attrs) {
+                if let (ImageSource::Bundle(p), true) = (&spec.source, c.replace_requested) {
+                    if let Ok(mut f) = self.forced.lock() {
+                        f.entry(p.clone())
+                            .or_default()
+                            .insert(spec.upstream.clone());
+                    }
+                }
                 if let ImageSource::Bundle(p) = &spec.source {
                     if let Ok(mut a) = self.addresses.lock() {
                         a.insert(
@@ -1165,6 +1179,12 @@ impl ImageProvider {
                 let ctxs = self.batch_contexts(spec, bundle, &wanted, ctx);
                 let known_absent = self.known_absent(bundle, &spec.mirror.endpoint);
                 let known_tags = self.known_tags(&spec.mirror.endpoint);
+                let forced = self
+                    .forced
+                    .lock()
+                    .ok()
+                    .and_then(|f| f.get(bundle).cloned())
+                    .unwrap_or_default();
                 match remote {
                     None => {
                         let joined = tokio::task::spawn_blocking(move || {
@@ -1187,8 +1207,11 @@ impl ImageProvider {
                                 &wanted,
                                 &client,
                                 ctxs,
-                                known_absent,
-                                known_tags,
+                                PassHints {
+                                    known_absent,
+                                    known_tags,
+                                    forced,
+                                },
                             ))
                         })
                         .await;
@@ -1373,15 +1396,29 @@ fn push_bundle_blocking(
     Ok(out)
 }
 
+/// What this run knows about the mirror for one bundle pass.
+struct PassHints {
+    /// (repository, blob) pairs its refresh found missing.
+    known_absent: HashSet<(String, crate::digest::Digest)>,
+    /// What its refresh found at each tag.
+    known_tags: KnownTags,
+    /// Images to push as if the mirror had none of them (`-replace`).
+    forced: HashSet<String>,
+}
+
 async fn push_bundle_remote(
     spec: &ImageSpec,
     bundle_path: &Path,
     wanted: &HashSet<String>,
     client: &crate::client::RegistryClient,
     ctxs: HashMap<String, ApplyContext>,
-    known_absent: HashSet<(String, crate::digest::Digest)>,
-    known_tags: KnownTags,
+    hints: PassHints,
 ) -> BatchResult {
+    let PassHints {
+        mut known_absent,
+        mut known_tags,
+        forced,
+    } = hints;
     let catalogue = bundle_catalogue(bundle_path, &spec.platforms).map_err(|e| e.message)?;
     let cat = catalogue
         .subset(|name| wanted.is_empty() || wanted.contains(name) || name == spec.upstream);
@@ -1409,6 +1446,19 @@ async fn push_bundle_remote(
                 s.push(repo.clone());
             }
         }
+    }
+    // `-replace`: the image is pushed as if the mirror had none of it
+    for image in cat.images.iter().filter(|i| forced.contains(&i.name)) {
+        let m = image.mirror_ref(namespace.as_deref());
+        for b in &image.blobs {
+            known_absent.insert((m.repository.clone(), b.digest.clone()));
+            mount_sources.remove(&b.digest);
+        }
+        let reference = m
+            .tag
+            .clone()
+            .unwrap_or_else(|| image.manifest_digest.to_string());
+        known_tags.insert((m.repository.clone(), reference), None);
     }
     let options = crate::push_remote::RemotePushOptions {
         mount_sources,
@@ -1660,6 +1710,28 @@ impl Provider for ImageProvider {
         Ok(change)
     }
 
+    fn adopt(
+        &self,
+        _desired: &DesiredInstance,
+        planned: &PlannedChange,
+        observed: &Observed,
+    ) -> Option<Adoption> {
+        let after = planned.after.as_ref()?;
+        if !observed_matches(after, observed) {
+            return None;
+        }
+        let digest = after.get("digest")?.as_str()?.to_string();
+        Some(Adoption {
+            details: vec![format!(
+                "the mirror already serves it at {digest}: nothing to upload"
+            )],
+            state: NewInstanceState {
+                attrs: after.clone(),
+                digests: BTreeMap::from([("manifest".to_string(), digest)]),
+            },
+        })
+    }
+
     async fn apply(
         &self,
         change: &PlannedChange,
@@ -1711,7 +1783,10 @@ impl Provider for ImageProvider {
                 let spec = ImageSpec::from_attrs(after)?;
                 let digest = match &spec.source {
                     ImageSource::Bundle(b) => self.push_from_bundle(&spec, b, ctx).await?,
-                    ImageSource::Registry => self.copy_from_registry(&spec, ctx).await?,
+                    ImageSource::Registry => {
+                        self.copy_from_registry(&spec, change.replace_requested, ctx)
+                            .await?
+                    }
                 };
                 if digest != spec.digest {
                     return Err(ProviderError::failed(format!(
@@ -1726,10 +1801,12 @@ impl Provider for ImageProvider {
                     digests: BTreeMap::from([("manifest".to_string(), digest)]),
                 }))
             }
-            Action::NoOp | Action::Read => Ok(change.after.clone().map(|attrs| NewInstanceState {
-                attrs,
-                digests: BTreeMap::new(),
-            })),
+            Action::NoOp | Action::Read | Action::Import => {
+                Ok(change.after.clone().map(|attrs| NewInstanceState {
+                    attrs,
+                    digests: BTreeMap::new(),
+                }))
+            }
         }
     }
 }

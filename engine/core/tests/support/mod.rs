@@ -68,6 +68,8 @@ pub struct MemProvider {
     pub current: AtomicUsize,
     pub max: AtomicUsize,
     pub sleep: Option<Duration>,
+    /// Adopt what exists as planned (see `Provider::adopt`).
+    pub adopt: bool,
 }
 
 impl MemProvider {
@@ -167,6 +169,24 @@ impl Provider for MemProvider {
             }
         }
         Ok(change)
+    }
+
+    fn adopt(
+        &self,
+        _desired: &DesiredInstance,
+        planned: &PlannedChange,
+        observed: &Observed,
+    ) -> Option<mirrorplan_engine::Adoption> {
+        let after = planned.after.as_ref()?;
+        (self.adopt && mirrorplan_engine::observed_matches(after, observed)).then(|| {
+            mirrorplan_engine::Adoption {
+                state: NewInstanceState {
+                    attrs: after.clone(),
+                    digests: BTreeMap::new(),
+                },
+                details: vec!["already there".into()],
+            }
+        })
     }
 
     async fn apply(
