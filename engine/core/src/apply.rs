@@ -178,14 +178,7 @@ impl Engine {
                 .record(&c.address, Some(record))
                 .and_then(|()| sink.record(from, None));
             if let Err(e) = moved {
-                report.state_error = Some(e.message.clone());
-                report.failed.push((c.address.clone(), e.to_string()));
-                for a in planned.keys() {
-                    report.skipped.push((
-                        a.clone(),
-                        "not started: the state could not be saved".into(),
-                    ));
-                }
+                state_not_saved(&mut report, &c.address, &e, planned.keys());
                 return Ok(report);
             }
         }
@@ -203,14 +196,7 @@ impl Engine {
                 StateUpdate::Remove => None,
             };
             if let Err(e) = sink.record(&c.address, record) {
-                report.state_error = Some(e.message.clone());
-                report.failed.push((c.address.clone(), e.to_string()));
-                for a in planned.keys() {
-                    report.skipped.push((
-                        a.clone(),
-                        "not started: the state could not be saved".into(),
-                    ));
-                }
+                state_not_saved(&mut report, &c.address, &e, planned.keys());
                 return Ok(report);
             }
             if matches!(c.action, Action::Read | Action::Import) {
@@ -462,5 +448,23 @@ fn values_from_config(
         Err(EngineError::ConfigChanged {
             addresses: mismatched.into_iter().collect(),
         })
+    }
+}
+
+/// The state could not record `address` before the walk: that is the
+/// failure, and nothing of the walk starts.
+fn state_not_saved<'a>(
+    report: &mut ApplyReport,
+    address: &Address,
+    e: &SinkError,
+    planned: impl Iterator<Item = &'a Address>,
+) {
+    report.state_error = Some(e.message.clone());
+    report.failed.push((address.clone(), e.to_string()));
+    for a in planned {
+        report.skipped.push((
+            a.clone(),
+            "not started: the state could not be saved".into(),
+        ));
     }
 }
