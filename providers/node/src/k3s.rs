@@ -20,10 +20,17 @@
 use crate::diff::DesiredFile;
 use crate::error::{NodeError, Result};
 use crate::hosts::{MODE_PUBLIC, MODE_SECRET};
-use crate::model::{MirrorSpec, NodeMirrorConfig, PullAuth, GCR_HOST, GCR_KEY_USERNAME};
+use crate::model::{
+    ConfigStyle, MirrorSpec, NodeMirrorConfig, PullAuth, GCR_HOST, GCR_KEY_USERNAME,
+};
 
-/// First line of registries.yaml.
-const HEADER: &str = "# managed by mirrorplan: registry mirrors, see https://docs.k3s.io/installation/private-registry\n";
+/// First line of registries.yaml, naming the format's documentation.
+fn header(style: ConfigStyle) -> &'static str {
+    match style {
+        ConfigStyle::Rke2 => "# managed by mirrorplan: registry mirrors, see https://docs.rke2.io/install/private_registry\n",
+        _ => "# managed by mirrorplan: registry mirrors, see https://docs.k3s.io/installation/private-registry\n",
+    }
+}
 
 /// Path of registries.yaml on the node.
 pub fn registries_yaml_path(cfg: &NodeMirrorConfig) -> String {
@@ -49,7 +56,7 @@ pub fn render_k3s_registries(cfg: &NodeMirrorConfig) -> Result<Vec<DesiredFile>>
     cfg.validate()?;
     let what = format!("{}'s registries.yaml", cfg.config_style);
     crate::containerd::check_keyed_by_host(cfg, &what)?;
-    let mut text = HEADER.to_owned();
+    let mut text = header(cfg.config_style).to_owned();
     let mut mirrors_yaml = String::new();
     for host in cfg.upstream_hosts() {
         let mirrors: Vec<&MirrorSpec> = cfg.mirrors_for(&host).collect();
