@@ -271,3 +271,81 @@ fn attributes_that_do_not_apply_to_a_style_are_diagnostics() {
         "{text}"
     );
 }
+
+/// On a real SSH node (sshd in its own mount namespace, whose
+/// `/etc/containerd` is private): the files go through the SSH transport,
+/// `restart_command` runs once per apply that changed a file and never
+/// otherwise, and containerd's config.toml stays byte for byte. The
+/// style's `config_path` is put under the node's private `/etc/containerd`
+/// so that nothing is written to this machine's `/etc/containers`.
+#[test]
+fn registries_conf_on_an_ssh_node_reloads_only_when_a_file_changed() {
+    let lab = Lab::start();
+    let n = nodes_support::start_node();
+    let etc = n.etc_containerd_dir();
+    let config_toml = etc.join("config.toml");
+    let before = std::fs::read(&config_toml).unwrap_or_default();
+    let reloads = etc.join("reloads");
+    let write = |hosts: &[&str]| {
+        lab.write_config(
+            &[&n],
+            &nodes_support::ClusterConf {
+                style: "registries_conf",
+                hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                restart_command: Some("echo reload >> /etc/containerd/reloads".into()),
+                ..Default::default()
+            },
+        );
+        let hcl = read(&lab.path().join("main.hcl")).replacen(
+            "    config_style    = \"registries_conf\"\n",
+            "    config_style    = \"registries_conf\"\n    config_path     = \"/etc/containerd/containers\"\n",
+            1,
+        );
+        lab.write_file("main.hcl", &hcl);
+    };
+    let count = || {
+        std::fs::read_to_string(&reloads)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let node = nodes_support::node_address(&n);
+    write(&["quay.io"]);
+    // the node is configured; the cluster step's canary then asks CRI-O's
+    // socket, which this node does not have: that step fails, naming it
+    let o = run_ok(lab.path(), &["apply", "--auto-approve"], 1);
+    let text = all_text(&o);
+    assert!(text.contains("/var/run/crio/crio.sock"), "{text}");
+    let drop_in = etc.join("containers/registries.conf.d/50-mirrorplan.conf");
+    assert!(
+        read(&drop_in).contains(&format!(
+            "location = \"{}/{NAMESPACE}\"",
+            lab.registry.host_port()
+        )),
+        "{}",
+        streams(&o)
+    );
+    assert_eq!(mode(&etc.join("containers/auth.json")), 0o600);
+    assert_eq!(count(), 1, "one reload after the first apply");
+    assert_eq!(
+        std::fs::read(&config_toml).unwrap_or_default(),
+        before,
+        "config.toml was changed"
+    );
+
+    // nothing changed: the node is not touched, no reload
+    let o = run_ok(lab.path(), &["plan"], 0);
+    assert!(
+        !all_text(&o).contains(&format!("{node} will be")),
+        "{}",
+        streams(&o)
+    );
+    run_ok(lab.path(), &["apply", "--auto-approve"], 1);
+    assert_eq!(count(), 1, "a reload without a change");
+
+    // one more mirrored host: the drop-in changes, one reload
+    write(&["quay.io", "docker.io"]);
+    run_ok(lab.path(), &["apply", "--auto-approve"], 1);
+    assert!(read(&drop_in).contains("prefix = \"docker.io\""));
+    assert_eq!(count(), 2, "one reload for the change");
+    assert_eq!(std::fs::read(&config_toml).unwrap_or_default(), before);
+}
