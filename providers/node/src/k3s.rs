@@ -46,6 +46,16 @@ pub fn k3s_ca_path(cfg: &NodeMirrorConfig, mirror: &MirrorSpec) -> String {
     )
 }
 
+/// Whether `rest` (a path relative to `config_path`) is one of the files
+/// this style writes: what the node provider may remove there.
+pub(crate) fn owns(rest: &str) -> bool {
+    rest == "registries.yaml"
+        || rest
+            .strip_prefix("mirrorplan/")
+            .and_then(|r| r.strip_suffix("-ca.crt"))
+            .is_some_and(|stem| !stem.is_empty() && !stem.contains('/'))
+}
+
 /// A YAML double-quoted scalar (JSON string syntax is valid YAML).
 fn q(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()

@@ -92,6 +92,18 @@ impl ConfigStyle {
         }
     }
 
+    /// Whether `rest`, a path relative to `config_path`, may be a file of
+    /// this style: anything below the hosts directory for `hosts` and
+    /// `legacy`, only the files they write for the others (whose
+    /// directories hold other software's files: `policy.json`, `k3s.yaml`).
+    pub fn owns(self, rest: &str) -> bool {
+        match self {
+            ConfigStyle::Hosts | ConfigStyle::Legacy => !rest.is_empty(),
+            ConfigStyle::RegistriesConf => crate::registries_conf::owns(rest),
+            ConfigStyle::K3s | ConfigStyle::Rke2 => crate::k3s::owns(rest),
+        }
+    }
+
     /// The CRI socket of the runtime this style configures (the cluster
     /// step's canary pull goes through it).
     pub fn cri_socket(self) -> &'static str {

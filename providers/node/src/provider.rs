@@ -428,7 +428,8 @@ impl NodeSpec {
 /// edited: nothing else is ever removed.
 #[derive(Debug, Default)]
 struct Managed {
-    dirs: Vec<String>,
+    /// Each `config_path`, with the style whose files may be removed there.
+    dirs: Vec<(String, ConfigStyle)>,
     files: Vec<String>,
 }
 
@@ -438,8 +439,12 @@ impl Managed {
         for spec in specs {
             let dir = spec.config.config_dir();
             // a config_path that is not clean (or `/`) protects nothing
-            if clean_absolute(dir) && dir != "/" && !m.dirs.iter().any(|d| d == dir) {
-                m.dirs.push(dir.to_string());
+            let style = spec.config.config_style;
+            if clean_absolute(dir)
+                && dir != "/"
+                && !m.dirs.iter().any(|(d, s)| d == dir && *s == style)
+            {
+                m.dirs.push((dir.to_string(), style));
             }
             // config.toml is a node file only for the containerd styles
             if spec.config.config_style.edits_containerd_config()
@@ -456,17 +461,27 @@ impl Managed {
     fn allows(&self, path: &str) -> bool {
         clean_absolute(path)
             && (self.files.iter().any(|f| f == path)
-                || self.dirs.iter().any(|d| {
+                || self.dirs.iter().any(|(d, style)| {
                     path.strip_prefix(d.as_str())
                         .and_then(|rest| rest.strip_prefix('/'))
-                        .is_some_and(|rest| !rest.is_empty())
+                        .is_some_and(|rest| style.owns(rest))
                 }))
     }
 
     /// Why `paths` (which [`allows`](Self::allows) rejects) are not removed.
     fn refusal(&self, paths: &[&str]) -> String {
         let quoted: Vec<String> = paths.iter().map(|p| format!("{p:?}")).collect();
-        let dirs: Vec<String> = self.dirs.iter().map(|d| format!("{d}/")).collect();
+        let dirs: Vec<String> = self
+            .dirs
+            .iter()
+            .map(|(d, style)| {
+                if style.edits_containerd_config() {
+                    format!("{d}/")
+                } else {
+                    format!("{d}/ (only the files config_style = \"{style}\" writes)")
+                }
+            })
+            .collect();
         format!(
             "refusing to remove {}: the state lists {} among the node's files, \
              but mirrorplan only removes files under {} or the config_file {}",
@@ -1424,6 +1439,37 @@ mod tests {
             assert!(!m.allows("/etc/passwd"), "{dir}");
             assert!(!m.allows("/etc/etc/passwd"), "{dir}");
         }
+        // the runtime styles' directories hold other software's files:
+        // only the files the style writes there may be removed
+        let mut crio = spec("/etc/containers", "/etc/containerd/config.toml");
+        crio.config.config_style = ConfigStyle::RegistriesConf;
+        let mut k3s = spec("/etc/rancher/k3s", "/etc/containerd/config.toml");
+        k3s.config.config_style = ConfigStyle::K3s;
+        let m2 = Managed::of([&crio, &k3s]);
+        for ok in [
+            "/etc/containers/registries.conf.d/50-mirrorplan.conf",
+            "/etc/containers/auth.json",
+            "/etc/containers/certs.d/10.0.0.1:5000/ca.crt",
+            "/etc/rancher/k3s/registries.yaml",
+            "/etc/rancher/k3s/mirrorplan/10.0.0.1_5000-ca.crt",
+        ] {
+            assert!(m2.allows(ok), "{ok}");
+        }
+        for bad in [
+            "/etc/containers/policy.json",
+            "/etc/containers/registries.conf",
+            "/etc/containers/registries.conf.d/other.conf",
+            "/etc/containers/certs.d/x/client.key",
+            "/etc/rancher/k3s/k3s.yaml",
+            "/etc/rancher/k3s/config.yaml",
+            "/etc/rancher/k3s/mirrorplan/a/b-ca.crt",
+            "/etc/containerd/config.toml",
+        ] {
+            assert!(!m2.allows(bad), "{bad:?}");
+        }
+        assert!(m2
+            .refusal(&["/etc/rancher/k3s/k3s.yaml"])
+            .contains("only the files config_style = \"k3s\" writes"));
         let text = m.refusal(&["/etc/passwd"]);
         assert!(
             text.contains("refusing to remove \"/etc/passwd\""),

@@ -57,6 +57,17 @@ pub fn mirror_location(mirror: &MirrorSpec) -> String {
     }
 }
 
+/// Whether `rest` (a path relative to `config_path`) is one of the files
+/// this style writes: what the node provider may remove there.
+pub(crate) fn owns(rest: &str) -> bool {
+    rest == DROP_IN
+        || rest == "auth.json"
+        || rest
+            .strip_prefix("certs.d/")
+            .and_then(|r| r.strip_suffix("/ca.crt"))
+            .is_some_and(|host| !host.is_empty() && !host.contains('/'))
+}
+
 /// Render the drop-in, the CA files and (when there are credentials)
 /// `auth.json`, sorted by path.
 pub fn render_registries_conf(cfg: &NodeMirrorConfig) -> Result<Vec<DesiredFile>> {
