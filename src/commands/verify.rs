@@ -789,7 +789,7 @@ async fn check_node(
                 "cri",
                 &target,
                 Status::Fail,
-                format!("containerd does not answer on {}: {e}", cluster.socket),
+                format!("the runtime does not answer on {}: {e}", cluster.socket),
             ));
             None
         }
