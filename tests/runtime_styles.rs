@@ -349,3 +349,43 @@ fn registries_conf_on_an_ssh_node_reloads_only_when_a_file_changed() {
     assert_eq!(count(), 2, "one reload for the change");
     assert_eq!(std::fs::read(&config_toml).unwrap_or_default(), before);
 }
+
+/// A failing `restart_command` (here: only its first run) restores the
+/// node's files as they were and runs the command again, so that the
+/// runtime reads the old files; the node fails with both facts.
+#[test]
+fn a_failing_reload_restores_the_files_and_reloads_again() {
+    let lab = Lab::start();
+    let n = nodes_support::start_node();
+    let etc = n.etc_containerd_dir();
+    lab.write_config(
+        &[&n],
+        &nodes_support::ClusterConf {
+            style: "k3s",
+            restart_command: Some(
+                "test -e /etc/containerd/once || { touch /etc/containerd/once; exit 3; }".into(),
+            ),
+            ..Default::default()
+        },
+    );
+    let hcl = read(&lab.path().join("main.hcl")).replacen(
+        "    config_style    = \"k3s\"\n",
+        "    config_style    = \"k3s\"\n    config_path     = \"/etc/containerd/k3s\"\n",
+        1,
+    );
+    lab.write_file("main.hcl", &hcl);
+    let o = run_ok(lab.path(), &["apply", "--auto-approve"], 1);
+    let text = all_text(&o);
+    assert!(text.contains("(exit Some(3))"), "{text}");
+    assert!(text.contains("the node's files were restored"), "{text}");
+    assert!(text.contains("ran again"), "{text}");
+    assert!(
+        !etc.join("k3s/registries.yaml").exists(),
+        "registries.yaml was not restored to its absence"
+    );
+    assert!(etc.join("once").exists());
+    // the next apply writes it, and the command succeeds this time (exit 1
+    // still: the cluster step's canary asks k3s's CRI socket, absent here)
+    run_ok(lab.path(), &["apply", "--auto-approve"], 1);
+    assert!(etc.join("k3s/registries.yaml").exists());
+}
