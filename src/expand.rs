@@ -382,6 +382,9 @@ fn expand_cluster(
     let mut cfg = NodeMirrorConfig::new(match c.containerd.config_style {
         ConfigStyle::Hosts => mirrorplan_node::ConfigStyle::Hosts,
         ConfigStyle::Legacy => mirrorplan_node::ConfigStyle::Legacy,
+        ConfigStyle::RegistriesConf => mirrorplan_node::ConfigStyle::RegistriesConf,
+        ConfigStyle::K3s => mirrorplan_node::ConfigStyle::K3s,
+        ConfigStyle::Rke2 => mirrorplan_node::ConfigStyle::Rke2,
     });
     cfg.config_path = c.containerd.config_path.clone();
     let mut ok = true;
@@ -541,6 +544,10 @@ fn expand_cluster(
             .map(|h| format!("{}/{h}/hosts.toml", cfg.config_dir()))
             .collect(),
         mirrorplan_node::ConfigStyle::Legacy => vec![c.containerd.config_file.clone()],
+        mirrorplan_node::ConfigStyle::RegistriesConf => vec![mirrorplan_node::drop_in_path(&cfg)],
+        mirrorplan_node::ConfigStyle::K3s | mirrorplan_node::ConfigStyle::Rke2 => {
+            vec![mirrorplan_node::registries_yaml_path(&cfg)]
+        }
     };
     let mut hasher = blake3::Hasher::new();
     // over a secret (pull credentials, the gcr.io key, a sensitive restart
@@ -570,7 +577,8 @@ fn expand_cluster(
         expected_digest: expected,
         required_files,
         config_digest: format!("blake3:{}", hasher.finalize().to_hex()),
-        socket: mirrorplan_node::cri::DEFAULT_SOCKET.to_string(),
+        // the CRI socket of the runtime the style configures
+        socket: cfg.config_style.cri_socket().to_string(),
     };
     let mut d = spec.to_desired(cluster_address(c));
     if over_secret {

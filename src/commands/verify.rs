@@ -506,7 +506,21 @@ async fn check_node(
             return rows;
         }
     };
+    // config.toml is containerd's: the other styles never read nor write it
+    let containerd_cfg = cfg.config_style.edits_containerd_config();
+    if !containerd_cfg {
+        rows.push(Check::new(
+            "config",
+            &target,
+            Status::NotApplicable,
+            format!(
+                "config_style = \"{}\" does not use {}: containerd's config checks are skipped",
+                cfg.config_style, spec.config_file
+            ),
+        ));
+    }
     let live_config = match read(spec.config_file.clone()).await {
+        Ok(_) if !containerd_cfg => None,
         Ok(c) => c,
         Err(e) => {
             rows.push(Check::new(
@@ -519,6 +533,7 @@ async fn check_node(
         }
     };
     let facts = match &live_config {
+        None if !containerd_cfg => None,
         Some(bytes) => match inspect_config(&String::from_utf8_lossy(bytes)) {
             Ok(f) => Some(f),
             Err(e) => {
@@ -615,6 +630,33 @@ async fn check_node(
                 }
             }
         }
+        ConfigStyle::RegistriesConf | ConfigStyle::K3s | ConfigStyle::Rke2 => {
+            // every file the style writes, as rendered: node and file named
+            for f in &rendered {
+                let label = format!("{target} {}", f.path.rsplit('/').next().unwrap_or(""));
+                rows.push(match read(f.path.clone()).await {
+                    Ok(None) => Check::new("files", label, Status::Fail, format!("{} is missing", f.path)),
+                    Ok(Some(live)) if live == f.contents => {
+                        Check::new("files", label, Status::Ok, format!("{} matches", f.path))
+                    }
+                    Ok(Some(_)) => Check::new(
+                        "files",
+                        label,
+                        Status::Fail,
+                        format!(
+                            "{} differs from what mirrorplan renders (edited outside mirrorplan; run `mirrorplan plan`)",
+                            f.path
+                        ),
+                    ),
+                    Err(e) => Check::new(
+                        "files",
+                        label,
+                        Status::Unreachable,
+                        format!("reading {}: {e}", f.path),
+                    ),
+                });
+            }
+        }
         ConfigStyle::Legacy => {
             if let Some(f) = &facts {
                 let wanted = edit_config("", ContainerdVersion::V1, cfg)
@@ -659,7 +701,10 @@ async fn check_node(
     }
 
     // CA files (and, in legacy style, the other rendered files)
-    for f in rendered.iter().filter(|f| !f.path.ends_with("/hosts.toml")) {
+    for f in rendered
+        .iter()
+        .filter(|f| containerd_cfg && !f.path.ends_with("/hosts.toml"))
+    {
         let label = format!("{target} {}", f.path.rsplit('/').nth(1).unwrap_or(""));
         rows.push(match read(f.path.clone()).await {
             Ok(None) => Check::new("ca", label, Status::Fail, format!("{} is missing", f.path)),
@@ -745,7 +790,7 @@ async fn check_node(
                 "cri",
                 &target,
                 Status::Fail,
-                format!("containerd does not answer on {}: {e}", cluster.socket),
+                format!("the runtime does not answer on {}: {e}", cluster.socket),
             ));
             None
         }

@@ -1922,19 +1922,24 @@ impl Loader {
             if let Some(cb) = body.get_blocks("containerd").next() {
                 let cbody = &cb.body;
                 if let Some(style) = self.string_attr(file, cbody, "config_style", &ctx) {
-                    match style.as_str() {
-                        "hosts" => containerd.config_style = ConfigStyle::Hosts,
-                        "legacy" => containerd.config_style = ConfigStyle::Legacy,
-                        s if s.contains(UNKNOWN) => {}
-                        other => {
+                    match ConfigStyle::NAMES.iter().find(|(n, _)| *n == style) {
+                        Some((_, s)) => {
+                            containerd.config_style = *s;
+                            containerd.config_path = s.default_config_path().into();
+                            containerd.restart_command = s.default_restart_command().into();
+                        }
+                        None if style.contains(UNKNOWN) => {}
+                        None => {
+                            let other = style.as_str();
                             let span = cbody
                                 .get_attribute("config_style")
                                 .and_then(|a| a.value.span());
-                            let help = did_you_mean(other, ["hosts", "legacy"]).unwrap_or_else(|| "use \"hosts\" (containerd 1.5+ and 2.x) or \"legacy\" (containerd 1.x config.toml mirrors)".into());
+                            let names = ConfigStyle::NAMES.map(|(n, _)| n);
+                            let help = did_you_mean(other, names).unwrap_or_else(|| "use \"hosts\" (containerd 1.5+ and 2.x), \"legacy\" (containerd 1.x config.toml mirrors), \"registries_conf\" (CRI-O, podman), \"k3s\" or \"rke2\"".into());
                             self.dh(
                                 DiagKind::InvalidValue,
                                 format!(
-                                    "config_style must be \"hosts\" or \"legacy\", not \"{other}\""
+                                    "config_style must be \"hosts\", \"legacy\", \"registries_conf\", \"k3s\" or \"rke2\", not \"{other}\""
                                 ),
                                 file,
                                 span,
@@ -1942,6 +1947,24 @@ impl Loader {
                                 help,
                             );
                         }
+                    }
+                }
+                if !containerd.config_style.is_containerd() {
+                    if let Some(attr) = cbody.get_attribute("config_file") {
+                        self.dh(
+                            DiagKind::InvalidValue,
+                            format!(
+                                "config_file does not apply to config_style = \"{}\": it never reads nor writes containerd's config.toml",
+                                ConfigStyle::NAMES
+                                    .iter()
+                                    .find(|(_, s)| *s == containerd.config_style)
+                                    .map_or("", |(n, _)| n)
+                            ),
+                            file,
+                            attr.value.span(),
+                            "not used by this style",
+                            "remove config_file; config_path names the directory this style writes under",
+                        );
                     }
                 }
                 if let Some(p) = self.string_attr(file, cbody, "config_path", &ctx) {
@@ -1955,7 +1978,7 @@ impl Loader {
                             file,
                             span,
                             "not absolute",
-                            "e.g. \"/etc/containerd/certs.d\"",
+                            format!("e.g. \"{}\"", containerd.config_style.default_config_path()),
                         );
                     }
                     containerd.config_path = p.trim_end_matches('/').to_string();

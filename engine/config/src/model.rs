@@ -254,12 +254,56 @@ pub enum ConfigStyle {
     Hosts,
     /// `registry.mirrors` in `config.toml` (containerd 1.x).
     Legacy,
+    /// CRI-O / podman: a `registries.conf.d` drop-in, `certs.d`, `auth.json`
+    /// under `config_path` (default `/etc/containers`).
+    #[serde(rename = "registries_conf")]
+    RegistriesConf,
+    /// k3s: `registries.yaml` under `config_path` (default `/etc/rancher/k3s`).
+    K3s,
+    /// RKE2: `registries.yaml` under `config_path` (default `/etc/rancher/rke2`).
+    Rke2,
+}
+
+impl ConfigStyle {
+    /// The `config_style` values and their styles.
+    pub const NAMES: [(&'static str, ConfigStyle); 5] = [
+        ("hosts", ConfigStyle::Hosts),
+        ("legacy", ConfigStyle::Legacy),
+        ("registries_conf", ConfigStyle::RegistriesConf),
+        ("k3s", ConfigStyle::K3s),
+        ("rke2", ConfigStyle::Rke2),
+    ];
+
+    /// `hosts` and `legacy` configure containerd itself (`config.toml`).
+    pub fn is_containerd(self) -> bool {
+        matches!(self, ConfigStyle::Hosts | ConfigStyle::Legacy)
+    }
+
+    /// The directory written under when `config_path` is not set.
+    pub fn default_config_path(self) -> &'static str {
+        match self {
+            ConfigStyle::Hosts | ConfigStyle::Legacy => "/etc/containerd/certs.d",
+            ConfigStyle::RegistriesConf => "/etc/containers",
+            ConfigStyle::K3s => "/etc/rancher/k3s",
+            ConfigStyle::Rke2 => "/etc/rancher/rke2",
+        }
+    }
+
+    /// The command run after a change when `restart_command` is not set.
+    pub fn default_restart_command(self) -> &'static str {
+        match self {
+            ConfigStyle::Hosts | ConfigStyle::Legacy => "systemctl restart containerd",
+            ConfigStyle::RegistriesConf => "systemctl reload crio",
+            ConfigStyle::K3s => "systemctl restart k3s",
+            ConfigStyle::Rke2 => "systemctl restart rke2-server",
+        }
+    }
 }
 
 /// The `containerd` block of a cluster.
 #[derive(Debug, Clone, Serialize)]
 pub struct Containerd {
-    /// hosts or legacy.
+    /// hosts, legacy, registries_conf, k3s or rke2.
     pub config_style: ConfigStyle,
     /// The hosts directory (default `/etc/containerd/certs.d`).
     pub config_path: String,

@@ -149,14 +149,15 @@ impl ClusterProvider {
         };
         let ssh = self.connections.ssh(canary).await?;
         ctx.message(format!(
-            "pulling {image} through containerd's CRI API on {canary:?}"
+            "pulling {image} through the CRI API ({}) on {canary:?}",
+            spec.socket
         ));
         let cri = crate::cri::CriClient::over_ssh(&ssh, &spec.socket)
             .await
             .map_err(|e| ProviderError::failed(format!("{canary:?}: {e}")))?;
         cri.pull(image, None).await.map_err(|e| {
             ProviderError::failed(format!("{canary:?}: pulling {image} through the mirror failed: {e}"))
-                .with_help("check the node's hosts.toml, the mirror's CA and pull credentials, and that the image is in the mirror")
+                .with_help("check the node's mirror configuration (hosts.toml, registries.conf drop-in or registries.yaml), the mirror's CA and pull credentials, and that the image is in the mirror")
         })?;
         let info = cri
             .image_status(image)

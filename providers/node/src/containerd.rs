@@ -595,18 +595,29 @@ pub fn apply_legacy(
 type LegacyEntry = (String, Option<String>, Option<(String, String)>);
 
 fn check_legacy_mirrors(cfg: &NodeMirrorConfig) -> Result<()> {
+    check_keyed_by_host(cfg, "legacy config")
+}
+
+/// The styles whose credentials (and TLS settings) are keyed by the
+/// mirror's `HOST:PORT` (`legacy`, `registries_conf`, `k3s`, `rke2`): no
+/// bearer token (only containerd's hosts.toml can send one), and mirrors
+/// sharing a host must share their credentials. `what` names the format in
+/// the error, e.g. `"legacy config"`.
+pub(crate) fn check_keyed_by_host(cfg: &NodeMirrorConfig, what: &str) -> Result<()> {
     for (i, a) in cfg.mirrors.iter().enumerate() {
         if matches!(a.pull_auth, Some(PullAuth::Token(_))) {
             return Err(NodeError::InvalidCredentials {
                 endpoint: a.endpoint_url(),
-                reason: "a bearer token cannot be written in legacy config; use config_style = \"hosts\"".into(),
+                reason: format!(
+                    "a bearer token cannot be written in {what}; use config_style = \"hosts\""
+                ),
             });
         }
         for b in &cfg.mirrors[i + 1..] {
             if a.host_port == b.host_port && a.pull_auth != b.pull_auth {
                 return Err(NodeError::MirrorConflict {
                     reason: format!(
-                        "{} and {} share host {} but have different credentials (legacy config keys credentials by host)",
+                        "{} and {} share host {} but have different credentials ({what} keys credentials by host)",
                         a.endpoint_url(),
                         b.endpoint_url(),
                         a.host_port
@@ -640,7 +651,9 @@ pub fn render_legacy_files(cfg: &NodeMirrorConfig) -> Result<Vec<crate::diff::De
 }
 
 /// Every file `cfg` needs under `config_path`, in its own style: hosts.toml
-/// files and CA copies for hosts style, CA copies only for legacy style.
+/// files and CA copies for hosts style, CA copies only for legacy style,
+/// the registries.conf drop-in, CAs and auth.json for `registries_conf`,
+/// registries.yaml and CAs for `k3s` / `rke2`.
 /// Files mirrorplan wrote before and that are not in this list should be
 /// deleted (see [`crate::diff_files`]); that is how a style switch also
 /// cleans the hosts directory.
@@ -648,11 +661,15 @@ pub fn render_node_files(cfg: &NodeMirrorConfig) -> Result<Vec<crate::diff::Desi
     match cfg.config_style {
         ConfigStyle::Hosts => crate::hosts::render_hosts(cfg),
         ConfigStyle::Legacy => render_legacy_files(cfg),
+        ConfigStyle::RegistriesConf => crate::registries_conf::render_registries_conf(cfg),
+        ConfigStyle::K3s | ConfigStyle::Rke2 => crate::k3s::render_k3s_registries(cfg),
     }
 }
 
 /// Apply `cfg` to config.toml in its own style: [`ensure_config_path`] for
-/// hosts, [`apply_legacy`] for legacy.
+/// hosts, [`apply_legacy`] for legacy; the text unchanged for the styles
+/// that do not configure containerd directly
+/// ([`ConfigStyle::edits_containerd_config`]).
 ///
 /// The result is a fixed point: editing it again changes nothing, so a node
 /// whose file mirrorplan wrote plans no change. (A file whose tables sit in
@@ -672,6 +689,16 @@ pub fn edit_config(
             ensure_config_path(text, containerd, cfg.config_dir())
         }
         ConfigStyle::Legacy => apply_legacy(text, containerd, cfg),
+        // these styles never touch config.toml
+        ConfigStyle::RegistriesConf | ConfigStyle::K3s | ConfigStyle::Rke2 => {
+            cfg.validate()?;
+            Ok(ConfigEdit {
+                text: text.to_owned(),
+                changed: false,
+                notes: Vec::new(),
+                contains_credentials: false,
+            })
+        }
     };
     let mut edit = once(existing)?;
     for _ in 0..2 {

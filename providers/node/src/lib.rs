@@ -46,9 +46,11 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hosts;
+mod k3s;
 mod known_hosts;
 mod model;
 pub mod provider;
+mod registries_conf;
 mod secret;
 pub mod shell;
 mod ssh;
@@ -67,10 +69,15 @@ pub use hosts::{
     ca_file_path, hosts_endpoints, hosts_toml_path, render_hosts, upstream_server, MODE_PUBLIC,
     MODE_SECRET,
 };
+pub use k3s::{k3s_ca_path, registries_yaml_path, render_k3s_registries};
 pub use known_hosts::fingerprint;
 pub use model::{
     normalize_host, ConfigStyle, EndpointScheme, MirrorSpec, NodeMirrorConfig, PullAuth,
     DEFAULT_CONFIG_PATH, GCR_HOST, GCR_KEY_USERNAME,
+};
+pub use registries_conf::{
+    auth_json_path, certs_d_ca_path, drop_in_mirrors, drop_in_path, mirror_location,
+    render_registries_conf, DROP_IN,
 };
 pub use secret::{Secret, REDACTED};
 pub use ssh::{SshError, SshOptions, SshTransport, TEMP_MARKER};

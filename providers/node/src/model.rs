@@ -25,6 +25,100 @@ pub enum ConfigStyle {
     /// `registry.mirrors` / `registry.configs` in config.toml (containerd 1.x
     /// only). Read at start: needs a restart.
     Legacy,
+    /// CRI-O / podman: a `containers-registries.conf(5)` drop-in under
+    /// `CONFIG_PATH/registries.conf.d/`, CAs in `CONFIG_PATH/certs.d/`, pull
+    /// credentials in `CONFIG_PATH/auth.json` (see [`crate::registries_conf`]).
+    RegistriesConf,
+    /// k3s: `CONFIG_PATH/registries.yaml` (`/etc/rancher/k3s`), read when
+    /// the service starts (see [`crate::k3s`]).
+    K3s,
+    /// RKE2: the same `registries.yaml` format under `/etc/rancher/rke2`.
+    Rke2,
+}
+
+impl ConfigStyle {
+    /// Every style, in the order the configuration documents them.
+    pub const ALL: [ConfigStyle; 5] = [
+        ConfigStyle::Hosts,
+        ConfigStyle::Legacy,
+        ConfigStyle::RegistriesConf,
+        ConfigStyle::K3s,
+        ConfigStyle::Rke2,
+    ];
+
+    /// The `config_style` value: `hosts`, `legacy`, `registries_conf`, `k3s`, `rke2`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfigStyle::Hosts => "hosts",
+            ConfigStyle::Legacy => "legacy",
+            ConfigStyle::RegistriesConf => "registries_conf",
+            ConfigStyle::K3s => "k3s",
+            ConfigStyle::Rke2 => "rke2",
+        }
+    }
+
+    /// The style named `name` ([`ConfigStyle::as_str`]).
+    pub fn parse(name: &str) -> Option<ConfigStyle> {
+        ConfigStyle::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Whether this style configures containerd directly, editing its
+    /// `config.toml` (`hosts`, `legacy`). The other styles never read or
+    /// write `config.toml` and have no containerd health check.
+    pub fn edits_containerd_config(self) -> bool {
+        matches!(self, ConfigStyle::Hosts | ConfigStyle::Legacy)
+    }
+
+    /// The node directory the style writes under when `config_path` is not
+    /// set: `/etc/containerd/certs.d`, `/etc/containers`,
+    /// `/etc/rancher/k3s`, `/etc/rancher/rke2`.
+    pub fn default_config_path(self) -> &'static str {
+        match self {
+            ConfigStyle::Hosts | ConfigStyle::Legacy => DEFAULT_CONFIG_PATH,
+            ConfigStyle::RegistriesConf => "/etc/containers",
+            ConfigStyle::K3s => "/etc/rancher/k3s",
+            ConfigStyle::Rke2 => "/etc/rancher/rke2",
+        }
+    }
+
+    /// The command that makes the runtime read the files again, when the
+    /// configuration gives none.
+    pub fn default_restart_command(self) -> &'static str {
+        match self {
+            ConfigStyle::Hosts | ConfigStyle::Legacy => "systemctl restart containerd",
+            ConfigStyle::RegistriesConf => "systemctl reload crio",
+            ConfigStyle::K3s => "systemctl restart k3s",
+            ConfigStyle::Rke2 => "systemctl restart rke2-server",
+        }
+    }
+
+    /// Whether `rest`, a path relative to `config_path`, may be a file of
+    /// this style: anything below the hosts directory for `hosts` and
+    /// `legacy`, only the files they write for the others (whose
+    /// directories hold other software's files: `policy.json`, `k3s.yaml`).
+    pub fn owns(self, rest: &str) -> bool {
+        match self {
+            ConfigStyle::Hosts | ConfigStyle::Legacy => !rest.is_empty(),
+            ConfigStyle::RegistriesConf => crate::registries_conf::owns(rest),
+            ConfigStyle::K3s | ConfigStyle::Rke2 => crate::k3s::owns(rest),
+        }
+    }
+
+    /// The CRI socket of the runtime this style configures (the cluster
+    /// step's canary pull goes through it).
+    pub fn cri_socket(self) -> &'static str {
+        match self {
+            ConfigStyle::Hosts | ConfigStyle::Legacy => crate::cri::DEFAULT_SOCKET,
+            ConfigStyle::RegistriesConf => "/var/run/crio/crio.sock",
+            ConfigStyle::K3s | ConfigStyle::Rke2 => "/run/k3s/containerd/containerd.sock",
+        }
+    }
+}
+
+impl fmt::Display for ConfigStyle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Scheme containerd uses to reach a mirror.
@@ -177,7 +271,7 @@ impl NodeMirrorConfig {
     pub fn new(config_style: ConfigStyle) -> Self {
         NodeMirrorConfig {
             config_style,
-            config_path: DEFAULT_CONFIG_PATH.to_owned(),
+            config_path: config_style.default_config_path().to_owned(),
             mirrors: Vec::new(),
             gcr_key: None,
         }

@@ -279,7 +279,7 @@ fn mirror_config_json(cfg: &NodeMirrorConfig) -> Value {
         })
         .collect();
     json!({
-        "style": match cfg.config_style { ConfigStyle::Hosts => "hosts", ConfigStyle::Legacy => "legacy" },
+        "style": cfg.config_style.as_str(),
         "config_path": cfg.config_path,
         "mirrors": mirrors,
         "gcr_key": cfg.gcr_key.as_ref().map(|k| k.expose().to_string()),
@@ -287,10 +287,7 @@ fn mirror_config_json(cfg: &NodeMirrorConfig) -> Value {
 }
 
 fn mirror_config_from_json(v: &Value) -> Option<NodeMirrorConfig> {
-    let style = match v.get("style")?.as_str()? {
-        "legacy" => ConfigStyle::Legacy,
-        _ => ConfigStyle::Hosts,
-    };
+    let style = ConfigStyle::parse(v.get("style")?.as_str()?).unwrap_or(ConfigStyle::Hosts);
     let mut cfg = NodeMirrorConfig::new(style);
     cfg.config_path = v.get("config_path")?.as_str()?.to_string();
     cfg.gcr_key = v.get("gcr_key").and_then(Value::as_str).map(Secret::from);
@@ -350,13 +347,7 @@ impl NodeSpec {
     pub fn to_desired(&self, address: Address) -> Result<DesiredInstance, ProviderError> {
         let mut attrs = Attrs::new()
             .with("transport", self.transport.to_json())
-            .with(
-                "config_style",
-                match self.config.config_style {
-                    ConfigStyle::Hosts => "hosts",
-                    ConfigStyle::Legacy => "legacy",
-                },
-            )
+            .with("config_style", self.config.config_style.as_str())
             .with("config_path", self.config.config_path.clone())
             .with("config_file", self.config_file.clone());
         if self.restart_command_sensitive {
@@ -394,10 +385,10 @@ impl NodeSpec {
             .get("transport")
             .and_then(|t| TransportSpec::from_json(t, attrs.get("ssh_passphrase")))
             .ok_or_else(|| bad("node instance without a valid `transport`"))?;
-        let style = match s("config_style").as_deref() {
-            Some("legacy") => ConfigStyle::Legacy,
-            _ => ConfigStyle::Hosts,
-        };
+        let style = s("config_style")
+            .as_deref()
+            .and_then(ConfigStyle::parse)
+            .unwrap_or(ConfigStyle::Hosts);
         let config = attrs
             .get("mirror_config")
             .and_then(Value::as_str)
@@ -437,7 +428,8 @@ impl NodeSpec {
 /// edited: nothing else is ever removed.
 #[derive(Debug, Default)]
 struct Managed {
-    dirs: Vec<String>,
+    /// Each `config_path`, with the style whose files may be removed there.
+    dirs: Vec<(String, ConfigStyle)>,
     files: Vec<String>,
 }
 
@@ -447,10 +439,18 @@ impl Managed {
         for spec in specs {
             let dir = spec.config.config_dir();
             // a config_path that is not clean (or `/`) protects nothing
-            if clean_absolute(dir) && dir != "/" && !m.dirs.iter().any(|d| d == dir) {
-                m.dirs.push(dir.to_string());
+            let style = spec.config.config_style;
+            if clean_absolute(dir)
+                && dir != "/"
+                && !m.dirs.iter().any(|(d, s)| d == dir && *s == style)
+            {
+                m.dirs.push((dir.to_string(), style));
             }
-            if clean_absolute(&spec.config_file) && !m.files.contains(&spec.config_file) {
+            // config.toml is a node file only for the containerd styles
+            if spec.config.config_style.edits_containerd_config()
+                && clean_absolute(&spec.config_file)
+                && !m.files.contains(&spec.config_file)
+            {
                 m.files.push(spec.config_file.clone());
             }
         }
@@ -461,17 +461,27 @@ impl Managed {
     fn allows(&self, path: &str) -> bool {
         clean_absolute(path)
             && (self.files.iter().any(|f| f == path)
-                || self.dirs.iter().any(|d| {
+                || self.dirs.iter().any(|(d, style)| {
                     path.strip_prefix(d.as_str())
                         .and_then(|rest| rest.strip_prefix('/'))
-                        .is_some_and(|rest| !rest.is_empty())
+                        .is_some_and(|rest| style.owns(rest))
                 }))
     }
 
     /// Why `paths` (which [`allows`](Self::allows) rejects) are not removed.
     fn refusal(&self, paths: &[&str]) -> String {
         let quoted: Vec<String> = paths.iter().map(|p| format!("{p:?}")).collect();
-        let dirs: Vec<String> = self.dirs.iter().map(|d| format!("{d}/")).collect();
+        let dirs: Vec<String> = self
+            .dirs
+            .iter()
+            .map(|(d, style)| {
+                if style.edits_containerd_config() {
+                    format!("{d}/")
+                } else {
+                    format!("{d}/ (only the files config_style = \"{style}\" writes)")
+                }
+            })
+            .collect();
         format!(
             "refusing to remove {}: the state lists {} among the node's files, \
              but mirrorplan only removes files under {} or the config_file {}",
@@ -710,7 +720,9 @@ impl NodeProvider {
         let managed = Managed::of(std::iter::once(&spec).chain(prior_spec.as_ref()));
         let wanted = desired.map(|d| file_attrs(&d.attrs)).unwrap_or_default();
         names.retain(|n| wanted.contains(n) || managed.allows(&n[FILE_PREFIX.len()..]));
-        names.insert(format!("{FILE_PREFIX}{}", spec.config_file));
+        if spec.config.config_style.edits_containerd_config() {
+            names.insert(format!("{FILE_PREFIX}{}", spec.config_file));
+        }
         let t = self.transport(&spec.transport).await?;
         let names: Vec<String> = names.into_iter().collect();
         let paths: Vec<&str> = names.iter().map(|n| &n[FILE_PREFIX.len()..]).collect();
@@ -845,19 +857,29 @@ impl Provider for NodeProvider {
             Some("2.x") => ContainerdVersion::V2,
             _ => ContainerdVersion::V1,
         };
-        let edit = edit_config(current.as_deref().unwrap_or(""), version, &spec.config)
-            .map_err(|e| bad(format!("{}: {e}", spec.config_file)))?;
+        // the other styles never read nor write config.toml
+        let edit = spec
+            .config
+            .config_style
+            .edits_containerd_config()
+            .then(|| {
+                edit_config(current.as_deref().unwrap_or(""), version, &spec.config)
+                    .map_err(|e| bad(format!("{}: {e}", spec.config_file)))
+            })
+            .transpose()?;
         let mut desired2 = d.clone();
         if let Some(v) = &seen_version {
             // what refresh learnt about the node is kept, not planned away
             desired2.attrs.insert("containerd", v.clone());
         }
-        if edit.contains_credentials {
-            desired2
-                .attrs
-                .insert_sensitive(&cfg_name, edit.text.clone());
-        } else {
-            desired2.attrs.insert(&cfg_name, edit.text.clone());
+        match &edit {
+            Some(edit) if edit.contains_credentials => {
+                desired2
+                    .attrs
+                    .insert_sensitive(&cfg_name, edit.text.clone());
+            }
+            Some(edit) => desired2.attrs.insert(&cfg_name, edit.text.clone()),
+            None => {}
         }
         let mut change = mirrorplan_engine::diff(self.force_new(), Some(&desired2), prior)?;
         // the rollout limits (and the cluster's name in them, which a
@@ -872,10 +894,21 @@ impl Provider for NodeProvider {
         {
             change.action = mirrorplan_engine::Action::NoOp;
         }
-        for n in edit.notes {
+        for n in edit.iter().flat_map(|e| &e.notes) {
             change.details.push(format!("{}: {n}", spec.config_file));
         }
         change.details.extend(refusal);
+        let Some(edit) = edit else {
+            if change.action != mirrorplan_engine::Action::NoOp {
+                change.details.push(format!(
+                    "config_style = \"{}\": the files change, then `{}` runs (on SSH nodes); {} is not touched",
+                    spec.config.config_style,
+                    spec.shown_restart_command(),
+                    spec.config_file
+                ));
+            }
+            return Ok(change);
+        };
         let cfg_changes = match prior {
             None => true,
             Some(p) => match (p.attrs.get(&cfg_name), edit.contains_credentials) {
@@ -969,6 +1002,15 @@ impl NodeProvider {
         let spec = NodeSpec::from_attrs(attrs)?;
         let t = self.transport(&spec.transport).await?;
         let cfg_path = spec.config_file.clone();
+        // hosts / legacy edit config.toml and restart containerd when it
+        // changes; the other styles leave it alone and run their command
+        // when any of their files changes
+        let containerd_cfg = spec.config.config_style.edits_containerd_config();
+        let runtime = if containerd_cfg {
+            "containerd"
+        } else {
+            "the runtime"
+        };
         // what to write and what to remove
         let mut writes: Vec<(String, String, bool)> = Vec::new();
         if !deleting {
@@ -1020,7 +1062,7 @@ impl NodeProvider {
         // every file it replaces is still what was read), else one read now.
         let mut read_paths: Vec<&str> = writes.iter().map(|(p, _, _)| p.as_str()).collect();
         read_paths.extend(removes.iter().map(String::as_str));
-        if !deleting {
+        if !deleting && containerd_cfg {
             read_paths.push(&cfg_path);
         }
         let mut cached = self
@@ -1057,7 +1099,7 @@ impl NodeProvider {
                 .map(|p| (*p).to_string())
                 .zip(read)
                 .collect();
-            if !deleting {
+            if !deleting && containerd_cfg {
                 // config.toml is edited as the node has it (had at the
                 // refresh, checked before the rename): only mirrorplan's keys
                 // change, whatever else happened to the file since the plan
@@ -1105,10 +1147,15 @@ impl NodeProvider {
                     config_changed = true;
                 }
             }
-            let restart = config_changed && matches!(spec.transport, TransportSpec::Ssh { .. });
             let removing = removes
                 .iter()
                 .any(|p| now.get(p).is_some_and(Option::is_some));
+            let changes_runtime = if containerd_cfg {
+                config_changed
+            } else {
+                !batch.is_empty() || removing
+            };
+            let restart = changes_runtime && matches!(spec.transport, TransportSpec::Ssh { .. });
             let names: Vec<&str> = batch.iter().map(|f| f.0).collect();
             let mut restarted = false;
             let argv = ["sh", "-c", spec.restart_command.as_str()];
@@ -1119,7 +1166,7 @@ impl NodeProvider {
                 let expected: Vec<Option<&[u8]>> =
                     backups.iter().map(|(_, old)| old.as_deref()).collect();
                 if restart {
-                    ctx.message("restarting containerd".to_string());
+                    ctx.message(format!("restarting {runtime}"));
                 }
                 let then = restart.then_some(&argv[..]);
                 match t.write_files_if_unchanged(&batch, &expected, then).await {
@@ -1139,9 +1186,9 @@ impl NodeProvider {
                     }
                     Err(e) => {
                         let what = if restart {
-                            " and restarting containerd"
+                            format!(" and restarting {runtime}")
                         } else {
-                            ""
+                            String::new()
                         };
                         result = Err(node_err(
                             &format!("node {}: writing {}{what}", t.describe(), names.join(", ")),
@@ -1153,12 +1200,12 @@ impl NodeProvider {
             } else if restart && !removing {
                 // the usual first rollout: the files and the restart with one
                 // command (the restart runs only once every file is in place)
-                ctx.message("restarting containerd".to_string());
+                ctx.message(format!("restarting {runtime}"));
                 result = match t.write_files_then_run(&batch, &argv).await {
                     Ok(out) => restart_outcome(t.as_ref(), &spec, &out),
                     Err(e) => Err(node_err(
                         &format!(
-                            "node {}: writing {} and restarting containerd",
+                            "node {}: writing {} and restarting {runtime}",
                             t.describe(),
                             names.join(", ")
                         ),
@@ -1190,12 +1237,15 @@ impl NodeProvider {
                 }
             }
             if result.is_ok() && restart && !restarted {
-                ctx.message("restarting containerd".to_string());
+                ctx.message(format!("restarting {runtime}"));
                 result = restart_and_check(t.as_ref(), &spec).await;
             }
             break (writes, backups, config_changed, restart, result);
         };
-        let result = if result.is_ok() && restart {
+        // containerd's CRI answers after a restart; the other runtimes
+        // (CRI-O, k3s, RKE2) have only their command's exit status here
+        // (the cluster step's canary pull checks them through their socket)
+        let result = if result.is_ok() && restart && containerd_cfg {
             self.health_check(&spec).await
         } else {
             result
@@ -1210,7 +1260,10 @@ impl NodeProvider {
                     e.message
                 )
             };
-            if config_changed && matches!(spec.transport, TransportSpec::Ssh { .. }) {
+            if containerd_cfg
+                && config_changed
+                && matches!(spec.transport, TransportSpec::Ssh { .. })
+            {
                 let again = match restart_and_check(t.as_ref(), &spec).await {
                     Ok(()) => self.health_check(&spec).await,
                     Err(e) => Err(e),
@@ -1220,6 +1273,15 @@ impl NodeProvider {
                     Err(e2) => {
                         msg.push_str(&format!("; containerd is still unhealthy: {}", e2.message))
                     }
+                }
+            } else if !containerd_cfg && restart {
+                // the runtime reads the restored files again
+                match restart_and_check(t.as_ref(), &spec).await {
+                    Ok(()) => msg.push_str(&format!(
+                        " and `{}` ran again",
+                        spec.shown_restart_command()
+                    )),
+                    Err(e2) => msg.push_str(&format!("; running it again failed: {}", e2.message)),
                 }
             }
             msg.push(')');
@@ -1409,6 +1471,37 @@ mod tests {
             assert!(!m.allows("/etc/passwd"), "{dir}");
             assert!(!m.allows("/etc/etc/passwd"), "{dir}");
         }
+        // the runtime styles' directories hold other software's files:
+        // only the files the style writes there may be removed
+        let mut crio = spec("/etc/containers", "/etc/containerd/config.toml");
+        crio.config.config_style = ConfigStyle::RegistriesConf;
+        let mut k3s = spec("/etc/rancher/k3s", "/etc/containerd/config.toml");
+        k3s.config.config_style = ConfigStyle::K3s;
+        let m2 = Managed::of([&crio, &k3s]);
+        for ok in [
+            "/etc/containers/registries.conf.d/50-mirrorplan.conf",
+            "/etc/containers/auth.json",
+            "/etc/containers/certs.d/10.0.0.1:5000/ca.crt",
+            "/etc/rancher/k3s/registries.yaml",
+            "/etc/rancher/k3s/mirrorplan/10.0.0.1_5000-ca.crt",
+        ] {
+            assert!(m2.allows(ok), "{ok}");
+        }
+        for bad in [
+            "/etc/containers/policy.json",
+            "/etc/containers/registries.conf",
+            "/etc/containers/registries.conf.d/other.conf",
+            "/etc/containers/certs.d/x/client.key",
+            "/etc/rancher/k3s/k3s.yaml",
+            "/etc/rancher/k3s/config.yaml",
+            "/etc/rancher/k3s/mirrorplan/a/b-ca.crt",
+            "/etc/containerd/config.toml",
+        ] {
+            assert!(!m2.allows(bad), "{bad:?}");
+        }
+        assert!(m2
+            .refusal(&["/etc/rancher/k3s/k3s.yaml"])
+            .contains("only the files config_style = \"k3s\" writes"));
         let text = m.refusal(&["/etc/passwd"]);
         assert!(
             text.contains("refusing to remove \"/etc/passwd\""),
