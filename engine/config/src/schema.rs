@@ -213,6 +213,12 @@ pub static ROLLOUT: BodySchema = BodySchema {
     blocks: &[],
 };
 
+/// `cluster_config { ... }` inside a cluster.
+pub static CLUSTER_CONFIG: BodySchema = BodySchema {
+    attrs: &[req("file", T::String), req("update_command", T::String)],
+    blocks: &[],
+};
+
 /// `cluster "NAME" { ... }`
 pub static CLUSTER: BodySchema = BodySchema {
     attrs: &[
@@ -243,6 +249,12 @@ pub static CLUSTER: BodySchema = BodySchema {
         BlockSchema {
             name: "rollout",
             body: &ROLLOUT,
+            required: false,
+            repeatable: false,
+        },
+        BlockSchema {
+            name: "cluster_config",
+            body: &CLUSTER_CONFIG,
             required: false,
             repeatable: false,
         },
