@@ -332,6 +332,11 @@ fn has_cluster_document(lines: &[&str]) -> bool {
     })
 }
 
+/// The `gcrKeyPath: PATH` line as mirrorplan writes it.
+pub fn render_gcr_key_path(path: &str) -> String {
+    format!("{GCR_KEY_PATH_KEY}: {}\n", yaml_scalar(path))
+}
+
 /// Edits the cluster configuration file `text` so that its settings
 /// document says `registryMirrors: mirrors` and, when given,
 /// `gcrKeyPath: gcr_key_path` (`None` leaves `gcrKeyPath` as it is). Keys
@@ -341,6 +346,22 @@ pub fn edit_cluster_file(
     text: &str,
     mirrors: &[ClusterFileMirror],
     gcr_key_path: Option<&str>,
+) -> Result<ClusterFileEdit, ClusterFileError> {
+    let gcr = gcr_key_path.map(render_gcr_key_path);
+    edit_cluster_file_blocks(
+        text,
+        &render_registry_mirrors(mirrors, "\n"),
+        gcr.as_deref(),
+    )
+}
+
+/// [`edit_cluster_file`] with the keys' text already rendered (`\n` line
+/// endings; the file's own line endings are used in the result), as
+/// [`render_registry_mirrors`] and [`render_gcr_key_path`] give it.
+pub fn edit_cluster_file_blocks(
+    text: &str,
+    mirrors_block: &str,
+    gcr_block: Option<&str>,
 ) -> Result<ClusterFileEdit, ClusterFileError> {
     if text.contains('\0') {
         return Err(err(0, "the file holds NUL bytes: not YAML"));
@@ -353,11 +374,18 @@ pub fn edit_cluster_file(
         ));
     }
     let eol = if text.contains("\r\n") { "\r\n" } else { "\n" };
+    let with_eol = |b: &str| {
+        if eol == "\n" {
+            b.to_string()
+        } else {
+            b.replace("\r\n", "\n").replace('\n', eol)
+        }
+    };
     let doc = scan_first_doc(&lines)?;
 
     // (line span to replace, new text, key) for each key to write
     let mut edits: Vec<(usize, usize, String, &'static str)> = Vec::new();
-    let new_mirrors = render_registry_mirrors(mirrors, eol);
+    let new_mirrors = with_eol(mirrors_block);
     match doc.keys.iter().find(|k| k.name == REGISTRY_MIRRORS_KEY) {
         Some(k) => {
             let old: String = lines[k.start..k.end].concat();
@@ -367,8 +395,9 @@ pub fn edit_cluster_file(
         }
         None => edits.push((usize::MAX, 0, new_mirrors, REGISTRY_MIRRORS_KEY)),
     }
-    if let Some(path) = gcr_key_path {
-        let new = format!("{GCR_KEY_PATH_KEY}: {}{eol}", yaml_scalar(path));
+    if let Some(block) = gcr_block {
+        let new = with_eol(block);
+        let path = inline_scalar(&new);
         match doc.keys.iter().find(|k| k.name == GCR_KEY_PATH_KEY) {
             Some(k) => {
                 let same = k.end == k.start + 1 && inline_scalar(lines[k.start]) == path;

@@ -39,6 +39,7 @@
 //! [`NodeMirrorConfig`].
 
 pub mod cluster;
+pub mod cluster_config;
 mod cluster_file;
 mod containerd;
 pub mod cri;
@@ -56,8 +57,9 @@ mod ssh;
 mod transport;
 
 pub use cluster_file::{
-    edit_cluster_file, render_registry_mirrors, yaml_scalar, ClusterFileEdit, ClusterFileError,
-    ClusterFileMirror, KeyChange, GCR_KEY_PATH_KEY, REGISTRY_MIRRORS_KEY,
+    edit_cluster_file, edit_cluster_file_blocks, render_gcr_key_path, render_registry_mirrors,
+    yaml_scalar, ClusterFileEdit, ClusterFileError, ClusterFileMirror, KeyChange, GCR_KEY_PATH_KEY,
+    REGISTRY_MIRRORS_KEY,
 };
 pub use containerd::{
     apply_legacy, edit_config, ensure_config_path, inspect_config, legacy_ca_path,
