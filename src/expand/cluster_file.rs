@@ -2,6 +2,8 @@
 //! one `cluster_config.NAME` instance that writes the cluster's mirrors into
 //! its cluster configuration file, instead of one `node` instance per node.
 
+use std::path::Path;
+
 use mirrorplan_config::{Cluster, ClusterConfigFile, Config};
 use mirrorplan_engine::{Address, DesiredInstance};
 use mirrorplan_node::cluster_config::ClusterConfigSpec;
@@ -9,6 +11,15 @@ use mirrorplan_node::{
     normalize_host, render_gcr_key_path, render_registry_mirrors, ClusterFileMirror,
     NodeMirrorConfig, GCR_HOST,
 };
+
+/// A path as the cluster software needs it: absolute on this workstation
+/// (mirrorplan runs in the configuration directory).
+fn workstation_path(p: &Path) -> String {
+    std::path::absolute(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
 
 /// `cluster_config.NAME` (`NAME_KEY` for a `for_each` cluster).
 pub fn address(c: &Cluster) -> Address {
@@ -40,12 +51,9 @@ pub fn desired(
             ca_cert_path: config
                 .registries
                 .get(&m.registry)
-                .and_then(|r| r.ca_cert.as_ref())
-                .map(|p| p.display().to_string()),
-            pull_credential_config_path: m
-                .pull_credentials
-                .as_ref()
-                .map(|p| p.display().to_string()),
+                .and_then(|r| r.ca_cert.as_deref())
+                .map(workstation_path),
+            pull_credential_config_path: m.pull_credentials.as_deref().map(workstation_path),
             // gcr.io is mirrored by the cluster software, listed or not
             hosts: m
                 .hosts
@@ -56,13 +64,13 @@ pub fn desired(
         })
         .collect();
     ClusterConfigSpec {
-        file: cc.file.clone(),
-        dir: config.dir.clone(),
+        file: workstation_path(&cc.file).into(),
+        dir: workstation_path(&config.dir).into(),
         registry_mirrors: render_registry_mirrors(&mirrors, "\n"),
         gcr_key_path: c
             .gcr_key
-            .as_ref()
-            .map(|p| render_gcr_key_path(&p.display().to_string())),
+            .as_deref()
+            .map(|p| render_gcr_key_path(&workstation_path(p))),
         update_command: cc.update_command.clone(),
         update_command_sensitive: cc.update_command_sensitive,
     }

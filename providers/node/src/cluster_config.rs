@@ -160,6 +160,23 @@ fn tail(output: &[u8], n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// `KEY in FILE:` and a unified diff of the key's text.
+fn yaml_diff(file: &Path, key: &str, before: &str, after: &str) -> String {
+    let diff = similar::TextDiff::from_lines(before, after);
+    let unified = diff
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("{} (now)", file.display()), "planned")
+        .to_string();
+    // continuation lines aligned under the plan's `# ` detail marker
+    let body: Vec<String> = unified
+        .trim_end()
+        .lines()
+        .map(|l| format!("        {l}"))
+        .collect();
+    format!("{key} in {}:\n{}", file.display(), body.join("\n"))
+}
+
 /// Edits cluster configuration files and runs their update command.
 #[derive(Debug, Default)]
 pub struct ClusterConfigProvider;
@@ -270,6 +287,22 @@ impl Provider for ClusterConfigProvider {
             ),
             Some(d) => {
                 let spec = ClusterConfigSpec::from_attrs(&d.attrs)?;
+                // a first plan has no prior to diff against: show the file's keys as they are
+                if prior.is_none() {
+                    if let Some(o) = observed {
+                        for key in [REGISTRY_MIRRORS_KEY, GCR_KEY_PATH_KEY] {
+                            let (Some(now), Some(want)) = (
+                                o.attrs.get(key).and_then(Value::as_str),
+                                d.attrs.get(key).and_then(Value::as_str),
+                            ) else {
+                                continue;
+                            };
+                            if now != want {
+                                change.details.push(yaml_diff(&spec.file, key, now, want));
+                            }
+                        }
+                    }
+                }
                 if change.action.needs_provider() {
                     change.details.push(format!(
                         "{} is written (its previous content kept as {}.backup), then `{}` runs in {}; if it fails the file is put back",
