@@ -142,7 +142,10 @@ cluster "u1" {{
         Mode::Plan,
     );
     assert!(l.diagnostics.is_empty(), "{:?}", messages(&l));
-    let cc = l.config.clusters[0].cluster_config.as_ref().unwrap();
+    let cc = l.config.clusters[0]
+        .cluster_config
+        .as_ref()
+        .expect("cluster_config decoded");
     assert!(cc.update_command_sensitive);
     assert_eq!(cc.file, Path::new("/abs/u1.yaml"));
 }

@@ -497,7 +497,7 @@ spec:
     #[test]
     fn replaces_only_the_mirrors_span_of_the_seed_file() {
         let m = [mirror("https://127.0.0.1:5000/v2/test-namespace")];
-        let edit = edit_cluster_file(SEED, &m, None).unwrap();
+        let edit = edit_cluster_file(SEED, &m, None).expect("the file is edited");
         let block = "registryMirrors:
   - endpoint: https://127.0.0.1:5000/v2/test-namespace
     caCertPath: /work/ca.crt
@@ -510,7 +510,7 @@ spec:
         assert_eq!(edit.changes[0].key, "registryMirrors");
         assert!(edit.changes[0].old.contains("somehost.io"));
         // idempotent: the edited file needs no change
-        let again = edit_cluster_file(&edit.text, &m, None).unwrap();
+        let again = edit_cluster_file(&edit.text, &m, None).expect("the file is edited");
         assert!(again.changes.is_empty());
         assert_eq!(again.text, edit.text);
     }
@@ -518,7 +518,8 @@ spec:
     #[test]
     fn gcr_key_path_is_replaced_in_place_and_left_alone_without_one() {
         let m = [mirror("https://127.0.0.1:5000")];
-        let edit = edit_cluster_file(SEED, &m, Some("/keys/gcr key.json")).unwrap();
+        let edit =
+            edit_cluster_file(SEED, &m, Some("/keys/gcr key.json")).expect("the file is edited");
         let lines: Vec<&str> = edit.text.split_inclusive('\n').collect();
         assert_eq!(lines[2], "gcrKeyPath: \"/keys/gcr key.json\"\n");
         assert_eq!(lines[3], "sshPrivateKeyPath: /root/ssh-key/id_rsa\n");
@@ -528,7 +529,7 @@ spec:
             &m,
             Some("/bmctl/bmctl-workspace/.sa-keys/my-gcp-project-anthos-baremetal-gcr.json"),
         )
-        .unwrap();
+        .expect("the file is edited");
         assert_eq!(same.changes.len(), 1, "{:?}", same.changes);
         assert_eq!(same.changes[0].key, "registryMirrors");
     }
@@ -553,7 +554,7 @@ metadata:
             pull_credential_config_path: None,
             hosts: vec![],
         }];
-        let edit = edit_cluster_file(src, &m, None).unwrap();
+        let edit = edit_cluster_file(src, &m, None).expect("the file is edited");
         assert_only_span(
             src,
             &edit.text,
@@ -562,7 +563,7 @@ metadata:
             "registryMirrors:\n  - endpoint: http://127.0.0.1:5000\n",
         );
         // the key's trailing comment is kept when the value is unchanged
-        let e2 = edit_cluster_file(&edit.text, &m, Some("/old.json")).unwrap();
+        let e2 = edit_cluster_file(&edit.text, &m, Some("/old.json")).expect("the file is edited");
         assert!(e2.changes.is_empty());
     }
 
@@ -579,7 +580,7 @@ sshPrivateKeyPath: /root/id
 kind: Cluster
 ";
         let m = [mirror("https://new:5000")];
-        let edit = edit_cluster_file(src, &m, None).unwrap();
+        let edit = edit_cluster_file(src, &m, None).expect("the file is edited");
         assert_only_span(src, &edit.text, 1, 5, &render_registry_mirrors(&m, "\n"));
     }
 
@@ -587,7 +588,7 @@ kind: Cluster
     fn crlf_files_keep_crlf() {
         let src = "gcrKeyPath: /k.json\r\nregistryMirrors: []\r\n---\r\nkind: Cluster\r\n";
         let m = [mirror("https://m:5000")];
-        let edit = edit_cluster_file(src, &m, None).unwrap();
+        let edit = edit_cluster_file(src, &m, None).expect("the file is edited");
         assert!(edit.text.starts_with(
             "gcrKeyPath: /k.json\r\nregistryMirrors:\r\n  - endpoint: https://m:5000\r\n"
         ));
@@ -599,24 +600,28 @@ kind: Cluster
     fn flow_style_mirrors_on_one_line_are_replaced() {
         let src = "registryMirrors: [{endpoint: \"https://a:1\"}]\nsshPrivateKeyPath: /x\n---\nkind: Cluster\n";
         let m = [mirror("https://b:2")];
-        let edit = edit_cluster_file(src, &m, None).unwrap();
+        let edit = edit_cluster_file(src, &m, None).expect("the file is edited");
         assert_only_span(src, &edit.text, 0, 1, &render_registry_mirrors(&m, "\n"));
     }
 
     #[test]
     fn bad_files_are_errors_with_their_line() {
         let m = [mirror("https://b:2")];
-        let e = edit_cluster_file("a: 1\n", &m, None).unwrap_err();
+        let e = edit_cluster_file("a: 1\n", &m, None).expect_err("the file is refused");
         assert_eq!(e.line, 0);
         assert!(e.message.contains("kind: Cluster"), "{e}");
-        let e = edit_cluster_file("a: 1\n\tb: 2\n---\nkind: Cluster\n", &m, None).unwrap_err();
+        let e = edit_cluster_file("a: 1\n\tb: 2\n---\nkind: Cluster\n", &m, None)
+            .expect_err("the file is refused");
         assert_eq!(e.line, 2, "{e}");
         assert!(e.message.contains("tab"));
-        let e = edit_cluster_file("a: 1\nnot a key\n---\nkind: Cluster\n", &m, None).unwrap_err();
+        let e = edit_cluster_file("a: 1\nnot a key\n---\nkind: Cluster\n", &m, None)
+            .expect_err("the file is refused");
         assert_eq!(e.line, 2, "{e}");
-        let e = edit_cluster_file("- a\n---\nkind: Cluster\n", &m, None).unwrap_err();
+        let e = edit_cluster_file("- a\n---\nkind: Cluster\n", &m, None)
+            .expect_err("the file is refused");
         assert_eq!(e.line, 1, "{e}");
-        let e = edit_cluster_file("a: 1\na: 2\n---\nkind: Cluster\n", &m, None).unwrap_err();
+        let e = edit_cluster_file("a: 1\na: 2\n---\nkind: Cluster\n", &m, None)
+            .expect_err("the file is refused");
         assert_eq!(e.line, 2);
         assert!(e.message.contains("twice"));
         let e = edit_cluster_file(
@@ -624,7 +629,7 @@ kind: Cluster
             &m,
             None,
         )
-        .unwrap_err();
+        .expect_err("the file is refused");
         assert!(e.message.contains("settings document"), "{e}");
         assert_eq!(e.to_string(), format!("line 1: {}", e.message));
     }
