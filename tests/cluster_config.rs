@@ -55,6 +55,19 @@ metadata:
   namespace: cluster-admin1
 ";
 
+/// A user cluster's file: no mirrors yet, a gcrKeyPath of its own.
+const USER_FILE: &str = "gcrKeyPath: /root/user1-gcr.json
+sshPrivateKeyPath: /root/ssh-key/id_rsa
+---
+apiVersion: baremetal.cluster.gke.io/v1
+kind: Cluster
+metadata:
+  name: user1
+  namespace: cluster-user1
+spec:
+  type: user
+";
+
 /// The stand-in for `bmctl update cluster -c NAME --kubeconfig=...`: records
 /// its arguments, reads the cluster's file and writes, like the cluster
 /// software, one `hosts.toml` per mirrored host (gcr.io always) into the
@@ -68,7 +81,7 @@ for a in "$@"; do
   prev="$a"
 done
 file="bmctl-workspace/$name/$name.yaml"
-rm -rf "$CERTS"/*
+rm -rf "${CERTS:?}"/*
 awk '
 /^registryMirrors:/ { inm = 1; next }
 inm && /^[^ -]/ { inm = 0 }
@@ -77,7 +90,7 @@ inm && /^    caCertPath: / { sub(/^    caCertPath: /, ""); ca[n] = $0; next }
 inm && /^    pullCredentialConfigPath: / { sub(/^    pullCredentialConfigPath: /, ""); pc[n] = $0; next }
 inm && /^      - / { sub(/^      - /, ""); hosts[n] = hosts[n] " " $0; next }
 END { for (i = 1; i <= n; i++) print ep[i] "|" ca[i] "|" pc[i] "|" hosts[i] }
-' "$file" > mirrors.txt
+' "$file" > "mirrors.$name.txt"
 while IFS='|' read -r ep ca pc hosts; do
   for h in gcr.io $hosts; do
     d="$CERTS/$h"
@@ -98,13 +111,15 @@ while IFS='|' read -r ep ca pc hosts; do
       fi
     } >> "$d/hosts.toml"
   done
-done < mirrors.txt
+done < "mirrors.$name.txt"
 echo "cluster $name updated"
 "#;
 
 struct Lab {
     registry: Registry,
     node: Node,
+    /// The user cluster's node.
+    user_node: Node,
     dir: tempfile::TempDir,
     gcr_digest: String,
 }
@@ -118,6 +133,8 @@ impl Lab {
         })
         .unwrap_or_else(|e| panic!("starting the mirror registry: {e}"));
         let node = Node::start(NodeOptions::default())
+            .unwrap_or_else(|e| panic!("starting a harness node: {e}"));
+        let user_node = Node::start(NodeOptions::default())
             .unwrap_or_else(|e| panic!("starting a harness node: {e}"));
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let fixture = write_oci_bundle(
@@ -144,6 +161,7 @@ impl Lab {
         let lab = Lab {
             registry,
             node,
+            user_node,
             dir,
             gcr_digest,
         };
@@ -158,13 +176,14 @@ impl Lab {
             "{\"type\": \"service_account\"}\n",
         );
         write(&lab.file(), &format!("{HEAD}{OLD_MIRRORS}\n{TAIL}"));
+        write(&lab.user_file(), USER_FILE);
         let certs = lab.node.etc_containerd_dir().join("certs.d");
         write(
             &p.join("standin.sh"),
             &STANDIN.replacen(
                 "set -eu\n",
                 &format!(
-                    "set -eu\nLOG='{}'\nCERTS='{}'\n",
+                    "set -eu\nLOG='{}'\nCERTS=\"${{CERTS:-{}}}\"\n",
                     lab.log().display(),
                     certs.display()
                 ),
@@ -184,6 +203,10 @@ impl Lab {
 
     fn file(&self) -> PathBuf {
         self.path().join("bmctl-workspace/admin1/admin1.yaml")
+    }
+
+    fn user_file(&self) -> PathBuf {
+        self.path().join("bmctl-workspace/user1/user1.yaml")
     }
 
     fn log(&self) -> PathBuf {
@@ -238,7 +261,35 @@ cluster "admin1" {{
   gcr_key    = "keys/gcr.json"
   depends_on = [image_set.bundle]
 }}
+
+# configured on its own: its own file and command, no gcr.io key
+cluster "user1" {{
+  nodes = ["{user_node}"]
+  ssh {{
+    user        = "root"
+    private_key = "{user_key}"
+    known_hosts = "{user_kh}"
+    use_agent   = false
+  }}
+  cluster_config {{
+    file           = "bmctl-workspace/user1/user1.yaml"
+    update_command = "CERTS={user_certs} sh standin.sh -c user1 --kubeconfig=bmctl-workspace/admin1/admin1-kubeconfig"
+  }}
+  registry_mirror {{
+    registry         = registry.mirror
+    pull_credentials = "pull-config.json"
+  }}
+  depends_on = [image_set.bundle]
+}}
 "#,
+            user_node = self.user_node.ssh_addr(),
+            user_key = self.user_node.ssh().client_key_path().display(),
+            user_kh = self.user_node.ssh().known_hosts_path().display(),
+            user_certs = self
+                .user_node
+                .etc_containerd_dir()
+                .join("certs.d")
+                .display(),
             url = self.registry.url(),
             ca = self.ca().display(),
             node = self.node.ssh_addr(),
@@ -278,9 +329,9 @@ cluster "admin1" {{
             .collect()
     }
 
-    /// The images containerd holds on the node.
-    fn node_images(&self) -> String {
-        let mut ctr = self.node.ctr().unwrap_or_else(|e| panic!("ctr: {e}"));
+    /// The images containerd holds on a node.
+    fn node_images(node: &Node) -> String {
+        let mut ctr = node.ctr().unwrap_or_else(|e| panic!("ctr: {e}"));
         let o = ctr
             .args(["-n", "k8s.io", "images", "ls"])
             .output()
@@ -364,17 +415,32 @@ fn the_cluster_configuration_file_drives_the_nodes_through_the_update_command() 
         read(&PathBuf::from(format!("{}.backup", lab.file().display()))),
         original
     );
+    let mut calls = lab.standin_calls();
+    calls.sort();
     assert_eq!(
-        lab.standin_calls(),
-        vec!["-c admin1 --kubeconfig=bmctl-workspace/admin1/admin1-kubeconfig".to_string()]
+        calls,
+        vec![
+            "-c admin1 --kubeconfig=bmctl-workspace/admin1/admin1-kubeconfig".to_string(),
+            "-c user1 --kubeconfig=bmctl-workspace/admin1/admin1-kubeconfig".to_string(),
+        ]
     );
+    // the user cluster: mirrors added after its settings, its gcrKeyPath kept
+    let user_block = format!(
+        "registryMirrors:\n  - endpoint: {endpoint}\n    caCertPath: {ca}\n    pullCredentialConfigPath: {pull}\n"
+    );
+    assert_eq!(
+        read(&lab.user_file()),
+        USER_FILE.replacen("---\n", &format!("{user_block}---\n"), 1)
+    );
+    let user_images = Lab::node_images(&lab.user_node);
+    assert!(user_images.contains(GCR_IMAGE), "{user_images}");
     let hosts_toml = read(
         &lab.node
             .etc_containerd_dir()
             .join("certs.d/gcr.io/hosts.toml"),
     );
     assert!(hosts_toml.contains(&endpoint), "{hosts_toml}");
-    let images = lab.node_images();
+    let images = Lab::node_images(&lab.node);
     assert!(images.contains(GCR_IMAGE), "{images}");
     assert!(images.contains(&lab.gcr_digest), "{images}");
 
@@ -400,5 +466,27 @@ fn the_cluster_configuration_file_drives_the_nodes_through_the_update_command() 
     );
     assert!(err.contains("was restored as it was"), "{}", streams(&o));
     assert_eq!(read(&lab.file()), applied);
-    assert_eq!(lab.standin_calls().len(), 1);
+    assert_eq!(lab.standin_calls().len(), 2, "only the failed command ran");
+    // the user cluster was not touched by the admin cluster's failure
+    assert!(!err.contains("user1"), "{}", streams(&o));
+
+    // a file that is not block YAML: the file and line are named
+    let user = read(&lab.user_file());
+    write(
+        &lab.user_file(),
+        &user.replace("sshPrivateKeyPath", "\tsshPrivateKeyPath"),
+    );
+    let o = lab.run(&["plan"], 1);
+    assert!(
+        stderr(&o).contains("bmctl-workspace/user1/user1.yaml:2: a tab in indentation"),
+        "{}",
+        streams(&o)
+    );
+    write(&lab.user_file(), &user);
+
+    // a path the file would name that does not exist on this workstation
+    std::fs::remove_file(lab.path().join("pull-config.json"))
+        .unwrap_or_else(|e| panic!("removing the pull credentials: {e}"));
+    let o = lab.run(&["plan"], 1);
+    assert!(stderr(&o).contains("pull-config.json"), "{}", streams(&o));
 }
