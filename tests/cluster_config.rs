@@ -448,12 +448,43 @@ fn the_cluster_configuration_file_drives_the_nodes_through_the_update_command() 
     let o = lab.run(&["plan"], 0);
     assert!(stdout(&o).contains("No changes."), "{}", streams(&o));
 
+    // a CA rotated into a new file: only caCertPath changes in both files,
+    // the update runs again and the canary proves the node still pulls
+    let rotated = lab.path().join("certs/mirror-ca-rotated.crt");
+    write(&rotated, &read(&lab.ca()));
+    let hcl = read(&lab.path().join("main.hcl"));
+    write(
+        &lab.path().join("main.hcl"),
+        &hcl.replace(&ca, &rotated.display().to_string()),
+    );
+    let o = lab.run(&["plan"], 0);
+    let out = stdout(&o);
+    assert!(out.contains(&format!("-    caCertPath: {ca}")), "{out}");
+    assert!(
+        out.contains(&format!("+    caCertPath: {}", rotated.display())),
+        "{out}"
+    );
+    assert!(!out.contains("-  - endpoint"), "{out}");
+    lab.run(&["apply", "--auto-approve"], 0);
+    let rotated_file = read(&lab.file());
+    assert_eq!(
+        rotated_file,
+        format!("{expected_head}{expected_block}\n{TAIL}")
+            .replace(&ca, &rotated.display().to_string())
+    );
+    assert_eq!(lab.standin_calls().len(), 4);
+    let o = lab.run(&["plan"], 0);
+    assert!(stdout(&o).contains("No changes."), "{}", streams(&o));
+
     // a failing update command: the file is put back byte for byte, exit 1
     let applied = read(&lab.file());
     lab.write_config(
         &["quay.io", "docker.io"],
         "echo 'admin1: the admin cluster does not answer' >&2; exit 3",
     );
+    // (the rotated CA kept)
+    let failing = read(&lab.path().join("main.hcl")).replace(&ca, &rotated.display().to_string());
+    write(&lab.path().join("main.hcl"), &failing);
     let o = lab.run(&["plan"], 0);
     assert!(stdout(&o).contains("+      - docker.io"), "{}", streams(&o));
     let o = lab.run(&["apply", "--auto-approve"], 1);
@@ -466,7 +497,7 @@ fn the_cluster_configuration_file_drives_the_nodes_through_the_update_command() 
     );
     assert!(err.contains("was restored as it was"), "{}", streams(&o));
     assert_eq!(read(&lab.file()), applied);
-    assert_eq!(lab.standin_calls().len(), 2, "only the failed command ran");
+    assert_eq!(lab.standin_calls().len(), 4, "only the failed command ran");
     // the user cluster was not touched by the admin cluster's failure
     assert!(!err.contains("user1"), "{}", streams(&o));
 
