@@ -374,6 +374,114 @@ impl Provider for ClusterConfigProvider {
 mod tests {
     use super::*;
 
+    use mirrorplan_engine::{Action, Address, Interrupt, NoHooks};
+    use std::sync::Arc;
+
+    const FILE_TEXT: &str = "# settings\r\ngcrKeyPath: /k.json # key\r\n---\r\nkind: Cluster\r\n";
+
+    fn spec(dir: &Path, command: &str, sensitive: bool) -> ClusterConfigSpec {
+        ClusterConfigSpec {
+            file: dir.join("c.yaml"),
+            dir: dir.to_path_buf(),
+            registry_mirrors: crate::render_registry_mirrors(
+                &[crate::ClusterFileMirror {
+                    endpoint: "https://m:5000".into(),
+                    ca_cert_path: None,
+                    pull_credential_config_path: None,
+                    hosts: vec![],
+                }],
+                "\n",
+            ),
+            gcr_key_path: None,
+            update_command: command.into(),
+            update_command_sensitive: sensitive,
+        }
+    }
+
+    fn apply(spec: &ClusterConfigSpec) -> Result<Option<NewInstanceState>, ProviderError> {
+        let address = Address::new("cluster_config", "c").expect("address");
+        let d = spec.to_desired(address.clone());
+        let change = PlannedChange {
+            address: address.clone(),
+            provider: KIND.into(),
+            action: Action::Create,
+            before: None,
+            after: Some(d.attrs),
+            replace_because: vec![],
+            details: vec![],
+            handover: None,
+        };
+        let ctx = ApplyContext::new(address, Arc::new(NoHooks), Interrupt::new());
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(ClusterConfigProvider.apply(&change, &ctx))
+    }
+
+    #[test]
+    fn apply_writes_keeps_a_backup_and_runs_the_command_in_the_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("c.yaml"), FILE_TEXT).expect("write");
+        let s = spec(dir.path(), "pwd > ran.txt", false);
+        apply(&s).expect("applied");
+        let text = std::fs::read_to_string(dir.path().join("c.yaml")).expect("read");
+        assert_eq!(
+            text,
+            "# settings\r\ngcrKeyPath: /k.json # key\r\nregistryMirrors:\r\n  - endpoint: https://m:5000\r\n---\r\nkind: Cluster\r\n"
+        );
+        let backup = std::fs::read_to_string(dir.path().join("c.yaml.backup")).expect("backup");
+        assert_eq!(backup, FILE_TEXT);
+        let ran = std::fs::read_to_string(dir.path().join("ran.txt")).expect("ran");
+        assert_eq!(
+            Path::new(ran.trim()).canonicalize().expect("canonical"),
+            dir.path().canonicalize().expect("canonical")
+        );
+    }
+
+    #[test]
+    fn a_failing_command_restores_the_file_and_a_sensitive_one_shows_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("c.yaml"), FILE_TEXT).expect("write");
+        let e = apply(&spec(dir.path(), "echo oops-token-1 >&2; exit 4", false))
+            .expect_err("the command fails");
+        assert!(e.message.contains("exited with status 4"), "{e}");
+        assert!(e.message.contains("oops-token-1"), "{e}");
+        assert!(e.message.contains("was restored as it was"), "{e}");
+        let text = std::fs::read(dir.path().join("c.yaml")).expect("read");
+        assert_eq!(text, FILE_TEXT.as_bytes());
+        let e = apply(&spec(
+            dir.path(),
+            "echo s3cret-token >&2; exit 5 # s3cret",
+            true,
+        ))
+        .expect_err("the command fails");
+        assert!(!e.message.contains("s3cret"), "{e}");
+        assert!(e.message.contains("(sensitive value)"), "{e}");
+        assert!(e.message.contains("exited with status 5"), "{e}");
+        let text = std::fs::read(dir.path().join("c.yaml")).expect("read");
+        assert_eq!(text, FILE_TEXT.as_bytes());
+    }
+
+    #[test]
+    fn a_missing_or_bad_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = apply(&spec(dir.path(), "true", false)).expect_err("no file");
+        assert!(
+            e.message
+                .contains("c.yaml: the cluster configuration file does not exist"),
+            "{e}"
+        );
+        std::fs::write(
+            dir.path().join("c.yaml"),
+            "a: 1\n  b\tc\n\tx: 1\n---\nkind: Cluster\n",
+        )
+        .expect("write");
+        let e = apply(&spec(dir.path(), "true", false)).expect_err("bad file");
+        assert!(e.message.contains("c.yaml:3: a tab in indentation"), "{e}");
+        assert!(!dir.path().join("c.yaml.backup").exists());
+    }
+
     #[test]
     fn tail_keeps_the_last_lines() {
         assert_eq!(tail(b"a\nb\nc\n", 2), "b\nc");
