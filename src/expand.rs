@@ -20,6 +20,8 @@ use mirrorplan_registry::provider::{
 };
 use mirrorplan_registry::{mirror_path, ImageRef};
 
+mod cluster_file;
+
 /// A problem found while expanding (a file that cannot be read, a bad bundle).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpandError {
@@ -433,6 +435,13 @@ fn expand_cluster(
             }
         } else if from.starts_with("cluster.") {
             for other in config.clusters.iter().filter(|o| o.address() == from) {
+                if other.cluster_config.is_some() {
+                    let a = cluster_file::address(other);
+                    if seen.insert(a.clone()) {
+                        deps.push(a);
+                    }
+                    continue;
+                }
                 for n in &other.nodes {
                     let a = node_address(other, n);
                     if seen.insert(a.clone()) {
@@ -462,6 +471,13 @@ fn expand_cluster(
     let mut all_nodes: Vec<Address> = Vec::new();
     let mut transports: Vec<TransportSpec> = Vec::new();
     let mut previous_batch: Vec<Address> = Vec::new();
+    // with `cluster_config` the cluster software writes the nodes: one
+    // instance edits the file, the nodes are only the cluster check's
+    let file_instance = c.cluster_config.as_ref().map(|cc| {
+        let mut d = cluster_file::desired(config, c, cc, &cfg);
+        d.dependencies.extend(deps.iter().cloned());
+        d
+    });
     for chunk in c.nodes.chunks(batch) {
         let mut this_batch = Vec::new();
         for n in chunk {
@@ -481,6 +497,10 @@ fn expand_cluster(
                     timeout_seconds: c.ssh.timeout_seconds,
                 },
             };
+            if file_instance.is_some() {
+                transports.push(transport);
+                continue;
+            }
             let spec = NodeSpec {
                 transport,
                 config: cfg.clone(),
@@ -512,6 +532,10 @@ fn expand_cluster(
         }
         previous_batch = this_batch;
     }
+    if let Some(d) = file_instance {
+        all_nodes.push(d.address.clone());
+        out.desired.push(d);
+    }
     if all_nodes.is_empty() {
         return;
     }
@@ -539,6 +563,8 @@ fn expand_cluster(
             .map(str::to_string)
     });
     let required_files = match cfg.config_style {
+        // the cluster software's files: proven by the canary pull only
+        _ if c.cluster_config.is_some() => Vec::new(),
         mirrorplan_node::ConfigStyle::Hosts => mirrored
             .iter()
             .map(|h| format!("{}/{h}/hosts.toml", cfg.config_dir()))

@@ -1,7 +1,7 @@
 # The source document's scenario: one private mirror with its own namespace,
-# the Anthos bundle and a few extra images pushed into it, and an admin and a
-# user cluster whose nodes pull through it. The hosts are `.example` names:
-# this example is validated, never planned or applied.
+# the Anthos bundle and extra images pushed into it, and an admin and a user
+# cluster whose mirrors go into their cluster configuration files (applied by
+# `bmctl update cluster`). `.example` hosts: validated, never planned/applied.
 
 variable "mirror_password" {
   type      = string
@@ -44,9 +44,9 @@ cluster "admin1" {
     pull_credentials = "/root/.docker/config.json"
   }
   gcr_key = "keys/anthos-baremetal-gcr.json"
-  containerd {
-    config_style    = "hosts"
-    restart_command = "systemctl restart containerd"
+  cluster_config {
+    file           = "bmctl-workspace/admin1/admin1.yaml"
+    update_command = "bmctl update cluster -c admin1 --kubeconfig=bmctl-workspace/admin1/admin1-kubeconfig"
   }
   rollout {
     max_unavailable = 1
@@ -69,6 +69,11 @@ cluster "user1" {
     pull_credentials = "/root/.docker/config.json"
   }
   gcr_key = "keys/anthos-baremetal-gcr.json"
+  # its own file, updated through the admin cluster's kubeconfig
+  cluster_config {
+    file           = "bmctl-workspace/user1/user1.yaml"
+    update_command = "bmctl update cluster -c user1 --kubeconfig=bmctl-workspace/admin1/admin1-kubeconfig"
+  }
   rollout {
     max_unavailable = 1
     max_failures    = 1

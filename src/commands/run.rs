@@ -354,6 +354,9 @@ pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Opti
         .with_provider(images.clone())
         .with_provider(nodes)
         .with_provider(clusters)
+        .with_provider(Arc::new(
+            mirrorplan_node::cluster_config::ClusterConfigProvider,
+        ))
         .with_provider(Arc::new(mirrorplan_registry::set::ImageSetProvider))
         .with_parallelism(args.parallelism.max(1))
         .with_hooks(hooks.clone());

@@ -28,6 +28,8 @@ use crate::refs::{as_block_ref, references, RefUse};
 use crate::schema::{self, AttrType, BodySchema};
 use crate::syntax;
 
+mod cluster_config;
+
 /// When values are needed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
@@ -260,6 +262,7 @@ const MAY_BE_SENSITIVE: &[&str] = &[
     "passphrase",
     "proxy",
     "restart_command",
+    "update_command",
     "error_message",
 ];
 
@@ -2022,6 +2025,7 @@ impl Loader {
                 "nodes".into(),
                 Value::Array(nodes.iter().map(|n| Value::from(n.key())).collect()),
             );
+            let cluster_config = self.cluster_config_block(file, body, &ctx);
             let origin = self.origin(decl);
             let c = Cluster {
                 name: decl.name.clone(),
@@ -2032,6 +2036,7 @@ impl Loader {
                 gcr_key,
                 containerd,
                 rollout,
+                cluster_config,
                 depends_on: Self::depends_on(b),
                 lifecycle: lifecycle.clone(),
                 origin,

@@ -300,6 +300,18 @@ impl ConfigStyle {
     }
 }
 
+/// The `cluster_config` block of a cluster: its bare-metal cluster
+/// configuration file and the command that applies it to the cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterConfigFile {
+    /// The file (relative paths are relative to the configuration directory).
+    pub file: PathBuf,
+    /// Run once after the file changed, with `sh -c` in the configuration directory.
+    pub update_command: String,
+    /// True when the command derives from a sensitive value: never shown.
+    pub update_command_sensitive: bool,
+}
+
 /// The `containerd` block of a cluster.
 #[derive(Debug, Clone, Serialize)]
 pub struct Containerd {
@@ -365,6 +377,9 @@ pub struct Cluster {
     pub containerd: Containerd,
     /// Rollout settings.
     pub rollout: Rollout,
+    /// The cluster configuration file the mirrors go into (then the nodes
+    /// are only verified, never written).
+    pub cluster_config: Option<ClusterConfigFile>,
     /// Explicit dependencies (block addresses).
     pub depends_on: Vec<String>,
     /// Its `lifecycle` block.

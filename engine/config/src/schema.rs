@@ -233,6 +233,12 @@ pub static ROLLOUT: BodySchema = BodySchema {
     blocks: &[],
 };
 
+/// `cluster_config { ... }` inside a cluster.
+pub static CLUSTER_CONFIG: BodySchema = BodySchema {
+    attrs: &[req("file", T::String), req("update_command", T::String)],
+    blocks: &[],
+};
+
 /// `cluster "NAME" { ... }`
 pub static CLUSTER: BodySchema = BodySchema {
     attrs: &[
@@ -267,6 +273,12 @@ pub static CLUSTER: BodySchema = BodySchema {
             repeatable: false,
         },
         LIFECYCLE_BLOCK,
+        BlockSchema {
+            name: "cluster_config",
+            body: &CLUSTER_CONFIG,
+            required: false,
+            repeatable: false,
+        },
     ],
 };
 

@@ -39,6 +39,8 @@
 //! [`NodeMirrorConfig`].
 
 pub mod cluster;
+pub mod cluster_config;
+mod cluster_file;
 mod containerd;
 pub mod cri;
 mod diff;
@@ -56,6 +58,11 @@ pub mod shell;
 mod ssh;
 mod transport;
 
+pub use cluster_file::{
+    edit_cluster_file, edit_cluster_file_blocks, render_gcr_key_path, render_registry_mirrors,
+    yaml_scalar, ClusterFileEdit, ClusterFileError, ClusterFileMirror, KeyChange, GCR_KEY_PATH_KEY,
+    REGISTRY_MIRRORS_KEY,
+};
 pub use containerd::{
     apply_legacy, edit_config, ensure_config_path, inspect_config, legacy_ca_path,
     parse_containerd_release, parse_containerd_version, render_legacy_files, render_node_files,
