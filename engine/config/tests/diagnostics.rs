@@ -34,6 +34,12 @@ fn mutate(edits: &[(&str, &str)]) -> String {
     text
 }
 
+/// `LINE:column` in a block appended to the example after one blank line,
+/// `line` lines below its first (so the tests follow the example's length).
+fn appended_at(line: usize, column: usize) -> String {
+    format!("{}:{column}", EXAMPLE.lines().count() + 2 + line)
+}
+
 fn render(loaded: &Loaded) -> String {
     let handler =
         GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(100);
@@ -145,7 +151,7 @@ fn duplicate_names() {
         &text,
         Mode::Validate,
         DiagKind::Duplicate,
-        "83:11",
+        &appended_at(0, 11),
     );
 }
 
@@ -302,7 +308,7 @@ fn sensitive_output() {
         &text,
         Mode::Validate,
         DiagKind::SensitiveOutput,
-        "84:11",
+        &appended_at(1, 11),
     );
 }
 
