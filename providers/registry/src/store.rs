@@ -143,7 +143,7 @@ impl OciStore {
                     });
                 }
             }
-            fs::create_dir_all(&root).map_err(io_err("create the directory"))?;
+            Self::create_layout(&root)?;
         }
         fs::create_dir_all(root.join("blobs").join("sha256"))
             .map_err(io_err("create blobs/sha256"))?;
@@ -166,6 +166,61 @@ impl OciStore {
             store.read_index()?;
         }
         Ok(store)
+    }
+
+    /// Creates a new, empty layout at `root` (missing or an empty
+    /// directory) all at once: built in a sibling directory, then renamed
+    /// into place, so a process killed meanwhile leaves `root` as it was
+    /// (an empty or missing directory, which the next run accepts), never a
+    /// half-made layout without its `oci-layout` file.
+    fn create_layout(root: &Path) -> Result<(), StoreError> {
+        let io_err = |action: &str, path: &Path| {
+            let path = path.to_path_buf();
+            let action = action.to_string();
+            move |source| StoreError::Io {
+                path,
+                action,
+                source,
+            }
+        };
+        let parent = match root.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&parent).map_err(io_err("create the directory", &parent))?;
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "store".into());
+        let building = tempfile::Builder::new()
+            .prefix(&format!(".{name}.creating-"))
+            .tempdir_in(&parent)
+            .map_err(io_err("create a directory to build the layout in", &parent))?;
+        let new = OciStore {
+            root: building.path().to_path_buf(),
+            index_lock: Mutex::new(()),
+        };
+        fs::create_dir_all(new.root.join("blobs").join("sha256"))
+            .map_err(io_err("create blobs/sha256", &new.root))?;
+        let body = serde_json::json!({ "imageLayoutVersion": LAYOUT_VERSION }).to_string();
+        new.write_atomic(LAYOUT_FILE, body.as_bytes())?;
+        new.write_index(&IndexFile {
+            schema_version: 2,
+            media_type: Some(media_types::OCI_INDEX.to_string()),
+            manifests: Vec::new(),
+            extra: BTreeMap::new(),
+        })?;
+        // rename(2) replaces an empty directory; the temporary one is gone
+        // after it (nothing is left to clean up)
+        let built = building.keep();
+        fs::rename(&built, root).map_err(|e| {
+            let _ = fs::remove_dir_all(&built);
+            io_err("move the new layout into place", root)(e)
+        })?;
+        if let Ok(dir) = fs::File::open(&parent) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
     }
 
     /// The layout directory.
@@ -469,6 +524,42 @@ mod tests {
             panic!("store: {store:?}")
         };
         (dir, store)
+    }
+
+    /// Found by tests/crash.rs: a run killed while it created the store
+    /// left `blobs/` without `oci-layout`, which every later run refused.
+    /// The layout is now built beside and renamed into place: a new store
+    /// is whole (in a missing or an empty directory) and nothing is left
+    /// beside it.
+    #[test]
+    fn a_new_store_appears_whole_and_leaves_nothing_beside_it() {
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("tempdir")
+        };
+        let empty = dir.path().join("empty");
+        assert!(fs::create_dir(&empty).is_ok());
+        for root in [dir.path().join("missing"), empty] {
+            let s = OciStore::open_or_create(&root);
+            assert!(s.is_ok(), "{s:?}");
+            assert!(root.join(LAYOUT_FILE).is_file());
+            assert!(root.join(INDEX_FILE).is_file());
+            assert!(root.join("blobs").join("sha256").is_dir());
+            let again = OciStore::open_or_create(&root);
+            assert!(again.is_ok(), "{again:?}");
+        }
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["empty", "missing"], "{names:?}");
+        // a half-made layout (no oci-layout) is still refused
+        let half = dir.path().join("half");
+        assert!(fs::create_dir_all(half.join("blobs")).is_ok());
+        assert!(OciStore::open_or_create(&half).is_err());
     }
 
     #[test]
