@@ -9,13 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mirrorplan_engine::{
-    render_apply_report, Action, Address, ApplyReport, ApplyRequest, Attrs, DesiredInstance,
-    Engine, EngineError, InstanceRecord, Plan, PlanRequest, PriorSnapshot, RenderOptions,
-    SinkError,
+    render_apply_report, Action, Address, ApplyRequest, Attrs, DesiredInstance, Engine,
+    EngineError, InstanceRecord, Plan, PlanRequest, PriorSnapshot, RenderOptions, SinkError,
 };
-use support::{addr, desired, ident, record, snapshot, MemProvider, OnStart, LINEAGE};
-
-type Saved = Arc<Mutex<BTreeMap<Address, InstanceRecord>>>;
+use support::{
+    addr, apply, desired, ident, record, snapshot, MemProvider, OnStart, Saved, LINEAGE,
+};
 
 async fn plan(engine: &Engine, desired: Vec<DesiredInstance>, prior: PriorSnapshot) -> Plan {
     engine
@@ -29,39 +28,6 @@ async fn plan(engine: &Engine, desired: Vec<DesiredInstance>, prior: PriorSnapsh
         })
         .await
         .expect("plans")
-}
-
-/// Applies a fresh plan, saving into `saved` and logging `saved X` events.
-async fn apply(
-    engine: &Engine,
-    plan: &Plan,
-    provider: &MemProvider,
-    prior: &PriorSnapshot,
-    saved: &Saved,
-) -> ApplyReport {
-    let events = provider.events.clone();
-    let saved = saved.clone();
-    let mut sink = move |a: &Address, r: Option<&InstanceRecord>| -> Result<(), SinkError> {
-        events.lock().expect("lock").push(format!("saved {a}"));
-        let mut s = saved.lock().expect("lock");
-        match r {
-            Some(r) => s.insert(a.clone(), r.clone()),
-            None => s.remove(a),
-        };
-        Ok(())
-    };
-    engine
-        .apply(
-            plan,
-            ApplyRequest {
-                state: prior.identity.clone(),
-                desired: None,
-                sink: &mut sink,
-                interrupt: provider.interrupt.clone(),
-            },
-        )
-        .await
-        .expect("apply starts")
 }
 
 fn chain() -> Vec<DesiredInstance> {

@@ -4,13 +4,12 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use mirrorplan_engine::{
-    render_plan, Action, Address, ApplyRequest, Attrs, Engine, InstanceRecord, Move, PlanRequest,
-    PriorSnapshot, RenderOptions, SinkError,
+    render_plan, Action, Attrs, Engine, Move, PlanRequest, PriorSnapshot, RenderOptions,
 };
-use support::{addr, desired, record, snapshot, MemProvider};
+use support::{addr, apply, desired, record, snapshot, MemProvider, Saved};
 
 fn request(desired: Vec<mirrorplan_engine::DesiredInstance>, prior: PriorSnapshot) -> PlanRequest {
     PlanRequest {
@@ -21,40 +20,6 @@ fn request(desired: Vec<mirrorplan_engine::DesiredInstance>, prior: PriorSnapsho
         targets: vec![],
         replace: vec![],
     }
-}
-
-type Saved = Arc<Mutex<BTreeMap<Address, InstanceRecord>>>;
-
-async fn apply_all(
-    engine: &Engine,
-    plan: &mirrorplan_engine::Plan,
-    provider: &MemProvider,
-    prior: &PriorSnapshot,
-    saved: &Saved,
-) -> mirrorplan_engine::ApplyReport {
-    let events = provider.events.clone();
-    let saved = saved.clone();
-    let mut sink = move |a: &Address, r: Option<&InstanceRecord>| -> Result<(), SinkError> {
-        events.lock().expect("lock").push(format!("saved {a}"));
-        let mut s = saved.lock().expect("lock");
-        match r {
-            Some(r) => s.insert(a.clone(), r.clone()),
-            None => s.remove(a),
-        };
-        Ok(())
-    };
-    engine
-        .apply(
-            plan,
-            ApplyRequest {
-                state: prior.identity.clone(),
-                desired: None,
-                sink: &mut sink,
-                interrupt: provider.interrupt.clone(),
-            },
-        )
-        .await
-        .expect("apply starts")
 }
 
 #[tokio::test]
@@ -85,7 +50,7 @@ async fn a_moved_instance_is_planned_at_its_new_address_and_only_the_state_chang
         "{text}"
     );
     let saved = Saved::default();
-    let report = apply_all(&engine, &plan, &provider, &prior, &saved).await;
+    let report = apply(&engine, &plan, &provider, &prior, &saved).await;
     assert!(report.is_success(), "{report:?}");
     assert!(!provider.events().iter().any(|e| e.starts_with("start")));
     let saved = saved.lock().expect("lock");
@@ -144,7 +109,7 @@ async fn a_delete_and_a_create_of_one_object_are_a_hand_over_in_that_order() {
         text.contains("# node.a[\"h\"] will be replaced by node.b[\"h\"] on the same node"),
         "{text}"
     );
-    let report = apply_all(&engine, &plan, &provider, &prior, &Saved::default()).await;
+    let report = apply(&engine, &plan, &provider, &prior, &Saved::default()).await;
     assert!(report.is_success(), "{report:?}");
     let pos = |e: &str| provider.position(e);
     assert!(pos("saved node.b[\"h\"]") < pos("start node.a[\"h\"]"));
@@ -157,7 +122,7 @@ async fn a_delete_and_a_create_of_one_object_are_a_hand_over_in_that_order() {
     failing.fail.insert(addr("node.b[\"h\"]"));
     let failing = Arc::new(failing);
     let engine = Engine::new().with_provider(failing.clone());
-    let report = apply_all(&engine, &plan, &failing, &prior, &Saved::default()).await;
+    let report = apply(&engine, &plan, &failing, &prior, &Saved::default()).await;
     assert_eq!(report.skipped.len(), 1, "{report:?}");
     assert!(!failing.events().iter().any(|e| e == "start node.a[\"h\"]"));
 }

@@ -280,3 +280,41 @@ pub fn redact_digests(text: &str) -> String {
     out.push_str(rest);
     out
 }
+
+/// What an apply saved, by address.
+pub type Saved = Arc<Mutex<BTreeMap<Address, InstanceRecord>>>;
+
+/// Applies a fresh plan, saving into `saved` and logging `saved X` events.
+pub async fn apply(
+    engine: &mirrorplan_engine::Engine,
+    plan: &mirrorplan_engine::Plan,
+    provider: &MemProvider,
+    prior: &PriorSnapshot,
+    saved: &Saved,
+) -> mirrorplan_engine::ApplyReport {
+    let events = provider.events.clone();
+    let saved = saved.clone();
+    let mut sink = move |a: &Address,
+                         r: Option<&InstanceRecord>|
+          -> Result<(), mirrorplan_engine::SinkError> {
+        events.lock().expect("lock").push(format!("saved {a}"));
+        let mut s = saved.lock().expect("lock");
+        match r {
+            Some(r) => s.insert(a.clone(), r.clone()),
+            None => s.remove(a),
+        };
+        Ok(())
+    };
+    engine
+        .apply(
+            plan,
+            mirrorplan_engine::ApplyRequest {
+                state: prior.identity.clone(),
+                desired: None,
+                sink: &mut sink,
+                interrupt: provider.interrupt.clone(),
+            },
+        )
+        .await
+        .expect("apply starts")
+}
