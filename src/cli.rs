@@ -113,6 +113,16 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub no_color: bool,
 
+    /// Log registry requests and node commands (secrets redacted) at this
+    /// level: off, error, warn, info, debug, trace, or TARGET=LEVEL pairs.
+    #[arg(long, global = true, env = "MIRRORPLAN_LOG", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Write the log to this file (appended to, created mode 0600) instead
+    /// of stderr.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }

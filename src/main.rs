@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod expand;
 mod lifecycle;
+mod logging;
 mod moves;
 mod output;
 mod ownership;
@@ -48,6 +49,10 @@ fn run() -> ExitCode {
     }
     let out = output::Output::new(cli.no_color).with_json(cli.wants_json());
     out.install_miette_hook();
+    if let Err(e) = logging::install(cli.log_level.as_deref(), cli.log_file.as_deref()) {
+        out.report(&miette::Report::new(e));
+        return ExitCode::from(1);
+    }
     match commands::run(cli, &out) {
         Ok(code) => code,
         Err(report) => {

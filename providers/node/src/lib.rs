@@ -41,6 +41,7 @@
 pub mod cluster;
 pub mod cluster_config;
 mod cluster_file;
+mod command_log;
 mod containerd;
 pub mod cri;
 mod diff;

@@ -67,6 +67,7 @@ use russh::keys::ssh_key::PublicKey;
 use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{ChannelMsg, ChannelStream};
 
+use crate::command_log;
 use crate::error::{NodeError, Result};
 use crate::known_hosts::{self, fingerprint, HostKeyCheck};
 use crate::secret::Secret;
@@ -984,7 +985,16 @@ impl SshTransport {
     ) -> Result<Output, SshError> {
         let mut argv = vec!["sh", "-c", script, "sh"];
         argv.extend_from_slice(args);
-        self.exec(&self.command_line(&argv), stdin).await
+        let started = std::time::Instant::now();
+        let out = self.exec(&self.command_line(&argv), stdin).await;
+        command_log::finished(
+            &self.inner.target,
+            script_name(script),
+            stdin.map_or(0, <[u8]>::len),
+            out.as_ref(),
+            started.elapsed(),
+        );
+        out
     }
 
     /// Execute one remote command line on a new channel, feeding `stdin`
@@ -1511,8 +1521,32 @@ impl Transport for SshTransport {
         if argv.is_empty() {
             return Err(NodeError::EmptyCommand);
         }
-        Ok(self.exec(&self.command_line(argv), None).await?)
+        let started = std::time::Instant::now();
+        let out = self.exec(&self.command_line(argv), None).await;
+        command_log::finished(
+            &self.inner.target,
+            &command_log::program(argv[0]),
+            0,
+            out.as_ref(),
+            started.elapsed(),
+        );
+        Ok(out?)
     }
+}
+
+/// The name a fixed script is logged under (see [`command_log`]).
+fn script_name(script: &str) -> &'static str {
+    [
+        (READ_SCRIPT, "read-file"),
+        (REMOVE_SCRIPT, "remove-file"),
+        (WRITE_SCRIPT, "write-file"),
+        (READ_MANY_SCRIPT, "read-files"),
+        (WRITE_MANY_SCRIPT, "write-files"),
+        (READ_MANY_RUN_SCRIPT, "read-files-and-run"),
+    ]
+    .iter()
+    .find(|(s, _)| *s == script)
+    .map_or("script", |(_, name)| name)
 }
 
 #[cfg(test)]

@@ -388,19 +388,27 @@ impl Transport for LocalTransport {
                 })
             }
             RunMode::Execute => {
+                let started = std::time::Instant::now();
                 let out = tokio::process::Command::new(program)
                     .args(args)
                     .stdin(std::process::Stdio::null())
                     .output()
                     .await
-                    .map_err(|source| NodeError::Command {
-                        program: (*program).to_owned(),
-                        source,
-                    })?;
-                Ok(Output {
-                    status: out.status.code(),
-                    stdout: out.stdout,
-                    stderr: out.stderr,
+                    .map(|out| Output {
+                        status: out.status.code(),
+                        stdout: out.stdout,
+                        stderr: out.stderr,
+                    });
+                crate::command_log::finished(
+                    &self.describe(),
+                    &crate::command_log::program(program),
+                    0,
+                    out.as_ref(),
+                    started.elapsed(),
+                );
+                out.map_err(|source| NodeError::Command {
+                    program: (*program).to_owned(),
+                    source,
                 })
             }
         }

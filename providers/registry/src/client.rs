@@ -71,6 +71,7 @@ use crate::auth::{
 use crate::client_error::RegistryError;
 use crate::digest::Digest;
 use crate::oci::media_types;
+use crate::request_log::{self, RequestLine};
 
 /// Manifests larger than this are refused (registries cap them at 4 MiB).
 pub const MANIFEST_CAP: usize = 4 * 1024 * 1024;
@@ -418,6 +419,9 @@ pub struct RegistryClient {
     auth: Mutex<AuthState>,
     chunked: AtomicBool,
     jitter: AtomicU64,
+    /// What error texts in the debug log must not show (the password, its
+    /// Basic form, the proxy's password).
+    secrets: Vec<String>,
 }
 
 impl fmt::Debug for RegistryClient {
@@ -488,6 +492,19 @@ impl RegistryClient {
             Auth::DockerConfig(path) => resolve_docker_config(path, &target.host_port, None)?,
         };
         let chunked = matches!(options.upload, UploadMode::Chunked { .. });
+        let mut secrets = Vec::new();
+        if let Some(c) = &creds {
+            secrets.push(c.password.expose().to_string());
+            secrets.push(c.basic_header().trim_start_matches("Basic ").to_string());
+        }
+        if let Some(pw) = target
+            .proxy
+            .as_deref()
+            .and_then(|p| Url::parse(p).ok())
+            .and_then(|u| u.password().map(str::to_string))
+        {
+            secrets.push(pw);
+        }
         Ok(RegistryClient {
             target,
             base,
@@ -497,6 +514,7 @@ impl RegistryClient {
             auth: Mutex::new(AuthState::default()),
             chunked: AtomicBool::new(chunked),
             jitter: AtomicU64::new(0),
+            secrets,
         })
     }
 
@@ -704,9 +722,21 @@ impl RegistryClient {
                 v.set_sensitive(true);
                 req = req.header(AUTHORIZATION, v);
             }
-            let resp = match self.answered(req.send(), activity).await {
+            let (line, sending) = self.logged(req);
+            let started = Instant::now();
+            let auth = request_log::auth_kind(sent_auth.as_deref());
+            let resp = match self.answered(sending, activity).await {
                 None => {
                     let e = self.timed_out(op.what, attempt);
+                    if let Some(l) = &line {
+                        l.failed(
+                            self.registry(),
+                            attempt,
+                            auth,
+                            &e.to_string(),
+                            started.elapsed(),
+                        );
+                    }
                     if attempt >= self.options.retry.max_attempts {
                         return Err(e);
                     }
@@ -715,8 +745,26 @@ impl RegistryClient {
                     tokio::time::sleep(self.backoff(attempt, None)).await;
                     continue;
                 }
-                Some(Ok(r)) => r,
+                Some(Ok(r)) => {
+                    if let Some(l) = &line {
+                        let received = content_length(r.headers());
+                        let status = r.status().as_u16();
+                        l.answered(
+                            self.registry(),
+                            attempt,
+                            auth,
+                            status,
+                            received,
+                            started.elapsed(),
+                        );
+                    }
+                    r
+                }
                 Some(Err(e)) => {
+                    if let Some(l) = &line {
+                        let error = request_log::scrub(&e.to_string(), &self.secrets);
+                        l.failed(self.registry(), attempt, auth, &error, started.elapsed());
+                    }
                     let detail = self.classify(&e, op.what)?;
                     if attempt >= self.options.retry.max_attempts {
                         return Err(RegistryError::Connect {
@@ -802,12 +850,40 @@ impl RegistryClient {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);
-                tokio::time::sleep(self.backoff(attempt, ra)).await;
+                let wait = self.backoff(attempt, ra);
+                request_log::retry_wait(
+                    self.registry(),
+                    op.what,
+                    attempt,
+                    wait,
+                    &format!("HTTP {}", status.as_u16()),
+                );
+                tokio::time::sleep(wait).await;
                 broke = None;
                 refused = Some(resp);
                 continue;
             }
             return Ok(resp);
+        }
+    }
+
+    /// The future sending `req`, and its debug log line when the log
+    /// wants one.
+    fn logged(
+        &self,
+        req: RequestBuilder,
+    ) -> (
+        Option<RequestLine>,
+        impl std::future::Future<Output = reqwest::Result<Response>> + Send + 'static,
+    ) {
+        use futures::future::Either;
+        let (client, built) = req.build_split();
+        match built {
+            Ok(r) => (
+                request_log::enabled().then(|| RequestLine::of(&r)),
+                Either::Left(client.execute(r)),
+            ),
+            Err(e) => (None, Either::Right(futures::future::ready(Err(e)))),
         }
     }
 
@@ -863,7 +939,41 @@ impl RegistryClient {
                 v.set_sensitive(true);
                 req = req.header(AUTHORIZATION, v);
             }
-            let Some(sent) = self.answered(req.send(), None).await else {
+            let (line, sending) = self.logged(req);
+            let started = Instant::now();
+            let auth = if self.creds.is_some() {
+                "basic"
+            } else {
+                "none"
+            };
+            let sent = self.answered(sending, None).await;
+            if let Some(l) = &line {
+                match &sent {
+                    Some(Ok(r)) => l.answered(
+                        self.registry(),
+                        attempt,
+                        auth,
+                        r.status().as_u16(),
+                        content_length(r.headers()),
+                        started.elapsed(),
+                    ),
+                    Some(Err(e)) => l.failed(
+                        self.registry(),
+                        attempt,
+                        auth,
+                        &request_log::scrub(&e.to_string(), &self.secrets),
+                        started.elapsed(),
+                    ),
+                    None => l.failed(
+                        self.registry(),
+                        attempt,
+                        auth,
+                        "no answer",
+                        started.elapsed(),
+                    ),
+                }
+            }
+            let Some(sent) = sent else {
                 if attempt >= self.options.retry.max_attempts {
                     return Err(self.timed_out(&format!("token request to {realm}"), attempt));
                 }
