@@ -118,6 +118,16 @@ pub async fn expand(config: &Config, images: &ImageProvider) -> Expanded {
         if let Some(t) = r.timeout_seconds {
             images.set_timeout(&r.endpoint.to_string(), std::time::Duration::from_secs(t));
         }
+        let l = &r.limits;
+        images.set_limits(
+            &r.endpoint.to_string(),
+            mirrorplan_registry::limits::RegistryLimits {
+                max_concurrency: l.max_concurrency,
+                rate: l.rate_limit.map(|r| (r.count, r.per)),
+                retry_attempts: l.retry_attempts,
+                retry_max_delay: l.retry_max_delay,
+            },
+        );
     }
     let mut out = Expanded::default();
     // image set address → its image instance addresses

@@ -831,16 +831,5 @@ const SAVE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Parses `--lock-timeout` values like `0s`, `30s`, `5m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 0s, 30s or 5m"))?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("`{s}` has an unknown unit (use ms, s, m or h)")),
-    }
+    mirrorplan_config::syntax::parse_duration(s)
 }

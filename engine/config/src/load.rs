@@ -1567,6 +1567,7 @@ impl Loader {
                 "write e.g. `timeout = 60` (seconds)",
             );
         }
+        let limits = self.registry_limits(file, body, &ctx, endpoint.as_ref());
         if password.is_some() && username.is_none() {
             let span = body
                 .get_attribute("password")
@@ -1644,10 +1645,109 @@ impl Loader {
                     proxy_sensitive,
                     insecure,
                     timeout_seconds: timeout_seconds.filter(|t| *t > 0),
+                    limits,
                     origin,
                 },
             );
         }
+    }
+
+    /// `max_concurrency`, `rate_limit` and `retry { attempts, max_delay }`
+    /// of a registry block, each checked.
+    fn registry_limits(
+        &mut self,
+        file: usize,
+        body: &Body,
+        ctx: &Context,
+        endpoint: Option<&Endpoint>,
+    ) -> RegistryLimits {
+        let mut limits = RegistryLimits::default();
+        let span_of = |b: &Body, name: &str| b.get_attribute(name).and_then(|a| a.value.span());
+        if let Some(n) = self.number_attr(file, body, "max_concurrency", ctx) {
+            if n == 0 {
+                self.dh(
+                    DiagKind::InvalidValue,
+                    "`max_concurrency` must be at least 1",
+                    file,
+                    span_of(body, "max_concurrency"),
+                    "zero",
+                    "write e.g. `max_concurrency = 4` (requests to this registry at once)",
+                );
+            } else {
+                limits.max_concurrency = Some(u32::try_from(n).unwrap_or(u32::MAX));
+            }
+        }
+        if let Some(r) = self.string_attr(file, body, "rate_limit", ctx) {
+            if !r.contains(UNKNOWN) {
+                match syntax::parse_rate_limit(&r) {
+                    Ok(rate) => limits.rate_limit = Some(rate),
+                    Err(why) => self.dh(
+                        DiagKind::InvalidValue,
+                        format!("invalid rate_limit: {why}"),
+                        file,
+                        span_of(body, "rate_limit"),
+                        "invalid rate",
+                        "write \"N/s\" or \"N/m\", e.g. `rate_limit = \"10/s\"`",
+                    ),
+                }
+            }
+        }
+        if let Some(rb) = body.get_blocks("retry").next() {
+            if let Some(n) = self.number_attr(file, &rb.body, "attempts", ctx) {
+                if n == 0 {
+                    self.dh(
+                        DiagKind::InvalidValue,
+                        "`retry.attempts` must be at least 1 (1: no retry)",
+                        file,
+                        span_of(&rb.body, "attempts"),
+                        "zero",
+                        "write e.g. `attempts = 5` (attempts in all)",
+                    );
+                } else {
+                    limits.retry_attempts = Some(u32::try_from(n).unwrap_or(u32::MAX));
+                }
+            }
+            if let Some(d) = self.string_attr(file, &rb.body, "max_delay", ctx) {
+                if !d.contains(UNKNOWN) {
+                    match syntax::parse_duration(&d) {
+                        Ok(d) if !d.is_zero() => limits.retry_max_delay = Some(d),
+                        Ok(_) => self.dh(
+                            DiagKind::InvalidValue,
+                            "`retry.max_delay` must be more than 0",
+                            file,
+                            span_of(&rb.body, "max_delay"),
+                            "zero",
+                            "write e.g. `max_delay = \"30s\"`",
+                        ),
+                        Err(why) => self.dh(
+                            DiagKind::InvalidValue,
+                            format!("invalid retry.max_delay: {why}"),
+                            file,
+                            span_of(&rb.body, "max_delay"),
+                            "invalid duration",
+                            "write a duration such as \"500ms\", \"30s\" or \"2m\"",
+                        ),
+                    }
+                }
+            }
+        }
+        let set = limits != RegistryLimits::default() || body.get_blocks("retry").next().is_some();
+        if let (Some(Endpoint::Oci { .. }), true) = (endpoint, set) {
+            let span = ["max_concurrency", "rate_limit"]
+                .iter()
+                .find_map(|a| body.get_attribute(a).map(|a| a.key.span()))
+                .flatten()
+                .or_else(|| body.get_blocks("retry").next().and_then(|b| b.ident.span()));
+            self.dh(
+                DiagKind::InvalidValue,
+                "an `oci:` store takes no request limits",
+                file,
+                span,
+                "local store",
+                "remove max_concurrency, rate_limit and retry { }",
+            );
+        }
+        limits
     }
 
     /// Evaluates `for_each`: `None` for a block without it, else its (key, value) pairs.

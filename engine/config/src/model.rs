@@ -135,8 +135,36 @@ pub struct Registry {
     /// Seconds the registry may leave a request unanswered (`None`: the
     /// client's default).
     pub timeout_seconds: Option<u64>,
+    /// `max_concurrency`, `rate_limit` and `retry { }`.
+    pub limits: RegistryLimits,
     /// Where it is declared.
     pub origin: Origin,
+}
+
+/// The per-registry limits of a `registry` block (`None`: the default).
+/// They apply to every request to the block's host, whether it is the
+/// mirror or an upstream that `images` copy from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RegistryLimits {
+    /// `max_concurrency`: requests in flight at once (at least 1).
+    pub max_concurrency: Option<u32>,
+    /// `rate_limit`: requests started per period.
+    pub rate_limit: Option<RateLimit>,
+    /// `retry.attempts`: attempts per request in all (1: no retry).
+    pub retry_attempts: Option<u32>,
+    /// `retry.max_delay`: the longest wait between attempts (also caps a
+    /// `Retry-After`).
+    pub retry_max_delay: Option<std::time::Duration>,
+}
+
+/// `rate_limit = "N/s"` or `"N/m"`: at most `count` requests started per
+/// `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RateLimit {
+    /// Requests per period (at least 1).
+    pub count: u32,
+    /// The period: one second or one minute.
+    pub per: std::time::Duration,
 }
 
 /// An `image_set` block instance.

@@ -154,7 +154,20 @@ pub static REGISTRY: BodySchema = BodySchema {
         a("proxy", T::String),
         a("insecure", T::Bool),
         a("timeout", T::Number),
+        a("max_concurrency", T::Number),
+        a("rate_limit", T::String),
     ],
+    blocks: &[BlockSchema {
+        name: "retry",
+        body: &RETRY,
+        required: false,
+        repeatable: false,
+    }],
+};
+
+/// `retry { attempts, max_delay }` inside a registry.
+pub static RETRY: BodySchema = BodySchema {
+    attrs: &[a("attempts", T::Number), a("max_delay", T::String)],
     blocks: &[],
 };
 

@@ -347,6 +347,49 @@ pub fn parse_image(s: &str) -> Result<ImageName, String> {
     })
 }
 
+/// A duration such as `0s`, `30s`, `500ms`, `5m` or `1h` (a bare number is
+/// seconds).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    use std::time::Duration;
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 0s, 30s or 5m"))?;
+    let too_long = || format!("`{s}` is too long");
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => n
+            .checked_mul(60)
+            .map(Duration::from_secs)
+            .ok_or_else(too_long),
+        "h" => n
+            .checked_mul(3600)
+            .map(Duration::from_secs)
+            .ok_or_else(too_long),
+        _ => Err(format!("`{s}` has an unknown unit (use ms, s, m or h)")),
+    }
+}
+
+/// A `rate_limit`: `N/s` or `N/m`, N at least 1.
+pub fn parse_rate_limit(s: &str) -> Result<crate::model::RateLimit, String> {
+    let bad = || format!("`{s}` is not a rate like \"10/s\" or \"100/m\"");
+    let (n, per) = s.trim().split_once('/').ok_or_else(bad)?;
+    let count: u32 = n.trim().parse().map_err(|_| bad())?;
+    if count == 0 {
+        return Err(format!(
+            "`{s}` allows no request at all: the count must be at least 1"
+        ));
+    }
+    let per = match per.trim() {
+        "s" => std::time::Duration::from_secs(1),
+        "m" => std::time::Duration::from_secs(60),
+        _ => return Err(format!("`{s}` has an unknown period (use /s or /m)")),
+    };
+    Ok(crate::model::RateLimit { count, per })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,5 +471,30 @@ mod tests {
         assert!(parse_image("gcr.io/A/b:1").is_err());
         assert!(parse_image("gcr.io/a/b@sha256:abc").is_err());
         assert!(parse_image("gcr.io/a/b:-x").is_err());
+    }
+
+    #[test]
+    fn durations_and_rates() {
+        assert_eq!(
+            parse_duration("30s"),
+            Ok(std::time::Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_duration("2m"),
+            Ok(std::time::Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_duration("500ms"),
+            Ok(std::time::Duration::from_millis(500))
+        );
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("99999999999999999999h").is_err());
+        let r = parse_rate_limit("10/s").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((r.count, r.per), (10, std::time::Duration::from_secs(1)));
+        let r = parse_rate_limit(" 100 / m ").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((r.count, r.per), (100, std::time::Duration::from_secs(60)));
+        for bad in ["10/h", "0/s", "ten/s", "10", "-1/s"] {
+            assert!(parse_rate_limit(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -219,6 +219,9 @@ pub struct ClientOptions {
     /// Inactivity timeout: the longest the registry may leave a sent
     /// request unanswered, or pause a response body (see the module doc).
     pub timeout: Duration,
+    /// The registry's request limits (`max_concurrency`, `rate_limit`),
+    /// shared by every client of that registry.
+    pub limiter: Option<Arc<crate::limits::Limiter>>,
 }
 
 /// The default [`ClientOptions::timeout`].
@@ -231,6 +234,7 @@ impl Default for ClientOptions {
             upload: UploadMode::Auto,
             connect_timeout: Duration::from_secs(15),
             timeout: DEFAULT_TIMEOUT,
+            limiter: None,
         }
     }
 }
@@ -722,10 +726,13 @@ impl RegistryClient {
                 v.set_sensitive(true);
                 req = req.header(AUTHORIZATION, v);
             }
+            let admitted = self.admit().await;
             let (line, sending) = self.logged(req);
             let started = Instant::now();
             let auth = request_log::auth_kind(sent_auth.as_deref());
-            let resp = match self.answered(sending, activity).await {
+            let answer = self.answered(sending, activity).await;
+            drop(admitted);
+            let resp = match answer {
                 None => {
                     let e = self.timed_out(op.what, attempt);
                     if let Some(l) = &line {
@@ -844,12 +851,7 @@ impl RegistryClient {
             if (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error())
                 && attempt < self.options.retry.max_attempts
             {
-                let ra = resp
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
+                let ra = retry_after(resp.headers());
                 let wait = self.backoff(attempt, ra);
                 request_log::retry_wait(
                     self.registry(),
@@ -863,7 +865,21 @@ impl RegistryClient {
                 refused = Some(resp);
                 continue;
             }
+            let mut resp = resp;
+            if attempt > 1 && (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error())
+            {
+                resp.extensions_mut().insert(Attempts(attempt));
+            }
             return Ok(resp);
+        }
+    }
+
+    /// The request's turn under the registry's limits (see
+    /// [`crate::limits`]); held until its answer comes.
+    async fn admit(&self) -> Option<crate::limits::Admission> {
+        match &self.options.limiter {
+            Some(l) => Some(l.admit().await),
+            None => None,
         }
     }
 
@@ -1042,14 +1058,19 @@ impl RegistryClient {
                 status,
             };
         }
+        let attempts = resp.extensions().get::<Attempts>().map(|a| a.0);
         let body = read_capped(resp, 8192, self.options.timeout)
             .await
             .unwrap_or_default();
+        let detail = match attempts {
+            Some(n) => format!(" after {n} attempts{}", error_detail(&body)),
+            None => error_detail(&body),
+        };
         RegistryError::Status {
             registry: self.registry().to_string(),
             what: what.to_string(),
             status,
-            detail: error_detail(&body),
+            detail,
         }
     }
 
@@ -1613,6 +1634,24 @@ impl RegistryClient {
     }
 }
 
+/// How many attempts a request that kept failing was given (a retryable
+/// status returned once the attempts ran out), for its error message.
+#[derive(Debug, Clone, Copy)]
+struct Attempts(u32);
+
+/// `Retry-After`: seconds, or an HTTP date (a date past is no wait).
+fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    let v = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
 fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -1720,6 +1759,34 @@ mod tests {
         };
         let d = format!("{t:?}");
         assert!(!d.contains("topsecret") && !d.contains("hunter2"), "{d}");
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        let mut h = HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        let later =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(120));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            HeaderValue::from_str(&later).unwrap_or_else(|e| panic!("{e}")),
+        );
+        let d = retry_after(&h).unwrap_or_else(|| panic!("a date"));
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            HeaderValue::from_static("soon"),
+        );
+        assert_eq!(retry_after(&h), None);
     }
 
     #[test]

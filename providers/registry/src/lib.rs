@@ -49,6 +49,7 @@ pub mod error;
 pub mod fixtures;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod limits;
 pub mod oci;
 pub mod plan;
 pub mod provider;

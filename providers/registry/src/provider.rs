@@ -429,6 +429,15 @@ type BatchResult = Result<HashMap<String, Result<String, String>>, String>;
 /// One shared pass over a bundle, for one mirror.
 type Batch = Arc<OnceCell<BatchResult>>;
 
+/// [`crate::limits::RegistryLimits`] and their limiter, by endpoint.
+type RegistryLimitsByEndpoint = HashMap<
+    String,
+    (
+        crate::limits::RegistryLimits,
+        Option<Arc<crate::limits::Limiter>>,
+    ),
+>;
+
 /// Pushes images into mirrors.
 #[derive(Default)]
 pub struct ImageProvider {
@@ -461,6 +470,10 @@ pub struct ImageProvider {
     /// Inactivity timeouts by endpoint (a registry block's `timeout`), set
     /// before the first client is made: see [`ImageProvider::set_timeout`].
     timeouts: Mutex<HashMap<String, std::time::Duration>>,
+    /// Request limits by endpoint (a registry block's `max_concurrency`,
+    /// `rate_limit`, `retry`), with the one limiter every client of that
+    /// registry shares: see [`ImageProvider::set_limits`].
+    limits: Mutex<RegistryLimitsByEndpoint>,
     /// Images whose replacement was asked for (`-replace`), by bundle:
     /// every blob is uploaded again and the manifests put again, even
     /// what the mirror already has.
@@ -740,6 +753,17 @@ impl ImageProvider {
         }
     }
 
+    /// The request limits of the registry at `endpoint` (the mirror, or an
+    /// upstream that copies read), set before the first client is made.
+    /// They are not attributes of the instances: changing them plans no
+    /// change.
+    pub fn set_limits(&self, endpoint: &str, limits: crate::limits::RegistryLimits) {
+        if let Ok(mut l) = self.limits.lock() {
+            let limiter = crate::limits::Limiter::for_limits(&limits);
+            l.insert(endpoint.to_string(), (limits, limiter));
+        }
+    }
+
     /// One client per registry connection, shared by every image (connection reuse).
     pub fn client(
         &self,
@@ -763,6 +787,21 @@ impl ImageProvider {
             .and_then(|t| t.get(&conn.endpoint).copied())
         {
             options.timeout = t;
+        }
+        if let Some((limits, limiter)) = self
+            .limits
+            .lock()
+            .ok()
+            .and_then(|l| l.get(&conn.endpoint).cloned())
+        {
+            if let Some(n) = limits.retry_attempts {
+                options.retry.max_attempts = n.max(1);
+            }
+            if let Some(d) = limits.retry_max_delay {
+                options.retry.max_delay = d;
+                options.retry.base_delay = options.retry.base_delay.min(d);
+            }
+            options.limiter = limiter;
         }
         let client = crate::client::RegistryClient::with_options(target, options)
             .map_err(|e| registry_error(&format!("registry {}", conn.endpoint), e))?;

@@ -185,6 +185,13 @@ pub struct ProxiedRequest {
     pub fault: Option<String>,
     /// Bytes from the client / from the upstream.
     pub bytes: (u64, u64),
+    /// When the proxy had read the request's head (HTTP) or accepted the
+    /// connection (TCP), since the proxy started.
+    pub received_at: Duration,
+    /// When the answer's status was known (from the upstream, or the
+    /// injected one), since the proxy started, taken before any of the
+    /// answer is sent on to the client; `None` when no answer came.
+    pub answered_at: Option<Duration>,
 }
 
 impl ProxiedRequest {
@@ -209,6 +216,8 @@ impl ProxiedRequest {
 
 #[derive(Debug)]
 struct Shared {
+    /// When the proxy started ([`ProxiedRequest::received_at`] counts from it).
+    started: Instant,
     upstream: SocketAddr,
     mode: ProxyMode,
     seed: Mutex<u64>,
@@ -254,6 +263,7 @@ impl FaultProxy {
             .local_addr()
             .map_err(io_err("reading the proxy's address"))?;
         let shared = Arc::new(Shared {
+            started: Instant::now(),
             upstream,
             mode,
             seed: Mutex::new(seed),
@@ -320,6 +330,28 @@ impl FaultProxy {
     /// Forgets the request log (not the injected counts).
     pub fn clear_log(&self) {
         lock(&self.shared.log).clear();
+    }
+
+    /// The most HTTP requests that were waiting for their answer at once:
+    /// the largest overlap of the spans from [`ProxiedRequest::received_at`]
+    /// to [`ProxiedRequest::answered_at`] (a request without an answer
+    /// counts until the end). A client that sends a request only after the
+    /// answer to the previous one came gives 1: the proxy takes the time of
+    /// an answer before the client can see it.
+    pub fn max_in_flight(&self) -> usize {
+        let mut events: Vec<(Duration, i32)> = Vec::new();
+        for r in self.requests() {
+            events.push((r.received_at, 1));
+            events.push((r.answered_at.unwrap_or(Duration::MAX), -1));
+        }
+        // at the same instant an answer ends before a request starts
+        events.sort();
+        let (mut now, mut most) = (0i32, 0i32);
+        for (_, step) in events {
+            now += step;
+            most = most.max(now);
+        }
+        usize::try_from(most).unwrap_or(0)
     }
 
     /// How many faults were injected, per [`Fault::kind`].
@@ -569,6 +601,7 @@ fn handle_http(mut client: TcpStream, shared: &Shared) {
         new_head.push_str("\r\n");
     }
     new_head.push_str("Connection: close\r\n\r\n");
+    let received_at = shared.started.elapsed();
     let fault = shared.choose(&method, &target);
     let index = shared.record(ProxiedRequest {
         method: method.clone(),
@@ -576,6 +609,8 @@ fn handle_http(mut client: TcpStream, shared: &Shared) {
         status: None,
         fault: fault.as_ref().map(Fault::kind),
         bytes: (0, 0),
+        received_at,
+        answered_at: None,
     });
     match &fault {
         Some(Fault::Status { code, retry_after }) => {
@@ -597,9 +632,13 @@ fn handle_http(mut client: TcpStream, shared: &Shared) {
             if method != "HEAD" {
                 resp.push_str(&msg);
             }
+            let answered_at = shared.started.elapsed();
+            shared.update(index, |e| {
+                e.status = Some(*code);
+                e.answered_at = Some(answered_at);
+            });
             let _ = client.write_all(resp.as_bytes());
             let _ = client.shutdown(Shutdown::Write);
-            shared.update(index, |e| e.status = Some(*code));
             // let the client read the answer before the socket closes
             let mut sink = [0u8; 1024];
             let _ = client.set_read_timeout(Some(Duration::from_secs(5)));
@@ -627,6 +666,7 @@ fn handle_http(mut client: TcpStream, shared: &Shared) {
 
 fn handle_tcp(client: TcpStream, shared: &Shared) {
     shared.track(&client);
+    let received_at = shared.started.elapsed();
     let fault = shared.choose("TCP", "");
     let index = shared.record(ProxiedRequest {
         method: "TCP".into(),
@@ -634,6 +674,8 @@ fn handle_tcp(client: TcpStream, shared: &Shared) {
         status: None,
         fault: fault.as_ref().map(Fault::kind),
         bytes: (0, 0),
+        received_at,
+        answered_at: None,
     });
     if let Some(Fault::Delay(d)) = &fault {
         shared.sleep(*d);
@@ -752,7 +794,11 @@ fn pipe(
                         let code = std::str::from_utf8(&first[9..12])
                             .ok()
                             .and_then(|c| c.parse().ok());
-                        shared.update(index, |e| e.status = code);
+                        let at = shared.started.elapsed();
+                        shared.update(index, |e| {
+                            e.status = code;
+                            e.answered_at = Some(at);
+                        });
                     }
                 }
                 let mut take = n;
@@ -889,6 +935,8 @@ mod tests {
             status: None,
             fault: None,
             bytes: (0, 0),
+            received_at: Duration::ZERO,
+            answered_at: None,
         };
         assert!(r("POST", "/v2/a/blobs/uploads/").is_upload_start());
         assert!(!r("POST", "/v2/a/blobs/uploads/?mount=sha256:1&from=b").is_upload_start());
