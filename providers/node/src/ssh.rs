@@ -1169,8 +1169,15 @@ impl SshTransport {
         &self,
         argv: &[&str],
     ) -> Result<ChannelStream<client::Msg>, SshError> {
-        let channel = self.start_command(&self.command_line(argv)).await?;
-        Ok(channel.into_stream())
+        let channel = self.start_command(&self.command_line(argv)).await;
+        tracing::debug!(
+            target: command_log::TARGET,
+            node = %self.inner.target,
+            command = %argv.first().map_or_else(String::new, |a| command_log::program(a)),
+            ok = channel.is_ok(),
+            "command stream opened"
+        );
+        Ok(channel?.into_stream())
     }
 
     /// A new session channel (within the transport's timeout) running the
