@@ -216,6 +216,96 @@ async fn bearer_tokens_are_fetched_cached_and_renewed() {
     assert_eq!(hits(&state, "HEAD /v2/repo/manifests/t"), 5);
 }
 
+/// A `MakeWriter` into a shared buffer, for the debug log.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut b) = self.0.lock() {
+            b.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuffer {
+    fn text(&self) -> String {
+        self.0
+            .lock()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// The debug log of the bearer flow names each request (the token request
+/// with its scope) and how it was authenticated, never the token, the
+/// password or its Basic form.
+#[tokio::test]
+async fn the_debug_log_of_the_bearer_flow_holds_no_token_or_password() {
+    let buf = LogBuffer::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("mirrorplan=debug"))
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // global: a scoped subscriber misses events of callsites that the
+    // other tests of this binary, on their threads, registered first
+    ok(
+        tracing::subscriber::set_global_default(subscriber),
+        "set the subscriber",
+    );
+    let state = Arc::new(Mutex::new(State::default()));
+    let port = serve(state.clone()).await;
+    let c = client(port, "correct horse");
+    ok(c.head_manifest("repo", "t").await, "head");
+    ok(c.head_manifest("repo", "t").await, "head again");
+    let log = buf.text();
+    // this test's lines (the other tests log too)
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("mirrorplan_registry::request"))
+        .filter(|l| l.contains(&format!("127.0.0.1:{port}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.contains("method=HEAD")
+            && l.contains(&format!("url=http://127.0.0.1:{port}/v2/repo/manifests/t"))
+            && l.contains("status=401")
+            && l.contains("auth=none")),
+        "the challenge:\n{log}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("method=GET")
+            && l.contains("/token?service=mock&scope=repository%3Arepo%3Apull")
+            && l.contains("status=200")
+            && l.contains("auth=basic")),
+        "the token request:\n{log}"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("method=HEAD")
+                && l.contains("status=200")
+                && l.contains("auth=bearer"))
+            .count(),
+        2,
+        "both HEADs with the token:\n{log}"
+    );
+    for secret in [
+        "tok-1",
+        "correct horse",
+        "YWxpY2U6Y29ycmVjdCBob3JzZQ",
+        "Bearer ",
+        "Authorization",
+    ] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_wrong_password_and_refused_tokens_are_clear() {
     let state = Arc::new(Mutex::new(State::default()));
