@@ -153,20 +153,23 @@ fn debug_log_shows_requests_and_commands_without_secrets() {
         "the node's files written (stdin counted, not shown):\n{log}"
     );
 
-    // --log-level with --log-file: the same lines in a 0600 file, none on stderr
+    // --log-level with --log-file: the same apply logged to a 0600 file,
+    // nothing of it on stderr
     let file = lab.path().join("debug.log");
     let o = run_with(
         &lab,
         &[],
         &[
-            "plan",
+            "apply",
+            "--auto-approve",
+            &replace,
             "--log-level",
             "debug",
             "--log-file",
             file.to_str().unwrap_or_else(|| panic!("path")),
         ],
     );
-    expect_code(&o, 0, "plan with --log-file");
+    expect_code(&o, 0, "apply with --log-file");
     assert!(
         !text(&o.stderr).contains(REQUEST),
         "the log went to the file only:\n{}",
@@ -182,6 +185,10 @@ fn debug_log_shows_requests_and_commands_without_secrets() {
     assert!(
         has_request(&logged, &["method=HEAD", &manifest_url, "status=200"]),
         "refresh's manifest HEADs in the file:\n{logged}"
+    );
+    assert!(
+        has_request(&logged, &["method=PUT", &manifest_url, "status=201"]),
+        "the manifest put in the file:\n{logged}"
     );
     assert!(
         logged
