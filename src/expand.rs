@@ -620,24 +620,27 @@ fn expand_cluster(
 /// `cluster.NAME` (`cluster.NAME_KEY` for a `for_each` cluster).
 /// The engine addresses of a cluster or image set instance (`key`: its
 /// `for_each` key), for moves: its own instance (`cluster.N`,
-/// `image_set.N`) and the unkeyed block of its nodes or images (`node.N`,
-/// `image.N`), with the names folded as for the instances planned.
-pub fn block_addresses(kind: &str, name: &str, key: Option<&str>) -> Option<(Address, Address)> {
+/// `image_set.N`), the unkeyed block of its nodes or images (`node.N`,
+/// `image.N`) and, for a cluster, its cluster configuration file instance
+/// (`cluster_config.N`), with the names folded as for the instances
+/// planned. Two blocks of one kind give their addresses in the same order.
+pub fn block_addresses(kind: &str, name: &str, key: Option<&str>) -> Option<Vec<Address>> {
     match kind {
         "cluster" => {
             let own = match key {
                 Some(k) => format!("{name}_{k}"),
                 None => name.to_string(),
             };
-            Some((
+            Some(vec![
                 instance_address("cluster", &own, None, "").without_key(),
                 instance_address("node", name, key, "").without_key(),
-            ))
+                cluster_file::address_of(&own),
+            ])
         }
-        "image_set" => Some((
+        "image_set" => Some(vec![
             instance_address("image_set", name, key, "").without_key(),
             instance_address("image", name, key, "").without_key(),
-        )),
+        ]),
         _ => None,
     }
 }

@@ -693,3 +693,88 @@ fn drift_verify_and_a_ca_rotated_in_place_through_the_file() {
     assert!(row.contains("OK") && row.contains(&lab.gcr_digest), "{row}");
     lab.run(&["plan", "--detailed-exitcode"], 0);
 }
+
+/// A hermetic cluster_config cluster (no service is reached: no image set,
+/// a `local:` node) named `name`, with a `moved` block from `from`.
+fn write_moved_config(dir: &Path, name: &str, from: Option<&str>) {
+    let moved = from
+        .map(|f| format!("\nmoved {{\n  from = cluster.{f}\n  to   = cluster.{name}\n}}\n"))
+        .unwrap_or_default();
+    write(
+        &dir.join("main.hcl"),
+        &format!(
+            r#"registry "mirror" {{
+  endpoint = "https://127.0.0.1:5000"
+}}
+
+cluster "{name}" {{
+  nodes = ["local:./nodes/n0"]
+  cluster_config {{
+    file           = "admin1.yaml"
+    update_command = "echo ran >> ran.log"
+  }}
+  registry_mirror {{
+    registry = registry.mirror
+  }}
+}}
+{moved}"#
+        ),
+    );
+}
+
+/// Renaming a cluster_config cluster with a `moved` block, then with
+/// `state mv`, carries its `cluster_config` instance: nothing is planned
+/// for the file and the update command does not run again.
+#[test]
+fn moved_blocks_and_state_mv_carry_the_cluster_config_instance() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let p = dir.path();
+    write(&p.join("admin1.yaml"), USER_FILE);
+    write_moved_config(p, "admin1", None);
+    let run = |args: &[&str], code: i32| {
+        let o = bin()
+            .arg("-C")
+            .arg(p)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run mirrorplan: {e}"));
+        assert_eq!(o.status.code(), Some(code), "{args:?}\n{}", streams(&o));
+        o
+    };
+    run(&["apply", "--auto-approve"], 0);
+    let ran = || read(&p.join("ran.log")).lines().count();
+    assert_eq!(ran(), 1);
+    let written = read(&p.join("admin1.yaml"));
+
+    write_moved_config(p, "admin2", Some("admin1"));
+    let o = run(&["plan"], 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains("# cluster_config.admin1 has moved to cluster_config.admin2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Plan: 0 to add, 0 to change, 0 to destroy."),
+        "{out}"
+    );
+    run(&["apply", "--auto-approve"], 0);
+    assert_eq!(ran(), 1, "the update command ran again");
+    let o = run(&["state", "list"], 0);
+    let list = stdout(&o);
+    assert!(
+        list.contains("cluster_config.admin2") && !list.contains("cluster_config.admin1"),
+        "{list}"
+    );
+
+    run(&["state", "mv", "cluster.admin2", "cluster.admin3"], 0);
+    write_moved_config(p, "admin3", None);
+    run(&["plan", "--detailed-exitcode"], 0);
+    let o = run(&["state", "list"], 0);
+    assert!(
+        stdout(&o).contains("cluster_config.admin3"),
+        "{}",
+        streams(&o)
+    );
+    assert_eq!(read(&p.join("admin1.yaml")), written);
+    assert_eq!(ran(), 1);
+}

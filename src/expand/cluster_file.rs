@@ -27,7 +27,12 @@ pub fn address(c: &Cluster) -> Address {
         Some(k) => format!("{}_{k}", c.name),
         None => c.name.clone(),
     };
-    super::instance_address("cluster_config", &name, None, "").without_key()
+    address_of(&name)
+}
+
+/// `cluster_config.OWN`, `OWN` the cluster's own instance name (`NAME` or `NAME_KEY`).
+pub fn address_of(own: &str) -> Address {
+    super::instance_address("cluster_config", own, None, "").without_key()
 }
 
 /// The desired `cluster_config` instance of `c`. `cfg` holds the mirrors as
