@@ -386,6 +386,21 @@ fn the_cluster_configuration_file_drives_the_nodes_through_the_update_command() 
     );
     assert!(out.contains("standin.sh -c admin1"), "{out}");
     assert!(!out.contains("node.admin1"), "no node is written:\n{out}");
+    // the Markdown plan puts the file under its cluster, its diff as a diff
+    let o = lab.run(&["plan", "--format", "markdown"], 0);
+    let md = stdout(&o);
+    for cluster in ["admin1", "user1"] {
+        assert!(
+            md.contains(&format!("<b>Cluster <code>{cluster}</code></b>: its cluster configuration file to change (then its update command), then a pull-through check")),
+            "{md}"
+        );
+    }
+    assert!(md.contains("registryMirrors in bmctl-workspace/admin1/admin1.yaml:\n\n```diff\n--- bmctl-workspace/admin1/admin1.yaml (now)\n"), "{md}");
+    assert!(
+        md.contains(&format!("\n+  - endpoint: {endpoint}\n")),
+        "{md}"
+    );
+    assert!(!md.contains("Other changes"), "{md}");
     assert_eq!(read(&lab.file()), original);
     assert!(lab.standin_calls().is_empty());
 
