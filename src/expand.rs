@@ -388,7 +388,10 @@ fn expand_cluster(
         ConfigStyle::K3s => mirrorplan_node::ConfigStyle::K3s,
         ConfigStyle::Rke2 => mirrorplan_node::ConfigStyle::Rke2,
     });
-    cfg.config_path = c.containerd.config_path.clone();
+    // the style's defaults are the node provider's (`NodeMirrorConfig::new`)
+    if let Some(p) = &c.containerd.config_path {
+        cfg.config_path = p.clone();
+    }
     let mut ok = true;
     for m in &c.mirrors {
         let Some(r) = config.registries.get(&m.registry) else {
@@ -505,7 +508,11 @@ fn expand_cluster(
                 transport,
                 config: cfg.clone(),
                 config_file: c.containerd.config_file.clone(),
-                restart_command: c.containerd.restart_command.clone(),
+                restart_command: c
+                    .containerd
+                    .restart_command
+                    .clone()
+                    .unwrap_or_else(|| cfg.config_style.default_restart_command().to_string()),
                 restart_command_sensitive: c.containerd.restart_command_sensitive,
             };
             let addr = node_address(c, n);
