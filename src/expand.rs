@@ -398,7 +398,10 @@ fn expand_cluster(
         ConfigStyle::K3s => mirrorplan_node::ConfigStyle::K3s,
         ConfigStyle::Rke2 => mirrorplan_node::ConfigStyle::Rke2,
     });
-    cfg.config_path = c.containerd.config_path.clone();
+    // the style's defaults are the node provider's (`NodeMirrorConfig::new`)
+    if let Some(p) = &c.containerd.config_path {
+        cfg.config_path = p.clone();
+    }
     let mut ok = true;
     for m in &c.mirrors {
         let Some(r) = config.registries.get(&m.registry) else {
@@ -515,7 +518,11 @@ fn expand_cluster(
                 transport,
                 config: cfg.clone(),
                 config_file: c.containerd.config_file.clone(),
-                restart_command: c.containerd.restart_command.clone(),
+                restart_command: c
+                    .containerd
+                    .restart_command
+                    .clone()
+                    .unwrap_or_else(|| cfg.config_style.default_restart_command().to_string()),
                 restart_command_sensitive: c.containerd.restart_command_sensitive,
             };
             let addr = node_address(c, n);
@@ -630,24 +637,27 @@ fn expand_cluster(
 /// `cluster.NAME` (`cluster.NAME_KEY` for a `for_each` cluster).
 /// The engine addresses of a cluster or image set instance (`key`: its
 /// `for_each` key), for moves: its own instance (`cluster.N`,
-/// `image_set.N`) and the unkeyed block of its nodes or images (`node.N`,
-/// `image.N`), with the names folded as for the instances planned.
-pub fn block_addresses(kind: &str, name: &str, key: Option<&str>) -> Option<(Address, Address)> {
+/// `image_set.N`), the unkeyed block of its nodes or images (`node.N`,
+/// `image.N`) and, for a cluster, its cluster configuration file instance
+/// (`cluster_config.N`), with the names folded as for the instances
+/// planned. Two blocks of one kind give their addresses in the same order.
+pub fn block_addresses(kind: &str, name: &str, key: Option<&str>) -> Option<Vec<Address>> {
     match kind {
         "cluster" => {
             let own = match key {
                 Some(k) => format!("{name}_{k}"),
                 None => name.to_string(),
             };
-            Some((
+            Some(vec![
                 instance_address("cluster", &own, None, "").without_key(),
                 instance_address("node", name, key, "").without_key(),
-            ))
+                cluster_file::address_of(&own),
+            ])
         }
-        "image_set" => Some((
+        "image_set" => Some(vec![
             instance_address("image_set", name, key, "").without_key(),
             instance_address("image", name, key, "").without_key(),
-        )),
+        ]),
         _ => None,
     }
 }

@@ -1,6 +1,7 @@
 //! `moved` blocks and `state mv`: configuration addresses (`cluster.edge`,
 //! `image_set.base["a"]`) → the engine's instance moves. A cluster's move
-//! carries its `node.*` instances, an image set's its `image.*` instances
+//! carries its `node.*` instances and its `cluster_config.*` instance, an
+//! image set's its `image.*` instances
 //! (see [`crate::expand::block_addresses`] for how names are folded).
 
 use mirrorplan_config::moved::BlockAddr;
@@ -16,7 +17,7 @@ pub fn block_moves(from: &BlockAddr, to: &BlockAddr, to_keys: &[String]) -> Vec<
             crate::expand::block_addresses(&from.kind, &from.name, f),
             crate::expand::block_addresses(&to.kind, &to.name, t),
         ) {
-            (Some((fo, fc)), Some((to_own, tc))) => vec![Move::new(fo, to_own), Move::new(fc, tc)],
+            (Some(f), Some(t)) => f.into_iter().zip(t).map(|(f, t)| Move::new(f, t)).collect(),
             _ => Vec::new(),
         }
     };
@@ -53,7 +54,8 @@ pub fn config_moves(config: &Config) -> Vec<Move> {
 }
 
 /// The moves of `mirrorplan state mv FROM TO`: a cluster or image set
-/// (`cluster.edge`, `cluster.edge["a"]`) moves with its nodes or images;
+/// (`cluster.edge`, `cluster.edge["a"]`) moves with its nodes (or cluster
+/// configuration file instance) or images;
 /// any other address (`node.edge["h"]`, `image.base`) moves as written.
 pub fn cli_moves(from: &str, to: &str) -> Result<Vec<Move>, String> {
     if from.trim() == to.trim() {

@@ -386,6 +386,21 @@ fn the_cluster_configuration_file_drives_the_nodes_through_the_update_command() 
     );
     assert!(out.contains("standin.sh -c admin1"), "{out}");
     assert!(!out.contains("node.admin1"), "no node is written:\n{out}");
+    // the Markdown plan puts the file under its cluster, its diff as a diff
+    let o = lab.run(&["plan", "--format", "markdown"], 0);
+    let md = stdout(&o);
+    for cluster in ["admin1", "user1"] {
+        assert!(
+            md.contains(&format!("<b>Cluster <code>{cluster}</code></b>: its cluster configuration file to change (then its update command), then a pull-through check")),
+            "{md}"
+        );
+    }
+    assert!(md.contains("registryMirrors in bmctl-workspace/admin1/admin1.yaml:\n\n```diff\n--- bmctl-workspace/admin1/admin1.yaml (now)\n"), "{md}");
+    assert!(
+        md.contains(&format!("\n+  - endpoint: {endpoint}\n")),
+        "{md}"
+    );
+    assert!(!md.contains("Other changes"), "{md}");
     assert_eq!(read(&lab.file()), original);
     assert!(lab.standin_calls().is_empty());
 
@@ -520,4 +535,261 @@ fn the_cluster_configuration_file_drives_the_nodes_through_the_update_command() 
         .unwrap_or_else(|e| panic!("removing the pull credentials: {e}"));
     let o = lab.run(&["plan"], 1);
     assert!(stderr(&o).contains("pull-config.json"), "{}", streams(&o));
+}
+
+/// The drift check, `verify` and a CA rotated in place, for the
+/// cluster configuration file: a hand edit of `registryMirrors` and
+/// `gcrKeyPath` is drift of `cluster_config.admin1` (the plan names the
+/// file), `verify` reads the file back and pulls on each cluster's node;
+/// a new CA at the same path changes no byte of the YAML but is planned
+/// (its digest), rolled out by the update command, and the node pulls
+/// from the mirror that now serves a certificate of the new CA only.
+#[test]
+fn drift_verify_and_a_ca_rotated_in_place_through_the_file() {
+    let mut lab = Lab::start();
+    let rel = "bmctl-workspace/admin1/admin1.yaml";
+    lab.run(&["apply", "--auto-approve"], 0);
+
+    // verify: both files read back, both canaries pull through the mirror
+    let o = lab.run(&["verify"], 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!(
+            "{rel} says registryMirrors and gcrKeyPath as configured"
+        )),
+        "{}",
+        streams(&o)
+    );
+    for (cluster, node) in [("admin1", &lab.node), ("user1", &lab.user_node)] {
+        let row = out
+            .lines()
+            .find(|l| {
+                l.starts_with("pull")
+                    && l.contains(&format!("cluster.{cluster} {}", node.ssh_addr()))
+            })
+            .unwrap_or_else(|| panic!("no pull row for {cluster}:\n{out}"));
+        assert!(row.contains("OK") && row.contains(&lab.gcr_digest), "{row}");
+    }
+
+    // a hand edit of both keys: drift of the instance, the file named by the plan
+    let applied = read(&lab.file());
+    write(
+        &lab.file(),
+        &applied
+            .replace("      - quay.io\n", "      - docker.io\n")
+            .replace("gcrKeyPath: ", "gcrKeyPath: /elsewhere"),
+    );
+    let o = lab.run(
+        &["plan", "--refresh-only", "--detailed-exitcode", "--json"],
+        2,
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o))
+        .unwrap_or_else(|e| panic!("plan JSON: {e}\n{}", streams(&o)));
+    let entry = v["drift"]
+        .as_array()
+        .and_then(|d| d.iter().find(|e| e["address"] == "cluster_config.admin1"))
+        .unwrap_or_else(|| panic!("cluster_config.admin1 did not drift: {v:#}"));
+    let change = |attr: &str| {
+        entry["changes"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["attribute"] == attr))
+            .unwrap_or_else(|| panic!("{attr} did not drift: {entry:#}"))
+            .clone()
+    };
+    let mirrors = change("registryMirrors");
+    assert!(
+        mirrors["before"]
+            .as_str()
+            .is_some_and(|s| s.contains("quay.io"))
+            && mirrors["after"]
+                .as_str()
+                .is_some_and(|s| s.contains("docker.io")),
+        "{mirrors:#}"
+    );
+    assert!(
+        change("gcrKeyPath")["after"]
+            .as_str()
+            .is_some_and(|s| s.contains("/elsewhere")),
+        "{entry:#}"
+    );
+    assert_eq!(v["drift"].as_array().map_or(0, Vec::len), 1, "{v:#}");
+    let o = lab.run(&["plan", "--detailed-exitcode"], 2);
+    let out = stdout(&o);
+    assert!(out.contains("# cluster_config.admin1 has changed"), "{out}");
+    for key in ["registryMirrors", "gcrKeyPath"] {
+        assert!(out.contains(&format!("# {key} in {rel}:")), "{out}");
+    }
+    assert!(out.contains("-      - docker.io"), "{out}");
+    assert!(out.contains("+      - quay.io"), "{out}");
+    let o = lab.run(&["verify", "--no-pull"], 1);
+    let out = stdout(&o);
+    for key in ["registryMirrors", "gcrKeyPath"] {
+        assert!(
+            out.contains(&format!("{key} in {rel} differs from the configuration")),
+            "{out}"
+        );
+    }
+    let calls = lab.standin_calls().len();
+    lab.run(&["apply", "--auto-approve"], 0);
+    assert_eq!(read(&lab.file()), applied);
+    assert_eq!(
+        lab.standin_calls().len(),
+        calls + 1,
+        "only admin1 was updated"
+    );
+    let calls = calls + 1;
+    lab.run(
+        &["plan", "--refresh-only", "--detailed-exitcode", "--json"],
+        0,
+    );
+
+    // the CA rotated in place: the mirror serves a certificate of a new CA,
+    // whose certificate replaces the old one at the same path
+    let old_ca = read(&lab.ca());
+    let fresh = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let new_pki = mirrorplan_harness::TestPki::generate(fresh.path(), &[])
+        .unwrap_or_else(|e| panic!("a new CA: {e}"));
+    let pki = lab
+        .registry
+        .pki()
+        .unwrap_or_else(|| panic!("the mirror has no TLS"));
+    let copies = [
+        (new_pki.ca_cert_path(), pki.ca_cert_path()),
+        (new_pki.server_cert_path(), pki.server_cert_path()),
+        (new_pki.server_key_path(), pki.server_key_path()),
+    ];
+    lab.registry.stop();
+    for (from, to) in copies {
+        std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("{}: {e}", to.display()));
+    }
+    lab.registry
+        .start_again()
+        .unwrap_or_else(|e| panic!("restarting the mirror: {e}"));
+    let new_ca = read(&lab.ca());
+    assert_ne!(new_ca, old_ca);
+    let ca = lab.ca().display().to_string();
+    let o = lab.run(&["plan"], 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!(
+            "the CA certificate {ca} (caCertPath in {rel}) has new content"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("ca_certs"), "{out}");
+    assert!(
+        !out.contains("-    caCertPath"),
+        "the YAML does not change:\n{out}"
+    );
+    // until the apply, the nodes have the old CA: verify says so
+    let o = lab.run(&["verify", "--no-pull"], 1);
+    assert!(
+        stdout(&o).contains(&format!(
+            "{ca} (caCertPath in {rel}) has changed since the last apply"
+        )),
+        "{}",
+        streams(&o)
+    );
+    lab.run(&["apply", "--auto-approve"], 0);
+    assert_eq!(read(&lab.file()), applied, "no byte of the YAML changed");
+    assert_eq!(
+        lab.standin_calls().len(),
+        calls + 2,
+        "both clusters updated"
+    );
+    let node_ca = read(&lab.node.etc_containerd_dir().join("certs.d/gcr.io/ca.crt"));
+    assert_eq!(node_ca, new_ca);
+    let o = lab.run(&["verify"], 0);
+    let out = stdout(&o);
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("pull") && l.contains("cluster.admin1"))
+        .unwrap_or_else(|| panic!("no pull row:\n{out}"));
+    assert!(row.contains("OK") && row.contains(&lab.gcr_digest), "{row}");
+    lab.run(&["plan", "--detailed-exitcode"], 0);
+}
+
+/// A hermetic cluster_config cluster (no service is reached: no image set,
+/// a `local:` node) named `name`, with a `moved` block from `from`.
+fn write_moved_config(dir: &Path, name: &str, from: Option<&str>) {
+    let moved = from
+        .map(|f| format!("\nmoved {{\n  from = cluster.{f}\n  to   = cluster.{name}\n}}\n"))
+        .unwrap_or_default();
+    write(
+        &dir.join("main.hcl"),
+        &format!(
+            r#"registry "mirror" {{
+  endpoint = "https://127.0.0.1:5000"
+}}
+
+cluster "{name}" {{
+  nodes = ["local:./nodes/n0"]
+  cluster_config {{
+    file           = "admin1.yaml"
+    update_command = "echo ran >> ran.log"
+  }}
+  registry_mirror {{
+    registry = registry.mirror
+  }}
+}}
+{moved}"#
+        ),
+    );
+}
+
+/// Renaming a cluster_config cluster with a `moved` block, then with
+/// `state mv`, carries its `cluster_config` instance: nothing is planned
+/// for the file and the update command does not run again.
+#[test]
+fn moved_blocks_and_state_mv_carry_the_cluster_config_instance() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let p = dir.path();
+    write(&p.join("admin1.yaml"), USER_FILE);
+    write_moved_config(p, "admin1", None);
+    let run = |args: &[&str], code: i32| {
+        let o = bin()
+            .arg("-C")
+            .arg(p)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run mirrorplan: {e}"));
+        assert_eq!(o.status.code(), Some(code), "{args:?}\n{}", streams(&o));
+        o
+    };
+    run(&["apply", "--auto-approve"], 0);
+    let ran = || read(&p.join("ran.log")).lines().count();
+    assert_eq!(ran(), 1);
+    let written = read(&p.join("admin1.yaml"));
+
+    write_moved_config(p, "admin2", Some("admin1"));
+    let o = run(&["plan"], 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains("# cluster_config.admin1 has moved to cluster_config.admin2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Plan: 0 to add, 0 to change, 0 to destroy."),
+        "{out}"
+    );
+    run(&["apply", "--auto-approve"], 0);
+    assert_eq!(ran(), 1, "the update command ran again");
+    let o = run(&["state", "list"], 0);
+    let list = stdout(&o);
+    assert!(
+        list.contains("cluster_config.admin2") && !list.contains("cluster_config.admin1"),
+        "{list}"
+    );
+
+    run(&["state", "mv", "cluster.admin2", "cluster.admin3"], 0);
+    write_moved_config(p, "admin3", None);
+    run(&["plan", "--detailed-exitcode"], 0);
+    let o = run(&["state", "list"], 0);
+    assert!(
+        stdout(&o).contains("cluster_config.admin3"),
+        "{}",
+        streams(&o)
+    );
+    assert_eq!(read(&p.join("admin1.yaml")), written);
+    assert_eq!(ran(), 1);
 }

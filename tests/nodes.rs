@@ -225,6 +225,44 @@ fn switching_hosts_legacy_hosts_migrates_cleanly_and_pulls_keep_working() {
     assert_pulls_through_mirror(&lab, &n1, QUAY_IMAGE);
     run_ok(lab.path(), &["plan", "--detailed-exitcode"], 0);
 
+    // drift in the legacy style: a hand edit of the mirrors in config.toml
+    // is drift of the node's config.toml, and verify names the file
+    let host_port = lab.registry.host_port();
+    assert!(cfg.contains(&host_port), "{cfg}");
+    let config_toml = n1.etc_containerd_dir().join("config.toml");
+    std::fs::write(&config_toml, cfg.replace(&host_port, "127.0.0.1:1"))
+        .unwrap_or_else(|e| panic!("{}: {e}", config_toml.display()));
+    let o = run_ok(
+        lab.path(),
+        &["plan", "--refresh-only", "--detailed-exitcode", "--json"],
+        2,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("plan JSON: {e}\n{}", streams(&o)));
+    let named = v["drift"].as_array().is_some_and(|d| {
+        d.iter().any(|e| {
+            e["address"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("node."))
+                && e["changes"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["attribute"] == "file:/etc/containerd/config.toml")
+                })
+        })
+    });
+    assert!(named, "config.toml is not named: {v:#}");
+    let o = run_ok(lab.path(), &["verify", "--no-pull"], 1);
+    let text = all_text(&o);
+    assert!(
+        text.lines().any(|l| l.starts_with("mirrors")
+            && l.contains("FAIL")
+            && l.contains("/etc/containerd/config.toml lists")),
+        "{text}"
+    );
+    run_ok(lab.path(), &["apply", "--auto-approve"], 0);
+    run_ok(lab.path(), &["plan", "--detailed-exitcode"], 0);
+    cri_healthy(&n1).unwrap_or_else(|e| panic!("{e}"));
+
     // legacy → hosts: config_path back, mirrors gone, restart, healthy
     let starts = containerd_starts(&n1);
     lab.write_config(&[&n1], &ClusterConf::default());

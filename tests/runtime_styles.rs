@@ -13,9 +13,11 @@
 //!   for everything but the mirror is that port too;
 //! - `k3s` / `rke2`: `registries.yaml` and the CA (k3s cannot run here:
 //!   the format is checked by the node crate's snapshots);
-//! - for each style: a second plan is a no-op, containerd's config.toml is
-//!   never written, and a hand edit of a written file is drift that names
-//!   the node and the file.
+//! - for each style (k3s and rke2 included): a second plan is a no-op,
+//!   containerd's config.toml is never written, and a hand edit or removal
+//!   of each kind of file it writes (drop-in, CA, auth.json,
+//!   registries.yaml) is drift, and a `verify` failure, naming the node and
+//!   the file.
 
 mod nodes_support;
 
@@ -80,10 +82,33 @@ fn apply_then_no_op_then_drift(lab: &Lab, edited: &str) {
     run_ok(lab.path(), &["plan", "--detailed-exitcode"], 0);
 
     // a hand edit: drift of that node's file, by name
-    let path = node_root(lab).join(edited);
-    let mut text = read(&path);
-    text.push_str("# edited by hand\n");
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    hand_change_is_drift(lab, edited, HandChange::Edit);
+}
+
+/// What a hand does to a node's file.
+#[derive(Clone, Copy, PartialEq)]
+enum HandChange {
+    /// A line is appended.
+    Edit,
+    /// The file is removed.
+    Remove,
+}
+
+/// `change` to `rel` (a path below the node root) is drift naming the node
+/// and the file (masked when the file holds credentials), `verify` names
+/// the node's file too, and an apply repairs it.
+fn hand_change_is_drift(lab: &Lab, rel: &str, change: HandChange) {
+    let path = node_root(lab).join(rel);
+    match change {
+        HandChange::Edit => {
+            let mut text = read(&path);
+            text.push_str("# edited by hand\n");
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        }
+        HandChange::Remove => {
+            std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        }
+    }
     let o = run_ok(
         lab.path(),
         &["plan", "--refresh-only", "--detailed-exitcode", "--json"],
@@ -95,20 +120,29 @@ fn apply_then_no_op_then_drift(lab: &Lab, edited: &str) {
         .as_array()
         .and_then(|d| d.iter().find(|e| e["address"] == NODE))
         .unwrap_or_else(|| panic!("{NODE} did not drift: {v:#}"));
-    let attr = format!("file:/{edited}");
-    assert!(
-        entry["changes"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().any(|c| c["attribute"] == attr.as_str())),
-        "{attr} is not named: {entry:#}"
-    );
+    let attr = format!("file:/{rel}");
+    let c = entry["changes"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["attribute"] == attr.as_str()))
+        .unwrap_or_else(|| panic!("{attr} is not named: {entry:#}"));
+    if change == HandChange::Remove {
+        assert!(c["after"].is_null(), "{c:#}");
+    }
+    let text = all_text(&o);
+    let token = mirrorplan_node::provider::basic_auth(USER, PASSWORD);
+    assert!(!text.contains(PASSWORD) && !text.contains(&token), "{text}");
     // verify names the node and the file too, and apply repairs it
     let o = run_ok(lab.path(), &["verify", "--no-pull"], 1);
     let text = all_text(&o);
-    assert!(
-        text.contains(&format!("/{edited} differs from what mirrorplan renders")),
-        "{text}"
-    );
+    let says = match change {
+        HandChange::Edit => format!("/{rel} differs from what mirrorplan renders"),
+        HandChange::Remove => format!("/{rel} is missing"),
+    };
+    let row = text
+        .lines()
+        .find(|l| l.contains(&says))
+        .unwrap_or_else(|| panic!("verify does not say `{says}`:\n{text}"));
+    assert!(row.contains(NODE) && row.contains("FAIL"), "{row}");
     assert!(
         text.contains("containerd's config checks are skipped"),
         "{text}"
@@ -131,6 +165,13 @@ fn registries_conf_is_read_by_skopeo_through_the_mirror() {
     let certs = root.join(format!("etc/containers/certs.d/{host_port}"));
     assert_eq!(mode(&auth), 0o600);
     assert_eq!(read(&certs.join("ca.crt")), read(&lab.ca_cert()));
+    // every file the style writes is read back: the CA, the credentials
+    hand_change_is_drift(
+        &lab,
+        &format!("etc/containers/certs.d/{host_port}/ca.crt"),
+        HandChange::Remove,
+    );
+    hand_change_is_drift(&lab, "etc/containers/auth.json", HandChange::Edit);
     let conf = read(&drop_in);
     assert!(
         conf.contains(&format!("location = \"{host_port}/{NAMESPACE}\"")),
@@ -236,10 +277,20 @@ fn k3s_and_rke2_write_registries_yaml() {
         "{text}"
     );
 
-    // switching to rke2 moves the files: the k3s ones are removed
+    hand_change_is_drift(
+        &lab,
+        &format!(
+            "etc/rancher/k3s/mirrorplan/{}-ca.crt",
+            host_port.replace(':', "_")
+        ),
+        HandChange::Remove,
+    );
+
+    // switching to rke2 moves the files: the k3s ones are removed, and
+    // rke2's are read back as k3s's were
     write_config(&lab, "rke2", "");
-    let o = run_ok(lab.path(), &["apply", "--auto-approve"], 0);
-    assert!(!yaml.exists(), "{}", streams(&o));
+    apply_then_no_op_then_drift(&lab, "etc/rancher/rke2/registries.yaml");
+    assert!(!yaml.exists());
     assert!(root.join("etc/rancher/rke2/registries.yaml").exists());
     assert!(!root
         .join("etc/rancher/k3s/mirrorplan")

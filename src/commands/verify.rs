@@ -9,7 +9,13 @@
 //! - Method 2, configuration: each node's live containerd configuration
 //!   (hosts.toml files or config.toml) lists the mirror endpoints in order,
 //!   the CA files exist and match, `config_path` and legacy `mirrors` are not
-//!   both set, and containerd's CRI plugin answers.
+//!   both set, and containerd's CRI plugin answers. For the other runtime
+//!   styles, every file the style writes is read back and compared.
+//! - A cluster with `cluster_config`: the cluster configuration file says
+//!   the configured `registryMirrors` / `gcrKeyPath`, and the CA and
+//!   credential files it names hold what the last apply rolled out; its
+//!   nodes' files are the cluster software's, so on them only CRI and the
+//!   canary pull are checked.
 //!
 //! Nothing is written anywhere: the state is read without a lock, and the
 //! only side effect is an image pull into a node's containerd, announced on
@@ -23,6 +29,7 @@ use std::sync::Arc;
 use miette::miette;
 use mirrorplan_engine::{Address, DesiredInstance};
 use mirrorplan_node::cluster::ClusterSpec;
+use mirrorplan_node::cluster_config::ClusterConfigSpec;
 use mirrorplan_node::provider::{Connections, NodeSpec, TransportSpec};
 use mirrorplan_node::{
     edit_config, hosts_endpoints, hosts_toml_path, inspect_config, ConfigStyle, ContainerdVersion,
@@ -171,6 +178,8 @@ pub fn run(dir: &Path, args: &VerifyArgs, out: &Output) -> miette::Result<ExitCo
     // the nodes to check, with their cluster and whether to pull on them
     let mut setup_rows = Vec::new();
     let mut node_plans = Vec::new();
+    let mut file_checks: Vec<&DesiredInstance> = Vec::new();
+    let mut cluster_nodes = Vec::new();
     for c in &clusters {
         let spec = match ClusterSpec::from_attrs(&c.attrs) {
             Ok(s) => s,
@@ -184,6 +193,30 @@ pub fn run(dir: &Path, args: &VerifyArgs, out: &Output) -> miette::Result<ExitCo
                 continue;
             }
         };
+        // with `cluster_config` the cluster software writes the nodes: the
+        // file is checked, and the nodes only answer CRI and pull
+        if let Some(f) = ctx.desired.iter().find(|d| {
+            d.provider == mirrorplan_node::cluster_config::KIND
+                && d.address.name() == c.address.name()
+        }) {
+            if args.node.is_none() {
+                file_checks.push(f);
+            }
+            for t in &spec.nodes {
+                if let Some(h) = &args.node {
+                    if !transport_matches(t, h) {
+                        continue;
+                    }
+                }
+                let is_canary = spec.canary.as_ref() == Some(t);
+                let pull = !args.no_pull
+                    && matches!(t, TransportSpec::Ssh { .. })
+                    && (args.pull || is_canary);
+                let target = format!("{} {}", c.address, transport_label(t));
+                cluster_nodes.push((target, t.clone(), spec.clone(), pull));
+            }
+            continue;
+        }
         for n in ctx
             .desired
             .iter()
@@ -211,7 +244,7 @@ pub fn run(dir: &Path, args: &VerifyArgs, out: &Output) -> miette::Result<ExitCo
         }
     }
     if let Some(h) = &args.node {
-        if node_plans.is_empty() {
+        if node_plans.is_empty() && cluster_nodes.is_empty() {
             return Err(miette!(
                 code = "mirrorplan::verify::no_such_node",
                 help = "give the host (or host:port) as written in the cluster's `nodes`",
@@ -233,6 +266,17 @@ pub fn run(dir: &Path, args: &VerifyArgs, out: &Output) -> miette::Result<ExitCo
             check_node(connections.clone(), address, nspec, spec, pull, color)
         });
         for rows in futures::future::join_all(node_jobs).await {
+            checks.extend(rows);
+        }
+        for f in &file_checks {
+            checks.extend(check_cluster_file(f, state.as_ref()));
+        }
+        let cluster_jobs = cluster_nodes
+            .into_iter()
+            .map(|(target, transport, spec, pull)| {
+                check_cluster_node(connections.clone(), target, transport, spec, pull, color)
+            });
+        for rows in futures::future::join_all(cluster_jobs).await {
             checks.extend(rows);
         }
         checks
@@ -311,9 +355,10 @@ fn in_set(address: &Address, name: &str) -> bool {
 }
 
 fn node_matches(address: &Address, transport: &TransportSpec, wanted: &str) -> bool {
-    if address.key() == Some(wanted) {
-        return true;
-    }
+    address.key() == Some(wanted) || transport_matches(transport, wanted)
+}
+
+fn transport_matches(transport: &TransportSpec, wanted: &str) -> bool {
     match transport {
         TransportSpec::Ssh { host, port, .. } => {
             host == wanted || format!("{host}:{port}") == wanted
@@ -322,6 +367,117 @@ fn node_matches(address: &Address, transport: &TransportSpec, wanted: &str) -> b
             wanted.strip_prefix("local:").unwrap_or(wanted) == root.as_str()
         }
     }
+}
+
+/// `HOST:PORT` or `local:ROOT`, as a cluster's `nodes` name them.
+fn transport_label(transport: &TransportSpec) -> String {
+    match transport {
+        TransportSpec::Ssh { host, port, .. } => format!("{host}:{port}"),
+        TransportSpec::Local { root } => format!("local:{root}"),
+    }
+}
+
+/// The cluster configuration file of a `cluster_config` cluster: its
+/// `registryMirrors` / `gcrKeyPath` say what the configuration says, and
+/// the CA certificates and credential files it names hold what the last
+/// apply rolled out (the cluster software copied them to the nodes then).
+fn check_cluster_file(d: &DesiredInstance, state: Option<&mirrorplan_state::State>) -> Vec<Check> {
+    let target = d.address.to_string();
+    let spec = match ClusterConfigSpec::from_attrs(&d.attrs) {
+        Ok(s) => s,
+        Err(e) => return vec![Check::new("file", target, Status::Fail, e.message)],
+    };
+    let file = spec.file.display().to_string();
+    let mut rows = Vec::new();
+    match spec.read_back() {
+        Err(e) => rows.push(Check::new("file", &target, Status::Fail, e.message)),
+        Ok(changes) if changes.is_empty() => rows.push(Check::new(
+            "file",
+            &target,
+            Status::Ok,
+            format!("{file} says registryMirrors and gcrKeyPath as configured"),
+        )),
+        Ok(changes) => {
+            for (key, _, _) in changes {
+                rows.push(Check::new(
+                    "file",
+                    &target,
+                    Status::Fail,
+                    format!("{key} in {file} differs from the configuration (edited outside mirrorplan, or not applied; run `mirrorplan plan`)"),
+                ));
+            }
+        }
+    }
+    let Some((record, state)) = state.and_then(|s| Some((s.instance(&target)?, s))) else {
+        rows.push(Check::new(
+            "file",
+            &target,
+            Status::Fail,
+            format!("{file} was never applied (not in the state: run `mirrorplan apply`)"),
+        ));
+        return rows;
+    };
+    let recorded = record
+        .attributes
+        .get(mirrorplan_node::cluster_config::CA_CERTS)
+        .and_then(serde_json::Value::as_object);
+    for (path, digest) in &spec.ca_certs {
+        let was = recorded.and_then(|r| r.get(path)).and_then(|v| v.as_str());
+        rows.push(if was == Some(digest.as_str()) {
+            Check::new("ca", &target, Status::Ok, format!("{path} is the CA the last apply rolled out"))
+        } else {
+            Check::new(
+                "ca",
+                &target,
+                Status::Fail,
+                format!("{path} (caCertPath in {file}) has changed since the last apply: the nodes have the old CA (run `mirrorplan apply`)"),
+            )
+        });
+    }
+    if let Some(c) = &spec.credentials {
+        let key = mirrorplan_node::cluster_config::CREDENTIALS;
+        let same = record.sensitive.get(key) == Some(&state.digest_secret(c.as_bytes()));
+        rows.push(if same {
+            Check::new("credentials", &target, Status::Ok, "the pull credentials and gcr.io key are those the last apply rolled out")
+        } else {
+            Check::new(
+                "credentials",
+                &target,
+                Status::Fail,
+                format!("the pull credentials or gcr.io key files {file} names have changed since the last apply (run `mirrorplan apply`)"),
+            )
+        });
+    }
+    rows
+}
+
+/// A node of a `cluster_config` cluster: its runtime's files are the
+/// cluster software's, so only CRI and the pull are checked.
+async fn check_cluster_node(
+    connections: Arc<Connections>,
+    target: String,
+    transport: TransportSpec,
+    cluster: ClusterSpec,
+    pull: bool,
+    color: bool,
+) -> Vec<Check> {
+    let mut rows = vec![Check::new(
+        "config",
+        &target,
+        Status::NotApplicable,
+        "written by the cluster software through update_command: the cluster configuration file is checked instead",
+    )];
+    check_cri_and_pull(
+        &connections,
+        &target,
+        &transport,
+        &cluster,
+        pull,
+        color,
+        &mut rows,
+    )
+    .await;
+    rows
 }
 
 /// The table: CHECK, TARGET, STATUS, REASON.
@@ -744,21 +900,44 @@ async fn check_node(
         });
     }
 
-    // CRI plugin, and the pull
-    let TransportSpec::Ssh { .. } = &spec.transport else {
+    check_cri_and_pull(
+        &connections,
+        &target,
+        &spec.transport,
+        &cluster,
+        pull,
+        color,
+        &mut rows,
+    )
+    .await;
+    rows
+}
+
+/// The CRI plugin of an SSH node answers, and (with `pull`) the runtime
+/// pulls the cluster's image by its public name with the mirror's digest.
+async fn check_cri_and_pull(
+    connections: &Connections,
+    target: &str,
+    transport: &TransportSpec,
+    cluster: &ClusterSpec,
+    pull: bool,
+    color: bool,
+    rows: &mut Vec<Check>,
+) {
+    let TransportSpec::Ssh { .. } = transport else {
         rows.push(Check::new(
             "cri",
-            &target,
+            target,
             Status::NotApplicable,
             "local: node, no containerd to ask",
         ));
-        return rows;
+        return;
     };
-    let ssh = match connections.ssh(&spec.transport).await {
+    let ssh = match connections.ssh(transport).await {
         Ok(s) => s,
         Err(e) => {
-            rows.push(Check::new("cri", &target, Status::Unreachable, e.message));
-            return rows;
+            rows.push(Check::new("cri", target, Status::Unreachable, e.message));
+            return;
         }
     };
     let cri = match CriClient::over_ssh(&ssh, &cluster.socket).await {
@@ -766,7 +945,7 @@ async fn check_node(
             Ok(v) => {
                 rows.push(Check::new(
                     "cri",
-                    &target,
+                    target,
                     Status::Ok,
                     format!(
                         "{} {} answers (CRI {})",
@@ -778,7 +957,7 @@ async fn check_node(
             Err(e) => {
                 rows.push(Check::new(
                     "cri",
-                    &target,
+                    target,
                     Status::Fail,
                     format!("containerd's CRI plugin does not answer: {e}"),
                 ));
@@ -788,7 +967,7 @@ async fn check_node(
         Err(e) => {
             rows.push(Check::new(
                 "cri",
-                &target,
+                target,
                 Status::Fail,
                 format!("the runtime does not answer on {}: {e}", cluster.socket),
             ));
@@ -796,25 +975,25 @@ async fn check_node(
         }
     };
     if !pull {
-        return rows;
+        return;
     }
     let (Some(image), Some(expected)) = (&cluster.image, &cluster.expected_digest) else {
         rows.push(Check::new(
             "pull",
-            &target,
+            target,
             Status::NotApplicable,
             "no image of the cluster's image sets is on a mirrored host",
         ));
-        return rows;
+        return;
     };
     let Some(cri) = cri else {
         rows.push(Check::new(
             "pull",
-            &target,
+            target,
             Status::Fail,
             format!("cannot pull {image}: the CRI plugin does not answer"),
         ));
-        return rows;
+        return;
     };
     let note = format!("{target}: pulling {image} into the node's containerd (verify pulls; nothing else is changed)");
     if color {
@@ -825,27 +1004,26 @@ async fn check_node(
     let row = match cri.pull(image, None).await {
         Err(e) => Check::new(
             "pull",
-            &target,
+            target,
             Status::Fail,
             format!("pulling {image} by its public name failed: {e}"),
         ),
         Ok(_) => match cri.image_status(image).await {
             Ok(Some(info)) if info.repo_digests.iter().any(|d| d.ends_with(&format!("@{expected}"))) => Check::new(
                 "pull",
-                &target,
+                target,
                 Status::Ok,
                 format!("pulled {image}: repoDigests hold the mirror's {expected}"),
             ),
             Ok(Some(info)) => Check::new(
                 "pull",
-                &target,
+                target,
                 Status::Fail,
                 format!("pulled {image}, but repoDigests {:?} do not hold the expected digest {expected}: the node did not get the expected content", info.repo_digests),
             ),
-            Ok(None) => Check::new("pull", &target, Status::Fail, format!("{image} is not in containerd after the pull")),
-            Err(e) => Check::new("pull", &target, Status::Fail, format!("image status of {image}: {e}")),
+            Ok(None) => Check::new("pull", target, Status::Fail, format!("{image} is not in containerd after the pull")),
+            Err(e) => Check::new("pull", target, Status::Fail, format!("image status of {image}: {e}")),
         },
     };
     rows.push(row);
-    rows
 }

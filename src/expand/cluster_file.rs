@@ -8,8 +8,8 @@ use mirrorplan_config::{Cluster, ClusterConfigFile, Config};
 use mirrorplan_engine::{Address, DesiredInstance};
 use mirrorplan_node::cluster_config::ClusterConfigSpec;
 use mirrorplan_node::{
-    normalize_host, render_gcr_key_path, render_registry_mirrors, ClusterFileMirror,
-    NodeMirrorConfig, GCR_HOST,
+    digest, normalize_host, render_gcr_key_path, render_registry_mirrors, ClusterFileMirror,
+    NodeMirrorConfig, PullAuth, GCR_HOST,
 };
 
 /// A path as the cluster software needs it: absolute on this workstation
@@ -27,7 +27,12 @@ pub fn address(c: &Cluster) -> Address {
         Some(k) => format!("{}_{k}", c.name),
         None => c.name.clone(),
     };
-    super::instance_address("cluster_config", &name, None, "").without_key()
+    address_of(&name)
+}
+
+/// `cluster_config.OWN`, `OWN` the cluster's own instance name (`NAME` or `NAME_KEY`).
+pub fn address_of(own: &str) -> Address {
+    super::instance_address("cluster_config", own, None, "").without_key()
 }
 
 /// The desired `cluster_config` instance of `c`. `cfg` holds the mirrors as
@@ -63,7 +68,33 @@ pub fn desired(
                 .collect(),
         })
         .collect();
+    // the content the paths name: a CA or credentials changed in place
+    // changes no byte of the YAML but must still reach the nodes
+    let ca_certs = mirrors
+        .iter()
+        .zip(&cfg.mirrors)
+        .filter_map(|(m, spec)| Some((m.ca_cert_path.clone()?, digest(spec.ca_cert_pem.as_ref()?))))
+        .collect();
+    let mut credentials = String::new();
+    for spec in &cfg.mirrors {
+        match &spec.pull_auth {
+            Some(PullAuth::Basic { username, password }) => credentials.push_str(&format!(
+                "{}={username}:{}\n",
+                spec.host_port,
+                password.expose()
+            )),
+            Some(PullAuth::Token(t)) => {
+                credentials.push_str(&format!("{}=token:{}\n", spec.host_port, t.expose()))
+            }
+            None => {}
+        }
+    }
+    if let Some(key) = &cfg.gcr_key {
+        credentials.push_str(&format!("gcrKeyPath={}\n", digest(key.expose().as_bytes())));
+    }
     ClusterConfigSpec {
+        ca_certs,
+        credentials: (!credentials.is_empty()).then_some(credentials),
         // recorded relative to the configuration directory, where
         // mirrorplan runs (nothing recorded names the checkout's path; the
         // paths written into the file are absolute, as the cluster software

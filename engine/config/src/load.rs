@@ -2026,11 +2026,7 @@ impl Loader {
                 let cbody = &cb.body;
                 if let Some(style) = self.string_attr(file, cbody, "config_style", &ctx) {
                     match ConfigStyle::NAMES.iter().find(|(n, _)| *n == style) {
-                        Some((_, s)) => {
-                            containerd.config_style = *s;
-                            containerd.config_path = s.default_config_path().into();
-                            containerd.restart_command = s.default_restart_command().into();
-                        }
+                        Some((_, s)) => containerd.config_style = *s,
                         None if style.contains(UNKNOWN) => {}
                         None => {
                             let other = style.as_str();
@@ -2081,16 +2077,16 @@ impl Loader {
                             file,
                             span,
                             "not absolute",
-                            format!("e.g. \"{}\"", containerd.config_style.default_config_path()),
+                            "give an absolute directory on the node, or leave config_path out for the style's default directory",
                         );
                     }
-                    containerd.config_path = p.trim_end_matches('/').to_string();
+                    containerd.config_path = Some(p.trim_end_matches('/').to_string());
                 }
                 if let Some(p) = self.string_attr(file, cbody, "config_file", &ctx) {
                     containerd.config_file = p;
                 }
                 if let Some(c) = self.string_attr(file, cbody, "restart_command", &ctx) {
-                    containerd.restart_command = c;
+                    containerd.restart_command = Some(c);
                     containerd.restart_command_sensitive = cbody
                         .get_attribute("restart_command")
                         .is_some_and(|a| self.sensitive_ref(&a.value).is_some());

@@ -283,12 +283,12 @@ pub enum ConfigStyle {
     /// `registry.mirrors` in `config.toml` (containerd 1.x).
     Legacy,
     /// CRI-O / podman: a `registries.conf.d` drop-in, `certs.d`, `auth.json`
-    /// under `config_path` (default `/etc/containers`).
+    /// under `config_path`.
     #[serde(rename = "registries_conf")]
     RegistriesConf,
-    /// k3s: `registries.yaml` under `config_path` (default `/etc/rancher/k3s`).
+    /// k3s: `registries.yaml` under `config_path`.
     K3s,
-    /// RKE2: `registries.yaml` under `config_path` (default `/etc/rancher/rke2`).
+    /// RKE2: `registries.yaml` under `config_path`.
     Rke2,
 }
 
@@ -305,26 +305,6 @@ impl ConfigStyle {
     /// `hosts` and `legacy` configure containerd itself (`config.toml`).
     pub fn is_containerd(self) -> bool {
         matches!(self, ConfigStyle::Hosts | ConfigStyle::Legacy)
-    }
-
-    /// The directory written under when `config_path` is not set.
-    pub fn default_config_path(self) -> &'static str {
-        match self {
-            ConfigStyle::Hosts | ConfigStyle::Legacy => "/etc/containerd/certs.d",
-            ConfigStyle::RegistriesConf => "/etc/containers",
-            ConfigStyle::K3s => "/etc/rancher/k3s",
-            ConfigStyle::Rke2 => "/etc/rancher/rke2",
-        }
-    }
-
-    /// The command run after a change when `restart_command` is not set.
-    pub fn default_restart_command(self) -> &'static str {
-        match self {
-            ConfigStyle::Hosts | ConfigStyle::Legacy => "systemctl restart containerd",
-            ConfigStyle::RegistriesConf => "systemctl reload crio",
-            ConfigStyle::K3s => "systemctl restart k3s",
-            ConfigStyle::Rke2 => "systemctl restart rke2-server",
-        }
     }
 }
 
@@ -345,12 +325,14 @@ pub struct ClusterConfigFile {
 pub struct Containerd {
     /// hosts, legacy, registries_conf, k3s or rke2.
     pub config_style: ConfigStyle,
-    /// The hosts directory (default `/etc/containerd/certs.d`).
-    pub config_path: String,
+    /// The directory the style writes under, if the configuration sets it
+    /// (the node provider owns each style's default: `mirrorplan_node::ConfigStyle`).
+    pub config_path: Option<String>,
     /// containerd's main config file (default `/etc/containerd/config.toml`).
     pub config_file: String,
-    /// How to restart containerd (default `systemctl restart containerd`).
-    pub restart_command: String,
+    /// The command that makes the runtime read its files again, if the
+    /// configuration sets it (the default is the node provider's, per style).
+    pub restart_command: Option<String>,
     /// True when the restart command derives from a sensitive value: plans
     /// then show it as `(sensitive value)` and the state keeps a salted digest.
     pub restart_command_sensitive: bool,
@@ -360,9 +342,9 @@ impl Default for Containerd {
     fn default() -> Self {
         Containerd {
             config_style: ConfigStyle::Hosts,
-            config_path: "/etc/containerd/certs.d".into(),
+            config_path: None,
             config_file: "/etc/containerd/config.toml".into(),
-            restart_command: "systemctl restart containerd".into(),
+            restart_command: None,
             restart_command_sensitive: false,
         }
     }

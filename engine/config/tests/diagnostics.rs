@@ -410,16 +410,23 @@ fn graph_has_registry_image_set_cluster_and_depends_on_edges() {
         dot.contains("\"registry.mirror\" -> \"image_set.extras\";"),
         "{dot}"
     );
+    // admin1 and user1 use cluster_config: their file instances, not nodes
     assert!(
-        dot.contains("\"image_set.extras\" -> \"node.admin1[\\\"cp1.admin1.example\\\"]\";"),
+        dot.contains("\"image_set.extras\" -> \"cluster_config.admin1\";"),
         "{dot}"
     );
-    assert!(dot.contains("\"image_set.anthos\" -> \"node.admin1[\\\"cp1.admin1.example\\\"]\" [style = dashed, label = \"depends_on\"];"), "{dot}");
+    assert!(dot.contains("\"image_set.anthos\" -> \"cluster_config.admin1\" [style = dashed, label = \"depends_on\"];"), "{dot}");
     assert!(
-        dot.contains("\"node.admin1[\\\"cp1.admin1.example\\\"]\" -> \"cluster.admin1\";"),
+        dot.contains("\"cluster_config.admin1\" -> \"cluster.admin1\";"),
         "{dot}"
     );
-    assert!(dot.contains("\"cluster.admin1\" -> \"node.user1[\\\"cp1.user1.example\\\"]\" [style = dashed, label = \"depends_on\"];"), "{dot}");
+    assert!(
+        dot.contains("\"cluster_config.admin1\" [shape = note];"),
+        "{dot}"
+    );
+    assert!(dot.contains("\"cluster.admin1\" -> \"cluster_config.user1\" [style = dashed, label = \"depends_on\"];"), "{dot}");
+    assert!(!dot.contains("node.admin1"), "{dot}");
+    assert!(!dot.contains("node.user1"), "{dot}");
 }
 
 /// Found by fuzzing: a syntax error that hcl-edit places inside a

@@ -286,11 +286,20 @@ fn write_cluster(out: &mut String, name: &str, changes: &[&ResourceChange]) {
     let check = changes
         .iter()
         .find(|c| c.provider == "cluster" && c.action.needs_provider());
-    let mut summary = format!(
-        "{} of {} to change",
-        acting_nodes.len(),
-        plural(nodes.len(), "node", "nodes")
-    );
+    // a cluster whose cluster software writes its nodes: one file instead
+    let file = changes.iter().find(|c| c.provider == "cluster_config");
+    let acting_file = file.filter(|c| c.action.needs_provider());
+    let mut summary = match file {
+        Some(_) if acting_file.is_some() => {
+            "its cluster configuration file to change (then its update command)".to_string()
+        }
+        Some(_) => "no change to its cluster configuration file".to_string(),
+        None => format!(
+            "{} of {} to change",
+            acting_nodes.len(),
+            plural(nodes.len(), "node", "nodes")
+        ),
+    };
     if check.is_some() {
         summary.push_str(", then a pull-through check");
     }
@@ -299,9 +308,13 @@ fn write_cluster(out: &mut String, name: &str, changes: &[&ResourceChange]) {
         "<details><summary><b>Cluster <code>{}</code></b>: {summary}</summary>\n",
         cell(name)
     );
-    if acting_nodes.is_empty() && check.is_none() {
+    if acting_nodes.is_empty() && check.is_none() && acting_file.is_none() {
         out.push_str("No changes.\n\n</details>\n\n");
         return;
+    }
+    if let Some(c) = acting_file {
+        let _ = writeln!(out, "#### Cluster configuration file\n");
+        out.push_str(&cluster_file_body(c));
     }
     // nodes with the very same changes are shown once
     let mut groups: Vec<(Vec<String>, String)> = Vec::new();
@@ -324,6 +337,38 @@ fn write_cluster(out: &mut String, name: &str, changes: &[&ResourceChange]) {
         out.push('\n');
     }
     out.push_str("</details>\n\n");
+}
+
+/// A cluster configuration file's change: action, the provider's notes
+/// (its YAML diffs as `diff` blocks) and, for an update, the attributes
+/// the diffs do not show (the CA contents it names).
+fn cluster_file_body(c: &ResourceChange) -> String {
+    let mut out = format!("Action: **{}**\n\n", action_word(c.action));
+    for d in &c.details {
+        match d.split_once('\n') {
+            // `KEY in FILE:` then the unified diff, indented under it
+            Some((head, diff)) => {
+                let _ = writeln!(out, "{}\n\n```diff", cell(head));
+                for line in diff.lines() {
+                    let _ = writeln!(out, "{}", line.strip_prefix("        ").unwrap_or(line));
+                }
+                out.push_str("```\n\n");
+            }
+            None => {
+                let _ = writeln!(out, "> {d}\n");
+            }
+        }
+    }
+    if c.action != Action::Create && c.action != Action::Delete {
+        for a in changes_of(c)
+            .iter()
+            .filter(|a| a.attribute != "registryMirrors" && a.attribute != "gcrKeyPath")
+        {
+            write_attr_change(&mut out, a);
+        }
+    }
+    out.push('\n');
+    out
 }
 
 /// One node's changes: action, provider notes, file diffs, other attributes.
@@ -481,7 +526,9 @@ pub fn render_plan_markdown(plan: &Plan) -> String {
     for c in &plan.changes {
         match c.address.kind() {
             "image" => sets.entry(c.address.name()).or_default().push(c),
-            "node" | "cluster" => clusters.entry(c.address.name()).or_default().push(c),
+            "node" | "cluster" | "cluster_config" => {
+                clusters.entry(c.address.name()).or_default().push(c)
+            }
             // the set's own barrier instance: its images are the summary
             "image_set" => {}
             _ => others.push(c),

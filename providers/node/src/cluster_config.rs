@@ -29,6 +29,13 @@ pub const FILE: &str = "file";
 pub const DIR: &str = "dir";
 /// Attribute: the command run after the file changed.
 pub const UPDATE_COMMAND: &str = "update_command";
+/// Attribute: the content digest of each CA file the YAML names
+/// (`caCertPath` → `blake3:...`): a CA rotated in place changes the
+/// digest, not the YAML, and still has to reach the nodes.
+pub const CA_CERTS: &str = "ca_certs";
+/// Attribute (sensitive): what the pull credentials and gcr.io key files
+/// the YAML names hold; new credentials in the same files are rolled out too.
+pub const CREDENTIALS: &str = "credentials";
 
 /// What one cluster's configuration file should say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +52,11 @@ pub struct ClusterConfigSpec {
     pub update_command: String,
     /// Whether the command is sensitive (never shown, stored as a digest).
     pub update_command_sensitive: bool,
+    /// `caCertPath` → the content digest of that file ([`crate::digest`]).
+    pub ca_certs: std::collections::BTreeMap<String, String>,
+    /// What the credential files the YAML names hold (sensitive: only a
+    /// salted digest is stored), if it names any.
+    pub credentials: Option<String>,
 }
 
 impl ClusterConfigSpec {
@@ -56,6 +68,12 @@ impl ClusterConfigSpec {
             .with(REGISTRY_MIRRORS_KEY, self.registry_mirrors.clone());
         if let Some(g) = &self.gcr_key_path {
             attrs.insert(GCR_KEY_PATH_KEY, g.clone());
+        }
+        if !self.ca_certs.is_empty() {
+            attrs.insert(CA_CERTS, serde_json::json!(self.ca_certs));
+        }
+        if let Some(c) = &self.credentials {
+            attrs.insert_sensitive(CREDENTIALS, c.clone());
         }
         if self.update_command_sensitive {
             attrs.insert_sensitive(UPDATE_COMMAND, self.update_command.clone());
@@ -80,7 +98,35 @@ impl ClusterConfigSpec {
             gcr_key_path: s(GCR_KEY_PATH_KEY),
             update_command: s(UPDATE_COMMAND).unwrap_or_default(),
             update_command_sensitive: attrs.is_sensitive(UPDATE_COMMAND),
+            ca_certs: attrs
+                .get(CA_CERTS)
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            credentials: s(CREDENTIALS),
         })
+    }
+
+    /// Reads the file back: for each key whose text differs from what this
+    /// spec says, `(key, the file's text, the wanted text)`, `\n` line
+    /// endings. Empty: the file says it. `verify` uses it.
+    pub fn read_back(&self) -> Result<Vec<(&'static str, String, String)>, ProviderError> {
+        let text = read_text(&self.file)?;
+        Ok(edit(&text, self)?
+            .changes
+            .into_iter()
+            .map(|c| {
+                (
+                    c.key,
+                    c.old.replace("\r\n", "\n"),
+                    c.new.replace("\r\n", "\n"),
+                )
+            })
+            .collect())
     }
 
     fn shown_command(&self) -> &str {
@@ -287,19 +333,32 @@ impl Provider for ClusterConfigProvider {
             ),
             Some(d) => {
                 let spec = ClusterConfigSpec::from_attrs(&d.attrs)?;
-                // a first plan has no prior to diff against: show the file's keys as they are
-                if prior.is_none() {
-                    if let Some(o) = observed {
-                        for key in [REGISTRY_MIRRORS_KEY, GCR_KEY_PATH_KEY] {
-                            let (Some(now), Some(want)) = (
-                                o.attrs.get(key).and_then(Value::as_str),
-                                d.attrs.get(key).and_then(Value::as_str),
-                            ) else {
-                                continue;
-                            };
-                            if now != want {
-                                change.details.push(yaml_diff(&spec.file, key, now, want));
-                            }
+                // the file's keys as they are against the plan, the file named
+                // (drift, too: `prior` is the refreshed one)
+                if let Some(o) = observed {
+                    for key in [REGISTRY_MIRRORS_KEY, GCR_KEY_PATH_KEY] {
+                        let (Some(now), Some(want)) = (
+                            o.attrs.get(key).and_then(Value::as_str),
+                            d.attrs.get(key).and_then(Value::as_str),
+                        ) else {
+                            continue;
+                        };
+                        if now != want {
+                            change.details.push(yaml_diff(&spec.file, key, now, want));
+                        }
+                    }
+                }
+                if let Some(p) = prior {
+                    let recorded = p.attrs.get(CA_CERTS).and_then(Value::as_object);
+                    for (path, digest) in &spec.ca_certs {
+                        let was = recorded.and_then(|r| r.get(path)).and_then(Value::as_str);
+                        if was.is_some_and(|w| w != digest) {
+                            change.details.push(format!(
+                                "the CA certificate {path} (caCertPath in {}) has new content: {} (was {})",
+                                spec.file.display(),
+                                digest,
+                                was.unwrap_or_default()
+                            ));
                         }
                     }
                 }
@@ -395,6 +454,8 @@ mod tests {
             gcr_key_path: None,
             update_command: command.into(),
             update_command_sensitive: sensitive,
+            ca_certs: Default::default(),
+            credentials: None,
         }
     }
 
