@@ -184,6 +184,7 @@ fn expand_image_set(config: &Config, set: &ImageSet, out: &mut Expanded) -> Vec<
                         prune: set.prune,
                         blobs: img.blobs,
                         bytes: img.bytes,
+                        referrers: None,
                     };
                     let addr = image_address(set, &img.name);
                     addrs.push(addr.clone());
@@ -246,13 +247,21 @@ async fn expand_upstream_images(
             let resolved = images
                 .resolve_upstream(&upstream, &src, &set.platforms)
                 .await;
+            // with `referrers = true`: what refers to it, listed in the plan
+            let resolved = match resolved {
+                Ok(r) if set.referrers => images
+                    .resolve_referrers(&upstream, &src, &r)
+                    .await
+                    .map(|refs| (r, Some(refs))),
+                other => other.map(|r| (r, None)),
+            };
             (upstream, src, resolved)
         });
     }
     let mut addrs = Vec::new();
     for (upstream, src, resolved) in futures::future::join_all(jobs).await {
         match resolved {
-            Ok(r) => {
+            Ok((r, referrers)) => {
                 let m = mirror_path(&upstream, reg.namespace.as_deref());
                 let name = upstream.to_string();
                 let spec = ImageSpec {
@@ -268,6 +277,7 @@ async fn expand_upstream_images(
                     prune: set.prune,
                     blobs: r.blobs,
                     bytes: r.bytes,
+                    referrers,
                 };
                 let addr = image_address(set, &name);
                 addrs.push(addr.clone());

@@ -1737,6 +1737,9 @@ impl Loader {
                 .list_attr(file, body, "platforms", &ctx)
                 .unwrap_or_default();
             let prune = self.bool_attr(file, body, "prune", &ctx).unwrap_or(false);
+            let referrers = self
+                .bool_attr(file, body, "referrers", &ctx)
+                .unwrap_or(false);
             if bundle.is_none() && body.get_attribute("images").is_none() {
                 let span = decl.span.clone();
                 self.dh(
@@ -1799,6 +1802,7 @@ impl Loader {
                 images: images.into_iter().map(|(s, _)| s).collect(),
                 platforms: platforms.into_iter().map(|(s, _)| s).collect(),
                 prune,
+                referrers,
                 depends_on: Self::depends_on(b),
                 lifecycle: lifecycle.clone(),
                 origin,

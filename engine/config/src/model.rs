@@ -156,6 +156,9 @@ pub struct ImageSet {
     pub platforms: Vec<String>,
     /// Delete the images from the registry on destroy.
     pub prune: bool,
+    /// Copy the artifacts referring to each image (signatures,
+    /// attestations, SBOMs, OCI 1.1 referrers) with it.
+    pub referrers: bool,
     /// Explicit dependencies (block addresses such as `cluster.admin1`).
     pub depends_on: Vec<String>,
     /// Its `lifecycle` block.

@@ -183,6 +183,7 @@ pub static IMAGE_SET: BodySchema = BodySchema {
         a("images", T::StringList),
         a("platforms", T::StringList),
         a("prune", T::Bool),
+        a("referrers", T::Bool),
         a("depends_on", T::RefList),
         a("for_each", T::ForEach),
     ],

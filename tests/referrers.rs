@@ -1,0 +1,597 @@
+//! Issue 17 items 1 and 2 through the `mirrorplan` binary, against REAL
+//! registries started by `mirrorplan-harness` (Debian's docker-registry,
+//! the CNCF distribution 2.8: no referrers API, so the tag schema is what
+//! the source offers):
+//!
+//! - `referrers = true`: a cosign-format signature (made here with a test
+//!   ECDSA P-256 key through the openssl CLI, pushed under
+//!   `sha256-<hex>.sig`) and OCI 1.1 artifacts with a `subject` (on an
+//!   index and on one of its platform manifests, listed by the fallback
+//!   index tag `sha256-<hex>`) are listed in the plan, copied after their
+//!   subject with their digests, and the signature still verifies against
+//!   the mirror's copy.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use mirrorplan_harness::{Credentials, Registry, RegistryOptions};
+use mirrorplan_registry::fixtures::{write_oci_bundle, FixtureSpec, LayerCompression, Packing};
+use mirrorplan_registry::{Digest, RegistryClient, RegistryTarget, Scheme};
+
+const USER: &str = "mirror-pusher";
+const PASSWORD: &str = "Corr3ct-h0rse-Battery";
+const NS: &str = "test-namespace";
+
+fn ok<T, E: std::fmt::Debug>(r: Result<T, E>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{what}: {e:?}"),
+    }
+}
+
+fn tmp() -> tempfile::TempDir {
+    ok(
+        tempfile::Builder::new().prefix("mp-referrers-").tempdir(),
+        "tempdir",
+    )
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn expect(&self, code: i32, what: &str) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "{what}: expected exit {code}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+fn from_output(o: Output) -> Run {
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// `mirrorplan -C DIR ARGS`, the mirror password in the environment.
+fn mp(dir: &Path, args: &[&str]) -> Run {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mirrorplan"));
+    c.env("NO_COLOR", "1")
+        .env("MIRRORPLAN_VAR_mirror_password", PASSWORD)
+        .env("HOME", dir)
+        .stdin(Stdio::null());
+    for v in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        c.env_remove(v);
+    }
+    c.arg("-C").arg(dir).args(args);
+    from_output(ok(c.output(), "run mirrorplan"))
+}
+
+fn registry_block(name: &str, reg: &Registry, namespace: Option<&str>) -> String {
+    let mut b = format!("registry \"{name}\" {{\n  endpoint = \"{}\"\n", reg.url());
+    if let Some(ns) = namespace {
+        b.push_str(&format!("  namespace = \"{ns}\"\n"));
+    }
+    if let Some(ca) = reg.ca_cert_path() {
+        b.push_str(&format!("  ca_cert = \"{}\"\n", ca.display()));
+    }
+    if let Some(c) = reg.credentials() {
+        b.push_str(&format!(
+            "  username = \"{}\"\n  password = var.mirror_password\n",
+            c.username()
+        ));
+    }
+    b.push_str("}\n");
+    b
+}
+
+const PASSWORD_VAR: &str = "variable \"mirror_password\" {\n  type      = string\n  sensitive = true\n  default   = \"\"\n}\n";
+
+fn write_config(dir: &Path, body: &str) {
+    ok(
+        std::fs::write(dir.join("main.hcl"), format!("{PASSWORD_VAR}\n{body}")),
+        "write main.hcl",
+    );
+}
+
+/// The raw manifest `REPO:REF` (tag or `@digest`) that `reg` serves, read
+/// with skopeo (independently of mirrorplan).
+fn skopeo_raw(reg: &Registry, reference: &str) -> Option<Vec<u8>> {
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["inspect", "--raw"]);
+    match reg.certs_dir() {
+        Some(d) => {
+            cmd.arg("--cert-dir").arg(d);
+        }
+        None => {
+            cmd.arg("--tls-verify=false");
+        }
+    }
+    if let Some(c) = reg.credentials() {
+        cmd.arg("--creds")
+            .arg(format!("{}:{}", c.username(), c.password()));
+    }
+    cmd.arg(format!("docker://{}/{reference}", reg.host_port()));
+    let out = ok(cmd.output(), "run skopeo");
+    out.status.success().then_some(out.stdout)
+}
+
+fn served_digest(reg: &Registry, reference: &str) -> Option<String> {
+    skopeo_raw(reg, reference).map(|b| Digest::of(&b).to_string())
+}
+
+fn openssl(args: &[&str], what: &str) -> Vec<u8> {
+    let out = ok(Command::new("openssl").args(args).output(), what);
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn unb64(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    ok(
+        base64::engine::general_purpose::STANDARD.decode(s),
+        "base64",
+    )
+}
+
+/// Pushes a blob and returns its descriptor JSON.
+async fn blob(c: &RegistryClient, repo: &str, media_type: &str, bytes: &[u8]) -> serde_json::Value {
+    let d = Digest::of(bytes);
+    ok(
+        c.upload_blob_bytes(repo, &d, bytes.to_vec().into()).await,
+        "upload blob",
+    );
+    serde_json::json!({"mediaType": media_type, "digest": d.to_string(), "size": bytes.len()})
+}
+
+/// Puts a manifest (exact bytes) under `reference`; returns its digest.
+async fn manifest(
+    c: &RegistryClient,
+    repo: &str,
+    reference: &str,
+    m: &serde_json::Value,
+) -> Digest {
+    let bytes = ok(serde_json::to_vec(m), "manifest JSON");
+    let media_type = m["mediaType"].as_str().unwrap_or_default().to_string();
+    ok(
+        c.put_manifest(repo, reference, &media_type, &bytes).await,
+        "put manifest",
+    );
+    Digest::of(&bytes)
+}
+
+const EMPTY: &str = "application/vnd.oci.empty.v1+json";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+
+/// An OCI 1.1 artifact referring to `subject` (by digest only).
+async fn artifact(
+    c: &RegistryClient,
+    repo: &str,
+    subject: (&Digest, &str, u64),
+    artifact_type: &str,
+    content: &[u8],
+) -> (Digest, u64) {
+    let config = blob(c, repo, EMPTY, b"{}").await;
+    let layer = blob(c, repo, artifact_type, content).await;
+    let m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": config,
+        "layers": [layer],
+        "subject": {"mediaType": subject.1, "digest": subject.0.to_string(), "size": subject.2},
+    });
+    let size = ok(serde_json::to_vec(&m), "json").len() as u64;
+    let d = Digest::of(&ok(serde_json::to_vec(&m), "json"));
+    manifest(c, repo, d.as_str(), &m).await;
+    (d, size)
+}
+
+/// The fallback index (`sha256-<hex>` tag) of `subject` listing `artifacts`.
+async fn fallback_index(
+    c: &RegistryClient,
+    repo: &str,
+    subject: &Digest,
+    artifacts: &[(Digest, u64, &str)],
+) -> Digest {
+    let m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": artifacts.iter().map(|(d, size, t)| serde_json::json!({
+            "mediaType": OCI_MANIFEST, "digest": d.to_string(), "size": size, "artifactType": t,
+        })).collect::<Vec<_>>(),
+    });
+    manifest(c, repo, &format!("sha256-{}", subject.hex()), &m).await
+}
+
+/// Lines of `log` (a registry access log) that PUT a manifest into `repo`.
+fn manifest_puts(log: &str, repo: &str) -> Vec<String> {
+    let prefix = format!("\"PUT /v2/{repo}/manifests/");
+    log.lines()
+        .filter_map(|l| {
+            let i = l.find(&prefix)?;
+            let rest = &l[i + prefix.len()..];
+            Some(rest.split(' ').next()?.to_string())
+        })
+        .collect()
+}
+
+/// `referrers = true` copies a cosign signature (`.sig` tag) of a
+/// single-platform image and OCI 1.1 artifacts of a two-platform index and
+/// of one of its platform manifests (found through the fallback index
+/// tags), after their subjects, byte for byte; the plan (human and JSON)
+/// lists them; the signature verifies against the mirror's copy; a second
+/// plan has nothing to do.
+#[test]
+fn signatures_and_referrers_are_copied_after_their_subject_with_their_digests() {
+    let up = ok(Registry::start(RegistryOptions::default()), "upstream");
+    let mirror = ok(
+        Registry::start(RegistryOptions {
+            tls: true,
+            auth: Some(Credentials::new(USER, PASSWORD)),
+            ..Default::default()
+        }),
+        "mirror",
+    );
+    let work = tmp();
+    // the upstream's images: a bundle pushed into it with mirrorplan
+    let fx = ok(
+        write_oci_bundle(
+            work.path().join("seed.tar.gz"),
+            &FixtureSpec {
+                seed: 17,
+                images: 2,
+                layers_per_image: 1,
+                shared_base_layers: 1,
+                layer_size: 4096,
+                multi_arch: true,
+                layer_compression: LayerCompression::Gzip,
+            },
+            Packing::TarGz,
+        ),
+        "bundle",
+    );
+    let seed = tmp();
+    write_config(
+        seed.path(),
+        &format!(
+            "{}image_set \"seed\" {{\n  registry = registry.up\n  bundle = \"{}\"\n}}\n",
+            registry_block("up", &up, None),
+            fx.path.display()
+        ),
+    );
+    mp(seed.path(), &["apply", "--auto-approve"]).expect(0, "seed the upstream");
+    let multi = &fx.images[0];
+    let single = &fx.images[1];
+    let repo_of = |name: &str| -> String {
+        let path = name.split_once('/').map(|(_, p)| p).unwrap_or(name);
+        path.rsplit_once(':')
+            .map(|(r, _)| r)
+            .unwrap_or(path)
+            .to_string()
+    };
+    let tag_of = |name: &str| {
+        name.rsplit_once(':')
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default()
+    };
+    let (single_repo, multi_repo) = (repo_of(&single.name), repo_of(&multi.name));
+    let single_digest = ok(single.manifest_digest.clone().ok_or("digest"), "single");
+    let multi_digest = ok(multi.manifest_digest.clone().ok_or("digest"), "multi");
+    let index_raw = ok(
+        skopeo_raw(&up, &format!("{multi_repo}@{multi_digest}")).ok_or("index"),
+        "index",
+    );
+    let index: serde_json::Value = ok(serde_json::from_slice(&index_raw), "index JSON");
+    let child = ok(
+        Digest::parse(index["manifests"][0]["digest"].as_str().unwrap_or_default()),
+        "child digest",
+    );
+    let child_size = index["manifests"][0]["size"].as_u64().unwrap_or(0);
+
+    // a cosign signature, made with a test key
+    let key = work.path().join("cosign.key");
+    let public = work.path().join("cosign.pub");
+    let key_s = key.display().to_string();
+    let public_s = public.display().to_string();
+    openssl(
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &key_s,
+        ],
+        "key",
+    );
+    openssl(
+        &["ec", "-in", &key_s, "-pubout", "-out", &public_s],
+        "public key",
+    );
+    let payload = serde_json::to_vec(&serde_json::json!({
+        "critical": {
+            "identity": {"docker-reference": format!("{}/{single_repo}", up.host_port())},
+            "image": {"docker-manifest-digest": single_digest.to_string()},
+            "type": "cosign container image signature",
+        },
+        "optional": null,
+    }));
+    let payload = ok(payload, "payload");
+    let payload_file = work.path().join("payload.json");
+    ok(std::fs::write(&payload_file, &payload), "payload file");
+    let signature = openssl(
+        &[
+            "dgst",
+            "-sha256",
+            "-sign",
+            &key_s,
+            &payload_file.display().to_string(),
+        ],
+        "sign",
+    );
+    let rt = ok(tokio::runtime::Runtime::new(), "runtime");
+    let upstream = ok(
+        RegistryClient::new(RegistryTarget::new(Scheme::Http, up.host_port())),
+        "client",
+    );
+    let (sig_digest, sbom, child_sbom, multi_fallback, child_fallback) = rt.block_on(async {
+        let config = blob(
+            &upstream,
+            &single_repo,
+            "application/vnd.oci.image.config.v1+json",
+            br#"{"architecture":"","os":"","rootfs":{"type":"layers","diff_ids":[]},"config":{}}"#,
+        )
+        .await;
+        let mut layer = blob(
+            &upstream,
+            &single_repo,
+            "application/vnd.dev.cosign.simplesigning.v1+json",
+            &payload,
+        )
+        .await;
+        layer["annotations"] = serde_json::json!({SIG_ANNOTATION: b64(&signature)});
+        let sig = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config,
+            "layers": [layer],
+        });
+        let sig_digest = manifest(
+            &upstream,
+            &single_repo,
+            &format!("sha256-{}.sig", single_digest.hex()),
+            &sig,
+        )
+        .await;
+        // OCI 1.1 artifacts: an SBOM of the index, a provenance of a platform manifest
+        let sbom = artifact(
+            &upstream,
+            &multi_repo,
+            (&multi_digest, OCI_INDEX, index_raw.len() as u64),
+            "application/spdx+json",
+            br#"{"spdxVersion":"SPDX-2.3"}"#,
+        )
+        .await;
+        let child_sbom = artifact(
+            &upstream,
+            &multi_repo,
+            (&child, OCI_MANIFEST, child_size),
+            "application/vnd.in-toto+json",
+            br#"{"_type":"https://in-toto.io/Statement/v1"}"#,
+        )
+        .await;
+        let multi_fallback = fallback_index(
+            &upstream,
+            &multi_repo,
+            &multi_digest,
+            &[(sbom.0.clone(), sbom.1, "application/spdx+json")],
+        )
+        .await;
+        let child_fallback = fallback_index(
+            &upstream,
+            &multi_repo,
+            &child,
+            &[(
+                child_sbom.0.clone(),
+                child_sbom.1,
+                "application/vnd.in-toto+json",
+            )],
+        )
+        .await;
+        (
+            sig_digest,
+            sbom.0,
+            child_sbom.0,
+            multi_fallback,
+            child_fallback,
+        )
+    });
+
+    let dir = tmp();
+    let up_ref = |name: &str| format!("{}/{}:{}", up.host_port(), repo_of(name), tag_of(name));
+    write_config(
+        dir.path(),
+        &format!(
+            "{}{}image_set \"signed\" {{\n  registry  = registry.mirror\n  images    = [\"{}\", \"{}\"]\n  referrers = true\n}}\n",
+            registry_block("up", &up, None),
+            registry_block("mirror", &mirror, Some(NS)),
+            up_ref(&single.name),
+            up_ref(&multi.name),
+        ),
+    );
+    // the plan lists each referrer under its image
+    let plan = mp(dir.path(), &["plan", "--detailed-exitcode"]);
+    plan.expect(2, "plan");
+    let section = |name: &str| -> String {
+        let header = format!("# image.signed[\"{}\"] will be created", up_ref(name));
+        plan.stdout
+            .split("\n\n")
+            .find(|s| s.contains(&header))
+            .unwrap_or_else(|| panic!("no section {header}:\n{}", plan.stdout))
+            .to_string()
+    };
+    let s = section(&single.name);
+    assert!(
+        s.contains(&format!(
+            "sha256-{}.sig (cosign signature) {sig_digest}",
+            single_digest.hex()
+        )),
+        "the signature is listed:\n{s}"
+    );
+    let m = section(&multi.name);
+    for d in [&sbom, &child_sbom, &multi_fallback, &child_fallback] {
+        assert!(m.contains(d.as_str()), "{d} listed:\n{m}");
+    }
+    assert!(
+        m.contains("application/spdx+json (in the fallback index)"),
+        "{m}"
+    );
+    // and so does the JSON plan
+    let json = mp(dir.path(), &["plan", "--json"]);
+    json.expect(0, "plan --json");
+    let v: serde_json::Value = ok(serde_json::from_str(&json.stdout), "plan JSON");
+    let changes = v["resource_changes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let single_change = changes
+        .iter()
+        .find(|c| {
+            c["address"]
+                .as_str()
+                .is_some_and(|a| a.contains(&single_repo))
+        })
+        .cloned()
+        .unwrap_or_default();
+    let listed = &single_change["after"]["referrers"];
+    assert_eq!(listed[0]["digest"], sig_digest.to_string(), "{listed}");
+    assert_eq!(listed[0]["found_by"], "cosign_tag");
+    assert_eq!(listed[0]["subject"], single_digest.to_string());
+
+    mp(dir.path(), &["apply", "--auto-approve"]).expect(0, "apply");
+    // every referrer on the mirror under its digest (and tag)
+    let ms = format!("{NS}/{single_repo}");
+    let mm = format!("{NS}/{multi_repo}");
+    assert_eq!(
+        served_digest(&mirror, &format!("{ms}:sha256-{}.sig", single_digest.hex())),
+        Some(sig_digest.to_string())
+    );
+    for d in [&sbom, &child_sbom] {
+        assert_eq!(
+            served_digest(&mirror, &format!("{mm}@{d}")),
+            Some(d.to_string())
+        );
+    }
+    assert_eq!(
+        served_digest(&mirror, &format!("{mm}:sha256-{}", multi_digest.hex())),
+        Some(multi_fallback.to_string())
+    );
+    assert_eq!(
+        served_digest(&mirror, &format!("{mm}:sha256-{}", child.hex())),
+        Some(child_fallback.to_string())
+    );
+    // subjects first: the image's manifest PUT precedes its referrers'
+    let log = std::fs::read_to_string(mirror.log_path()).unwrap_or_default();
+    let puts = manifest_puts(&log, &ms);
+    let at = |r: &str| puts.iter().position(|p| p == r);
+    let subject_at = at(&tag_of(&single.name));
+    let sig_at = at(&format!("sha256-{}.sig", single_digest.hex()));
+    assert!(
+        subject_at.is_some() && sig_at.is_some() && subject_at < sig_at,
+        "subject PUT before its signature: {puts:?}"
+    );
+    let puts = manifest_puts(&log, &mm);
+    let at = |r: &str| puts.iter().position(|p| p == r);
+    let subject_at = at(&tag_of(&multi.name));
+    let sbom_at = at(sbom.as_str());
+    let index_at = at(&format!("sha256-{}", multi_digest.hex()));
+    assert!(
+        subject_at.is_some() && subject_at < sbom_at && sbom_at < index_at,
+        "index, then its SBOM, then the fallback index: {puts:?}"
+    );
+    // the signature verifies against the mirror's copy: its payload names
+    // the digest the mirror serves, and the ECDSA signature holds
+    let sig_raw = ok(
+        skopeo_raw(&mirror, &format!("{ms}@{sig_digest}")).ok_or("signature"),
+        "signature on the mirror",
+    );
+    let sig: serde_json::Value = ok(serde_json::from_slice(&sig_raw), "signature JSON");
+    let layer_digest = sig["layers"][0]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let sig_b64 = sig["layers"][0]["annotations"][SIG_ANNOTATION]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "-f", "-u", &format!("{USER}:{PASSWORD}")]);
+    if let Some(ca) = mirror.ca_cert_path() {
+        curl.arg("--cacert").arg(ca);
+    }
+    let fetched = ok(
+        curl.arg(format!("{}/v2/{ms}/blobs/{layer_digest}", mirror.url()))
+            .output(),
+        "curl payload",
+    );
+    assert!(fetched.status.success(), "payload blob on the mirror");
+    let mirrored_payload: serde_json::Value =
+        ok(serde_json::from_slice(&fetched.stdout), "payload JSON");
+    assert_eq!(
+        mirrored_payload["critical"]["image"]["docker-manifest-digest"].as_str(),
+        served_digest(&mirror, &format!("{ms}:{}", tag_of(&single.name))).as_deref(),
+        "the signed digest is the one the mirror serves"
+    );
+    let mirrored_payload_file = work.path().join("mirrored-payload.json");
+    let sig_file = work.path().join("sig.bin");
+    ok(
+        std::fs::write(&mirrored_payload_file, &fetched.stdout),
+        "write",
+    );
+    ok(std::fs::write(&sig_file, unb64(&sig_b64)), "write");
+    let verified = openssl(
+        &[
+            "dgst",
+            "-sha256",
+            "-verify",
+            &public_s,
+            "-signature",
+            &sig_file.display().to_string(),
+            &mirrored_payload_file.display().to_string(),
+        ],
+        "verify",
+    );
+    assert_eq!(String::from_utf8_lossy(&verified).trim(), "Verified OK");
+
+    mp(dir.path(), &["plan", "--detailed-exitcode"]).expect(0, "nothing left to do");
+}
