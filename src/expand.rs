@@ -168,9 +168,31 @@ fn expand_image_set(config: &Config, set: &ImageSet, out: &mut Expanded) -> Vec<
                     ));
                 }
                 for img in &cat.images {
+                    // a bundle's referrers are pushed only with `referrers = true`
+                    if img.referrer_of.is_some() && !set.referrers {
+                        continue;
+                    }
                     let Some(m) = img.mirror_ref(reg.namespace.as_deref()) else {
                         continue;
                     };
+                    let referrers = set.referrers.then(|| {
+                        cat.images
+                            .iter()
+                            .filter(|r| r.referrer_of.as_ref().is_some_and(|(s, _)| *s == img.name))
+                            .map(|r| mirrorplan_registry::referrers::Referrer {
+                                subject: r
+                                    .referrer_of
+                                    .as_ref()
+                                    .map(|(_, d)| d.clone())
+                                    .unwrap_or_default(),
+                                digest: r.manifest_digest.clone(),
+                                media_type: String::new(),
+                                artifact_type: None,
+                                tag: r.mirror_ref(reg.namespace.as_deref()).and_then(|m| m.tag),
+                                found_by: "bundle".into(),
+                            })
+                            .collect()
+                    });
                     let spec = ImageSpec {
                         upstream: img.name.clone(),
                         source: ImageSource::Bundle(bundle.clone()),
@@ -184,7 +206,7 @@ fn expand_image_set(config: &Config, set: &ImageSet, out: &mut Expanded) -> Vec<
                         prune: set.prune,
                         blobs: img.blobs,
                         bytes: img.bytes,
-                        referrers: None,
+                        referrers,
                     };
                     let addr = image_address(set, &img.name);
                     addrs.push(addr.clone());

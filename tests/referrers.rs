@@ -595,3 +595,245 @@ fn signatures_and_referrers_are_copied_after_their_subject_with_their_digests() 
 
     mp(dir.path(), &["plan", "--detailed-exitcode"]).expect(0, "nothing left to do");
 }
+
+/// Writes `bytes` as a blob of the OCI layout at `dir`; its descriptor.
+fn layout_blob(dir: &Path, media_type: &str, bytes: &[u8]) -> serde_json::Value {
+    let d = Digest::of(bytes);
+    ok(
+        std::fs::write(dir.join("blobs/sha256").join(d.hex()), bytes),
+        "write blob",
+    );
+    serde_json::json!({"mediaType": media_type, "digest": d.to_string(), "size": bytes.len()})
+}
+
+/// A bundle whose index.json lists, besides its images, an unnamed OCI 1.1
+/// artifact with a `subject` (the two-platform index) and a cosign
+/// signature tagged `sha256-<hex>.sig` (of the single-platform image):
+/// with `referrers = true` both are listed under their subject, pushed with
+/// their digests (the artifact by digest into its subject's repository);
+/// without, they are left out and nothing fails.
+#[test]
+fn bundles_carry_the_referrers_their_index_lists() {
+    let mirror = ok(
+        Registry::start(RegistryOptions {
+            tls: true,
+            auth: Some(Credentials::new(USER, PASSWORD)),
+            ..Default::default()
+        }),
+        "mirror",
+    );
+    let work = tmp();
+    let fx = ok(
+        write_oci_bundle(
+            work.path().join("plain.tar"),
+            &FixtureSpec {
+                seed: 171,
+                images: 2,
+                layers_per_image: 1,
+                shared_base_layers: 1,
+                layer_size: 4096,
+                multi_arch: true,
+                layer_compression: LayerCompression::Gzip,
+            },
+            Packing::Tar,
+        ),
+        "bundle",
+    );
+    let layout = work.path().join("layout");
+    ok(std::fs::create_dir_all(&layout), "mkdir");
+    let untar = ok(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&fx.path)
+            .arg("-C")
+            .arg(&layout)
+            .status(),
+        "untar",
+    );
+    assert!(untar.success());
+    let multi = &fx.images[0];
+    let single = &fx.images[1];
+    let multi_digest = ok(multi.manifest_digest.clone().ok_or("digest"), "multi");
+    let single_digest = ok(single.manifest_digest.clone().ok_or("digest"), "single");
+    let index_path = layout.join("index.json");
+    let mut index: serde_json::Value = ok(
+        serde_json::from_slice(&ok(std::fs::read(&index_path), "index.json")),
+        "index JSON",
+    );
+    let multi_size = index["manifests"][0]["size"].as_u64().unwrap_or(0);
+    // an OCI 1.1 artifact of the index, unnamed
+    let config = layout_blob(&layout, EMPTY, b"{}");
+    let layer = layout_blob(
+        &layout,
+        "application/spdx+json",
+        br#"{"spdxVersion":"SPDX-2.3"}"#,
+    );
+    let artifact = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/spdx+json",
+        "config": config,
+        "layers": [layer],
+        "subject": {"mediaType": OCI_INDEX, "digest": multi_digest.to_string(), "size": multi_size},
+    });
+    let artifact_desc = layout_blob(
+        &layout,
+        OCI_MANIFEST,
+        &ok(serde_json::to_vec(&artifact), "json"),
+    );
+    // a cosign-style signature of the single image, named by the tag schema
+    let sig_config = layout_blob(
+        &layout,
+        "application/vnd.oci.image.config.v1+json",
+        br#"{"rootfs":{"type":"layers","diff_ids":[]}}"#,
+    );
+    let mut sig_layer = layout_blob(
+        &layout,
+        "application/vnd.dev.cosign.simplesigning.v1+json",
+        format!(r#"{{"critical":{{"image":{{"docker-manifest-digest":"{single_digest}"}}}}}}"#)
+            .as_bytes(),
+    );
+    sig_layer["annotations"] = serde_json::json!({SIG_ANNOTATION: "MEUCIQ=="});
+    let sig = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": sig_config,
+        "layers": [sig_layer],
+    });
+    let mut sig_desc = layout_blob(&layout, OCI_MANIFEST, &ok(serde_json::to_vec(&sig), "json"));
+    let single_base = single
+        .name
+        .rsplit_once(':')
+        .map(|(r, _)| r)
+        .unwrap_or(&single.name);
+    let sig_name = format!("{single_base}:sha256-{}.sig", single_digest.hex());
+    sig_desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": sig_name});
+    if let Some(m) = index["manifests"].as_array_mut() {
+        // listed first: the catalogue still pushes them after their subjects
+        m.insert(0, sig_desc.clone());
+        m.insert(0, artifact_desc.clone());
+    }
+    ok(
+        std::fs::write(&index_path, ok(serde_json::to_vec(&index), "json")),
+        "index.json",
+    );
+    let bundle = work.path().join("signed.tar");
+    let tarred = ok(
+        Command::new("tar")
+            .arg("-cf")
+            .arg(&bundle)
+            .arg("-C")
+            .arg(&layout)
+            .args(["oci-layout", "index.json", "blobs"])
+            .status(),
+        "tar",
+    );
+    assert!(tarred.success());
+
+    // (a copy for the other set: one pass per bundle and mirror endpoint)
+    let copy = work.path().join("signed-copy.tar");
+    ok(std::fs::copy(&bundle, &copy), "copy bundle");
+    let dir = tmp();
+    let set = |name: &str, ns_registry: &str, referrers: bool| {
+        format!(
+            "image_set \"{name}\" {{\n  registry  = registry.{ns_registry}\n  bundle    = \"{}\"\n  referrers = {referrers}\n}}\n",
+            if referrers { &bundle } else { &copy }.display()
+        )
+    };
+    write_config(
+        dir.path(),
+        &format!(
+            "{}{}{}{}",
+            registry_block("mirror", &mirror, Some(NS)),
+            registry_block("plain", &mirror, Some("plain")),
+            set("signed", "mirror", true),
+            set("unsigned", "plain", false),
+        ),
+    );
+    let plan = mp(dir.path(), &["plan", "--detailed-exitcode"]);
+    plan.expect(2, "plan");
+    let section = |addr: &str| -> String {
+        let header = format!("# {addr} will be created");
+        plan.stdout
+            .split("\n\n")
+            .find(|s| s.contains(&header))
+            .unwrap_or_else(|| panic!("no section {header}:\n{}", plan.stdout))
+            .to_string()
+    };
+    let s = section(&format!("image.signed[\"{}\"]", single.name));
+    assert!(
+        s.contains(&format!(
+            "sha256-{}.sig (in the bundle",
+            single_digest.hex()
+        )),
+        "{s}"
+    );
+    let artifact_digest = artifact_desc["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let m = section(&format!("image.signed[\"{}\"]", multi.name));
+    assert!(m.contains(&artifact_digest), "{m}");
+    // the referrers are instances of the signed set only
+    let multi_base = multi
+        .name
+        .rsplit_once(':')
+        .map(|(r, _)| r)
+        .unwrap_or(&multi.name);
+    let artifact_addr = format!("image.signed[\"{multi_base}@{artifact_digest}\"]");
+    section(&artifact_addr);
+    assert!(
+        !plan.stdout.contains("image.unsigned[\"")
+            || !plan
+                .stdout
+                .contains(&format!("image.unsigned[\"{multi_base}@")),
+        "no referrer in the set without referrers:\n{}",
+        plan.stdout
+    );
+    assert!(
+        !plan
+            .stdout
+            .contains(&format!("image.unsigned[\"{sig_name}\"]")),
+        "{}",
+        plan.stdout
+    );
+
+    mp(dir.path(), &["apply", "--auto-approve"]).expect(0, "apply");
+    let repo_of = |name: &str| -> String {
+        let path = name.split_once('/').map(|(_, p)| p).unwrap_or(name);
+        path.rsplit_once(':')
+            .map(|(r, _)| r)
+            .unwrap_or(path)
+            .to_string()
+    };
+    let mm = format!("{NS}/{}", repo_of(&multi.name));
+    let ms = format!("{NS}/{}", repo_of(&single.name));
+    assert_eq!(
+        served_digest(&mirror, &format!("{mm}@{artifact_digest}")),
+        Some(artifact_digest.clone())
+    );
+    assert_eq!(
+        served_digest(&mirror, &format!("{ms}:sha256-{}.sig", single_digest.hex())),
+        sig_desc["digest"].as_str().map(str::to_string)
+    );
+    assert_eq!(
+        served_digest(
+            &mirror,
+            &format!(
+                "plain/{}:sha256-{}.sig",
+                repo_of(&single.name),
+                single_digest.hex()
+            )
+        ),
+        None,
+        "not pushed without referrers = true"
+    );
+    assert_eq!(
+        served_digest(
+            &mirror,
+            &format!("plain/{}@{artifact_digest}", repo_of(&multi.name))
+        ),
+        None
+    );
+    mp(dir.path(), &["plan", "--detailed-exitcode"]).expect(0, "nothing left to do");
+}

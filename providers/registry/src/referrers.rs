@@ -49,13 +49,21 @@ pub struct Referrer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
     /// How it was found: `referrers_api`, `fallback_tag` (listed in the
-    /// fallback index, or the index itself) or `cosign_tag`.
+    /// fallback index, or the index itself), `cosign_tag`, or `bundle` (an
+    /// image of the bundle: pushed as its own image instance, listed here).
     pub found_by: String,
 }
 
 impl Referrer {
     /// `sha256-<hex>.sig (cosign signature) sha256:…`, for the human plan.
     pub fn line(&self) -> String {
+        if self.found_by == "bundle" {
+            return format!(
+                "referrer of {}: {} (in the bundle, pushed as its own image)",
+                short(&self.subject),
+                self.tag.as_deref().unwrap_or(&self.digest)
+            );
+        }
         let what = match (&self.tag, self.found_by.as_str()) {
             (Some(t), _) if t.ends_with(".sig") => format!("{t} (cosign signature)"),
             (Some(t), _) if t.ends_with(".att") => format!("{t} (cosign attestation)"),
