@@ -251,8 +251,29 @@ async fn expand_upstream_images(
     let Some(reg) = config.registries.get(&set.registry) else {
         return Vec::new();
     };
+    // the tags each `repository { }` selection picks, listed upstream now
+    let mut wanted: Vec<String> = set.images.clone();
+    for sel in &set.repositories {
+        match select_tags(config, sel, images).await {
+            Ok(tags) => {
+                for t in tags {
+                    let name = format!("{}:{t}", sel.repository);
+                    if !wanted.contains(&name) {
+                        wanted.push(name);
+                    }
+                }
+            }
+            Err(e) => out.errors.push(ExpandError {
+                address: set.address(),
+                message: e.message.clone(),
+                help: e.help.clone().unwrap_or_else(|| {
+                    "check that the upstream registry is reachable and the repository exists".into()
+                }),
+            }),
+        }
+    }
     let mut jobs = Vec::new();
-    for img in &set.images {
+    for img in &wanted {
         let upstream = match ImageRef::parse(img) {
             Ok(r) => r,
             Err(e) => {
@@ -315,6 +336,34 @@ async fn expand_upstream_images(
         }
     }
     addrs
+}
+
+/// The tags of `sel.repository` that the selection picks (its upstream's
+/// tag list, all pages). A selection that picks nothing is an error: a
+/// plan would otherwise forget every image it picked before.
+async fn select_tags(
+    config: &Config,
+    sel: &mirrorplan_config::TagSelection,
+    images: &ImageProvider,
+) -> Result<Vec<String>, mirrorplan_engine::ProviderError> {
+    let bad = |m: String| mirrorplan_engine::ProviderError::invalid_input(m);
+    // `HOST/PATH:probe` parses the repository as the image references do
+    let probe = ImageRef::parse(&format!("{}:probe", sel.repository))
+        .map_err(|e| bad(format!("repository {}: {e}", sel.repository)))?;
+    let src = upstream_conn(config, &probe.registry);
+    let tags = images.list_tags(&src, &probe.repository).await?;
+    let picked = sel
+        .select(&tags)
+        .map_err(|e| bad(format!("repository {}: {e}", sel.repository)))?;
+    if picked.is_empty() {
+        return Err(bad(format!(
+            "repository {}: the selection picks none of its {} tags",
+            sel.repository,
+            tags.len()
+        ))
+        .with_help("widen include/semver, or remove the repository block"));
+    }
+    Ok(picked)
 }
 
 fn read_file(path: &Path, what: &str, address: &str) -> Result<Vec<u8>, ExpandError> {
@@ -708,7 +757,13 @@ pub fn clear_text_warnings(config: &Config) -> Vec<(Address, String)> {
         let upstream_hosts: Vec<String> = set
             .images
             .iter()
-            .filter_map(|i| ImageRef::parse(i).ok().map(|r| r.registry))
+            .cloned()
+            .chain(
+                set.repositories
+                    .iter()
+                    .map(|r| format!("{}:probe", r.repository)),
+            )
+            .filter_map(|i| ImageRef::parse(&i).ok().map(|r| r.registry))
             .collect();
         for r in config.registries.values() {
             let used = r.name == set.registry

@@ -152,6 +152,9 @@ pub struct ImageSet {
     pub bundle: Option<PathBuf>,
     /// Upstream image references.
     pub images: Vec<String>,
+    /// `repository { }` blocks: tags of upstream repositories picked at
+    /// plan time.
+    pub repositories: Vec<crate::tags::TagSelection>,
     /// Platforms to keep, e.g. `linux/amd64`; empty = all.
     pub platforms: Vec<String>,
     /// Delete the images from the registry on destroy.

@@ -1622,13 +1622,22 @@ impl RegistryClient {
     /// `Link: <...>; rel="next"` pages). A repository that does not exist
     /// is an error.
     pub async fn list_tags(&self, repo: &str) -> Result<Vec<String>, RegistryError> {
+        self.list_tags_paged(repo, 1000).await
+    }
+
+    /// [`Self::list_tags`], asking for `page` tags per request.
+    pub async fn list_tags_paged(
+        &self,
+        repo: &str,
+        page: usize,
+    ) -> Result<Vec<String>, RegistryError> {
         #[derive(serde::Deserialize)]
         struct Page {
             #[serde(default)]
             tags: Option<Vec<String>>,
         }
         let mut tags = Vec::new();
-        let mut next = Some(self.url(&format!("v2/{repo}/tags/list?n=1000"))?);
+        let mut next = Some(self.url(&format!("v2/{repo}/tags/list?n={}", page.max(1)))?);
         let mut pages = 0;
         while let Some(url) = next.take() {
             pages += 1;

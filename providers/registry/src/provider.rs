@@ -805,6 +805,22 @@ impl ImageProvider {
             .map_err(|e| registry_error(&format!("reading {upstream} from its registry"), e))
     }
 
+    /// Every tag of an upstream repository (`GET /v2/NAME/tags/list`, all
+    /// pages), for a tag selection.
+    pub async fn list_tags(
+        &self,
+        conn: &RegistryConn,
+        repository: &str,
+    ) -> Result<Vec<String>, ProviderError> {
+        let client = self.client(conn)?;
+        client.list_tags(repository).await.map_err(|e| {
+            registry_error(
+                &format!("listing the tags of {repository} in {}", conn.endpoint),
+                e,
+            )
+        })
+    }
+
     /// The referrers of an upstream image (see [`crate::referrers::discover`]):
     /// of its manifest unless a platform filter rewrote it, and of each
     /// platform manifest kept.

@@ -9,7 +9,11 @@
 //!   index and on one of its platform manifests, listed by the fallback
 //!   index tag `sha256-<hex>`) are listed in the plan, copied after their
 //!   subject with their digests, and the signature still verifies against
-//!   the mirror's copy.
+//!   the mirror's copy;
+//! - tag selections (`repository { }` blocks) against an upstream
+//!   repository with 30 tags: the plan shows the tags picked, a tag gone
+//!   upstream is forgotten but stays in the mirror, bad selections are
+//!   diagnostics at their file and line.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -836,4 +840,232 @@ fn bundles_carry_the_referrers_their_index_lists() {
         None
     );
     mp(dir.path(), &["plan", "--detailed-exitcode"]).expect(0, "nothing left to do");
+}
+
+/// Pushes one small image to `repo` of `reg` under each of `tags`, each
+/// tag a distinct manifest (an annotation names it), so that deleting one
+/// leaves the others.
+fn push_tags(reg: &Registry, repo: &str, tags: &[&str]) -> Vec<Digest> {
+    let rt = ok(tokio::runtime::Runtime::new(), "runtime");
+    let c = ok(
+        RegistryClient::new(RegistryTarget::new(Scheme::Http, reg.host_port())),
+        "client",
+    );
+    rt.block_on(async {
+        let config = blob(
+            &c,
+            repo,
+            "application/vnd.oci.image.config.v1+json",
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+        )
+        .await;
+        let layer = blob(
+            &c,
+            repo,
+            "application/vnd.oci.image.layer.v1.tar",
+            b"tagged",
+        )
+        .await;
+        let mut out = Vec::new();
+        for t in tags {
+            let m = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": config,
+                "layers": [layer],
+                "annotations": {"tag": t},
+            });
+            out.push(manifest(&c, repo, t, &m).await);
+        }
+        out
+    })
+}
+
+/// The addresses a plan will create, in its order.
+fn created(plan: &str) -> Vec<String> {
+    plan.lines()
+        .filter_map(|l| l.trim().strip_prefix("# "))
+        .filter_map(|l| l.strip_suffix(" will be created"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A repository with 30 tags: a selection (include, exclude, semver range,
+/// newest 3) picks three, listed upstream through the tag list; the plan
+/// shows them as image instances; apply copies them; once the newest is
+/// deleted upstream the plan picks the next one and forgets the deleted
+/// tag without deleting it from the mirror (prune is false).
+#[test]
+fn tag_selections_pick_from_thirty_upstream_tags() {
+    let up = ok(Registry::start(RegistryOptions::default()), "upstream");
+    let mirror = ok(
+        Registry::start(RegistryOptions {
+            tls: true,
+            auth: Some(Credentials::new(USER, PASSWORD)),
+            ..Default::default()
+        }),
+        "mirror",
+    );
+    let mut tags: Vec<String> = Vec::new();
+    for minor in 25..=30 {
+        for patch in 0..=3 {
+            tags.push(format!("v1.{minor}.{patch}"));
+        }
+    }
+    tags.extend(
+        [
+            "v1.29.0-rc.1",
+            "v1.30.0-rc.0",
+            "latest",
+            "1.28",
+            "v1.29.4-debug",
+            "nightly",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    assert_eq!(tags.len(), 30);
+    let tag_refs: Vec<&str> = tags.iter().map(String::as_str).collect();
+    let digests = push_tags(&up, "kube/apiserver", &tag_refs);
+    let digest_of = |t: &str| digests[tags.iter().position(|x| x == t).unwrap_or(0)].to_string();
+    // the client lists all 30 (the tag list, following Link pages)
+    let rt = ok(tokio::runtime::Runtime::new(), "runtime");
+    let c = ok(
+        RegistryClient::new(RegistryTarget::new(Scheme::Http, up.host_port())),
+        "client",
+    );
+    let mut listed = ok(rt.block_on(c.list_tags("kube/apiserver")), "list tags");
+    listed.sort();
+    let mut want = tags.clone();
+    want.sort();
+    assert_eq!(listed, want);
+    // asked 7 a page, all 30 still come (distribution 2.8 ignores `n` for
+    // tags and answers in one page; `Link` pages are followed where given)
+    let mut paged = ok(
+        rt.block_on(c.list_tags_paged("kube/apiserver", 7)),
+        "list tags by 7",
+    );
+    paged.sort();
+    assert_eq!(paged, want);
+
+    let dir = tmp();
+    let repo = format!("{}/kube/apiserver", up.host_port());
+    write_config(
+        dir.path(),
+        &format!(
+            "{}{}image_set \"k8s\" {{\n  registry = registry.mirror\n  repository {{\n    name    = \"{repo}\"\n    include = [\"^v1\\\\.2[89]\\\\.\"]\n    exclude = [\"-\"]\n    semver  = \">=1.28, <1.30\"\n    newest  = 3\n  }}\n}}\n",
+            registry_block("up", &up, None),
+            registry_block("mirror", &mirror, Some(NS)),
+        ),
+    );
+    let plan = mp(dir.path(), &["plan", "--detailed-exitcode"]);
+    plan.expect(2, "plan");
+    let addr = |t: &str| format!("image.k8s[\"{repo}:{t}\"]");
+    let mut got = created(&plan.stdout);
+    got.retain(|a| a.starts_with("image.k8s["));
+    got.sort();
+    assert_eq!(
+        got,
+        vec![addr("v1.29.1"), addr("v1.29.2"), addr("v1.29.3")],
+        "{}",
+        plan.stdout
+    );
+    mp(dir.path(), &["apply", "--auto-approve"]).expect(0, "apply");
+    for t in ["v1.29.1", "v1.29.2", "v1.29.3"] {
+        assert_eq!(
+            served_digest(&mirror, &format!("{NS}/kube/apiserver:{t}")),
+            Some(digest_of(t)),
+            "{t} on the mirror"
+        );
+    }
+    assert_eq!(
+        served_digest(&mirror, &format!("{NS}/kube/apiserver:v1.29.0")),
+        None
+    );
+    mp(dir.path(), &["plan", "--detailed-exitcode"]).expect(0, "nothing to do");
+
+    // v1.29.3 disappears upstream: v1.29.0 comes in, v1.29.3 is forgotten
+    let out = ok(
+        Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "DELETE",
+            ])
+            .arg(format!(
+                "{}/v2/kube/apiserver/manifests/{}",
+                up.url(),
+                digest_of("v1.29.3")
+            ))
+            .output(),
+        "curl DELETE",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "202");
+    let plan = mp(dir.path(), &["plan", "--detailed-exitcode"]);
+    plan.expect(2, "plan after the delete");
+    assert_eq!(
+        created(&plan.stdout),
+        vec![addr("v1.29.0")],
+        "{}",
+        plan.stdout
+    );
+    let gone = plan
+        .stdout
+        .split("\n\n")
+        .find(|s| s.contains(&format!("# {} will be destroyed", addr("v1.29.3"))))
+        .unwrap_or_else(|| panic!("v1.29.3 leaves the plan:\n{}", plan.stdout))
+        .to_string();
+    assert!(
+        gone.contains("forgotten only: the image stays in the mirror"),
+        "{gone}"
+    );
+    mp(dir.path(), &["apply", "--auto-approve"]).expect(0, "apply after the delete");
+    assert_eq!(
+        served_digest(&mirror, &format!("{NS}/kube/apiserver:v1.29.3")),
+        Some(digest_of("v1.29.3")),
+        "still in the mirror"
+    );
+    assert_eq!(
+        served_digest(&mirror, &format!("{NS}/kube/apiserver:v1.29.0")),
+        Some(digest_of("v1.29.0"))
+    );
+}
+
+/// An invalid regular expression, semver range or `newest = 0` is a
+/// diagnostic at its file and line, exit 1, before anything is contacted.
+#[test]
+fn bad_tag_selections_are_diagnostics_at_their_line() {
+    let dir = tmp();
+    let body = "registry \"mirror\" {\n  endpoint = \"https://127.0.0.1:9\"\n}\nimage_set \"k8s\" {\n  registry = registry.mirror\n  repository {\n    name    = \"registry.k8s.io/kube-apiserver\"\n    include = [\"^v1(\"]\n    semver  = \">=1.28, <<1.30\"\n    newest  = 0\n  }\n}\n";
+    write_config(dir.path(), body);
+    // PASSWORD_VAR takes the first lines of main.hcl
+    let offset = PASSWORD_VAR.lines().count() + 1;
+    let line_of = |needle: &str| {
+        body.lines()
+            .position(|l| l.contains(needle))
+            .map(|i| i + 1 + offset)
+            .unwrap_or(0)
+    };
+    for cmd in ["validate", "plan"] {
+        let r = mp(dir.path(), &[cmd]);
+        r.expect(1, cmd);
+        let text = format!("{}{}", r.stdout, r.stderr);
+        for (what, needle) in [
+            ("invalid regular expression in `include`", "include"),
+            ("invalid semver range", "semver"),
+            ("`newest = 0` selects no tag", "newest"),
+        ] {
+            assert!(text.contains(what), "{cmd}: {what}:\n{text}");
+            assert!(
+                text.contains(&format!("main.hcl:{}", line_of(needle))),
+                "{cmd}: main.hcl:{} for {what}:\n{text}",
+                line_of(needle)
+            );
+        }
+        assert!(!text.contains("panicked"), "{text}");
+    }
 }
