@@ -253,12 +253,15 @@ async fn expand_upstream_images(
     };
     // the tags each `repository { }` selection picks, listed upstream now
     let mut wanted: Vec<String> = set.images.clone();
+    // (compared normalised: `docker.io/nginx:1` and `docker.io/library/nginx:1` are one image)
+    let normal = |i: &str| ImageRef::parse(i).map_or_else(|_| i.to_string(), |r| r.to_string());
+    let mut seen: std::collections::BTreeSet<String> = wanted.iter().map(|i| normal(i)).collect();
     for sel in &set.repositories {
         match select_tags(config, sel, images).await {
             Ok(tags) => {
                 for t in tags {
                     let name = format!("{}:{t}", sel.repository);
-                    if !wanted.contains(&name) {
+                    if seen.insert(normal(&name)) {
                         wanted.push(name);
                     }
                 }
