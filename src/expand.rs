@@ -178,9 +178,31 @@ fn expand_image_set(config: &Config, set: &ImageSet, out: &mut Expanded) -> Vec<
                     ));
                 }
                 for img in &cat.images {
+                    // a bundle's referrers are pushed only with `referrers = true`
+                    if img.referrer_of.is_some() && !set.referrers {
+                        continue;
+                    }
                     let Some(m) = img.mirror_ref(reg.namespace.as_deref()) else {
                         continue;
                     };
+                    let referrers = set.referrers.then(|| {
+                        cat.images
+                            .iter()
+                            .filter(|r| r.referrer_of.as_ref().is_some_and(|(s, _)| *s == img.name))
+                            .map(|r| mirrorplan_registry::referrers::Referrer {
+                                subject: r
+                                    .referrer_of
+                                    .as_ref()
+                                    .map(|(_, d)| d.clone())
+                                    .unwrap_or_default(),
+                                digest: r.manifest_digest.clone(),
+                                media_type: String::new(),
+                                artifact_type: None,
+                                tag: r.mirror_ref(reg.namespace.as_deref()).and_then(|m| m.tag),
+                                found_by: "bundle".into(),
+                            })
+                            .collect()
+                    });
                     let spec = ImageSpec {
                         upstream: img.name.clone(),
                         source: ImageSource::Bundle(bundle.clone()),
@@ -194,6 +216,7 @@ fn expand_image_set(config: &Config, set: &ImageSet, out: &mut Expanded) -> Vec<
                         prune: set.prune,
                         blobs: img.blobs,
                         bytes: img.bytes,
+                        referrers,
                     };
                     let addr = image_address(set, &img.name);
                     addrs.push(addr.clone());
@@ -238,8 +261,32 @@ async fn expand_upstream_images(
     let Some(reg) = config.registries.get(&set.registry) else {
         return Vec::new();
     };
+    // the tags each `repository { }` selection picks, listed upstream now
+    let mut wanted: Vec<String> = set.images.clone();
+    // (compared normalised: `docker.io/nginx:1` and `docker.io/library/nginx:1` are one image)
+    let normal = |i: &str| ImageRef::parse(i).map_or_else(|_| i.to_string(), |r| r.to_string());
+    let mut seen: std::collections::BTreeSet<String> = wanted.iter().map(|i| normal(i)).collect();
+    for sel in &set.repositories {
+        match select_tags(config, sel, images).await {
+            Ok(tags) => {
+                for t in tags {
+                    let name = format!("{}:{t}", sel.repository);
+                    if seen.insert(normal(&name)) {
+                        wanted.push(name);
+                    }
+                }
+            }
+            Err(e) => out.errors.push(ExpandError {
+                address: set.address(),
+                message: e.message.clone(),
+                help: e.help.clone().unwrap_or_else(|| {
+                    "check that the upstream registry is reachable and the repository exists".into()
+                }),
+            }),
+        }
+    }
     let mut jobs = Vec::new();
-    for img in &set.images {
+    for img in &wanted {
         let upstream = match ImageRef::parse(img) {
             Ok(r) => r,
             Err(e) => {
@@ -256,13 +303,21 @@ async fn expand_upstream_images(
             let resolved = images
                 .resolve_upstream(&upstream, &src, &set.platforms)
                 .await;
+            // with `referrers = true`: what refers to it, listed in the plan
+            let resolved = match resolved {
+                Ok(r) if set.referrers => images
+                    .resolve_referrers(&upstream, &src, &r)
+                    .await
+                    .map(|refs| (r, Some(refs))),
+                other => other.map(|r| (r, None)),
+            };
             (upstream, src, resolved)
         });
     }
     let mut addrs = Vec::new();
     for (upstream, src, resolved) in futures::future::join_all(jobs).await {
         match resolved {
-            Ok(r) => {
+            Ok((r, referrers)) => {
                 let m = mirror_path(&upstream, reg.namespace.as_deref());
                 let name = upstream.to_string();
                 let spec = ImageSpec {
@@ -278,6 +333,7 @@ async fn expand_upstream_images(
                     prune: set.prune,
                     blobs: r.blobs,
                     bytes: r.bytes,
+                    referrers,
                 };
                 let addr = image_address(set, &name);
                 addrs.push(addr.clone());
@@ -293,6 +349,34 @@ async fn expand_upstream_images(
         }
     }
     addrs
+}
+
+/// The tags of `sel.repository` that the selection picks (its upstream's
+/// tag list, all pages). A selection that picks nothing is an error: a
+/// plan would otherwise forget every image it picked before.
+async fn select_tags(
+    config: &Config,
+    sel: &mirrorplan_config::TagSelection,
+    images: &ImageProvider,
+) -> Result<Vec<String>, mirrorplan_engine::ProviderError> {
+    let bad = |m: String| mirrorplan_engine::ProviderError::invalid_input(m);
+    // `HOST/PATH:probe` parses the repository as the image references do
+    let probe = ImageRef::parse(&format!("{}:probe", sel.repository))
+        .map_err(|e| bad(format!("repository {}: {e}", sel.repository)))?;
+    let src = upstream_conn(config, &probe.registry);
+    let tags = images.list_tags(&src, &probe.repository).await?;
+    let picked = sel
+        .select(&tags)
+        .map_err(|e| bad(format!("repository {}: {e}", sel.repository)))?;
+    if picked.is_empty() {
+        return Err(bad(format!(
+            "repository {}: the selection picks none of its {} tags",
+            sel.repository,
+            tags.len()
+        ))
+        .with_help("widen include/semver, or remove the repository block"));
+    }
+    Ok(picked)
 }
 
 fn read_file(path: &Path, what: &str, address: &str) -> Result<Vec<u8>, ExpandError> {
@@ -696,7 +780,13 @@ pub fn clear_text_warnings(config: &Config) -> Vec<(Address, String)> {
         let upstream_hosts: Vec<String> = set
             .images
             .iter()
-            .filter_map(|i| ImageRef::parse(i).ok().map(|r| r.registry))
+            .cloned()
+            .chain(
+                set.repositories
+                    .iter()
+                    .map(|r| format!("{}:probe", r.repository)),
+            )
+            .filter_map(|i| ImageRef::parse(&i).ok().map(|r| r.registry))
             .collect();
         for r in config.registries.values() {
             let used = r.name == set.registry

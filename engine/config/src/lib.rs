@@ -24,9 +24,11 @@ pub mod ownership;
 pub mod refs;
 pub mod schema;
 pub mod syntax;
+pub mod tags;
 
 pub use backend::{backend_of_dir, BackendBlock};
 pub use diag::{ConfigDiagnostic, DiagKind, SourceFile};
 pub use lifecycle::Lifecycle;
 pub use load::{load_dir, load_sources, parse_var_flag, LoadOptions, Loaded, Mode};
 pub use model::*;
+pub use tags::TagSelection;

@@ -1814,6 +1814,114 @@ impl Loader {
         l
     }
 
+    /// The `repository { }` tag selections of an image set body, each part
+    /// checked: the name is a repository (no tag or digest), each
+    /// `include`/`exclude` a regular expression, `semver` a range and
+    /// `newest` at least 1.
+    fn tag_selections(
+        &mut self,
+        file: usize,
+        body: &Body,
+        ctx: &Context,
+    ) -> Vec<crate::tags::TagSelection> {
+        let mut out = Vec::new();
+        for rb in body.get_blocks("repository") {
+            let rbody = &rb.body;
+            let Some(name) = self.string_attr(file, rbody, "name", ctx) else {
+                continue;
+            };
+            let name_span = rbody.get_attribute("name").and_then(|a| a.value.span());
+            if !name.contains(UNKNOWN) {
+                let why = match syntax::parse_image(&name) {
+                    Err(why) => Some(why.to_string()),
+                    Ok(_)
+                        if name.contains('@')
+                            || name.rsplit('/').next().is_some_and(|l| l.contains(':')) =>
+                    {
+                        Some("a repository names no tag or digest".to_string())
+                    }
+                    Ok(_)
+                        if !name.split('/').next().is_some_and(|h| {
+                            h.contains('.') || h.contains(':') || h == "localhost"
+                        }) =>
+                    {
+                        Some(
+                            "give the registry host, e.g. `registry.k8s.io/kube-apiserver`"
+                                .to_string(),
+                        )
+                    }
+                    Ok(_) => None,
+                };
+                if let Some(why) = why {
+                    self.dh(
+                        DiagKind::InvalidImage,
+                        format!("invalid repository `{name}`: {why}"),
+                        file,
+                        name_span,
+                        "invalid repository",
+                        "write HOST/PATH, e.g. `registry.k8s.io/kube-apiserver`",
+                    );
+                }
+            }
+            let patterns = |key: &str, this: &mut Self| -> Vec<String> {
+                let list = this.list_attr(file, rbody, key, ctx).unwrap_or_default();
+                for (p, span) in &list {
+                    if p.contains(UNKNOWN) {
+                        continue;
+                    }
+                    if let Err(why) = crate::tags::check_regex(p) {
+                        let first = why.lines().last().unwrap_or(&why).trim().to_string();
+                        this.dh(
+                            DiagKind::InvalidValue,
+                            format!("invalid regular expression in `{key}`: {first}"),
+                            file,
+                            span.clone(),
+                            "invalid regular expression",
+                            "write a regular expression in Rust `regex` syntax, e.g. \"^v1[.]2[89][.]\"",
+                        );
+                    }
+                }
+                list.into_iter().map(|(p, _)| p).collect()
+            };
+            let include = patterns("include", self);
+            let exclude = patterns("exclude", self);
+            let semver = self.string_attr(file, rbody, "semver", ctx);
+            if let Some(r) = semver.as_deref().filter(|r| !r.contains(UNKNOWN)) {
+                if let Err(why) = crate::tags::check_range(r) {
+                    let span = rbody.get_attribute("semver").and_then(|a| a.value.span());
+                    self.dh(
+                        DiagKind::InvalidValue,
+                        format!("invalid semver range `{r}`: {why}"),
+                        file,
+                        span,
+                        "invalid semver range",
+                        "write comparators separated by commas, e.g. \">=1.28, <1.30\"",
+                    );
+                }
+            }
+            let newest = self.number_attr(file, rbody, "newest", ctx);
+            if newest == Some(0) {
+                let span = rbody.get_attribute("newest").and_then(|a| a.value.span());
+                self.dh(
+                    DiagKind::InvalidValue,
+                    "`newest = 0` selects no tag".to_string(),
+                    file,
+                    span,
+                    "must be at least 1",
+                    "give how many of the newest versions to keep, e.g. `newest = 3`, or leave it out",
+                );
+            }
+            out.push(crate::tags::TagSelection {
+                repository: name,
+                include,
+                exclude,
+                semver,
+                newest,
+            });
+        }
+        out
+    }
+
     fn eval_image_set(&mut self, decl: &Decl, b: &Block) {
         let lifecycle = self.lifecycle(decl, b);
         let instances: Vec<Option<(Value, Value)>> = match self.for_each(decl, b) {
@@ -1837,14 +1945,21 @@ impl Loader {
                 .list_attr(file, body, "platforms", &ctx)
                 .unwrap_or_default();
             let prune = self.bool_attr(file, body, "prune", &ctx).unwrap_or(false);
-            if bundle.is_none() && body.get_attribute("images").is_none() {
+            let referrers = self
+                .bool_attr(file, body, "referrers", &ctx)
+                .unwrap_or(false);
+            let repositories = self.tag_selections(file, body, &ctx);
+            if bundle.is_none()
+                && body.get_attribute("images").is_none()
+                && body.get_blocks("repository").next().is_none()
+            {
                 let span = decl.span.clone();
                 self.dh(
                     DiagKind::MissingRequired,
                     format!("image set `{}` has no images", decl.name),
                     file,
                     span,
-                    "needs `bundle` or `images`",
+                    "needs `bundle`, `images` or a `repository` block",
                     "add `bundle = \"FILE.tar.xz\"` and/or `images = [\"gcr.io/...:TAG\"]`",
                 );
             }
@@ -1897,8 +2012,10 @@ impl Loader {
                 registry,
                 bundle,
                 images: images.into_iter().map(|(s, _)| s).collect(),
+                repositories,
                 platforms: platforms.into_iter().map(|(s, _)| s).collect(),
                 prune,
+                referrers,
                 depends_on: Self::depends_on(b),
                 lifecycle: lifecycle.clone(),
                 origin,

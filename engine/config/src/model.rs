@@ -180,10 +180,16 @@ pub struct ImageSet {
     pub bundle: Option<PathBuf>,
     /// Upstream image references.
     pub images: Vec<String>,
+    /// `repository { }` blocks: tags of upstream repositories picked at
+    /// plan time.
+    pub repositories: Vec<crate::tags::TagSelection>,
     /// Platforms to keep, e.g. `linux/amd64`; empty = all.
     pub platforms: Vec<String>,
     /// Delete the images from the registry on destroy.
     pub prune: bool,
+    /// Copy the artifacts referring to each image (signatures,
+    /// attestations, SBOMs, OCI 1.1 referrers) with it.
+    pub referrers: bool,
     /// Explicit dependencies (block addresses such as `cluster.admin1`).
     pub depends_on: Vec<String>,
     /// Its `lifecycle` block.

@@ -188,6 +188,26 @@ const LIFECYCLE_BLOCK: BlockSchema = BlockSchema {
     repeatable: false,
 };
 
+/// `repository { ... }` inside an image set: a tag selection (see
+/// [`crate::tags`]).
+pub static REPOSITORY: BodySchema = BodySchema {
+    attrs: &[
+        req("name", T::String),
+        a("include", T::StringList),
+        a("exclude", T::StringList),
+        a("semver", T::String),
+        a("newest", T::Number),
+    ],
+    blocks: &[],
+};
+
+const REPOSITORY_BLOCK: BlockSchema = BlockSchema {
+    name: "repository",
+    body: &REPOSITORY,
+    required: false,
+    repeatable: true,
+};
+
 /// `image_set "NAME" { ... }`
 pub static IMAGE_SET: BodySchema = BodySchema {
     attrs: &[
@@ -196,10 +216,11 @@ pub static IMAGE_SET: BodySchema = BodySchema {
         a("images", T::StringList),
         a("platforms", T::StringList),
         a("prune", T::Bool),
+        a("referrers", T::Bool),
         a("depends_on", T::RefList),
         a("for_each", T::ForEach),
     ],
-    blocks: &[LIFECYCLE_BLOCK],
+    blocks: &[LIFECYCLE_BLOCK, REPOSITORY_BLOCK],
 };
 
 /// `ssh { ... }` inside a cluster.

@@ -136,6 +136,11 @@ pub struct ImageEntry {
     /// The manifest was synthesised from a `docker save` archive; its digest
     /// differs from the original registry's.
     pub synthesized: bool,
+    /// A referrer (see [`crate::referrers`]): the name of the image of the
+    /// bundle it refers to, and the digest it refers to (that image's
+    /// manifest or one of its platform manifests). Referrers come after
+    /// every other image in [`Catalogue::images`].
+    pub referrer_of: Option<(String, Digest)>,
 }
 
 impl ImageEntry {
@@ -1011,11 +1016,19 @@ impl Builder<'_> {
                 file: "index.json".into(),
                 reason: e.to_string(),
             })?;
+        // unnamed entries whose manifest has a `subject`: OCI 1.1 referrers
+        let mut unnamed_referrers: Vec<(&Descriptor, Digest)> = Vec::new();
         for (i, desc) in parsed.manifests.iter().enumerate() {
             let raw = desc
                 .annotations
                 .get(oci::ANNOTATION_CONTAINERD_NAME)
                 .or_else(|| desc.annotations.get(oci::ANNOTATION_REF_NAME));
+            if raw.is_none() {
+                if let Some(subject) = self.subject_of(desc) {
+                    unnamed_referrers.push((desc, subject));
+                    continue;
+                }
+            }
             let Some(raw) = raw else {
                 let label = format!("index.json entry #{} ({})", i + 1, desc.digest);
                 self.failures.push(ImageFailure {
@@ -1042,7 +1055,87 @@ impl Builder<'_> {
             };
             self.push_result(name, result);
         }
+        self.add_referrers(unnamed_referrers);
         Ok(())
+    }
+
+    /// The `subject` digest of an index.json entry's manifest, if it has one.
+    fn subject_of(&self, desc: &Descriptor) -> Option<Digest> {
+        #[derive(Deserialize)]
+        struct WithSubject {
+            subject: Option<Descriptor>,
+        }
+        if !oci::is_manifest(&desc.media_type) && !oci::is_index(&desc.media_type) {
+            return None;
+        }
+        let bytes = self.manifest_bytes(desc.digest.as_str(), desc).ok()?;
+        let w: WithSubject = serde_json::from_slice(&bytes).ok()?;
+        w.subject.map(|s| s.digest)
+    }
+
+    /// The image of the bundle in `repo` whose manifest, original manifest
+    /// or platform manifest is `subject`.
+    fn subject_image(&self, repo: Option<(&str, &str)>, subject: &Digest) -> Option<&ImageEntry> {
+        self.images.iter().find(|i| {
+            i.referrer_of.is_none()
+                && repo.is_none_or(|(reg, r)| {
+                    i.reference.registry == reg && i.reference.repository == r
+                })
+                && (i.manifest_digest == *subject
+                    || i.original_digest.as_ref() == Some(subject)
+                    || i.children.iter().any(|c| c.digest == *subject))
+        })
+    }
+
+    /// Marks the referrers of the bundle's images and puts them after every
+    /// other image: tag-schema entries (`REPO:sha256-<hex>` fallback indexes,
+    /// cosign's `.sig`/`.att`/`.sbom`), and `unnamed` entries with a
+    /// `subject`, named `REPO@DIGEST` after their subject's repository.
+    fn add_referrers(&mut self, unnamed: Vec<(&Descriptor, Digest)>) {
+        for i in 0..self.images.len() {
+            let r = &self.images[i].reference;
+            let Some((hex, _)) = r.tag.as_deref().and_then(referrer_tag) else {
+                continue;
+            };
+            let Ok(subject) = Digest::parse(&format!("sha256:{hex}")) else {
+                continue;
+            };
+            let found = self
+                .subject_image(Some((&r.registry, &r.repository)), &subject)
+                .map(|s| s.name.clone());
+            if let Some(name) = found {
+                self.images[i].referrer_of = Some((name, subject));
+            }
+        }
+        for (desc, subject) in unnamed {
+            let label = format!("index.json entry {} (a referrer of {subject})", desc.digest);
+            let Some(s) = self.subject_image(None, &subject) else {
+                self.failures.push(ImageFailure {
+                    name: label.clone(),
+                    error: BundleError::ImageName {
+                        image: label,
+                        reason: "its subject is not an image of the bundle".into(),
+                    },
+                });
+                continue;
+            };
+            let (subject_name, mut reference) = (s.name.clone(), s.reference.clone());
+            reference.tag = None;
+            reference.digest = Some(desc.digest.clone());
+            let name = reference.to_string();
+            let result = self.oci_image(&name, reference, desc).map(|mut e| {
+                e.referrer_of = Some((subject_name, subject.clone()));
+                e
+            });
+            self.push_result(name, result);
+        }
+        // after their subjects
+        let (mut images, referrers): (Vec<ImageEntry>, Vec<ImageEntry>) =
+            std::mem::take(&mut self.images)
+                .into_iter()
+                .partition(|i| i.referrer_of.is_none());
+        images.extend(referrers);
+        self.images = images;
     }
 
     /// Exact bytes of a manifest blob, verified.
@@ -1198,10 +1291,16 @@ impl Builder<'_> {
                     filtered: false,
                     original_digest: None,
                     synthesized: false,
+                    referrer_of: None,
                 })
             }
             Parsed::Index { manifests } => {
-                let wanted = &self.options.platforms;
+                // a referrers fallback index lists artifacts, not platforms
+                let no_filter = Vec::new();
+                let wanted = match reference.tag.as_deref().and_then(referrer_tag) {
+                    Some((_, None)) => &no_filter,
+                    _ => &self.options.platforms,
+                };
                 let keep = |c: &Descriptor| {
                     wanted.is_empty()
                         || c.platform
@@ -1277,6 +1376,7 @@ impl Builder<'_> {
                     filtered,
                     original_digest,
                     synthesized: false,
+                    referrer_of: None,
                 })
             }
         }
@@ -1443,8 +1543,22 @@ impl Builder<'_> {
             filtered: false,
             original_digest: None,
             synthesized: true,
+            referrer_of: None,
         })
     }
+}
+
+/// A tag of the referrers tag schema: `sha256-<hex>` (the fallback index)
+/// or cosign's `sha256-<hex>.sig` / `.att` / `.sbom`: the hex and the suffix.
+pub fn referrer_tag(tag: &str) -> Option<(&str, Option<&str>)> {
+    let rest = tag.strip_prefix("sha256-")?;
+    let (hex, suffix) = match rest.split_once('.') {
+        Some((h, s)) => (h, Some(s)),
+        None => (rest, None),
+    };
+    let hex_ok = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let suffix_ok = suffix.is_none_or(|s| crate::referrers::COSIGN_SUFFIXES.contains(&s));
+    (hex_ok && suffix_ok).then_some((hex, suffix))
 }
 
 fn platform_list(ps: &[Platform]) -> String {

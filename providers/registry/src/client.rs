@@ -1720,6 +1720,137 @@ pub(crate) fn error_detail(body: &[u8]) -> String {
     }
 }
 
+/// Listing reads: the OCI 1.1 referrers API and the tag list (used by
+/// [`crate::referrers`] and tag selections).
+impl RegistryClient {
+    /// `GET /v2/REPO/referrers/DIGEST`: the index of the manifests whose
+    /// `subject` is `digest`, or `None` when the registry does not
+    /// implement the API (404, 405 or 400: the tag schema fallback applies).
+    pub async fn get_referrers(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<Vec<u8>>, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/referrers/{digest}"))?;
+        let what = format!("GET referrers {repo}@{digest}");
+        let op = Op {
+            what: &what,
+            scopes: vec![pull_scope(repo)],
+        };
+        let resp = self
+            .send(&op, || {
+                Some(
+                    self.http
+                        .get(url.clone())
+                        .header(ACCEPT, media_types::OCI_INDEX),
+                )
+            })
+            .await?;
+        match resp.status() {
+            s if s.is_success() => {}
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::BAD_REQUEST => {
+                return Ok(None)
+            }
+            _ => return Err(self.status_error(resp, &what).await),
+        }
+        // a registry without the API may answer 200 with something else
+        if content_type(resp.headers()) != media_types::OCI_INDEX {
+            return Ok(None);
+        }
+        read_capped(resp, MANIFEST_CAP, self.options.timeout)
+            .await
+            .map(Some)
+            .map_err(|e| RegistryError::Transfer {
+                registry: self.registry().to_string(),
+                what: what.clone(),
+                detail: e.to_string(),
+            })
+    }
+
+    /// Every tag of `repo` (`GET /v2/REPO/tags/list`, following the
+    /// `Link: <...>; rel="next"` pages). A repository that does not exist
+    /// is an error.
+    pub async fn list_tags(&self, repo: &str) -> Result<Vec<String>, RegistryError> {
+        self.list_tags_paged(repo, 1000).await
+    }
+
+    /// [`Self::list_tags`], asking for `page` tags per request.
+    pub async fn list_tags_paged(
+        &self,
+        repo: &str,
+        page: usize,
+    ) -> Result<Vec<String>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
+        let mut tags = Vec::new();
+        let mut next = Some(self.url(&format!("v2/{repo}/tags/list?n={}", page.max(1)))?);
+        let mut pages = 0;
+        while let Some(url) = next.take() {
+            pages += 1;
+            let what = format!("GET tags of {repo}");
+            if pages > 10_000 {
+                return Err(RegistryError::Config {
+                    registry: self.registry().to_string(),
+                    reason: format!("{what}: more than 10000 pages"),
+                });
+            }
+            let op = Op {
+                what: &what,
+                scopes: vec![pull_scope(repo)],
+            };
+            let resp = self.send(&op, || Some(self.http.get(url.clone()))).await?;
+            match resp.status() {
+                s if s.is_success() => {}
+                StatusCode::NOT_FOUND => {
+                    return Err(RegistryError::NotFound {
+                        registry: self.registry().to_string(),
+                        repository: repo.to_string(),
+                        reference: "(tag list)".to_string(),
+                    })
+                }
+                _ => return Err(self.status_error(resp, &what).await),
+            }
+            next = resp
+                .headers()
+                .get_all(reqwest::header::LINK)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(next_link)
+                .and_then(|l| url.join(&l).ok());
+            let bytes = read_capped(resp, MANIFEST_CAP, self.options.timeout)
+                .await
+                .map_err(|e| RegistryError::Transfer {
+                    registry: self.registry().to_string(),
+                    what: what.clone(),
+                    detail: e.to_string(),
+                })?;
+            let page: Page =
+                serde_json::from_slice(&bytes).map_err(|e| RegistryError::Transfer {
+                    registry: self.registry().to_string(),
+                    what: what.clone(),
+                    detail: format!("not a tag list: {e}"),
+                })?;
+            tags.extend(page.tags.unwrap_or_default());
+        }
+        Ok(tags)
+    }
+}
+
+/// The target of a `Link` header's `rel="next"` part: `</v2/x/tags/list?n=2&last=b>; rel="next"`.
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let is_next = params
+            .split(';')
+            .any(|p| p.trim().replace(' ', "") == "rel=\"next\"" || p.trim() == "rel=next");
+        let t = target.trim();
+        (is_next && t.starts_with('<') && t.ends_with('>')).then(|| t[1..t.len() - 1].to_string())
+    })
+}
+
 /// Media types accepted for manifests (for callers building `Accept`).
 pub fn manifest_media_types() -> [&'static str; 4] {
     [
@@ -1733,6 +1864,16 @@ pub fn manifest_media_types() -> [&'static str; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_links() {
+        assert_eq!(
+            next_link("</v2/a/tags/list?n=2&last=b>; rel=\"next\"").as_deref(),
+            Some("/v2/a/tags/list?n=2&last=b")
+        );
+        assert_eq!(next_link("</x>; rel=\"prev\""), None);
+        assert_eq!(next_link("garbage"), None);
+    }
 
     #[test]
     fn error_details() {

@@ -160,6 +160,9 @@ pub struct ResolvedSource {
     pub blobs: u64,
     /// Bytes of those blobs.
     pub bytes: u64,
+    /// The platform manifests of an index that the filter keeps (their
+    /// digests are the source's): the subjects of their referrers.
+    pub platform_manifests: Vec<Digest>,
 }
 
 /// Reads the source manifest of `src_ref` (one GET, plus one per platform
@@ -204,6 +207,7 @@ pub async fn resolve_source(
         filtered: top.filtered,
         blobs: blobs.len() as u64,
         bytes: blobs.values().sum(),
+        platform_manifests: top.children.iter().map(|c| c.digest.clone()).collect(),
     })
 }
 

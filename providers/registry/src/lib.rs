@@ -57,6 +57,7 @@ pub mod push;
 pub mod push_remote;
 pub mod reference;
 mod request_log;
+pub mod referrers;
 pub mod set;
 pub mod store;
 pub mod summary;

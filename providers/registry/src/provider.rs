@@ -175,6 +175,10 @@ pub struct ImageSpec {
     pub blobs: u64,
     /// Total blob bytes.
     pub bytes: u64,
+    /// With `referrers = true`: the artifacts referring to the image and
+    /// its platform manifests, copied after it (`None`: not asked for; the
+    /// attribute is then absent).
+    pub referrers: Option<Vec<crate::referrers::Referrer>>,
 }
 
 fn bad(msg: impl Into<String>) -> ProviderError {
@@ -202,6 +206,9 @@ impl ImageSpec {
             .with("prune", self.prune)
             .with("blobs", self.blobs)
             .with("bytes", self.bytes);
+        if let Some(r) = &self.referrers {
+            attrs.insert("referrers", json!(r));
+        }
         if let Some(u) = &self.upstream_conn {
             attrs.insert("upstream_registry", u.to_json());
             if let Some(p) = &u.password {
@@ -266,6 +273,13 @@ impl ImageSpec {
             prune: attrs.get("prune").and_then(Value::as_bool).unwrap_or(false),
             blobs: u("blobs"),
             bytes: u("bytes"),
+            referrers: match attrs.get("referrers") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    serde_json::from_value(v.clone())
+                        .map_err(|e| bad(format!("image instance with bad `referrers`: {e}")))?,
+                ),
+            },
         })
     }
 }
@@ -830,6 +844,42 @@ impl ImageProvider {
             .map_err(|e| registry_error(&format!("reading {upstream} from its registry"), e))
     }
 
+    /// Every tag of an upstream repository (`GET /v2/NAME/tags/list`, all
+    /// pages), for a tag selection.
+    pub async fn list_tags(
+        &self,
+        conn: &RegistryConn,
+        repository: &str,
+    ) -> Result<Vec<String>, ProviderError> {
+        let client = self.client(conn)?;
+        client.list_tags(repository).await.map_err(|e| {
+            registry_error(
+                &format!("listing the tags of {repository} in {}", conn.endpoint),
+                e,
+            )
+        })
+    }
+
+    /// The referrers of an upstream image (see [`crate::referrers::discover`]):
+    /// of its manifest unless a platform filter rewrote it, and of each
+    /// platform manifest kept.
+    pub async fn resolve_referrers(
+        &self,
+        upstream: &crate::reference::ImageRef,
+        conn: &RegistryConn,
+        resolved: &crate::copy::ResolvedSource,
+    ) -> Result<Vec<crate::referrers::Referrer>, ProviderError> {
+        let client = self.client(conn)?;
+        let mut subjects = Vec::new();
+        if !resolved.filtered {
+            subjects.push(resolved.source_digest.clone());
+        }
+        subjects.extend(resolved.platform_manifests.iter().cloned());
+        crate::referrers::discover(&client, &upstream.repository, &subjects)
+            .await
+            .map_err(|e| registry_error(&format!("listing the referrers of {upstream}"), e))
+    }
+
     async fn copy_from_registry(
         &self,
         spec: &ImageSpec,
@@ -864,6 +914,7 @@ impl ImageProvider {
         };
         let repo = spec.repository.clone();
         let tag = spec.tag.clone();
+        let referrers = spec.referrers.clone().unwrap_or_default();
         ctx.message(format!(
             "copying {} from {}",
             spec.upstream, src_conn.endpoint
@@ -871,14 +922,22 @@ impl ImageProvider {
         let handle = tokio::runtime::Handle::current();
         let what = format!("copying {} to {}", spec.upstream, spec.mirror.endpoint);
         let joined = tokio::task::spawn_blocking(move || {
-            handle.block_on(crate::copy::copy_image(
-                &src,
-                &upstream,
-                &dst,
-                &repo,
-                tag.as_deref(),
-                &options,
-            ))
+            handle.block_on(async {
+                let report =
+                    crate::copy::copy_image(&src, &upstream, &dst, &repo, tag.as_deref(), &options)
+                        .await?;
+                // the subject is on the mirror: now what refers to it
+                crate::referrers::copy_referrers(
+                    &src,
+                    &upstream,
+                    &dst,
+                    &repo,
+                    &referrers,
+                    options.force,
+                )
+                .await?;
+                Ok(report)
+            })
         })
         .await
         .map_err(|e| ProviderError::failed(format!("copy task failed: {e}")))?;
@@ -1721,6 +1780,9 @@ impl Provider for ImageProvider {
                     }
                 ),
             });
+            for r in spec.referrers.iter().flatten() {
+                change.details.push(r.line());
+            }
             if spec.filtered {
                 change.details.push(format!(
                     "platform filter {:?}: the index is rewritten, its digest differs from the source's",

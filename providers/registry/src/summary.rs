@@ -27,7 +27,7 @@ use crate::bundle::Catalogue;
 use crate::reference::{mirror_path, ImageRef, MirrorRef};
 
 /// Bumped whenever the cached JSON or the catalogue's rules change.
-const CACHE_FORMAT: u32 = 2;
+const CACHE_FORMAT: u32 = 3;
 /// Bytes hashed at each end of the bundle for the content check.
 const SAMPLE: u64 = 64 * 1024;
 
@@ -44,6 +44,10 @@ pub struct ImageSummary {
     pub blobs: u64,
     /// Their total size.
     pub bytes: u64,
+    /// A referrer: the image of the bundle it refers to and the digest it
+    /// refers to (see [`crate::bundle::ImageEntry::referrer_of`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrer_of: Option<(String, String)>,
     #[serde(skip)]
     reference: Option<ImageRef>,
 }
@@ -87,6 +91,10 @@ impl BundleSummary {
                     filtered: i.filtered,
                     blobs: i.blobs.len() as u64,
                     bytes: i.blob_bytes(),
+                    referrer_of: i
+                        .referrer_of
+                        .as_ref()
+                        .map(|(n, d)| (n.clone(), d.to_string())),
                     reference: Some(i.reference.clone()),
                 })
                 .collect(),
@@ -253,6 +261,7 @@ mod tests {
                 filtered: false,
                 blobs: 2,
                 bytes: 100,
+                referrer_of: None,
                 reference: None,
             }],
             failures: vec![FailureSummary {
