@@ -176,6 +176,56 @@ fn a_containerd_1x_default_config_gets_config_path_and_a_restart() {
     run_ok(lab.path(), &["plan", "--detailed-exitcode"], 0);
 }
 
+/// The default rollout (`max_unavailable = 1`) changes one node at a time:
+/// when a node's restart starts, exactly the nodes restarted before it
+/// (restarted and health-checked) and itself have their new config.toml,
+/// no later node does yet, and no two restarts overlap. (The later nodes'
+/// files wait on them in temporary files meanwhile: not a change.)
+#[test]
+fn the_default_rollout_changes_one_node_at_a_time() {
+    let lab = Lab::start();
+    let legacy = || {
+        start_node_with(mirrorplan_harness::ContainerdOptions {
+            config_style: mirrorplan_harness::ConfigStyle::Legacy,
+            ..Default::default()
+        })
+    };
+    let nodes = [legacy(), legacy(), legacy()];
+    let log = lab.path().join("restarts.log");
+    let configs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("'{}'", n.etc_containerd_dir().join("config.toml").display()))
+        .collect();
+    // how many nodes have the new config.toml when a restart starts
+    let script = lab.path().join("logged-restart.sh");
+    let body = format!(
+        "n=0\nfor f in {}; do\n  if grep -q '^ *config_path' \"$f\"; then n=$((n + 1)); fi\ndone\n\
+         echo \"start $n\" >> '{log}'\n{RESTART_COMMAND}\nr=$?\necho end >> '{log}'\nexit $r\n",
+        configs.join(" "),
+        log = log.display()
+    );
+    std::fs::write(&script, body).unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+    let restart = format!("sh '{}'", script.display());
+    let refs: Vec<&_> = nodes.iter().collect();
+    lab.write_config(
+        &refs,
+        &ClusterConf {
+            restart_command: Some(restart),
+            ..Default::default()
+        },
+    );
+    run_ok(lab.path(), &["apply", "--auto-approve"], 0);
+    let lines = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        lines, "start 1\nend\nstart 2\nend\nstart 3\nend\n",
+        "one node at a time, each restart after the one before ended"
+    );
+    for n in &nodes {
+        cri_healthy(n).unwrap_or_else(|e| panic!("{e}"));
+    }
+    run_ok(lab.path(), &["plan", "--detailed-exitcode"], 0);
+}
+
 /// `config_path` (outside comments) and legacy `mirrors` tables in config.toml.
 fn registry_settings(config: &str) -> (bool, bool) {
     let live = |l: &&str| !l.trim_start().starts_with('#');

@@ -774,6 +774,95 @@ fn upstream_images_are_copied_and_filtered() {
     plan_exit(dir.path()).expect(0, "plan after the copy");
 }
 
+/// Copies from an upstream registry are one pass: every blob is read from
+/// the upstream once and uploaded into the mirror once, the layer shared
+/// by every image is mounted into the other repositories, and every
+/// manifest (platform manifests included) keeps its digest.
+#[test]
+fn upstream_copies_upload_each_blob_once_and_mount_shared_layers() {
+    let up = plain_registry();
+    let mirror = secure_registry();
+    let seed_dir = tmp();
+    let fx = oci_bundle(
+        seed_dir.path(),
+        "b",
+        &spec(47, 5, 16 * 1024),
+        Packing::TarZst,
+    );
+    write_config(
+        seed_dir.path(),
+        &format!(
+            "{}{}",
+            registry_block("upstream", &up, None, false),
+            bundle_set("seed", "upstream", &fx.path, "")
+        ),
+    );
+    apply(seed_dir.path()).expect(0, "seed the upstream");
+    let shared: Vec<String> = fx.images[0]
+        .blobs
+        .iter()
+        .filter(|d| fx.images.iter().all(|i| i.blobs.contains(d)))
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(shared.len(), 1, "one base layer shared by every image");
+    let shared_hex = shared[0].trim_start_matches("sha256:").to_string();
+
+    let dir = tmp();
+    let up_ref = |name: &str| format!("{}/{}", up.host_port(), mirror_ref(name, None));
+    let list: Vec<String> = fx
+        .images
+        .iter()
+        .map(|i| format!("\"{}\"", up_ref(&i.name)))
+        .collect();
+    write_config(
+        dir.path(),
+        &format!(
+            "{}{}image_set \"copies\" {{\n  registry = registry.mirror\n  images   = [{}]\n}}\n",
+            registry_block("upstream", &up, None, false),
+            registry_block("mirror", &mirror, Some(NS), true),
+            list.join(", "),
+        ),
+    );
+    let (up_before, mirror_before) = (log_text(&up).len(), log_text(&mirror).len());
+    apply(dir.path()).expect(0, "apply of the copies");
+    let (up_log, mirror_log) = (log_text(&up), log_text(&mirror));
+    let (up_run, run) = (&up_log[up_before..], &mirror_log[mirror_before..]);
+
+    // byte for byte: the mirror serves the upstream's manifests
+    for img in &fx.images {
+        let want = img.manifest_digest.as_ref().map(|d| d.to_string());
+        let at = mirror_ref(&img.name, Some(NS));
+        assert_eq!(mirror_digest(&mirror, &at), want, "{} copied", img.name);
+        let repo = at.rsplit_once(':').map(|(r, _)| r).unwrap_or(&at);
+        for child in &img.child_digests {
+            assert_eq!(
+                mirror_digest(&mirror, &format!("{repo}@{child}")).as_deref(),
+                Some(child.as_str()),
+                "platform manifest {child} of {}",
+                img.name
+            );
+        }
+    }
+    // each blob uploaded once, and only once
+    let mut uploaded = uploaded_blobs(run);
+    uploaded.sort();
+    let mut want: Vec<String> = fx.blobs.keys().map(|d| d.to_string()).collect();
+    want.sort();
+    assert_eq!(uploaded, want, "every blob uploaded exactly once:\n{run}");
+    // the shared layer: read from the upstream once, mounted elsewhere
+    assert_eq!(
+        log_count(up_run, &["\"GET /v2/", "/blobs/", &shared_hex]),
+        1,
+        "the shared layer is read from the upstream once:\n{up_run}"
+    );
+    assert_eq!(
+        log_count(run, &["\"POST /v2/", "mount=", &shared_hex]),
+        fx.images.len() - 1,
+        "the shared layer is mounted into every other repository:\n{run}"
+    );
+    plan_exit(dir.path()).expect(0, "plan after the copies");
+}
+
 /// `oci:PATH` as the target: the layout's index.json tags each image with
 /// its mirror path and the stored manifest blob hashes to the source digest.
 #[test]

@@ -8,6 +8,8 @@
 #   bench/rollout/run.sh                       # SIZES="20 100" MU="1 10"
 #   SIZES=20 MU=10 bench/rollout/run.sh        # a quick run
 #   SIZES=100 MU= bench/rollout/run.sh         # Ansible only (needs the files of an earlier run)
+#   ANSIBLE=0 SIZES=20 MU=1 bench/rollout/run.sh   # mirrorplan only
+#   MAX_FAILURES=1 ANSIBLE=0 bench/rollout/run.sh  # rollout { max_failures = 1 } (default 0)
 #
 # Nodes: one OpenSSH sshd per node on 127.5.X.Y:2222 (X.Y from the node
 # number), each in its own mount namespace where the node's own directory
@@ -220,6 +222,7 @@ cluster "bench" {
   }
   rollout {
     max_unavailable = $3
+    max_failures    = ${MAX_FAILURES:-0}
   }
 }
 EOF
@@ -365,6 +368,7 @@ for n in $SIZES; do
     row "$n" "mirrorplan (max_unavailable = $mu)" "$a" "$b"
   done
   # Ansible
+  [ "${ANSIBLE:-1}" = 0 ] && continue
   [ -d "$golden" ] || {
     echo "rollout: no expected files yet ($golden): run mirrorplan first (MU not empty)" >&2
     exit 1

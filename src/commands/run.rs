@@ -346,6 +346,7 @@ pub fn prepare(dir: &Path, args: &PlanArgs, out: &Output) -> miette::Result<Opti
     // destroy and removed images are read and deleted with the
     // configuration's registry credentials (the state has only digests)
     images.remember_connections(&expanded.desired);
+    images.set_parallelism(args.parallelism.max(1));
     let connections = Arc::new(Connections::default());
     let nodes = Arc::new(NodeProvider::new(connections.clone()));
     let clusters = Arc::new(ClusterProvider::new(connections));

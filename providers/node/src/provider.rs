@@ -605,7 +605,7 @@ impl RolloutSpec {
 
 /// The running state of one cluster's rollout in this process.
 struct RolloutGate {
-    slots: tokio::sync::Semaphore,
+    slots: Arc<tokio::sync::Semaphore>,
     failures: std::sync::atomic::AtomicU32,
 }
 
@@ -627,7 +627,9 @@ impl NodeProvider {
         map.entry(r.cluster.clone())
             .or_insert_with(|| {
                 Arc::new(RolloutGate {
-                    slots: tokio::sync::Semaphore::new(r.max_unavailable.max(1) as usize),
+                    slots: Arc::new(tokio::sync::Semaphore::new(
+                        r.max_unavailable.max(1) as usize
+                    )),
                     failures: std::sync::atomic::AtomicU32::new(0),
                 })
             })
@@ -962,28 +964,61 @@ impl Provider for NodeProvider {
         change: &PlannedChange,
         ctx: &ApplyContext,
     ) -> Result<Option<NewInstanceState>, ProviderError> {
-        let Some(rollout) = change.after.as_ref().and_then(RolloutSpec::from_attrs) else {
-            return self.apply_node(change, ctx).await;
+        let rollout = change.after.as_ref().and_then(RolloutSpec::from_attrs);
+        let mut turn = Turn {
+            gate: rollout.map(|r| (self.gate(&r), r)),
+            address: &change.address,
+            permit: None,
+            refused: false,
         };
-        use std::sync::atomic::Ordering;
-        let gate = self.gate(&rollout);
-        let _slot =
-            gate.slots.acquire().await.map_err(|_| {
-                ProviderError::failed(format!("{}: rollout closed", change.address))
-            })?;
-        let failed = gate.failures.load(Ordering::SeqCst);
+        let result = self.apply_node(change, ctx, &mut turn).await;
+        if let (Err(_), Some((gate, _)), false) = (&result, &turn.gate, turn.refused) {
+            gate.failures
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        result
+    }
+}
+
+/// A node's turn in its cluster's rollout (`max_unavailable` nodes at a
+/// time): taken right before the node's first change, held until its step
+/// (write, restart, health check, restore) ends. What comes before (reading
+/// the node, preparing the write on it) does not wait for the turn.
+struct Turn<'a> {
+    gate: Option<(Arc<RolloutGate>, RolloutSpec)>,
+    address: &'a Address,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The rollout stopped before this node's turn: it is unchanged.
+    refused: bool,
+}
+
+impl Turn<'_> {
+    /// Waits for the node's turn (once; no-op outside a rollout) and checks
+    /// that the rollout has not stopped.
+    async fn take(&mut self) -> Result<(), ProviderError> {
+        let Some((gate, rollout)) = &self.gate else {
+            return Ok(());
+        };
+        if self.permit.is_some() {
+            return Ok(());
+        }
+        let permit = gate
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ProviderError::failed(format!("{}: rollout closed", self.address)))?;
+        let failed = gate.failures.load(std::sync::atomic::Ordering::SeqCst);
         if failed > rollout.max_failures {
+            self.refused = true;
             return Err(ProviderError::failed(format!(
                 "{}: not started: the rollout of {} stopped after {failed} failed node(s) (max_failures = {}); this node is unchanged",
-                change.address, rollout.cluster, rollout.max_failures
+                self.address, rollout.cluster, rollout.max_failures
             ))
             .with_help("fix the failed nodes, then apply again: the untouched nodes are still pending"));
         }
-        let result = self.apply_node(change, ctx).await;
-        if result.is_err() {
-            gate.failures.fetch_add(1, Ordering::SeqCst);
-        }
-        result
+        self.permit = Some(permit);
+        Ok(())
     }
 }
 
@@ -993,6 +1028,7 @@ impl NodeProvider {
         &self,
         change: &PlannedChange,
         ctx: &ApplyContext,
+        turn: &mut Turn<'_>,
     ) -> Result<Option<NewInstanceState>, ProviderError> {
         let (attrs, deleting) = match (&change.after, &change.before) {
             (Some(a), _) => (a, false),
@@ -1159,17 +1195,41 @@ impl NodeProvider {
             let names: Vec<&str> = batch.iter().map(|f| f.0).collect();
             let mut restarted = false;
             let argv = ["sh", "-c", spec.restart_command.as_str()];
+            // with a check and a restart over SSH, the files are sent to the
+            // node before its turn; the check, renames and restart wait
+            let prepare = checked && restart && !batch.is_empty();
+            if !prepare {
+                turn.take().await?;
+            }
             if checked {
                 // one command: the check that every file replaced is still
                 // what the refresh read, the files, and the restart if any
                 // (there is nothing to remove on this path)
                 let expected: Vec<Option<&[u8]>> =
                     backups.iter().map(|(_, old)| old.as_deref()).collect();
-                if restart {
-                    ctx.message(format!("restarting {runtime}"));
-                }
                 let then = restart.then_some(&argv[..]);
-                match t.write_files_if_unchanged(&batch, &expected, then).await {
+                let written = if prepare {
+                    let ssh = self.connections.ssh(&spec.transport).await?;
+                    let command = crate::shell::join(&argv);
+                    let prepared = ssh.prepare_write(&batch, &expected, &command).await;
+                    if let Err(e) = turn.take().await {
+                        if let Ok(p) = prepared {
+                            p.abort().await;
+                        }
+                        return Err(e);
+                    }
+                    ctx.message(format!("restarting {runtime}"));
+                    match prepared {
+                        Ok(p) => p.commit().await,
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    if restart {
+                        ctx.message(format!("restarting {runtime}"));
+                    }
+                    t.write_files_if_unchanged(&batch, &expected, then).await
+                };
+                match written {
                     Ok(Some(out)) => {
                         result = restart_outcome(t.as_ref(), &spec, &out);
                         restarted = true;

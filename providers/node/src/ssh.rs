@@ -637,7 +637,7 @@ const READ_MANY_SCRIPT: &str = read_many_script!();
 /// script prints `written` and `ran STATUS` (see [`parse_written_ran`]).
 const WRITE_MANY_SCRIPT: &str = r#"set -eC
 umask 077
-c=$1; n=$2; e=$3; shift 3
+c=$1; n=$2; e=$3; g=$4; shift 4
 if [ -n "$e" ] && ! command -v sha256sum >/dev/null 2>&1; then
   echo "mirrorplan: no sha256sum on the node; nothing written" >&2
   exit 5
@@ -679,7 +679,7 @@ each() {
   shift
   "$@"
 }
-cat >| "$blob"
+if [ -n "$g" ]; then head -c "$n" >| "$blob"; else cat >| "$blob"; fi
 got=$(wc -c < "$blob")
 if [ $got -ne $n ]; then
   echo "received $got of $n bytes; files left unchanged" >&2
@@ -724,6 +724,14 @@ if [ $got -ne $n ]; then
   exit 3
 fi
 each temps "$@" -- sync -- 2>/dev/null || sync
+if [ -n "$g" ]; then
+  trap 'exit 6' HUP INT PIPE TERM
+  printf 'ready\n'
+  if ! IFS= read -r go || [ "$go" != go ]; then
+    echo "not started; files left unchanged" >&2
+    exit 6
+  fi
+fi
 if [ -n "$e" ]; then
   bad=; k=0; i=0
   for a do
@@ -1085,34 +1093,105 @@ impl SshTransport {
         then: Option<&str>,
         expected: Option<&[Option<&[u8]>]>,
     ) -> Result<Option<Output>> {
-        let mut seen = std::collections::BTreeSet::new();
-        let mut args: Vec<String> = Vec::with_capacity(3 + 3 * files.len());
-        let mut stdin = Vec::with_capacity(files.iter().map(|f| f.1.len()).sum());
-        args.push(then.unwrap_or_default().to_owned());
-        args.push(String::new());
-        args.push(expected.map(expectation_words).unwrap_or_default());
-        for &(path, bytes, mode) in files {
-            check_path(path)?;
-            if !seen.insert(path) {
-                return Err(NodeError::PathNotAllowed {
-                    path: path.to_owned(),
-                    reason: "it is written twice in one batch".to_owned(),
-                });
-            }
-            args.push(path.to_owned());
-            args.push(format!("{:04o}", mode & 0o7777));
-            args.push(bytes.len().to_string());
-            stdin.extend_from_slice(bytes);
-        }
-        if let Some(total) = args.get_mut(1) {
-            *total = stdin.len().to_string();
-        }
+        let (args, stdin) = batch_args(files, then, expected, false)?;
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = self
             .run_script(WRITE_MANY_SCRIPT, &argv, Some(&stdin))
             .await?;
+        self.batch_outcome(files, then, expected.is_some(), out)
+    }
+
+    /// [`SshTransport::write_batch`] with a check (`expected`) and a
+    /// command (`then`), in two steps: this one sends the files to
+    /// temporary files on the node (one remote command, which then waits),
+    /// [`PreparedWrite::commit`] has it check, rename and run `then`.
+    /// Dropped without a commit, the command ends with nothing changed.
+    /// A rollout prepares the next node while the one before is restarted
+    /// and checked, and only the commit waits for its turn.
+    pub async fn prepare_write(
+        &self,
+        files: &[(&str, &[u8], u32)],
+        expected: &[Option<&[u8]>],
+        then: &str,
+    ) -> Result<PreparedWrite<'_>> {
+        check_expectations(files, expected)?;
+        if let Some(big) = files.iter().find(|f| f.1.len() > BATCH_FILE_LIMIT) {
+            return Err(NodeError::CannotCheck {
+                reason: format!("{} is larger than one batch", big.0),
+            });
+        }
+        let (args, stdin) = batch_args(files, Some(then), Some(expected), true)?;
+        let mut argv = vec!["sh", "-c", WRITE_MANY_SCRIPT, "sh"];
+        argv.extend(args.iter().map(String::as_str));
+        let permit = self
+            .inner
+            .sessions
+            .acquire()
+            .await
+            .map_err(|_| self.session_err("the transport is closing"))?;
+        let channel = self.start_command(&self.command_line(&argv)).await?;
+        let (mut reader, writer) = channel.split();
+        writer
+            .data(&stdin[..])
+            .await
+            .map_err(|e| self.session_err(format!("cannot send data: {e}")))?;
+        let mut out = Output::default();
+        let names: Vec<String> = files.iter().map(|f| f.0.to_owned()).collect();
+        loop {
+            if out.stdout == b"ready\n" {
+                return Ok(PreparedWrite {
+                    ssh: self,
+                    _permit: permit,
+                    reader,
+                    writer,
+                    out,
+                    names,
+                    then: then.to_owned(),
+                });
+            }
+            match reader.wait().await {
+                Some(ChannelMsg::Data { data }) => out.stdout.extend_from_slice(&data),
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                    out.stderr.extend_from_slice(&data)
+                }
+                Some(ChannelMsg::ExitStatus { exit_status }) => {
+                    out.status = Some(i32::try_from(exit_status).unwrap_or(i32::MAX));
+                }
+                Some(ChannelMsg::Failure) => {
+                    return Err(self
+                        .session_err("the server refused to run the command")
+                        .into())
+                }
+                Some(ChannelMsg::Close) | None => break,
+                Some(_) => {}
+            }
+        }
+        // it ended before it was ready: what it said
+        if out.status.is_none() {
+            return Err(self
+                .session_err("the connection closed before the command finished")
+                .into());
+        }
+        let files: Vec<(&str, &[u8], u32)> = files.to_vec();
+        match self.batch_outcome(&files, Some(then), true, out) {
+            Err(e) => Err(e),
+            Ok(_) => Err(self
+                .session_err("the write ended before it was ready")
+                .into()),
+        }
+    }
+
+    /// What [`WRITE_MANY_SCRIPT`]'s output `out` means (see
+    /// [`SshTransport::write_batch`]).
+    fn batch_outcome(
+        &self,
+        files: &[(&str, &[u8], u32)],
+        then: Option<&str>,
+        checked: bool,
+        out: Output,
+    ) -> Result<Option<Output>> {
         let names: Vec<&str> = files.iter().map(|f| f.0).collect();
-        if expected.is_some() {
+        if checked {
             if out.status == Some(4) {
                 if let Some(changed) = parse_changed(&out.stdout, &names) {
                     return Err(NodeError::ChangedSinceRead { paths: changed });
@@ -1145,7 +1224,116 @@ impl SshTransport {
                 .into()),
         }
     }
+}
 
+/// A write that [`SshTransport::prepare_write`] made ready: its files are
+/// in temporary files on the node, nothing is renamed yet.
+pub struct PreparedWrite<'a> {
+    ssh: &'a SshTransport,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+    reader: russh::ChannelReadHalf,
+    writer: russh::ChannelWriteHalf<client::Msg>,
+    out: Output,
+    names: Vec<String>,
+    then: String,
+}
+
+impl PreparedWrite<'_> {
+    /// Ends the remote command without a change (its temporary files are
+    /// removed). Dropping it without this ends it with the connection.
+    pub async fn abort(mut self) {
+        if self.writer.eof().await.is_ok() {
+            // its end: the script removes its temporary files first
+            while let Some(msg) = self.reader.wait().await {
+                if matches!(msg, ChannelMsg::Close) {
+                    break;
+                }
+            }
+        }
+        let _ = self.writer.close().await;
+    }
+
+    /// Check that every file is still as expected, rename, run the command:
+    /// its output, as [`Transport::write_files_if_unchanged`] gives it.
+    pub async fn commit(mut self) -> Result<Option<Output>> {
+        let ssh = self.ssh;
+        let sent = match self.writer.data(&b"go\n"[..]).await {
+            Ok(()) => self.writer.eof().await,
+            Err(e) => Err(e),
+        };
+        self.out.stdout.clear(); // the `ready` line
+        let mut exited = false;
+        while let Some(msg) = self.reader.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => self.out.stdout.extend_from_slice(&data),
+                ChannelMsg::ExtendedData { data, ext: 1 } => {
+                    self.out.stderr.extend_from_slice(&data)
+                }
+                ChannelMsg::ExitStatus { exit_status } => {
+                    self.out.status = Some(i32::try_from(exit_status).unwrap_or(i32::MAX));
+                    exited = true;
+                }
+                ChannelMsg::ExitSignal { .. } => {
+                    self.out.status = None;
+                    exited = true;
+                }
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        if !exited {
+            let why = match sent {
+                Err(e) => format!("cannot send data: {e}"),
+                Ok(()) => "the connection closed before the command finished".to_owned(),
+            };
+            return Err(ssh.session_err(why).into());
+        }
+        let files: Vec<(&str, &[u8], u32)> = self
+            .names
+            .iter()
+            .map(|n| (n.as_str(), &[][..], 0))
+            .collect();
+        ssh.batch_outcome(&files, Some(&self.then), true, self.out)
+    }
+}
+
+/// `files` as [`WRITE_MANY_SCRIPT`]'s arguments and stdin; `gate`: the
+/// script waits for `go` before its check and renames.
+fn batch_args(
+    files: &[(&str, &[u8], u32)],
+    then: Option<&str>,
+    expected: Option<&[Option<&[u8]>]>,
+    gate: bool,
+) -> Result<(Vec<String>, Vec<u8>)> {
+    {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut args: Vec<String> = Vec::with_capacity(3 + 3 * files.len());
+        let mut stdin = Vec::with_capacity(files.iter().map(|f| f.1.len()).sum());
+        args.push(then.unwrap_or_default().to_owned());
+        args.push(String::new());
+        args.push(expected.map(expectation_words).unwrap_or_default());
+        args.push(if gate { "1" } else { "" }.to_owned());
+        for &(path, bytes, mode) in files {
+            check_path(path)?;
+            if !seen.insert(path) {
+                return Err(NodeError::PathNotAllowed {
+                    path: path.to_owned(),
+                    reason: "it is written twice in one batch".to_owned(),
+                });
+            }
+            args.push(path.to_owned());
+            args.push(format!("{:04o}", mode & 0o7777));
+            args.push(bytes.len().to_string());
+            stdin.extend_from_slice(bytes);
+        }
+        if let Some(total) = args.get_mut(1) {
+            *total = stdin.len().to_string();
+        }
+        Ok((args, stdin))
+    }
+}
+
+impl SshTransport {
     fn remote_err(&self, operation: String, out: &Output) -> SshError {
         SshError::Remote {
             target: self.inner.target.clone(),

@@ -551,6 +551,72 @@ async fn checked_write_refuses_files_changed_since_read() -> TestResult {
     Ok(())
 }
 
+/// `prepare_write` sends the files but changes nothing until `commit`,
+/// which checks (a file changed after the prepare is refused), renames and
+/// runs the command; `abort` leaves every file and no temporary file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_write_changes_nothing_before_its_commit() -> TestResult {
+    let sshd = Sshd::start(SshdOptions::default())?;
+    let t = SshTransport::connect(&options(&sshd)).await?;
+    let dir = tempfile::Builder::new().prefix("mp-node-ssh-").tempdir()?;
+    let a = dir.path().join("a.toml");
+    let b = dir.path().join("certs d").join("b.crt");
+    let (a_s, b_s) = (node_path(&a)?, node_path(&b)?);
+    std::fs::write(&a, "a = 1\n")?;
+    let read = t.read_files(&[a_s, b_s]).await?;
+    let expected: Vec<Option<&[u8]>> = read.iter().map(|r| r.as_deref()).collect();
+    let files: [(&str, &[u8], u32); 2] = [(a_s, b"a = 2\n", 0o644), (b_s, b"new b", 0o600)];
+    let marker = dir.path().join("ran");
+    let touch = format!("touch '{}'", node_path(&marker)?);
+    let temps = |dir: &Path| -> std::io::Result<usize> {
+        Ok(walk(dir)?
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains("mirrorplan-tmp"))
+            .count())
+    };
+
+    // prepared: only temporary files; aborted: nothing left
+    let prepared = t.prepare_write(&files, &expected, &touch).await?;
+    assert_eq!(std::fs::read_to_string(&a)?, "a = 1\n");
+    assert!(!b.exists() && !marker.exists());
+    assert!(temps(dir.path())? > 0, "the files wait in temporary files");
+    prepared.abort().await;
+    let mut left = temps(dir.path())?;
+    for _ in 0..100 {
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        left = temps(dir.path())?;
+    }
+    assert_eq!(left, 0, "temporary files left after an abort");
+    assert_eq!(std::fs::read_to_string(&a)?, "a = 1\n");
+    assert!(!b.exists() && !marker.exists());
+
+    // a file edited between the prepare and the commit: refused
+    let prepared = t.prepare_write(&files, &expected, &touch).await?;
+    std::fs::write(&a, "a = 9\n")?;
+    match prepared.commit().await {
+        Err(NodeError::ChangedSinceRead { paths }) => assert_eq!(paths, a_s),
+        other => panic!("expected ChangedSinceRead, got {other:?}"),
+    }
+    assert_eq!(std::fs::read_to_string(&a)?, "a = 9\n");
+    assert!(!b.exists() && !marker.exists());
+    assert_eq!(temps(dir.path())?, 0);
+
+    // as read: written, then the command runs
+    std::fs::write(&a, "a = 1\n")?;
+    let prepared = t.prepare_write(&files, &expected, &touch).await?;
+    let out = prepared.commit().await?;
+    assert!(out.is_some_and(|o| o.success()));
+    assert!(marker.exists());
+    assert_eq!(std::fs::read_to_string(&a)?, "a = 2\n");
+    assert_eq!(std::fs::read_to_string(&b)?, "new b");
+    assert_eq!(std::fs::metadata(&b)?.permissions().mode() & 0o7777, 0o600);
+    assert_eq!(temps(dir.path())?, 0);
+    Ok(())
+}
+
 fn walk(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {

@@ -1585,6 +1585,23 @@ pub(crate) fn filter_index(bytes: &[u8], kept: &[&Descriptor]) -> Result<Vec<u8>
 }
 
 impl Catalogue {
+    /// A catalogue of `images` read from elsewhere than a bundle (e.g. the
+    /// manifests of an upstream registry, for a copy): the push plan and
+    /// pass work on it as on a bundle's.
+    pub(crate) fn of_images(images: Vec<ImageEntry>) -> Catalogue {
+        let all = Catalogue {
+            format: BundleFormat::OciLayout,
+            compression: Compression::None,
+            images,
+            failures: Vec::new(),
+            blobs: Vec::new(),
+            read_whole: true,
+            users: BTreeMap::new(),
+            file_blobs: HashMap::new(),
+        };
+        all.subset(|_| true)
+    }
+
     /// A catalogue of only the images whose name `keep` accepts, with the
     /// blob list and blob users narrowed to them (failures are not carried).
     pub fn subset(&self, keep: impl Fn(&str) -> bool) -> Catalogue {

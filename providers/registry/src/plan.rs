@@ -173,12 +173,36 @@ pub async fn plan_bundle_push_with(
     known_absent: &HashSet<(String, Digest)>,
     known_tags: &HashMap<(String, String), Option<Digest>>,
 ) -> Result<PushPlan, RegistryError> {
-    let concurrency = concurrency.max(1);
     let mirrors: Vec<MirrorRef> = catalogue
         .images
         .iter()
         .map(|i| i.mirror_ref(namespace))
         .collect();
+    plan_push_to(
+        catalogue,
+        mirrors,
+        client,
+        concurrency,
+        sources,
+        known_absent,
+        known_tags,
+    )
+    .await
+}
+
+/// [`plan_bundle_push_with`] with each image's place on the mirror given
+/// (`mirrors`, one per catalogue image) rather than derived from its name
+/// and a namespace: a copy from an upstream registry names its own.
+pub(crate) async fn plan_push_to(
+    catalogue: &Catalogue,
+    mirrors: Vec<MirrorRef>,
+    client: &RegistryClient,
+    concurrency: usize,
+    sources: &HashMap<Digest, Vec<String>>,
+    known_absent: &HashSet<(String, Digest)>,
+    known_tags: &HashMap<(String, String), Option<Digest>>,
+) -> Result<PushPlan, RegistryError> {
+    let concurrency = concurrency.max(1);
     let mut requests = 0;
     let statuses: Vec<ImageStatus> = futures::stream::iter(catalogue.images.iter().zip(&mirrors))
         .map(|(image, mirror)| {

@@ -423,7 +423,11 @@ pub fn target_for(conn: &RegistryConn) -> Result<crate::client::RegistryTarget, 
 }
 
 fn registry_error(what: &str, e: crate::client_error::RegistryError) -> ProviderError {
-    let help = miette::Diagnostic::help(&e).map(|h| h.to_string());
+    registry_error_ref(what, &e)
+}
+
+fn registry_error_ref(what: &str, e: &crate::client_error::RegistryError) -> ProviderError {
+    let help = miette::Diagnostic::help(e).map(|h| h.to_string());
     let unreachable = matches!(e, crate::client_error::RegistryError::Timeout { .. })
         || (e.is_fatal() && e.to_string().to_lowercase().contains("connect"));
     let mut err = if unreachable {
@@ -492,6 +496,58 @@ pub struct ImageProvider {
     /// every blob is uploaded again and the manifests put again, even
     /// what the mirror already has.
     forced: Mutex<HashMap<PathBuf, HashSet<String>>>,
+    /// The copies from an upstream registry the plan will make, per
+    /// (upstream, mirror) connection: one pass copies them all.
+    copies_wanted: Mutex<HashMap<CopyKey, Vec<(String, crate::copy::CopyRequest)>>>,
+    /// One shared copy pass per (upstream, mirror) connection.
+    copy_batches: Mutex<HashMap<CopyKey, CopyBatch>>,
+    /// Transfers and requests in flight in a copy pass (`--parallelism`;
+    /// see [`ImageProvider::set_parallelism`]).
+    parallelism: Mutex<Option<usize>>,
+}
+
+/// (upstream connection, mirror connection), as [`client_key`] names them.
+type CopyKey = (String, String);
+
+/// The outcome of one copy pass: per image ([`copy_item`]), the digest now
+/// on the mirror or why not.
+type CopyBatchResult = HashMap<String, Result<String, ProviderError>>;
+
+/// One shared copy pass.
+type CopyBatch = Arc<OnceCell<CopyBatchResult>>;
+
+/// Copy passes without `--parallelism`: transfers and requests in flight.
+const COPY_PARALLELISM: usize = 10;
+
+/// Names one registry connection: clients and copy passes are shared per
+/// (endpoint, user, docker config).
+fn client_key(conn: &RegistryConn) -> String {
+    format!(
+        "{}|{:?}|{:?}",
+        conn.endpoint, conn.username, conn.docker_config
+    )
+}
+
+/// Names one image of a copy pass.
+fn copy_item(spec: &ImageSpec) -> String {
+    format!("{}|{}|{:?}", spec.upstream, spec.repository, spec.tag)
+}
+
+/// What a copy pass needs of `spec` (an image from an upstream registry).
+fn copy_request(spec: &ImageSpec, force: bool) -> Result<crate::copy::CopyRequest, ProviderError> {
+    let source = crate::reference::ImageRef::parse(&spec.upstream)
+        .map_err(|e| ProviderError::invalid_input(format!("{}: {e}", spec.upstream)))?;
+    Ok(crate::copy::CopyRequest {
+        source,
+        repository: spec.repository.clone(),
+        tag: spec.tag.clone(),
+        platforms: spec
+            .platforms
+            .iter()
+            .filter_map(|p| crate::reference::Platform::parse(p).ok())
+            .collect(),
+        force,
+    })
 }
 
 /// A bundle's catalogue as the blob survey needs it, for one namespace.
@@ -783,10 +839,7 @@ impl ImageProvider {
         &self,
         conn: &RegistryConn,
     ) -> Result<Arc<crate::client::RegistryClient>, ProviderError> {
-        let key = format!(
-            "{}|{:?}|{:?}",
-            conn.endpoint, conn.username, conn.docker_config
-        );
+        let key = client_key(conn);
         if let Ok(clients) = self.clients.lock() {
             if let Some(c) = clients.get(&key) {
                 return Ok(c.clone());
@@ -880,6 +933,13 @@ impl ImageProvider {
             .map_err(|e| registry_error(&format!("listing the referrers of {upstream}"), e))
     }
 
+    /// Transfers and requests in flight in a copy pass (`--parallelism`).
+    pub fn set_parallelism(&self, n: usize) {
+        if let Ok(mut p) = self.parallelism.lock() {
+            *p = Some(n.max(1));
+        }
+    }
+
     async fn copy_from_registry(
         &self,
         spec: &ImageSpec,
@@ -899,52 +959,148 @@ impl ImageProvider {
             ))
             .with_help("push to an https:// or http:// registry, or put the image in a bundle"));
         }
-        let src = self.client(&src_conn)?;
-        let dst = self.client(&spec.mirror)?;
-        let upstream = crate::reference::ImageRef::parse(&spec.upstream)
-            .map_err(|e| ProviderError::invalid_input(format!("{}: {e}", spec.upstream)))?;
-        let options = crate::copy::CopyOptions {
-            platforms: spec
-                .platforms
-                .iter()
-                .filter_map(|p| crate::reference::Platform::parse(p).ok())
-                .collect(),
-            force,
-            ..crate::copy::CopyOptions::default()
-        };
-        let repo = spec.repository.clone();
-        let tag = spec.tag.clone();
-        let referrers = spec.referrers.clone().unwrap_or_default();
+        let request = copy_request(spec, force)?;
+        let item = copy_item(spec);
+        let key: CopyKey = (client_key(&src_conn), client_key(&spec.mirror));
         ctx.message(format!(
             "copying {} from {}",
             spec.upstream, src_conn.endpoint
         ));
-        let handle = tokio::runtime::Handle::current();
-        let what = format!("copying {} to {}", spec.upstream, spec.mirror.endpoint);
-        let joined = tokio::task::spawn_blocking(move || {
-            handle.block_on(async {
-                let report =
-                    crate::copy::copy_image(&src, &upstream, &dst, &repo, tag.as_deref(), &options)
-                        .await?;
-                // the subject is on the mirror: now what refers to it
-                crate::referrers::copy_referrers(
-                    &src,
-                    &upstream,
-                    &dst,
-                    &repo,
-                    &referrers,
-                    options.force,
-                )
-                .await?;
-                Ok(report)
+        let cell = {
+            let mut batches = self
+                .copy_batches
+                .lock()
+                .map_err(|_| ProviderError::failed("internal lock poisoned"))?;
+            batches.entry(key.clone()).or_default().clone()
+        };
+        let result = cell
+            .get_or_init(|| async {
+                // only the first image of the pass gets here: it copies every
+                // image the plan wants from this upstream into this mirror
+                let mut wanted = self
+                    .copies_wanted
+                    .lock()
+                    .ok()
+                    .and_then(|w| w.get(&key).cloned())
+                    .unwrap_or_default();
+                if !wanted.iter().any(|(i, _)| *i == item) {
+                    wanted.push((item.clone(), request.clone()));
+                }
+                self.copy_pass(spec, &src_conn, wanted).await
             })
+            .await;
+        let upstream = request.source.clone();
+        let digest = match result.get(&item) {
+            Some(r) => r.clone(),
+            // not known when the pass started (no plan told the provider):
+            // a pass of its own
+            None => self
+                .copy_pass(spec, &src_conn, vec![(item.clone(), request)])
+                .await
+                .remove(&item)
+                .unwrap_or_else(|| Err(ProviderError::failed("the copy reported nothing"))),
+        }?;
+        // the subject is on the mirror: now what refers to it
+        if let Some(referrers) = spec.referrers.clone().filter(|r| !r.is_empty()) {
+            self.copy_referrers_of(spec, &src_conn, upstream, referrers, force)
+                .await?;
+        }
+        Ok(digest)
+    }
+
+    /// Copies the referrers of `upstream` (see
+    /// [`crate::referrers::copy_referrers`]) into `spec`'s repository on the
+    /// mirror, after their subject.
+    async fn copy_referrers_of(
+        &self,
+        spec: &ImageSpec,
+        src_conn: &RegistryConn,
+        upstream: crate::reference::ImageRef,
+        referrers: Vec<crate::referrers::Referrer>,
+        force: bool,
+    ) -> Result<(), ProviderError> {
+        let src = self.client(src_conn)?;
+        let dst = self.client(&spec.mirror)?;
+        let repo = spec.repository.clone();
+        let what = format!(
+            "copying the referrers of {} to {}",
+            spec.upstream, spec.mirror.endpoint
+        );
+        // like the copy pass: the copy future is not Send
+        let handle = tokio::runtime::Handle::current();
+        let joined = tokio::task::spawn_blocking(move || {
+            handle.block_on(crate::referrers::copy_referrers(
+                &src, &upstream, &dst, &repo, &referrers, force,
+            ))
         })
         .await
         .map_err(|e| ProviderError::failed(format!("copy task failed: {e}")))?;
-        let report = joined.map_err(|e| registry_error(&what, e))?;
-        report.digest.map(|d| d.to_string()).ok_or_else(|| {
-            ProviderError::failed(format!("{what}: the registry reported no digest"))
+        joined.map(|_| ()).map_err(|e| registry_error(&what, e))
+    }
+
+    /// Copies `wanted` from `src_conn` into `spec`'s mirror in one
+    /// [`crate::copy::copy_images`] pass: per image, the digest now on the
+    /// mirror or why not.
+    async fn copy_pass(
+        &self,
+        spec: &ImageSpec,
+        src_conn: &RegistryConn,
+        wanted: Vec<(String, crate::copy::CopyRequest)>,
+    ) -> CopyBatchResult {
+        let clients = self
+            .client(src_conn)
+            .and_then(|s| Ok((s, self.client(&spec.mirror)?)));
+        let (src, dst) = match clients {
+            Ok(c) => c,
+            Err(e) => {
+                return wanted
+                    .into_iter()
+                    .map(|(i, _)| (i, Err(e.clone())))
+                    .collect()
+            }
+        };
+        let options = crate::copy::CopyOptions {
+            concurrency: self
+                .parallelism
+                .lock()
+                .ok()
+                .and_then(|p| *p)
+                .unwrap_or(COPY_PARALLELISM),
+            ..crate::copy::CopyOptions::default()
+        };
+        let (items, requests): (Vec<String>, Vec<crate::copy::CopyRequest>) =
+            wanted.into_iter().unzip();
+        let mirror = spec.mirror.endpoint.clone();
+        // the copy future is not Send (higher-ranked closures inside); run
+        // it to completion on a blocking thread of this runtime
+        let handle = tokio::runtime::Handle::current();
+        let reqs = requests.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            handle.block_on(crate::copy::copy_images(&src, &dst, &reqs, &options))
         })
+        .await;
+        let results = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                let e = ProviderError::failed(format!("copy task failed: {e}"));
+                return items.into_iter().map(|i| (i, Err(e.clone()))).collect();
+            }
+        };
+        items
+            .into_iter()
+            .zip(requests)
+            .zip(results)
+            .map(|((item, request), r)| {
+                let what = format!("copying {} to {mirror}", request.source);
+                let r = match r {
+                    Ok(report) => report.digest.map(|d| d.to_string()).ok_or_else(|| {
+                        ProviderError::failed(format!("{what}: the registry reported no digest"))
+                    }),
+                    Err(e) => Err(registry_error_ref(&what, &e)),
+                };
+                (item, r)
+            })
+            .collect()
     }
 
     /// For an image refresh found missing or moved: which of its blobs the
@@ -1153,6 +1309,16 @@ impl ImageProvider {
                 attrs.insert(k, v.clone());
             }
             if let Ok(spec) = ImageSpec::from_attrs(&attrs) {
+                if let (ImageSource::Registry, Some(src)) = (&spec.source, &spec.upstream_conn) {
+                    if let (Ok(request), Ok(mut w)) = (
+                        copy_request(&spec, c.replace_requested),
+                        self.copies_wanted.lock(),
+                    ) {
+                        w.entry((client_key(src), client_key(&spec.mirror)))
+                            .or_default()
+                            .push((copy_item(&spec), request));
+                    }
+                }
                 if let (ImageSource::Bundle(p), true) = (&spec.source, c.replace_requested) {
                     if let Ok(mut f) = self.forced.lock() {
                         f.entry(p.clone())

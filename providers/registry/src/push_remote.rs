@@ -841,17 +841,17 @@ fn failed_digest(e: &BundleError) -> Option<&Digest> {
 }
 
 /// A (repository, blob) pair.
-type Pair = (String, Digest);
+pub(crate) type Pair = (String, Digest);
 
 /// What each image of the push still waits for.
-struct Waits {
+pub(crate) struct Waits {
     /// Per catalogue image: pairs that have not arrived yet.
     remaining: Vec<usize>,
     /// Per pair still to arrive (by upload or mount): the images waiting.
     users: HashMap<Pair, Vec<usize>>,
     /// Per uploaded blob: its mounts (indexes into the plan's), started
     /// when its upload finishes.
-    mounts_after: HashMap<Digest, Vec<usize>>,
+    pub(crate) mounts_after: HashMap<Digest, Vec<usize>>,
     /// Images using a blob that this run does not upload (already in the
     /// registry) but that the archive pass still verifies: they also wait
     /// for the end of that pass, so that a damaged bundle fails them as it
@@ -862,7 +862,7 @@ struct Waits {
 }
 
 impl Waits {
-    fn new(catalogue: &Catalogue, plan: &PushPlan) -> Waits {
+    pub(crate) fn new(catalogue: &Catalogue, plan: &PushPlan) -> Waits {
         let mut arriving: HashSet<Pair> = plan
             .uploads
             .iter()
@@ -916,7 +916,7 @@ impl Waits {
     }
 
     /// Images that wait for nothing (all their blobs already there).
-    fn ready_now(&mut self) -> Vec<usize> {
+    pub(crate) fn ready_now(&mut self) -> Vec<usize> {
         let mut ready = Vec::new();
         for i in 0..self.remaining.len() {
             if self.remaining[i] == 0 && !self.released[i] {
@@ -928,7 +928,7 @@ impl Waits {
     }
 
     /// `pair` is now present: the images this completes.
-    fn arrived(&mut self, pair: &Pair) -> Vec<usize> {
+    pub(crate) fn arrived(&mut self, pair: &Pair) -> Vec<usize> {
         let mut ready = Vec::new();
         for i in self.users.remove(pair).unwrap_or_default() {
             self.remaining[i] = self.remaining[i].saturating_sub(1);
@@ -942,7 +942,7 @@ impl Waits {
 
     /// The archive pass ended, `bad` its failed blobs: the images it
     /// completes (those using a failed blob keep waiting: they fail).
-    fn verified(&mut self, bad: &HashSet<&Digest>) -> Vec<usize> {
+    pub(crate) fn verified(&mut self, bad: &HashSet<&Digest>) -> Vec<usize> {
         let mut ready = Vec::new();
         for (i, kept) in std::mem::take(&mut self.after_stream) {
             if kept.iter().any(|d| bad.contains(d)) {
@@ -958,7 +958,12 @@ impl Waits {
     }
 
     /// A blob image `i` still waits for in `repo`.
-    fn first_missing<'a>(&self, i: usize, image: &'a ImageEntry, repo: &str) -> Option<&'a Digest> {
+    pub(crate) fn first_missing<'a>(
+        &self,
+        i: usize,
+        image: &'a ImageEntry,
+        repo: &str,
+    ) -> Option<&'a Digest> {
         image.blobs.iter().map(|b| &b.digest).find(|d| {
             self.users
                 .get(&(repo.to_string(), (*d).clone()))
@@ -968,19 +973,19 @@ impl Waits {
 }
 
 /// Work for the request pool next to the uploads.
-enum Task {
+pub(crate) enum Task {
     /// The plan's mount with this index.
     Mount(usize),
     /// The manifests and tag of the catalogue image with this index.
     Manifest(usize),
 }
 
-enum Finished {
+pub(crate) enum Finished {
     Mount(usize, Result<(), RegistryError>),
     Manifest(usize, Result<usize, RegistryError>),
 }
 
-fn run_task<'a>(
+pub(crate) fn run_task<'a>(
     task: Task,
     client: &'a RegistryClient,
     catalogue: &'a Catalogue,
