@@ -365,8 +365,9 @@ fn scheme_host(endpoint: &str) -> Option<(crate::client::Scheme, String)> {
 }
 
 /// The client settings for a registry connection. Credentials: the
-/// password when given, else the named Docker config, else
-/// `~/.docker/config.json` when it exists, else anonymous.
+/// password when given, else the named Docker config, else the credential
+/// files of docker, podman and skopeo
+/// ([`crate::auth::credential_files`]), else anonymous.
 pub fn target_for(conn: &RegistryConn) -> Result<crate::client::RegistryTarget, ProviderError> {
     let (scheme, host_port) = scheme_host(&conn.endpoint).ok_or_else(|| {
         ProviderError::invalid_input(format!(
@@ -400,10 +401,7 @@ pub fn target_for(conn: &RegistryConn) -> Result<crate::client::RegistryTarget, 
             password: crate::auth::Secret::from(pw.as_str()),
         },
         (_, _, Some(cfg)) => crate::auth::Auth::DockerConfig(PathBuf::from(cfg)),
-        _ => match std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json")) {
-            Some(p) if p.is_file() => crate::auth::Auth::DockerConfig(p),
-            _ => crate::auth::Auth::None,
-        },
+        _ => crate::auth::Auth::Environment,
     };
     Ok(t)
 }
