@@ -56,6 +56,7 @@ fn conn(r: &Registry) -> RegistryConn {
         username: r.username.clone(),
         password: r.password.as_ref().map(|p| p.expose().to_string()),
         docker_config: r.docker_config.as_ref().map(|p| p.display().to_string()),
+        no_environment_credentials: r.no_environment_credentials,
         insecure: r.insecure,
         proxy: r.proxy.clone(),
         proxy_sensitive: r.proxy_sensitive,

@@ -349,3 +349,44 @@ fn a_malformed_credential_file_is_an_error_naming_it() {
     assert!(!r.out.contains(&secret_b64), "quotes the file\n{}", r.out);
     no_secret("malformed", &r);
 }
+
+/// `credentials_from = "none"`: the files are not looked at, the registry
+/// sees an anonymous client; an unknown value is a configuration error at
+/// its line.
+#[test]
+fn credentials_from_none_stays_anonymous() {
+    let reg = secure_registry();
+    let with = |dir: &Path, value: &str| {
+        let hcl = ok(std::fs::read_to_string(dir.join("main.hcl")), "read");
+        write(
+            &dir.join("main.hcl"),
+            &hcl.replace(
+                "  namespace",
+                &format!("  credentials_from = \"{value}\"\n  namespace"),
+            ),
+        );
+        write(&dir.join(".docker/config.json"), &auths(&reg, PASSWORD));
+    };
+    let dir = project(&reg, 951);
+    with(dir.path(), "environment");
+    let r = apply(dir.path(), &[]);
+    assert_eq!(r.code, Some(0), "environment\n{}", r.out);
+
+    let dir = project(&reg, 952);
+    with(dir.path(), "none");
+    let r = apply(dir.path(), &[]);
+    assert_eq!(r.code, Some(1), "none: anonymous\n{}", r.out);
+    assert!(
+        r.out.contains(&reg.host_port()),
+        "names the registry\n{}",
+        r.out
+    );
+    no_secret("none", &r);
+
+    let dir = project(&reg, 953);
+    with(dir.path(), "docker");
+    let r = mp(dir.path(), &[], &["validate"]);
+    assert_eq!(r.code, Some(1), "unknown value\n{}", r.out);
+    assert!(r.out.contains("credentials_from"), "{}", r.out);
+    assert!(r.out.contains("main.hcl"), "names the file\n{}", r.out);
+}
