@@ -1558,7 +1558,7 @@ impl Loader {
                 .and_then(|a| a.value.span());
             self.dh(
                 DiagKind::InvalidValue,
-                &format!("`credentials_from` must be \"environment\" or \"none\", not {v:?}"),
+                format!("`credentials_from` must be \"environment\" or \"none\", not {v:?}"),
                 file,
                 span,
                 "unknown credential source",
