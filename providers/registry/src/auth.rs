@@ -5,6 +5,12 @@
 //! the lookup of those files where docker, podman and skopeo keep them
 //! ([`credential_files`]), and parsing of `WWW-Authenticate` challenges.
 //!
+//! The `docker_credential` crate (1.4) was considered and not taken: its
+//! podman lookup skips `$XDG_CONFIG_HOME/containers/auth.json` (and fails
+//! without `XDG_RUNTIME_DIR`), docker and podman files are two separate
+//! lookups, and a failing helper's whole stdout/stderr travels in its
+//! error; this parser already served `docker_config` and `pull_credentials`.
+//!
 //! Secrets only leave this module as `Authorization` header values built by
 //! the client; `Debug` of every type here redacts them, and error messages
 //! name the registry and the user, never the password, token or the
