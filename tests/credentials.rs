@@ -199,6 +199,22 @@ fn each_credential_source_is_accepted_by_the_registry() {
         write(&f, &auths(&reg, PASSWORD));
         vec![("REGISTRY_AUTH_FILE", s(&f))]
     });
+    // The debug log says which file the credentials came from.
+    let dir = project(&reg, 799);
+    let f = dir.path().join("named/auth.json");
+    write(&f, &auths(&reg, PASSWORD));
+    let r = apply(dir.path(), &[("REGISTRY_AUTH_FILE", s(&f))]);
+    assert_eq!(r.code, Some(0), "apply\n{}", r.out);
+    assert!(
+        r.out
+            .lines()
+            .any(|l| l.contains("mirrorplan_registry::auth")
+                && l.contains("credentials from the environment")
+                && l.contains(&s(&f))),
+        "the log names the file\n{}",
+        r.out
+    );
+    no_secret("log of the source", &r);
     case("XDG_RUNTIME_DIR", &|d| {
         write(
             &d.join("run/containers/auth.json"),

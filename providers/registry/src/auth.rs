@@ -241,9 +241,21 @@ pub fn resolve_environment(
             continue;
         }
         if let Some(c) = resolve_docker_config(&f, host, helper_path.as_ref())? {
+            // the file's path only, never what it holds
+            tracing::debug!(
+                target: "mirrorplan_registry::auth",
+                registry = %host,
+                file = %f.display(),
+                "credentials from the environment"
+            );
             return Ok(Some((f, c)));
         }
     }
+    tracing::debug!(
+        target: "mirrorplan_registry::auth",
+        registry = %host,
+        "no credentials in the environment: anonymous"
+    );
     Ok(None)
 }
 
