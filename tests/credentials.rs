@@ -180,7 +180,11 @@ fn each_credential_source_is_accepted_by_the_registry() {
             r.out
         );
         no_secret(what, &r);
-        let again = mp(dir.path(), &env, &["plan", "--detailed-exitcode"]);
+        let again = mp(
+            dir.path(),
+            &env,
+            &["plan", "--detailed-exitcode", "--out", "saved.plan"],
+        );
         assert_eq!(
             again.code,
             Some(0),
@@ -188,6 +192,16 @@ fn each_credential_source_is_accepted_by_the_registry() {
             again.out
         );
         no_secret(what, &again);
+        // Neither the state nor a saved plan holds the password.
+        for f in [".mirrorplan/state.json", "saved.plan"] {
+            let bytes = ok(std::fs::read(dir.path().join(f)), f);
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains(PASSWORD), "{what}: the password is in {f}");
+            assert!(
+                !text.contains(&b64(&format!("{USER}:{PASSWORD}"))),
+                "{what}: the Basic value is in {f}"
+            );
+        }
     };
     // Without any source the registry refuses: the sources below matter.
     let dir = project(&reg, 700);
