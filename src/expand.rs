@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
 use mirrorplan_config::{Cluster, Config, ConfigStyle, Endpoint, ImageSet, NodeAddr, Registry};
 use mirrorplan_engine::{Address, DesiredInstance};
 use mirrorplan_node::cluster::ClusterSpec;
@@ -57,6 +56,7 @@ fn conn(r: &Registry) -> RegistryConn {
         username: r.username.clone(),
         password: r.password.as_ref().map(|p| p.expose().to_string()),
         docker_config: r.docker_config.as_ref().map(|p| p.display().to_string()),
+        no_environment_credentials: r.no_environment_credentials,
         insecure: r.insecure,
         proxy: r.proxy.clone(),
         proxy_sensitive: r.proxy_sensitive,
@@ -387,44 +387,29 @@ fn read_file(path: &Path, what: &str, address: &str) -> Result<Vec<u8>, ExpandEr
     })
 }
 
-/// The pull credentials for `host_port` from a Docker config file.
+/// The pull credentials for `host_port` from a Docker config file, read by
+/// the registry crate's one parser of those files (`auths`, `credHelpers`,
+/// `credsStore`; the error names the file, never its contents).
 fn pull_auth(path: &Path, host_port: &str, address: &str) -> Result<Option<PullAuth>, ExpandError> {
-    let bytes = read_file(path, "pull credentials file", address)?;
-    let bad = |why: &str| ExpandError {
+    let bad = |why: String| ExpandError {
         address: address.to_string(),
         message: format!("pull credentials file {}: {why}", path.display()),
         help: "give a Docker config.json with an `auths` entry for the mirror".into(),
     };
-    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| bad("not valid JSON"))?;
-    let auths = v.get("auths").and_then(|a| a.as_object());
-    let entry = auths.and_then(|a| {
-        a.get(host_port)
-            .or_else(|| a.get(&format!("https://{host_port}")))
-            .or_else(|| a.get(&format!("http://{host_port}")))
-    });
-    let Some(entry) = entry else {
-        return Err(bad(&format!("no `auths` entry for {host_port}")));
-    };
-    if let Some(auth) = entry.get("auth").and_then(|a| a.as_str()) {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(auth)
-            .map_err(|_| bad("the `auth` value is not base64"))?;
-        let text = String::from_utf8(decoded).map_err(|_| bad("the `auth` value is not text"))?;
-        return PullAuth::from_user_pass(&Secret::from(text))
-            .map(Some)
-            .ok_or_else(|| bad("the `auth` value is not user:password"));
-    }
-    match (
-        entry.get("username").and_then(|u| u.as_str()),
-        entry.get("password").and_then(|p| p.as_str()),
-    ) {
-        (Some(u), Some(p)) => Ok(Some(PullAuth::basic(u, Secret::from(p)))),
-        _ => match entry.get("identitytoken").and_then(|t| t.as_str()) {
-            Some(t) => Ok(Some(PullAuth::Token(Secret::from(t)))),
-            None => Err(bad(&format!(
-                "the entry for {host_port} has no credentials"
-            ))),
-        },
+    match mirrorplan_registry::auth::resolve_docker_config(path, host_port, None) {
+        Ok(Some(c)) if c.is_identity_token() => {
+            Ok(Some(PullAuth::Token(Secret::from(c.password.expose()))))
+        }
+        Ok(Some(c)) => Ok(Some(PullAuth::basic(
+            &c.user,
+            Secret::from(c.password.expose()),
+        ))),
+        Ok(None) => Err(bad(format!("no `auths` entry for {host_port}"))),
+        Err(e) => Err(ExpandError {
+            address: address.to_string(),
+            message: e.to_string(),
+            help: "give a Docker config.json with an `auths` entry for the mirror".into(),
+        }),
     }
 }
 

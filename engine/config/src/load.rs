@@ -1548,6 +1548,23 @@ impl Loader {
             .string_attr(file, body, "password", &ctx)
             .map(Secret::new);
         let docker_config = self.path_attr(file, body, "docker_config", &ctx);
+        let credentials_from = self.string_attr(file, body, "credentials_from", &ctx);
+        if let Some(v) = credentials_from
+            .as_deref()
+            .filter(|v| !matches!(*v, "environment" | "none"))
+        {
+            let span = body
+                .get_attribute("credentials_from")
+                .and_then(|a| a.value.span());
+            self.dh(
+                DiagKind::InvalidValue,
+                format!("`credentials_from` must be \"environment\" or \"none\", not {v:?}"),
+                file,
+                span,
+                "unknown credential source",
+                "\"environment\" (the default) reads the credential files of docker, podman and skopeo; \"none\" goes anonymous",
+            );
+        }
         let proxy = self.string_attr(file, body, "proxy", &ctx);
         let proxy_sensitive = body
             .get_attribute("proxy")
@@ -1641,6 +1658,7 @@ impl Loader {
                     username,
                     password,
                     docker_config,
+                    no_environment_credentials: credentials_from.as_deref() == Some("none"),
                     proxy,
                     proxy_sensitive,
                     insecure,

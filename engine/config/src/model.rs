@@ -124,6 +124,10 @@ pub struct Registry {
     pub password: Option<Secret>,
     /// A Docker `config.json` with the push credentials.
     pub docker_config: Option<PathBuf>,
+    /// `credentials_from = "none"`: without `username`/`password` or
+    /// `docker_config`, anonymous, not the credential files of docker,
+    /// podman and skopeo (`"environment"`, the default).
+    pub no_environment_credentials: bool,
     /// Proxy URL for this registry. Credentials in it (`http://user:pass@host`)
     /// are never shown: see the registry provider's `RegistryConn`.
     pub proxy: Option<String>,

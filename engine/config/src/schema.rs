@@ -151,6 +151,7 @@ pub static REGISTRY: BodySchema = BodySchema {
         a("username", T::String),
         a("password", T::String),
         a("docker_config", T::String),
+        a("credentials_from", T::String),
         a("proxy", T::String),
         a("insecure", T::Bool),
         a("timeout", T::Number),

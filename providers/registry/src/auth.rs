@@ -1,7 +1,15 @@
 //! Registry credentials: a [`Secret`] that never prints, the [`Auth`]
-//! choices of a registry target, Docker `config.json` resolution (inline
-//! `auths`, `credHelpers`, `credsStore`) and parsing of
-//! `WWW-Authenticate` challenges.
+//! choices of a registry target, the one parser of Docker `config.json` /
+//! containers `auth.json` files (inline `auths` with `auth`,
+//! `username`/`password` or `identitytoken`, `credHelpers`, `credsStore`),
+//! the lookup of those files where docker, podman and skopeo keep them
+//! ([`credential_files`]), and parsing of `WWW-Authenticate` challenges.
+//!
+//! The `docker_credential` crate (1.4) was considered and not taken: its
+//! podman lookup skips `$XDG_CONFIG_HOME/containers/auth.json` (and fails
+//! without `XDG_RUNTIME_DIR`), docker and podman files are two separate
+//! lookups, and a failing helper's whole stdout/stderr travels in its
+//! error; this parser already served `docker_config` and `pull_credentials`.
 //!
 //! Secrets only leave this module as `Authorization` header values built by
 //! the client; `Debug` of every type here redacts them, and error messages
@@ -83,18 +91,34 @@ pub enum Auth {
     /// Read the credentials for the registry's host from a Docker
     /// `config.json` (`auths`, `credHelpers`, `credsStore`).
     DockerConfig(PathBuf),
+    /// Look the host up in the credential files docker, podman and skopeo
+    /// use, in the order of [`credential_files`]; anonymous when none has
+    /// an entry for it.
+    Environment,
 }
 
 /// Resolved user name and password.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credentials {
-    /// User name (may be `<token>` for identity tokens from helpers).
+    /// User name; [`IDENTITY_TOKEN_USER`] when `password` is an identity
+    /// token (an OAuth2 refresh token), as credential helpers say it.
     pub user: String,
     /// Password or token.
     pub password: Secret,
 }
 
+/// The user name credential helpers give with an identity token, and that
+/// [`Credentials`] carry for an `identitytoken` entry.
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
+
 impl Credentials {
+    /// An identity token (`identitytoken`, or a helper's `<token>` user):
+    /// exchanged at the token endpoint with `grant_type=refresh_token`,
+    /// never sent as a password.
+    pub fn is_identity_token(&self) -> bool {
+        self.user == IDENTITY_TOKEN_USER
+    }
+
     /// The `Authorization: Basic ...` value.
     pub(crate) fn basic_header(&self) -> String {
         let raw = format!("{}:{}", self.user, self.password.expose());
@@ -124,6 +148,8 @@ struct DockerAuthEntry {
     username: Option<String>,
     #[serde(default)]
     password: Option<String>,
+    #[serde(default)]
+    identitytoken: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -134,20 +160,111 @@ struct HelperReply {
 }
 
 /// `https://host:port/v1/` → `host:port`, as Docker matches `auths` keys.
-fn config_key_host(key: &str) -> &str {
-    let k = key
+/// A key with a path but no scheme (`quay.io/team`, a containers
+/// `auth.json` entry for one namespace) gives `None`: it holds credentials
+/// for part of a registry only, and mirrorplan authenticates per host.
+fn config_key_host(key: &str) -> Option<&str> {
+    match key
         .strip_prefix("https://")
         .or_else(|| key.strip_prefix("http://"))
-        .unwrap_or(key);
-    k.split('/').next().unwrap_or(k)
+    {
+        Some(k) => k.split('/').next(),
+        None => (!key.contains('/')).then_some(key),
+    }
+}
+
+/// The names one registry host has in credential files: Docker Hub's API
+/// host is `registry-1.docker.io`, its credentials are kept under
+/// `https://index.docker.io/v1/` (or `docker.io`).
+fn host_aliases(host: &str) -> &'static [&'static str] {
+    match host {
+        "registry-1.docker.io" | "docker.io" | "index.docker.io" => {
+            &["index.docker.io", "docker.io", "registry-1.docker.io"]
+        }
+        _ => &[],
+    }
+}
+
+fn key_matches(key: &str, host: &str) -> bool {
+    config_key_host(key).is_some_and(|k| k == host || host_aliases(host).contains(&k))
+}
+
+/// The host name given to a credential helper (`https://index.docker.io/v1/`
+/// for Docker Hub, as `docker login` stores it).
+fn helper_server(host: &str) -> &str {
+    if host_aliases(host).is_empty() {
+        host
+    } else {
+        "https://index.docker.io/v1/"
+    }
+}
+
+/// The credential files docker, podman and skopeo read, in the order
+/// mirrorplan looks a host up in them (`env` reads a variable):
+///
+/// 1. `$REGISTRY_AUTH_FILE` — when set, the only file (as podman and
+///    skopeo, containers-auth.json(5));
+/// 2. `$XDG_RUNTIME_DIR/containers/auth.json` (podman login's default);
+/// 3. `$XDG_CONFIG_HOME/containers/auth.json`, or
+///    `$HOME/.config/containers/auth.json`;
+/// 4. `$DOCKER_CONFIG/config.json`, or `$HOME/.docker/config.json`.
+pub fn credential_files(env: &dyn Fn(&str) -> Option<OsString>) -> Vec<PathBuf> {
+    let set = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(f) = set("REGISTRY_AUTH_FILE") {
+        return vec![f];
+    }
+    let home = set("HOME");
+    let mut out = Vec::new();
+    if let Some(d) = set("XDG_RUNTIME_DIR") {
+        out.push(d.join("containers/auth.json"));
+    }
+    if let Some(d) = set("XDG_CONFIG_HOME").or_else(|| home.as_ref().map(|h| h.join(".config"))) {
+        out.push(d.join("containers/auth.json"));
+    }
+    if let Some(d) = set("DOCKER_CONFIG").or_else(|| home.as_ref().map(|h| h.join(".docker"))) {
+        out.push(d.join("config.json"));
+    }
+    out
+}
+
+/// The credentials for `host` from the first of [`credential_files`] that
+/// has them, with that file's path (`Ok(None)`: anonymous). Files that do
+/// not exist are skipped; one that cannot be read or parsed is an error
+/// naming it. Helpers are looked up on `env("PATH")`.
+pub fn resolve_environment(
+    host: &str,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<Option<(PathBuf, Credentials)>, RegistryError> {
+    let helper_path = env("PATH");
+    for f in credential_files(env) {
+        if !f.exists() {
+            continue;
+        }
+        if let Some(c) = resolve_docker_config(&f, host, helper_path.as_ref())? {
+            // the file's path only, never what it holds
+            tracing::debug!(
+                target: "mirrorplan_registry::auth",
+                registry = %host,
+                file = %f.display(),
+                "credentials from the environment"
+            );
+            return Ok(Some((f, c)));
+        }
+    }
+    tracing::debug!(
+        target: "mirrorplan_registry::auth",
+        registry = %host,
+        "no credentials in the environment: anonymous"
+    );
+    Ok(None)
 }
 
 /// Resolve the credentials for `host` (`host[:port]` as in image
 /// references) from the Docker config file at `path`.
 ///
 /// Order as Docker's: `credHelpers[host]`, then an inline `auths[host]`
-/// entry (`auth` = base64 `user:password`, or `username`/`password`), then
-/// `credsStore`. Helpers run as `docker-credential-NAME get` with the host
+/// entry (`auth` = base64 `user:password`, or `username`/`password`, or
+/// `identitytoken`), then `credsStore`. Helpers run as `docker-credential-NAME get` with the host
 /// on stdin, found in `helper_path` (a `PATH`-style list) or `PATH`.
 /// `Ok(None)`: the file has no credentials for the host (anonymous access).
 pub fn resolve_docker_config(
@@ -172,12 +289,12 @@ pub fn resolve_docker_config(
     let helper_for = cfg
         .cred_helpers
         .iter()
-        .find(|(k, _)| config_key_host(k) == host)
+        .find(|(k, _)| key_matches(k, host))
         .map(|(_, v)| v.clone());
     if let Some(helper) = helper_for {
-        return run_credential_helper(&helper, host, helper_path).map(Some);
+        return run_credential_helper(&helper, helper_server(host), helper_path).map(Some);
     }
-    if let Some((_, entry)) = cfg.auths.iter().find(|(k, _)| config_key_host(k) == host) {
+    if let Some((_, entry)) = cfg.auths.iter().find(|(k, _)| key_matches(k, host)) {
         if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(auth.trim())
@@ -200,9 +317,15 @@ pub fn resolve_docker_config(
                 password: Secret::new(p.clone()),
             }));
         }
+        if let Some(t) = entry.identitytoken.as_deref().filter(|t| !t.is_empty()) {
+            return Ok(Some(Credentials {
+                user: IDENTITY_TOKEN_USER.to_string(),
+                password: Secret::new(t),
+            }));
+        }
     }
     if let Some(store) = cfg.creds_store.as_deref().filter(|s| !s.is_empty()) {
-        return match run_credential_helper(store, host, helper_path) {
+        return match run_credential_helper(store, helper_server(host), helper_path) {
             Ok(c) => Ok(Some(c)),
             Err(RegistryError::CredentialHelper { reason, .. })
                 if reason.contains("credentials not found") =>
@@ -470,5 +593,102 @@ mod tests {
             .unwrap_or_default();
         assert!(e.contains("not valid JSON"), "{e}");
         assert!(!e.contains("c2VjcmV0"), "{e}");
+    }
+
+    fn env_of<'a>(vars: &'a [(&'a str, &'a Path)]) -> impl Fn(&str) -> Option<OsString> + 'a {
+        move |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.as_os_str().to_os_string())
+        }
+    }
+
+    #[test]
+    fn credential_files_in_the_order_of_docker_podman_and_skopeo() {
+        let p = Path::new;
+        let all = [
+            ("HOME", p("/h")),
+            ("XDG_RUNTIME_DIR", p("/run/u")),
+            ("XDG_CONFIG_HOME", p("/cfg")),
+            ("DOCKER_CONFIG", p("/dk")),
+        ];
+        assert_eq!(
+            credential_files(&env_of(&all)),
+            vec![
+                PathBuf::from("/run/u/containers/auth.json"),
+                PathBuf::from("/cfg/containers/auth.json"),
+                PathBuf::from("/dk/config.json"),
+            ]
+        );
+        assert_eq!(
+            credential_files(&env_of(&[("HOME", p("/h")), ("XDG_CONFIG_HOME", p(""))])),
+            vec![
+                PathBuf::from("/h/.config/containers/auth.json"),
+                PathBuf::from("/h/.docker/config.json"),
+            ]
+        );
+        let mut with_file = all.to_vec();
+        with_file.push(("REGISTRY_AUTH_FILE", p("/a.json")));
+        assert_eq!(
+            credential_files(&env_of(&with_file)),
+            vec![PathBuf::from("/a.json")]
+        );
+        assert!(credential_files(&env_of(&[])).is_empty());
+    }
+
+    #[test]
+    fn the_first_file_with_the_host_wins() {
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("tempdir")
+        };
+        let d = dir.path();
+        let run = d.join("run");
+        let dk = d.join("dk");
+        assert!(std::fs::create_dir_all(run.join("containers")).is_ok());
+        assert!(std::fs::create_dir_all(&dk).is_ok());
+        // base64("first:one"), base64("second:two")
+        assert!(std::fs::write(
+            run.join("containers/auth.json"),
+            r#"{"auths":{"a:1":{"auth":"Zmlyc3Q6b25l"},"quay.io/team":{"auth":"Zmlyc3Q6b25l"}}}"#
+        )
+        .is_ok());
+        assert!(std::fs::write(
+            dk.join("config.json"),
+            r#"{"auths":{"a:1":{"auth":"c2Vjb25kOnR3bw=="},"b:2":{"auth":"c2Vjb25kOnR3bw=="},
+                "https://index.docker.io/v1/":{"identitytoken":"rt"}}}"#
+        )
+        .is_ok());
+        let vars = [
+            ("XDG_RUNTIME_DIR", run.as_path()),
+            ("DOCKER_CONFIG", dk.as_path()),
+        ];
+        let env = env_of(&vars);
+        let user = |host: &str| match resolve_environment(host, &env) {
+            Ok(Some((f, c))) => Some((f, c.user)),
+            Ok(None) => None,
+            Err(e) => panic!("{host}: {e}"),
+        };
+        assert_eq!(
+            user("a:1"),
+            Some((run.join("containers/auth.json"), "first".into()))
+        );
+        assert_eq!(user("b:2"), Some((dk.join("config.json"), "second".into())));
+        // A namespace-scoped containers key is not a host's credentials.
+        assert_eq!(user("quay.io"), None);
+        // Docker Hub's API host finds the `docker login` entry.
+        assert_eq!(
+            user("registry-1.docker.io"),
+            Some((dk.join("config.json"), IDENTITY_TOKEN_USER.into()))
+        );
+        // A malformed file is an error naming it, not its contents.
+        assert!(
+            std::fs::write(run.join("containers/auth.json"), "{\"auths\": Zmlyc3Q6b25l").is_ok()
+        );
+        let e = resolve_environment("b:2", &env)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("containers/auth.json"), "{e}");
+        assert!(!e.contains("Zmlyc3Q6b25l"), "{e}");
     }
 }

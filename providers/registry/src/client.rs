@@ -66,7 +66,8 @@ use serde::Deserialize;
 use tokio::io::AsyncRead;
 
 use crate::auth::{
-    parse_challenge, realm_refusal, resolve_docker_config, Auth, Challenge, Credentials,
+    parse_challenge, realm_refusal, resolve_docker_config, resolve_environment, Auth, Challenge,
+    Credentials,
 };
 use crate::client_error::RegistryError;
 use crate::digest::Digest;
@@ -494,6 +495,9 @@ impl RegistryClient {
                 password: password.clone(),
             }),
             Auth::DockerConfig(path) => resolve_docker_config(path, &target.host_port, None)?,
+            Auth::Environment => {
+                resolve_environment(&target.host_port, &|k| std::env::var_os(k))?.map(|(_, c)| c)
+            }
         };
         let chunked = matches!(options.upload, UploadMode::Chunked { .. });
         let mut secrets = Vec::new();
@@ -809,7 +813,9 @@ impl RegistryClient {
                             .auth
                             .lock()
                             .map_err(|_| RegistryError::Internal("auth state poisoned".into()))?;
-                        if self.creds.is_none() || (state.basic && sent_auth.is_some()) {
+                        // An identity token is only ever exchanged at a token endpoint.
+                        let usable = self.creds.as_ref().is_some_and(|c| !c.is_identity_token());
+                        if !usable || (state.basic && sent_auth.is_some()) {
                             drop(state);
                             return Err(self.rejected(op));
                         }
@@ -945,11 +951,30 @@ impl RegistryClient {
                 q.append_pair("scope", s);
             }
         }
+        // An identity token goes to the realm as Docker sends it: a POST of
+        // the OAuth2 refresh-token grant (the token in the form body, never
+        // in the URL or a header).
+        let refresh = self.creds.as_ref().filter(|c| c.is_identity_token());
+        let form = refresh.map(|c| {
+            let mut f = vec![
+                ("grant_type", "refresh_token".to_string()),
+                ("client_id", "mirrorplan".to_string()),
+                ("refresh_token", c.password.expose().to_string()),
+                ("scope", scopes.join(" ")),
+            ];
+            if let Some(s) = service {
+                f.push(("service", s.to_string()));
+            }
+            f
+        });
         let mut attempt = 0;
         let resp = loop {
             attempt += 1;
-            let mut req = self.http.get(url.clone());
-            if let Some(c) = &self.creds {
+            let mut req = match &form {
+                Some(f) => self.http.post(url.clone()).form(f),
+                None => self.http.get(url.clone()),
+            };
+            if let Some(c) = self.creds.as_ref().filter(|_| form.is_none()) {
                 let mut v = HeaderValue::from_str(&c.basic_header())
                     .map_err(|_| fail("credentials are not a valid header value".into()))?;
                 v.set_sensitive(true);
@@ -957,10 +982,10 @@ impl RegistryClient {
             }
             let (line, sending) = self.logged(req);
             let started = Instant::now();
-            let auth = if self.creds.is_some() {
-                "basic"
-            } else {
-                "none"
+            let auth = match (&self.creds, &form) {
+                (_, Some(_)) => "refresh_token",
+                (Some(_), None) => "basic",
+                (None, None) => "none",
             };
             let sent = self.answered(sending, None).await;
             if let Some(l) = &line {

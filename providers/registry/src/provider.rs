@@ -52,6 +52,10 @@ pub struct RegistryConn {
     pub password: Option<String>,
     /// Docker config.json with credentials.
     pub docker_config: Option<String>,
+    /// `credentials_from = "none"`: without `username`/`password` or
+    /// `docker_config`, anonymous rather than the credential files of
+    /// docker, podman and skopeo.
+    pub no_environment_credentials: bool,
     /// Skip TLS verification.
     pub insecure: bool,
     /// Proxy URL. A password in it (`http://user:PASS@proxy:3128`) is never
@@ -73,6 +77,10 @@ impl std::fmt::Debug for RegistryConn {
                 &self.password.as_ref().map(|_| "(sensitive value)"),
             )
             .field("docker_config", &self.docker_config)
+            .field(
+                "no_environment_credentials",
+                &self.no_environment_credentials,
+            )
             .field("insecure", &self.insecure)
             .field("proxy", &self.shown_proxy())
             .finish()
@@ -81,14 +89,19 @@ impl std::fmt::Debug for RegistryConn {
 
 impl RegistryConn {
     fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "endpoint": self.endpoint,
             "ca_cert": self.ca_cert,
             "username": self.username,
             "docker_config": self.docker_config,
             "insecure": self.insecure,
             "proxy": self.shown_proxy(),
-        })
+        });
+        // only when set, so that existing states read the same
+        if self.no_environment_credentials {
+            v["credentials_from"] = json!("none");
+        }
+        v
     }
 
     /// The proxy URL as plans, the state and plan files show it:
@@ -136,6 +149,7 @@ impl RegistryConn {
             username: s("username"),
             password: password.and_then(Value::as_str).map(str::to_string),
             docker_config: s("docker_config"),
+            no_environment_credentials: s("credentials_from").as_deref() == Some("none"),
             insecure: v.get("insecure").and_then(Value::as_bool).unwrap_or(false),
             proxy: secret.or(public),
             proxy_sensitive,
@@ -379,8 +393,10 @@ fn scheme_host(endpoint: &str) -> Option<(crate::client::Scheme, String)> {
 }
 
 /// The client settings for a registry connection. Credentials: the
-/// password when given, else the named Docker config, else
-/// `~/.docker/config.json` when it exists, else anonymous.
+/// password when given, else the named Docker config, else (unless
+/// `credentials_from = "none"`) the credential files of docker, podman and
+/// skopeo
+/// ([`crate::auth::credential_files`]), else anonymous.
 pub fn target_for(conn: &RegistryConn) -> Result<crate::client::RegistryTarget, ProviderError> {
     let (scheme, host_port) = scheme_host(&conn.endpoint).ok_or_else(|| {
         ProviderError::invalid_input(format!(
@@ -414,10 +430,8 @@ pub fn target_for(conn: &RegistryConn) -> Result<crate::client::RegistryTarget, 
             password: crate::auth::Secret::from(pw.as_str()),
         },
         (_, _, Some(cfg)) => crate::auth::Auth::DockerConfig(PathBuf::from(cfg)),
-        _ => match std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json")) {
-            Some(p) if p.is_file() => crate::auth::Auth::DockerConfig(p),
-            _ => crate::auth::Auth::None,
-        },
+        _ if conn.no_environment_credentials => crate::auth::Auth::None,
+        _ => crate::auth::Auth::Environment,
     };
     Ok(t)
 }

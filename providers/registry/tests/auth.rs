@@ -31,6 +31,7 @@ struct Req {
     method: String,
     path: String,
     auth: Option<String>,
+    body: String,
 }
 
 fn respond(state: &Mutex<State>, req: &Req) -> (u16, Vec<(String, String)>, String) {
@@ -41,8 +42,16 @@ fn respond(state: &Mutex<State>, req: &Req) -> (u16, Vec<(String, String)>, Stri
     let port = s.port;
     if req.path.starts_with("/token") {
         s.token_requests.push(req.path.clone());
-        // base64("alice:correct horse")
-        if req.auth.as_deref() != Some("Basic YWxpY2U6Y29ycmVjdCBob3JzZQ==") {
+        // base64("alice:correct horse"), or the identity token's
+        // refresh-token grant (POSTed as a form, as Docker does).
+        let refresh = req.method == "POST"
+            && req.auth.is_none()
+            && req.body.split('&').any(|p| p == "grant_type=refresh_token")
+            && req
+                .body
+                .split('&')
+                .any(|p| p == "refresh_token=rt-s3cret-77");
+        if !refresh && req.auth.as_deref() != Some("Basic YWxpY2U6Y29ycmVjdCBob3JzZQ==") {
             return (401, vec![], "{}".into());
         }
         s.issued += 1;
@@ -128,6 +137,21 @@ async fn serve(state: Arc<Mutex<State>>) -> u16 {
                     }
                 }
                 let text = String::from_utf8_lossy(&buf).to_string();
+                let head_len = text.find("\r\n\r\n").map_or(text.len(), |i| i + 4);
+                let want = text[..head_len]
+                    .split("\r\n")
+                    .filter_map(|l| l.split_once(':'))
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_len + want {
+                    match sock.read(&mut tmp).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
+                let body = String::from_utf8_lossy(&buf[head_len.min(buf.len())..]).to_string();
+                let text = text[..head_len].to_string();
                 let mut lines = text.split("\r\n");
                 let first = lines.next().unwrap_or_default();
                 let mut parts = first.split(' ');
@@ -143,6 +167,7 @@ async fn serve(state: Arc<Mutex<State>>) -> u16 {
                         method: method.clone(),
                         path,
                         auth,
+                        body,
                     },
                 );
                 let mut out = format!("HTTP/1.1 {status} X\r\nConnection: close\r\n");
@@ -304,6 +329,28 @@ async fn the_debug_log_of_the_bearer_flow_holds_no_token_or_password() {
     ] {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
     }
+
+    // An identity token: the refresh-token grant is logged as such, the
+    // refresh token and the bearer token it buys never.
+    let state = Arc::new(Mutex::new(State::default()));
+    let port = serve(state.clone()).await;
+    ok(
+        identity_client(port, "rt-s3cret-77")
+            .head_manifest("repo", "t")
+            .await,
+        "head with an identity token",
+    );
+    let log = buf.text();
+    assert!(
+        log.lines().any(|l| l.contains("method=POST")
+            && l.contains(&format!("127.0.0.1:{port}/token"))
+            && l.contains("status=200")
+            && l.contains("auth=refresh_token")),
+        "the refresh-token grant:\n{log}"
+    );
+    for secret in ["rt-s3cret-77", "tok-1", "Bearer ", "Authorization"] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -435,4 +482,74 @@ fn credential_helpers() {
     };
     assert!(matches!(e, RegistryError::CredentialHelper { .. }));
     assert!(e.to_string().contains("docker-credential-absent"), "{e}");
+}
+
+/// A client for the mock registry with the `identitytoken` `token`, read
+/// from a containers `auth.json` by the one config parser.
+fn identity_client(port: u16, token: &str) -> RegistryClient {
+    let dir = common::tmp();
+    let cfg = dir.path().join("auth.json");
+    ok(
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"{{"auths":{{"127.0.0.1:{port}":{{"auth":"","identitytoken":"{token}"}}}}}}"#
+            ),
+        ),
+        "write",
+    );
+    let c = ok(
+        resolve_docker_config(&cfg, &format!("127.0.0.1:{port}"), None),
+        "parse",
+    );
+    let Some(c) = c else {
+        panic!("no credentials from identitytoken")
+    };
+    assert!(c.is_identity_token());
+    assert!(!format!("{c:?}").contains(token));
+    let mut t = RegistryTarget::new(Scheme::Http, format!("127.0.0.1:{port}"));
+    t.auth = Auth::Basic {
+        user: c.user,
+        password: c.password,
+    };
+    ok(
+        RegistryClient::with_options(t, common::fast_options()),
+        "client",
+    )
+}
+
+/// An `identitytoken` entry (an OAuth2 refresh token, as `docker login`
+/// stores for registries that give one) is exchanged at the token endpoint
+/// with `grant_type=refresh_token` in a POST form (never as Basic auth,
+/// never in the URL), and the bearer token it returns is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_tokens_use_the_refresh_token_grant() {
+    let state = Arc::new(Mutex::new(State::default()));
+    let port = serve(state.clone()).await;
+    let info = ok(
+        identity_client(port, "rt-s3cret-77")
+            .head_manifest("repo", "t")
+            .await,
+        "head with an identity token",
+    );
+    assert_eq!(info.map(|i| i.digest), Some(Digest::of(b"{}")));
+    assert_eq!(hits(&state, "POST /token"), 1, "one refresh-token grant");
+    assert_eq!(hits(&state, "GET /token"), 0, "no Basic token request");
+    assert!(
+        token_requests(&state)
+            .iter()
+            .all(|p| !p.contains("rt-s3cret")),
+        "the refresh token is not in the URL"
+    );
+
+    // A wrong refresh token: a clear error, without the token.
+    let e = identity_client(port, "rt-wrong-99")
+        .head_manifest("repo", "t")
+        .await;
+    let Err(e) = e else {
+        panic!("a wrong refresh token was accepted")
+    };
+    let msg = format!("{e} {e:?}");
+    assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+    assert!(!msg.contains("rt-wrong-99"), "{msg}");
 }
