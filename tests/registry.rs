@@ -1625,3 +1625,35 @@ fn fresh_apply_asks_each_tag_once_and_the_shared_layer_only_in_its_first_holders
         );
     }
 }
+
+/// Two image sets over the same bundle into the same registry endpoint but
+/// two `registry` blocks with different namespaces: each set's images land
+/// under its own namespace (one bundle pass per bundle, endpoint and
+/// namespace, not one per bundle and endpoint), and the plan after the
+/// apply has nothing to do.
+#[test]
+fn same_bundle_and_endpoint_with_two_namespaces_pushes_both() {
+    let reg = secure_registry();
+    let dir = tmp();
+    let fx = oci_bundle(
+        dir.path(),
+        "shared",
+        &spec(31, 3, 16 * 1024),
+        Packing::TarZst,
+    );
+    write_config(
+        dir.path(),
+        &format!(
+            "{}{}{}{}",
+            registry_block("team_a", &reg, Some("team-a"), true),
+            registry_block("team_b", &reg, Some("team-b"), true),
+            bundle_set("a", "team_a", &fx.path, ""),
+            bundle_set("b", "team_b", &fx.path, ""),
+        ),
+    );
+    plan_exit(dir.path()).expect(2, "plan before apply");
+    apply(dir.path()).expect(0, "apply of both sets");
+    assert_all_mirrored(&reg, &fx, Some("team-a"));
+    assert_all_mirrored(&reg, &fx, Some("team-b"));
+    plan_exit(dir.path()).expect(0, "plan after apply");
+}

@@ -461,6 +461,22 @@ type BatchResult = Result<HashMap<String, Result<String, String>>, String>;
 /// One shared pass over a bundle, for one mirror.
 type Batch = Arc<OnceCell<BatchResult>>;
 
+/// What one bundle pass is for: (bundle, mirror endpoint, namespace,
+/// platforms kept). The pass pushes with its first image's namespace and
+/// platform filter, so image sets that share a bundle and an endpoint but
+/// differ in either get a pass each.
+type PassKey = (PathBuf, String, Option<String>, Vec<String>);
+
+/// The pass that pushes `spec` from `bundle`.
+fn pass_key(bundle: &Path, spec: &ImageSpec) -> PassKey {
+    (
+        bundle.to_path_buf(),
+        spec.mirror.endpoint.clone(),
+        namespace_of(spec),
+        spec.platforms.clone(),
+    )
+}
+
 /// [`crate::limits::RegistryLimits`] and their limiter, by endpoint.
 type RegistryLimitsByEndpoint = HashMap<
     String,
@@ -474,20 +490,20 @@ type RegistryLimitsByEndpoint = HashMap<
 #[derive(Default)]
 pub struct ImageProvider {
     clients: Mutex<HashMap<String, Arc<crate::client::RegistryClient>>>,
-    wanted: Mutex<HashMap<PathBuf, HashSet<String>>>,
-    batches: Mutex<HashMap<(PathBuf, String), Batch>>,
+    wanted: Mutex<HashMap<PassKey, HashSet<String>>>,
+    batches: Mutex<HashMap<PassKey, Batch>>,
     store_tags: Mutex<HashMap<PathBuf, (IndexStamp, StoreTags)>>,
     /// The configuration's mirror connections by endpoint, with their
     /// secrets: an instance known only from the state holds a digest of
     /// its password, never the password (see [`ImageProvider::remember_connections`]).
     conns: Mutex<HashMap<String, RegistryConn>>,
-    /// The address of each image the plan pushes, by (bundle, mirror
-    /// endpoint, upstream name): a bundle pass reports each image's
-    /// progress under its own address.
+    /// The address of each image the plan pushes, by (pass, upstream
+    /// name): a bundle pass reports each image's progress under its own
+    /// address.
     addresses: Mutex<HashMap<BatchImage, Address>>,
     /// What refresh learned about the blobs of the images that will be
-    /// pushed, per bundle pass (bundle, mirror endpoint).
-    survey: Mutex<HashMap<(PathBuf, String), SurveyBatch>>,
+    /// pushed, per bundle pass.
+    survey: Mutex<HashMap<PassKey, SurveyBatch>>,
     /// Catalogues and their name index are read one at a time: the other
     /// refreshes of the same bundle then find them cached.
     catalogue_gate: tokio::sync::Mutex<HashMap<IndexKey, Arc<CatIndex>>>,
@@ -506,10 +522,10 @@ pub struct ImageProvider {
     /// `rate_limit`, `retry`), with the one limiter every client of that
     /// registry shares: see [`ImageProvider::set_limits`].
     limits: Mutex<RegistryLimitsByEndpoint>,
-    /// Images whose replacement was asked for (`-replace`), by bundle:
+    /// Images whose replacement was asked for (`-replace`), by pass:
     /// every blob is uploaded again and the manifests put again, even
     /// what the mirror already has.
-    forced: Mutex<HashMap<PathBuf, HashSet<String>>>,
+    forced: Mutex<HashMap<PassKey, HashSet<String>>>,
     /// The copies from an upstream registry the plan will make, per
     /// (upstream, mirror) connection: one pass copies them all.
     copies_wanted: Mutex<HashMap<CopyKey, Vec<(String, crate::copy::CopyRequest)>>>,
@@ -603,8 +619,8 @@ type BlobLookup = Arc<OnceCell<Option<bool>>>;
 /// (bundle and platform filter, namespace).
 type IndexKey = (CatalogueKey, Option<String>);
 
-/// (bundle, mirror endpoint, upstream name).
-type BatchImage = (PathBuf, String, String);
+/// (bundle pass, upstream name).
+type BatchImage = (PassKey, String);
 
 /// (repository, tag or digest) → the manifest digest found there (`None`: missing).
 type KnownTags = HashMap<(String, String), Option<crate::digest::Digest>>;
@@ -1152,7 +1168,7 @@ impl ImageProvider {
             .iter()
             .map(|b| (b.digest.to_string(), b.size))
             .collect();
-        let batch_key = (path.clone(), spec.mirror.endpoint.clone());
+        let batch_key = pass_key(path, spec);
         let (repo, present) = match spec.mirror.oci_path() {
             Some(store) => {
                 let present = blobs
@@ -1301,8 +1317,7 @@ impl ImageProvider {
             return None;
         };
         let sv = self.survey.lock().ok()?;
-        sv.get(&(path.clone(), spec.mirror.endpoint.clone()))?
-            .split(&spec.upstream)
+        sv.get(&pass_key(path, spec))?.split(&spec.upstream)
     }
 
     /// Tells the provider which images the plan will push, so that one pass
@@ -1333,45 +1348,32 @@ impl ImageProvider {
                             .push((copy_item(&spec), request));
                     }
                 }
-                if let (ImageSource::Bundle(p), true) = (&spec.source, c.replace_requested) {
-                    if let Ok(mut f) = self.forced.lock() {
-                        f.entry(p.clone())
-                            .or_default()
-                            .insert(spec.upstream.clone());
-                    }
-                }
                 if let ImageSource::Bundle(p) = &spec.source {
-                    if let Ok(mut a) = self.addresses.lock() {
-                        a.insert(
-                            (
-                                p.clone(),
-                                spec.mirror.endpoint.clone(),
-                                spec.upstream.clone(),
-                            ),
-                            c.address.clone(),
-                        );
+                    let key = pass_key(p, &spec);
+                    if c.replace_requested {
+                        if let Ok(mut f) = self.forced.lock() {
+                            f.entry(key.clone())
+                                .or_default()
+                                .insert(spec.upstream.clone());
+                        }
                     }
-                    wanted
-                        .entry(p.clone())
-                        .or_default()
-                        .insert(spec.upstream.clone());
+                    if let Ok(mut a) = self.addresses.lock() {
+                        a.insert((key.clone(), spec.upstream.clone()), c.address.clone());
+                    }
+                    wanted.entry(key).or_default().insert(spec.upstream.clone());
                 }
             }
         }
     }
 
     /// The (repository, blob) pairs this run's plan found missing in the
-    /// mirror, for a pass over `bundle` into `endpoint` (none for a plan
-    /// made by another process: a saved plan).
-    fn known_absent(
-        &self,
-        bundle: &Path,
-        endpoint: &str,
-    ) -> HashSet<(String, crate::digest::Digest)> {
+    /// mirror, for the pass `key` (none for a plan made by another
+    /// process: a saved plan).
+    fn known_absent(&self, key: &PassKey) -> HashSet<(String, crate::digest::Digest)> {
         let Ok(sv) = self.survey.lock() else {
             return HashSet::new();
         };
-        let Some(batch) = sv.get(&(bundle.to_path_buf(), endpoint.to_string())) else {
+        let Some(batch) = sv.get(key) else {
             return HashSet::new();
         };
         batch
@@ -1402,19 +1404,14 @@ impl ImageProvider {
     fn batch_contexts(
         &self,
         spec: &ImageSpec,
-        bundle: &Path,
+        pass: &PassKey,
         wanted: &HashSet<String>,
         ctx: &ApplyContext,
     ) -> HashMap<String, ApplyContext> {
         let mut out = HashMap::new();
         if let Ok(addresses) = self.addresses.lock() {
             for name in wanted {
-                let key = (
-                    bundle.to_path_buf(),
-                    spec.mirror.endpoint.clone(),
-                    name.clone(),
-                );
-                if let Some(a) = addresses.get(&key) {
+                if let Some(a) = addresses.get(&(pass.clone(), name.clone())) {
                     out.insert(name.clone(), ctx.for_address(a.clone()));
                 }
             }
@@ -1429,13 +1426,13 @@ impl ImageProvider {
         bundle: &Path,
         ctx: &ApplyContext,
     ) -> Result<String, ProviderError> {
-        let key = (bundle.to_path_buf(), spec.mirror.endpoint.clone());
+        let key = pass_key(bundle, spec);
         let cell = {
             let mut batches = self
                 .batches
                 .lock()
                 .map_err(|_| ProviderError::failed("internal lock poisoned"))?;
-            batches.entry(key).or_default().clone()
+            batches.entry(key.clone()).or_default().clone()
         };
         ctx.message(format!("streaming bundle {}", bundle.display()));
         let remote = match spec.mirror.oci_path() {
@@ -1450,18 +1447,18 @@ impl ImageProvider {
                     .wanted
                     .lock()
                     .ok()
-                    .and_then(|w| w.get(bundle).cloned())
+                    .and_then(|w| w.get(&key).cloned())
                     .unwrap_or_default();
                 let spec2 = spec.clone();
                 let bundle2 = bundle.to_path_buf();
-                let ctxs = self.batch_contexts(spec, bundle, &wanted, ctx);
-                let known_absent = self.known_absent(bundle, &spec.mirror.endpoint);
+                let ctxs = self.batch_contexts(spec, &key, &wanted, ctx);
+                let known_absent = self.known_absent(&key);
                 let known_tags = self.known_tags(&spec.mirror.endpoint);
                 let forced = self
                     .forced
                     .lock()
                     .ok()
-                    .and_then(|f| f.get(bundle).cloned())
+                    .and_then(|f| f.get(&key).cloned())
                     .unwrap_or_default();
                 match remote {
                     None => {
