@@ -55,6 +55,7 @@ pub mod provider;
 pub mod push;
 pub mod push_remote;
 pub mod reference;
+mod seek;
 pub mod set;
 pub mod store;
 pub mod summary;
