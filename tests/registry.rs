@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use mirrorplan_harness::{Credentials, Registry, RegistryOptions};
 use mirrorplan_registry::fixtures::{
-    truncate_copy, write_docker_archive, write_oci_bundle, write_oci_bundle_with, Corruption,
-    Fixture, FixtureSpec, LayerCompression, Packing,
+    repack, truncate_copy, write_docker_archive, write_oci_bundle, write_oci_bundle_with,
+    Corruption, Fixture, FixtureSpec, LayerCompression, MemberOrder, Packing,
 };
 
 const USER: &str = "mirror-pusher";
@@ -580,6 +580,46 @@ fn bundle_push_is_exact_idempotent_and_repairs_drift() {
 /// A `docker save` archive (`.tar.xz`) pushed without a namespace: the
 /// mirror serves a manifest that names exactly the archive's config and
 /// layers, under the digest recorded in the state.
+/// Issue 16: a bundle whose members come in name order (`blobs/` before
+/// `index.json`, as a plain `tar -cf` of a layout gives) or the reverse,
+/// as `.tar`, multi-block `.tar.xz` (as `xz -T0` writes it), single-block
+/// `.tar.xz` and `.tar.zst`, cold (a new directory: no `.mirrorplan/`), is
+/// applied with every digest exact and each blob uploaded once; a second
+/// plan finds nothing to do.
+#[test]
+fn bundles_in_name_and_reverse_member_order_are_applied_exactly() {
+    let reg = secure_registry();
+    let dir = tmp();
+    let src = oci_bundle(dir.path(), "src", &spec(16, 3, 96 * 1024), Packing::Tar);
+    let mut k = 0;
+    for order in [MemberOrder::Name, MemberOrder::Reverse] {
+        for (packing, one_xz_block) in [
+            (Packing::Tar, false),
+            (Packing::TarXz, false),
+            (Packing::TarXz, true),
+            (Packing::TarZst, false),
+        ] {
+            k += 1;
+            let what = format!("{order:?} {packing:?} (one xz block: {one_xz_block})");
+            let work = dir.path().join(format!("w{k}"));
+            ok(std::fs::create_dir(&work), "mkdir");
+            let bundle = work.join(format!("bundle.{}", packing.extension()));
+            ok(
+                repack(&src.path, &bundle, order, packing, one_xz_block),
+                "repack",
+            );
+            let ns = format!("order-{k}");
+            write_set_config(&work, &reg, Some(&ns), true, "set", &bundle, "");
+            let before = uploaded_blobs(&log_text(&reg)).len();
+            apply(&work).expect(0, &what);
+            assert_all_mirrored(&reg, &src, Some(&ns));
+            let uploads = uploaded_blobs(&log_text(&reg)).len() - before;
+            assert_eq!(uploads, src.blobs.len(), "{what}: each blob uploaded once");
+            plan_exit(&work).expect(0, &format!("{what}: plan after apply"));
+        }
+    }
+}
+
 #[test]
 fn docker_archive_is_pushed_without_namespace() {
     let reg = secure_registry();

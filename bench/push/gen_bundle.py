@@ -3,7 +3,7 @@
 # caller tars and compresses it): random, incompressible layer data.
 #
 #   gen_bundle.py OUT_DIR [--scale 1.0] [--images 22] [--big-mib 256] [--seed 1]
-#                 [--order-file PATH]
+#                 [--order-file PATH] [--order recommended|name|reverse]
 #
 # Default content (~1 GiB of blobs):
 #   * 4 base layers shared by every image (32 + 16 + 8 + 4 MiB),
@@ -18,7 +18,11 @@
 # (relative to OUT_DIR): `oci-layout`, `index.json`, the blobs of at most
 # 1 MiB smallest first, so that a reader finds the index and all manifests
 # and configs at the head of the archive, then the bigger blobs largest
-# first (`tar --no-recursion -C OUT_DIR -T PATH`).
+# first (`tar --no-recursion -C OUT_DIR -T PATH`). --order name writes the
+# order of a plain `tar --sort=name -cf - blobs index.json oci-layout` of the
+# layout (blobs/ by digest, then index.json, then oci-layout: the catalogue
+# is at the end), --order reverse the same list backwards (oci-layout,
+# index.json, then the blobs by digest descending).
 # Layers are single-file (uncompressed) tars whose payload comes from a
 # seeded PRNG (not /dev/urandom, so reruns are reproducible). Prints one line
 # per image: NAME DIGEST.
@@ -103,7 +107,9 @@ def main():
     p.add_argument("--big-mib", type=int, default=None,
                    help="size of the big layer in MiB, not scaled (default: 256, scaled)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--order-file", help="write the recommended tar member order here")
+    p.add_argument("--order-file", help="write the tar member order here")
+    p.add_argument("--order", choices=["recommended", "name", "reverse"], default="recommended",
+                   help="which member order --order-file gets")
     a = p.parse_args()
     rng = random.Random(a.seed)
     sz = lambda mib: max(512, int(mib * MIB * a.scale))
@@ -141,10 +147,16 @@ def main():
         sized = [(os.path.getsize(os.path.join(lay.blobs, n)), n) for n in os.listdir(lay.blobs)]
         small = sorted(b for b in sized if b[0] <= 1 << 20)
         big = sorted((b for b in sized if b[0] > 1 << 20), key=lambda b: (-b[0], b[1]))
+        if a.order == "recommended":
+            paths = ["oci-layout", "index.json"] + [f"blobs/sha256/{n}" for _, n in small + big]
+        else:
+            paths = ["blobs", "blobs/sha256"] + [f"blobs/sha256/{n}" for _, n in sorted(sized, key=lambda b: b[1])]
+            paths += ["index.json", "oci-layout"]
+            if a.order == "reverse":
+                paths.reverse()
         with open(a.order_file, "w") as f:
-            f.write("oci-layout\nindex.json\n")
-            for _, n in small + big:
-                f.write(f"blobs/sha256/{n}\n")
+            for path in paths:
+                f.write(path + "\n")
 
 
 if __name__ == "__main__":

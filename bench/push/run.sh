@@ -23,6 +23,16 @@
 #   BIN=/path/to/mirrorplan bench/push/run.sh
 #                                    # a prebuilt mirrorplan; no `cargo build` of it
 #                                    # (make-bundle is built only when missing)
+#   ORDER=name|reverse|recommended   # tar member order of the bundles (default name:
+#                                    # what a plain `tar -cf` of an OCI layout gives,
+#                                    # blobs/ before index.json; see below)
+#   IMAGES=10 SCALE=0.8 BIG_LAYER_MIB=128 bench/push/run.sh
+#                                    # issue 16's size: 12 images, about 390 MiB
+#                                    # (IMAGES is the number of "app" images; 22 by default)
+#   TLS=0 bench/push/run.sh          # plain-HTTP registries without auth (default TLS=1:
+#                                    # TLS with a CA made for the run, htpasswd basic auth)
+#   XZ_OPTS="-0" bench/push/run.sh   # xz flags of the .tar.xz (default "-T0 -0": blocks
+#                                    # of 1 MiB; without -T xz 5.4 writes one block)
 #
 # The timed measurements (1-3) run ROUNDS times, interleaved per round
 # (mirrorplan .tar.zst, mirrorplan .tar.xz, skopeo flow .tar.zst, skopeo flow
@@ -42,10 +52,14 @@
 # filesystem (the disk), as users do: the same file (.tar.zst or .tar.xz) that
 # the mirrorplan row it is compared with reads.
 #
-# The bundles are packed in the recommended order (`oci-layout`, `index.json`,
-# the blobs of at most 1 MiB smallest first, then the bigger ones largest
-# first: gen_bundle.py --order-file), so mirrorplan reads
-# its catalogue from the head of the archive.
+# ORDER=recommended packs the bundles in the recommended order (`oci-layout`,
+# `index.json`, the blobs of at most 1 MiB smallest first, then the bigger ones
+# largest first: gen_bundle.py --order-file), so mirrorplan reads its
+# catalogue from the head of the archive. ORDER=name (the default) packs them
+# as `tar --sort=name -cf - blobs index.json oci-layout` does: the blobs by
+# digest, then index.json (the catalogue is at the end); ORDER=reverse the
+# same list backwards. Every mirrorplan row is cold: a new configuration
+# directory, so no `.mirrorplan/` (no bundle summary cache).
 #
 # Installs what it needs (docker-registry, skopeo, zstd, xz-utils, curl, time)
 # with apt-get when missing (needs root). The bundles are kept in BENCH_DIR
@@ -59,8 +73,29 @@ BIG_LAYER_MIB=${BIG_LAYER_MIB:-}
 ONLY=${ONLY:-all}
 ROUNDS=${ROUNDS:-3}
 BIN=${BIN:-}
+ORDER=${ORDER:-name}
+IMAGES=${IMAGES:-22}
+TLS=${TLS:-1}
+XZ_OPTS=${XZ_OPTS:--T0 -0}
 root=$(cd "$(dirname "$0")/../.." && pwd)
-work=${BENCH_DIR:-/tmp/mirrorplan-bench-push-$SCALE${BIG_LAYER_MIB:+-big$BIG_LAYER_MIB}-v3}
+work=${BENCH_DIR:-/tmp/mirrorplan-bench-push-$SCALE${BIG_LAYER_MIB:+-big$BIG_LAYER_MIB}$([ "$IMAGES" = 22 ] || echo "-i$IMAGES")-v3}
+case $ORDER in
+name | reverse | recommended) ;;
+*)
+  echo "push-bench: ORDER is name, reverse or recommended" >&2
+  exit 2
+  ;;
+esac
+case $TLS in
+0 | 1) ;;
+*)
+  echo "push-bench: TLS is 0 or 1" >&2
+  exit 2
+  ;;
+esac
+xz_tag=$(tr -cd 'A-Za-z0-9' <<<"$XZ_OPTS")
+zst="$work/bundle-$ORDER.tar.zst"
+xzb="$work/bundle-$ORDER-$xz_tag.tar.xz"
 case $STORAGE in
 tmpfs) reg_parent=/dev/shm ;;
 disk) reg_parent=$work ;;
@@ -96,7 +131,7 @@ mkdir -p "$work"
 # ---------------------------------------------------------------- tools
 need=()
 for pair in docker-registry:docker-registry skopeo:skopeo zstd:zstd xz:xz-utils \
-  curl:curl python3:python3 bc:bc; do
+  curl:curl python3:python3 bc:bc openssl:openssl htpasswd:apache2-utils; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 [ -x /usr/bin/time ] || need+=(time)
@@ -114,25 +149,30 @@ elif [ ! -x "$make_bundle" ]; then
 fi
 
 # ---------------------------------------------------------------- bundles
-if [ ! -f "$work/bundle.tar.zst" ] || [ ! -f "$work/bundle.tar.xz" ]; then
-  echo "push-bench: generating the bundle (scale $SCALE) in $work" >&2
+if [ ! -f "$zst" ] || [ ! -f "$xzb" ]; then
+  echo "push-bench: generating the bundle (scale $SCALE, order $ORDER) in $work" >&2
   rm -rf "$work/layout"
-  python3 "$root/bench/push/gen_bundle.py" "$work/layout" --scale "$SCALE" \
-    ${BIG_LAYER_MIB:+--big-mib "$BIG_LAYER_MIB"} --order-file "$work/order.txt" >"$work/images.txt"
-  pack() { tar -C "$work/layout" --no-recursion -cf - -T "$work/order.txt"; }
-  pack | zstd -q -T0 -3 -o "$work/bundle.tar.zst.part"
-  pack | xz -T0 -0 >"$work/bundle.tar.xz.part"
-  mv "$work/bundle.tar.zst.part" "$work/bundle.tar.zst"
-  mv "$work/bundle.tar.xz.part" "$work/bundle.tar.xz"
+  python3 "$root/bench/push/gen_bundle.py" "$work/layout" --scale "$SCALE" --images "$IMAGES" \
+    ${BIG_LAYER_MIB:+--big-mib "$BIG_LAYER_MIB"} --order "$ORDER" \
+    --order-file "$work/order-$ORDER.txt" >"$work/images.txt"
+  pack() { tar -C "$work/layout" --no-recursion -cf - -T "$work/order-$ORDER.txt"; }
+  # shellcheck disable=SC2086 # XZ_OPTS is a list of flags
+  [ -f "$zst" ] || { pack | zstd -q -T0 -3 -o "$zst.part" && mv "$zst.part" "$zst"; }
+  # shellcheck disable=SC2086
+  [ -f "$xzb" ] || { pack | xz $XZ_OPTS >"$xzb.part" && mv "$xzb.part" "$xzb"; }
   rm -rf "$work/layout"
 fi
+xz_blocks=$(xz --robot --list "$xzb" | awk -F'\t' '$1 == "totals" {print $3}')
 if [ ! -f "$work/tiny.tar.zst" ]; then
   "$make_bundle" "$work/tiny.tar.zst" 1000 64 7 >/dev/null
 fi
-blob_bytes=$(tar -I zstd -tvf "$work/bundle.tar.zst" | awk '$6 ~ /blobs\/sha256\// {s+=$3} END {printf "%.0f\n", s}')
+blob_bytes=$(tar -I zstd -tvf "$zst" | awk '$6 ~ /blobs\/sha256\// {s+=$3} END {printf "%.0f\n", s}')
 images=$(wc -l <"$work/images.txt")
 
 # ---------------------------------------------------------------- helpers
+REG_TLS=$TLS
+reg_pki="$work/pki"
+export REG_TLS reg_pki
 # shellcheck source=bench/push/registry.sh
 source "$root/bench/push/registry.sh"
 extract_dirs=()
@@ -161,10 +201,28 @@ config_dir() {
   local d="$work/cfg.$1"
   rm -rf "$d"
   mkdir -p "$d"
-  cat >"$d/main.hcl" <<HCL
-registry "mirror" {
-  endpoint = "http://127.0.0.1:$reg_port"
+  if [ "$TLS" = 1 ]; then
+    cat >"$d/main.hcl" <<HCL
+variable "password" {
+  type      = string
+  sensitive = true
+  default   = "bench"
 }
+registry "mirror" {
+  endpoint = "$reg_url"
+  ca_cert  = "$reg_pki/ca.crt"
+  username = "bench"
+  password = var.password
+}
+HCL
+  else
+    cat >"$d/main.hcl" <<HCL
+registry "mirror" {
+  endpoint = "$reg_url"
+}
+HCL
+  fi
+  cat >>"$d/main.hcl" <<HCL
 image_set "bundle" {
   registry = registry.mirror
   bundle   = "$2"
@@ -225,16 +283,20 @@ rm -rf "$scratch"
 mkdir -p "$scratch"
 export TMPDIR="$scratch"
 
+# the bundle file of a format (zst or xz)
+bundle_of() { if [ "$1" = zst ]; then echo "$zst"; else echo "$xzb"; fi; }
+setup_line="tar member order $ORDER, registry $([ "$TLS" = 1 ] && echo "TLS + basic auth" || echo "plain HTTP"), .tar.xz by \`xz $XZ_OPTS\` ($xz_blocks blocks)"
+
 # ---------------------------------------------------------------- measurements
 # 1: mirrorplan apply of the bundle FORMAT (zst or xz) into a fresh registry
 mirrorplan_round() {
   local ext=$1 cfg before after stored
   start_registry
-  cfg=$(config_dir "$ext" "$work/bundle.tar.$ext")
-  before=$(du_b "$scratch" "$work"/bundle.tar.*)
+  cfg=$(config_dir "$ext" "$(bundle_of "$ext")")
+  before=$(du_b "$scratch" "$work"/bundle-*.tar.*)
   timed "apply-$ext" "$bin" -C "$cfg" apply --auto-approve >"$cfg/apply.log" 2>&1
   record "apply_$ext" "$secs" "$rss"
-  after=$(du_b "$scratch" "$work"/bundle.tar.*)
+  after=$(du_b "$scratch" "$work"/bundle-*.tar.*)
   stored=$(du_b "$reg_dir/storage")
   extra_max[$ext]=$(maxof "${extra_max[$ext]:-0}" "$((after - before))")
   note[apply_$ext]="extra disk (max) ${extra_max[$ext]} B; registry stored $((stored / 1024 / 1024)) MiB"
@@ -260,9 +322,11 @@ skopeo_flow() {
   esac
   mkdir -p "$dir"
   tar -I "$unz" -xf "$file" -C "$dir"
+  local dest=(--dest-tls-verify=false)
+  [ "$TLS" = 1 ] && dest=(--dest-cert-dir "$reg_pki/certs-dir" --dest-creds bench:bench)
   while read -r name _digest; do
     path=${name#*/}
-    skopeo copy -q --all --dest-tls-verify=false "oci:$dir:$name" "docker://127.0.0.1:$reg_port/$path"
+    skopeo copy -q --all "${dest[@]}" "oci:$dir:$name" "docker://127.0.0.1:$reg_port/$path"
   done <"$work/images.txt"
 }
 skopeo_round() { # EXT; leaves the extracted copy in $work/extracted.EXT
@@ -271,7 +335,7 @@ skopeo_round() { # EXT; leaves the extracted copy in $work/extracted.EXT
   extract_dirs+=("$dir")
   start_registry
   t0=$(date +%s.%N)
-  skopeo_flow "$work/bundle.tar.$ext" "$dir"
+  skopeo_flow "$(bundle_of "$ext")" "$dir"
   t1=$(date +%s.%N)
   record "skopeo_$ext" "$(echo "$t1 - $t0" | bc -l)"
   note[skopeo_$ext]="extracted copy: $(($(du_b "$dir") / 1024 / 1024)) MiB on disk"
@@ -280,13 +344,14 @@ skopeo_round() { # EXT; leaves the extracted copy in $work/extracted.EXT
 
 # 3: the limit: parallel raw blob uploads of the extracted blobs in DIR
 upload_one() {
-  local f=$1 port=$2
-  local d loc
+  local f=$1 url=$2
+  local d loc opts=()
+  [ "$REG_TLS" = 1 ] && opts=(--cacert "$reg_pki/ca.crt" -u bench:bench)
   d=sha256:$(basename "$f")
-  loc=$(curl -sf -D - -o /dev/null -X POST "http://127.0.0.1:$port/v2/raw/blobs/uploads/" |
+  loc=$(curl "${opts[@]}" -sf -D - -o /dev/null -X POST "$url/v2/raw/blobs/uploads/" |
     awk -F': ' 'tolower($1)=="location" {sub(/\r$/, "", $2); print $2}')
-  case $loc in http*) ;; *) loc="http://127.0.0.1:$port$loc" ;; esac
-  curl -sf -o /dev/null -T "$f" -H 'Content-Type: application/octet-stream' "$loc&digest=$d"
+  case $loc in http*) ;; *) loc="$url$loc" ;; esac
+  curl "${opts[@]}" -sf -o /dev/null -T "$f" -H 'Content-Type: application/octet-stream' "$loc&digest=$d"
 }
 export -f upload_one
 raw_round() {
@@ -294,7 +359,7 @@ raw_round() {
   start_registry
   t0=$(date +%s.%N)
   # shellcheck disable=SC2016 # $1 and $2 are upload_one's arguments in the child bash
-  find "$dir/blobs/sha256" -type f -print0 | xargs -0 -P "$PARALLEL" -I{} bash -c 'upload_one "$1" "$2"' _ {} "$reg_port"
+  find "$dir/blobs/sha256" -type f -print0 | xargs -0 -P "$PARALLEL" -I{} bash -c 'upload_one "$1" "$2"' _ {} "$reg_url"
   t1=$(date +%s.%N)
   record raw "$(echo "$t1 - $t0" | bc -l)"
   note[raw]="$((blob_bytes / 1024 / 1024)) MiB of blobs"
@@ -306,7 +371,7 @@ raw_round() {
 # this VM, memory touched for the first time after a quiet spell is slow,
 # which made round 1 of the mirrorplan rows the slowest in most runs)
 start_registry
-cfg=$(config_dir warm "$work/bundle.tar.zst")
+cfg=$(config_dir warm "$zst")
 "$bin" -C "$cfg" apply --auto-approve >"$cfg/apply.log" 2>&1
 timed warm "$bin" -C "$cfg" apply --auto-approve >"$cfg/warm.log" 2>&1
 warm_secs=$secs
@@ -326,9 +391,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
     raw_round "$work/extracted.xz"
     rm -rf "$work/extracted.xz"
     sync
-    timed dzst sh -c "zstd -dc '$work/bundle.tar.zst' >/dev/null"
+    timed dzst sh -c "zstd -dc '$zst' >/dev/null"
     record dzst "$secs"
-    timed dxz sh -c "xz -dc '$work/bundle.tar.xz' >/dev/null"
+    timed dxz sh -c "xz -dc '$xzb' >/dev/null"
     record dxz "$secs"
   fi
   load_rounds+=("round $round: $(load)")
@@ -358,7 +423,7 @@ if [ "$ONLY" = mirrorplan ]; then
   {
     echo "Push benchmark (mirrorplan rows only), $(date -u +%Y-%m-%d), $(nproc) cores, scale $SCALE," \
       "big layer ${BIG_LAYER_MIB:-256 (scaled)} MiB, registry storage $STORAGE, $ROUNDS round(s):"
-    echo "$images images, $((blob_bytes / 1024 / 1024)) MiB of blobs"
+    echo "$images images, $((blob_bytes / 1024 / 1024)) MiB of blobs; $setup_line"
     echo
     echo "| measurement | $wall_header | peak RSS | notes |"
     echo "| --- | --- | --- | --- |"
@@ -406,7 +471,8 @@ limit_rounds() { # EXT DECOMPRESSION-KEY
 {
   echo "Push benchmark, $(date -u +%Y-%m-%d), $(nproc) cores, scale $SCALE, registry storage $STORAGE, $ROUNDS round(s):"
   echo "$images images, $((blob_bytes / 1024 / 1024)) MiB of blobs;" \
-    ".tar.zst $(($(stat -c %s "$work/bundle.tar.zst") / 1024 / 1024)) MiB, .tar.xz $(($(stat -c %s "$work/bundle.tar.xz") / 1024 / 1024)) MiB"
+    ".tar.zst $(($(stat -c %s "$zst") / 1024 / 1024)) MiB, .tar.xz $(($(stat -c %s "$xzb") / 1024 / 1024)) MiB;" \
+    "$setup_line"
   echo
   echo "| measurement | $wall_header | peak RSS | notes |"
   echo "| --- | --- | --- | --- |"

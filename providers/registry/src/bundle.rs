@@ -24,10 +24,13 @@
 //!    digest or size is wrong. Since every byte it hands on is checked
 //!    against a sha256, this pass skips the xz container's own CRC64.
 //!
-//! A `tar` is sequential; when `index.json` sorts after `blobs/` (as `tar`
-//! of a layout directory writes it), pass 1 cannot know which repositories a
-//! blob belongs to when it streams past, so it reads the whole archive and
-//! the bundle is decoded twice.
+//! A compressed `tar` is sequential; when `index.json` sorts after `blobs/`
+//! (as `tar` of a layout directory writes it), pass 1 cannot know which
+//! repositories a blob belongs to when it streams past, so it reads the
+//! whole archive and the bundle is decoded twice. A plain `.tar` and a
+//! multi-block `.xz` are the exception: both passes skip what they do not
+//! need without decoding it ([`crate::seek`]), so pass 1 reads the headers
+//! and small JSON wherever they are, and pass 2 about the blobs it streams.
 //!
 //! `docker save` archives (`manifest.json` with `RepoTags`, layers as
 //! `<id>/layer.tar` or `blobs/sha256/<hex>`) carry no registry manifest: an
@@ -41,6 +44,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -50,6 +54,7 @@ use crate::digest::{Digest, VerifyFailure, VerifyingReader};
 use crate::error::{BundleError, ImageNames, SinkError};
 use crate::oci::{self, media_types, Descriptor, Parsed};
 use crate::reference::{mirror_path, ImageRef, MirrorRef, Platform};
+use crate::seek::{Counter, Forward, PlainFile, ReadSeek, XzIndex, XzSeekReader};
 
 /// JSON blobs up to this size are read in pass 1 (manifests, configs).
 pub const JSON_BLOB_CAP: u64 = 4 * 1024 * 1024;
@@ -266,6 +271,34 @@ impl StreamReport {
 pub struct Bundle {
     path: PathBuf,
     compression: Compression,
+    /// The block index of a multi-block `.xz` (random access, see
+    /// [`crate::seek`]).
+    xz_index: Option<Arc<XzIndex>>,
+    /// Bytes decoded from this file by every reader in this process.
+    decoded: Counter,
+}
+
+static DECODED: Mutex<Option<HashMap<PathBuf, Counter>>> = Mutex::new(None);
+
+/// The shared decode counter of the bundle file at `path`.
+fn counter_for(path: &Path) -> Counter {
+    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    match DECODED.lock() {
+        Ok(mut guard) => guard
+            .get_or_insert_with(HashMap::new)
+            .entry(key)
+            .or_default()
+            .clone(),
+        Err(_) => Counter::default(),
+    }
+}
+
+/// How many bytes this process has decoded from the bundle file at `path`
+/// so far, over every pass and reader (for a plain `.tar`, the bytes read).
+/// Compared with the archive's decoded size, it says how many times the
+/// bundle was decoded.
+pub fn decoded_bytes(path: &Path) -> u64 {
+    counter_for(path).load(std::sync::atomic::Ordering::Relaxed)
 }
 
 struct FileInfo {
@@ -490,7 +523,31 @@ impl Bundle {
                 "not a tar archive (no ustar header) and not gzip, xz or zstd compressed",
             ));
         };
-        Ok(Bundle { path, compression })
+        // A multi-block xz can be read from any block; a file without a
+        // readable index (truncated, say) is read as a stream and fails
+        // there as before.
+        let xz_index = match compression {
+            Compression::Xz => XzIndex::read(&f)
+                .ok()
+                .filter(|i| i.block_count() > 1)
+                .map(Arc::new),
+            _ => None,
+        };
+        let decoded = counter_for(&path);
+        Ok(Bundle {
+            path,
+            compression,
+            xz_index,
+            decoded,
+        })
+    }
+
+    /// Whether a pass can skip entries without decoding them (a plain
+    /// `.tar`, or an `.xz` of several blocks): then the catalogue of a
+    /// bundle whose `index.json` comes after its blobs costs little more
+    /// than its head, and each archive reader decodes only its own blobs.
+    pub fn random_access(&self) -> bool {
+        self.compression == Compression::None || self.xz_index.is_some()
     }
 
     /// The bundle's path.
@@ -509,15 +566,34 @@ impl Bundle {
     /// pass does: every byte it hands on is verified against a sha256
     /// anyway, and the static liblzma's CRC64 (no CLMUL) costs more than
     /// decoding stored blocks (zstd's XXH64 about 7 % of the push's CPU).
-    fn archive(&self, container_check: bool) -> Result<tar::Archive<Box<dyn Read>>, BundleError> {
+    fn archive(
+        &self,
+        container_check: bool,
+    ) -> Result<tar::Archive<Box<dyn ReadSeek>>, BundleError> {
         let f = File::open(&self.path).map_err(|source| BundleError::Open {
             path: self.path.clone(),
             source,
         })?;
+        let counter = self.decoded.clone();
+        if self.compression == Compression::None {
+            let plain = PlainFile::new(f, counter).map_err(|source| BundleError::Open {
+                path: self.path.clone(),
+                source,
+            })?;
+            return Ok(tar::Archive::new(Box::new(plain)));
+        }
+        if let Some(index) = &self.xz_index {
+            return Ok(tar::Archive::new(Box::new(XzSeekReader::new(
+                f,
+                index.clone(),
+                container_check,
+                counter,
+            ))));
+        }
         // One buffer between the file and the decoder (the `bufread`
         // decoders read from it directly, without a second copy).
         let buffered = BufReader::with_capacity(256 * 1024, f);
-        let reader: Box<dyn Read> =
+        let reader: Box<dyn Read + Send> =
             match self.compression {
                 Compression::None => Box::new(buffered),
                 Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
@@ -551,9 +627,8 @@ impl Bundle {
                     Box::new(decoder)
                 }
             };
-        // tar reads entries through this: a large buffer means fewer,
-        // larger decoder calls.
-        Ok(tar::Archive::new(reader))
+        // Skipping an entry decodes and drops it.
+        Ok(tar::Archive::new(Box::new(Forward::new(reader, counter))))
     }
 
     fn read_err(&self, where_: String) -> impl FnOnce(io::Error) -> BundleError + '_ {
@@ -654,7 +729,7 @@ impl Bundle {
         };
         let mut last = String::from("the first entry");
         let entries = archive
-            .entries()
+            .entries_with_seek()
             .map_err(self.read_err("at the start of the archive".into()))?;
         for entry in entries {
             let mut entry = entry.map_err(self.read_err(format!("after {last}")))?;
@@ -823,7 +898,7 @@ impl Bundle {
         let mut archive = self.archive(false)?;
         let mut last = String::from("the first entry");
         let entries = archive
-            .entries()
+            .entries_with_seek()
             .map_err(self.read_err("at the start of the archive".into()))?;
         for entry in entries {
             if done.len() == wanted.len() {

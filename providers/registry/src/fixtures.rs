@@ -275,7 +275,18 @@ impl Out {
                     .mtime(0)
                     .write(f, flate2::Compression::fast()),
             ),
-            Packing::TarXz => Out::Xz(liblzma::write::XzEncoder::new(f, 1)),
+            // blocks of 64 KiB, as a multi-threaded `xz -T0` writes (of a
+            // few MiB): readers can start at any block
+            Packing::TarXz => Out::Xz(liblzma::write::XzEncoder::new_stream(
+                f,
+                liblzma::stream::MtStreamBuilder::new()
+                    .threads(1)
+                    .block_size(64 * 1024)
+                    .preset(1)
+                    .check(liblzma::stream::Check::Crc64)
+                    .encoder()
+                    .map_err(io::Error::other)?,
+            )),
             Packing::TarZst => Out::Zstd(zstd::stream::write::Encoder::new(f, 3)?),
         })
     }
@@ -720,4 +731,55 @@ pub fn truncate_copy(src: impl AsRef<Path>, dst: impl AsRef<Path>, keep: u64) ->
     let mut output = File::create(dst)?;
     io::copy(&mut input, &mut output)?;
     output.sync_all()
+}
+
+/// Member orders for [`repack`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberOrder {
+    /// Sorted by path, as `tar --sort=name -cf - blobs index.json
+    /// oci-layout` writes a layout: `blobs/` first, `index.json` after them.
+    Name,
+    /// The same, backwards: `oci-layout`, `index.json`, then the blobs by
+    /// digest descending.
+    Reverse,
+}
+
+/// Rewrites the plain-tar bundle `src` as `dst`, its members in `order`,
+/// through `packing` (`.xz` in blocks of 64 KiB, or in one block, as a
+/// single-threaded `xz` writes it, when `one_xz_block`). The decoded tar
+/// has the size of `src`.
+pub fn repack(
+    src: &Path,
+    dst: &Path,
+    order: MemberOrder,
+    packing: Packing,
+    one_xz_block: bool,
+) -> io::Result<()> {
+    let mut archive = tar::Archive::new(File::open(src)?);
+    let mut members = Vec::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let header = entry.header().clone();
+        let path = entry.path()?.to_string_lossy().to_string();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data)?;
+        members.push((path, header, data));
+    }
+    members.sort_by(|a, b| a.0.cmp(&b.0));
+    if order == MemberOrder::Reverse {
+        members.reverse();
+    }
+    let out = if packing == Packing::TarXz && one_xz_block {
+        Out::Xz(liblzma::write::XzEncoder::new(
+            BufWriter::new(File::create(dst)?),
+            1,
+        ))
+    } else {
+        Out::create(dst, packing)?
+    };
+    let mut builder = tar::Builder::new(out);
+    for (path, mut header, data) in members {
+        builder.append_data(&mut header, &path, &data[..])?;
+    }
+    builder.into_inner()?.finish()
 }

@@ -58,6 +58,7 @@ pub mod push_remote;
 pub mod reference;
 pub mod referrers;
 mod request_log;
+mod seek;
 pub mod set;
 pub mod store;
 pub mod summary;

@@ -44,13 +44,26 @@ fn members(tar_path: &Path) -> Vec<Member> {
     out
 }
 
-fn write_tar(members: &[Member], packing: Packing, out: &Path) {
+/// `.xz` in one block, or in blocks of 8 KiB when `xz_blocks` (readers
+/// then skip what they do not need: see `Bundle::random_access`).
+fn write_tar(members: &[Member], packing: Packing, out: &Path, xz_blocks: bool) {
     let file = ok(std::fs::File::create(out), "create");
     let w: Box<dyn Write> = match packing {
         Packing::Tar => Box::new(file),
         Packing::TarGz => Box::new(flate2::write::GzEncoder::new(
             file,
             flate2::Compression::fast(),
+        )),
+        Packing::TarXz if xz_blocks => Box::new(liblzma::write::XzEncoder::new_stream(
+            file,
+            ok(
+                liblzma::stream::MtStreamBuilder::new()
+                    .threads(1)
+                    .block_size(8 * 1024)
+                    .preset(0)
+                    .encoder(),
+                "xz encoder",
+            ),
         )),
         Packing::TarXz => Box::new(liblzma::write::XzEncoder::new(file, 0)),
         Packing::TarZst => Box::new(ok(zstd::Encoder::new(file, 1), "zstd").auto_finish()),
@@ -163,9 +176,13 @@ fn variants(
     for (k, (name, order)) in orders(&ms).into_iter().enumerate() {
         for packing in Packing::ALL {
             let p = dir.join(format!("{corruption:?}-{k}.{}", packing.extension()));
-            write_tar(&order, packing, &p);
+            write_tar(&order, packing, &p, false);
             out.push((name, packing, p));
         }
+        let p = dir.join(format!("{corruption:?}-{k}-blocks.tar.xz"));
+        write_tar(&order, Packing::TarXz, &p, true);
+        assert!(ok(Bundle::open(&p), "open").random_access());
+        out.push((name, Packing::TarXz, p));
     }
     out
 }
@@ -299,7 +316,7 @@ fn a_layer_of_the_wrong_size_after_the_head_fails_only_its_image() {
     let grown = ok(grown, "layer digest");
     order[last].data.push(0);
     let path = dir.path().join("grown.tar.zst");
-    write_tar(&order, Packing::TarZst, &path);
+    write_tar(&order, Packing::TarZst, &path, false);
     let bundle = ok(Bundle::open(&path), "open");
     let early = ok(bundle.catalogue(), "catalogue");
     assert!(!early.read_whole);
@@ -326,7 +343,7 @@ fn truncation_after_the_head_is_a_pass_2_error_naming_the_blob() {
     let ms = members(&src);
     let order = recommended(&ms);
     let path = dir.path().join("recommended.tar");
-    write_tar(&order, Packing::Tar, &path);
+    write_tar(&order, Packing::Tar, &path, false);
     let len = ok(std::fs::metadata(&path), "stat").len();
     let cut = dir.path().join("cut.tar");
     ok(truncate_copy(&path, &cut, len - len / 4), "truncate");
@@ -400,7 +417,7 @@ fn recommended_order_puts_big_layers_largest_first_after_the_head() {
         let path = dir
             .path()
             .join(format!("big-first.{}", packing.extension()));
-        write_tar(&order, packing, &path);
+        write_tar(&order, packing, &path, true);
         let bundle = ok(Bundle::open(&path), "open");
         let early = ok(bundle.catalogue(), "catalogue");
         assert!(!early.read_whole, "{packing:?}: read to the end");

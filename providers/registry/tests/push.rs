@@ -11,9 +11,10 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use mirrorplan_harness::Registry;
+use mirrorplan_registry::bundle::decoded_bytes;
 use mirrorplan_registry::fixtures::{
-    truncate_copy, write_docker_archive, write_oci_bundle, write_oci_bundle_with, Corruption,
-    Fixture, FixtureSpec, LayerCompression, Packing,
+    repack, truncate_copy, write_docker_archive, write_oci_bundle, write_oci_bundle_with,
+    Corruption, Fixture, FixtureSpec, LayerCompression, MemberOrder, Packing,
 };
 use mirrorplan_registry::{
     image_status, plan_bundle_push, push_bundle_to_registry, Bundle, Catalogue, ImageStatus,
@@ -43,11 +44,16 @@ async fn push(
 /// Every image of the catalogue is on the registry with the bundle's
 /// digest, as skopeo reads it; platform manifests too.
 fn check_on_registry(reg: &Registry, cat: &Catalogue, only: Option<&[String]>) {
+    check_on_registry_in(reg, cat, only, NS)
+}
+
+/// [`check_on_registry`] under namespace `ns`.
+fn check_on_registry_in(reg: &Registry, cat: &Catalogue, only: Option<&[String]>, ns: &str) {
     for image in &cat.images {
         if only.is_some_and(|o| !o.contains(&image.name)) {
             continue;
         }
-        let m = image.mirror_ref(Some(NS));
+        let m = image.mirror_ref(Some(ns));
         let reference = format!("{}:{}", m.repository, m.tag.clone().unwrap_or_default());
         assert_eq!(
             skopeo_manifest_digest(reg, &reference).as_deref(),
@@ -174,6 +180,83 @@ async fn push_bundle_then_warm_rerun_uploads_nothing() {
         .map(|i| (i.up_to_date, i.manifests_pushed));
     assert_eq!(again, Some((false, 1)));
     check_on_registry(&reg, &cat, None);
+}
+
+/// Bundles whose members come in name order (`blobs/` before
+/// `index.json`, as a plain `tar -cf` of a layout writes them) or the
+/// reverse, in every packing (`.xz` in blocks, as `xz -T0` writes it, and
+/// in one block): every image lands on a TLS + auth registry with its
+/// digest, each blob uploaded once. The bytes decoded are counted: a
+/// plain `.tar` or a multi-block `.xz` is catalogued from a small part of
+/// it even when `index.json` is last, and pushed (two readers, each
+/// skipping the other's blobs) decoding it about once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundles_in_name_and_reverse_order_push_exactly_decoding_them_once() {
+    let reg = secure_registry();
+    let client = client_for(&reg);
+    let dir = tmp();
+    let spec = FixtureSpec {
+        images: 4,
+        layer_size: 1024 * 1024,
+        ..FixtureSpec::default()
+    };
+    let src = fixture(dir.path(), &spec, Packing::Tar);
+    let tar_len = ok(std::fs::metadata(&src.path), "stat").len();
+    let variants = [
+        (Packing::Tar, false, true),
+        (Packing::TarXz, false, true),
+        (Packing::TarXz, true, false),
+        (Packing::TarZst, false, false),
+        (Packing::TarGz, false, false),
+    ];
+    let mut k = 0;
+    for order in [MemberOrder::Name, MemberOrder::Reverse] {
+        for (packing, one_block, random_access) in variants {
+            k += 1;
+            let what = format!("{order:?} {packing:?} one xz block: {one_block}");
+            let path = dir.path().join(format!("r{k}.{}", packing.extension()));
+            ok(
+                repack(&src.path, &path, order, packing, one_block),
+                "repack",
+            );
+            let (b, cat) = open(&path);
+            assert_eq!(b.random_access(), random_access, "{what}");
+            assert_eq!(cat.images.len(), spec.images, "{what}");
+            assert!(cat.failures.is_empty(), "{what}: {:?}", cat.failures);
+            let catalogue_bytes = decoded_bytes(&path);
+            if random_access {
+                // index.json last or not: headers, configs and manifests
+                // (and the rest of the 64 KiB xz block each entry starts in)
+                assert!(
+                    catalogue_bytes * 3 < tar_len,
+                    "{what}: the catalogue decoded {catalogue_bytes} of {tar_len} bytes"
+                );
+            }
+            // Layers over 256 KiB stream, the biggest through a second reader.
+            let opts = RemotePushOptions {
+                buffered_blob: 256 * 1024,
+                ..RemotePushOptions::default()
+            };
+            let ns = format!("order-{k}");
+            let r = ok(
+                push_bundle_to_registry(&b, &cat, &client, Some(&ns), &opts).await,
+                "push",
+            );
+            assert!(r.is_ok(), "{what}: {:?} {:?}", r.failed, r.fatal);
+            assert_eq!(r.pushed.len(), spec.images, "{what}");
+            assert_eq!(r.blobs_uploaded, src.blobs.len(), "{what}");
+            assert_eq!(r.bytes_uploaded, src.blobs.values().sum::<u64>(), "{what}");
+            check_on_registry_in(&reg, &cat, None, &ns);
+            let push_bytes = decoded_bytes(&path) - catalogue_bytes;
+            if random_access {
+                assert!(
+                    push_bytes * 10 < tar_len * 13,
+                    "{what}: the push decoded {push_bytes} bytes of a {tar_len}-byte tar"
+                );
+            }
+            assert!(push_bytes >= r.bytes_uploaded, "{what}: {push_bytes}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
