@@ -72,7 +72,7 @@ fn apply_makes_every_node_pull_through_the_mirror_and_converges() {
 }
 
 #[test]
-fn pull_credentials_become_an_authorization_header_in_a_0600_file() {
+fn pull_credentials_go_to_config_toml_registry_configs_auth_in_a_0600_file() {
     let lab = Lab::start();
     let n1 = start_node();
     // without pull credentials the node has no way in: the cluster step's
@@ -96,8 +96,10 @@ fn pull_credentials_become_an_authorization_header_in_a_0600_file() {
         "{err}"
     );
 
-    // with them: a Basic header for the mirror's entry, the file 0600,
-    // the CA copied beside it, and the plan shows the secret redacted
+    // with them: config.toml's registry.configs."HOST".auth (which also
+    // answers a token-auth registry, see tests/token_auth.rs), the file
+    // 0600; hosts.toml keeps no header, the CA copied beside it, and the
+    // plan shows the secret redacted
     lab.write_config(&[&n1], &ClusterConf::default());
     let o = run_ok(lab.path(), &["plan", "--detailed-exitcode"], 2);
     assert!(
@@ -106,18 +108,22 @@ fn pull_credentials_become_an_authorization_header_in_a_0600_file() {
         streams(&o)
     );
     run_ok(lab.path(), &["apply", "--auto-approve"], 0);
+    let config = node_file(&n1, "config.toml").unwrap_or_default();
+    let table = format!(
+        "[plugins.\"io.containerd.grpc.v1.cri\".registry.configs.\"{}\".auth]",
+        lab.registry.host_port()
+    );
+    assert!(config.contains(&table), "{config}");
+    assert!(
+        config.contains(&format!("username = \"{USER}\"")),
+        "{config}"
+    );
+    assert_eq!(node_file_mode(&n1, "config.toml"), 0o600);
     for host in ["gcr.io", "quay.io"] {
         let rel = format!("certs.d/{host}/hosts.toml");
         let text = node_file(&n1, &rel).unwrap_or_default();
-        let creds = mirrorplan_harness::Credentials::new(USER, PASSWORD);
-        assert!(
-            text.contains(&format!(
-                "Authorization = [\"Basic {}\"]",
-                creds.basic_token()
-            )),
-            "{text}"
-        );
-        assert_eq!(node_file_mode(&n1, &rel), 0o600, "{rel}");
+        assert!(!text.contains("Authorization"), "{text}");
+        assert_eq!(node_file_mode(&n1, &rel), 0o644, "{rel}");
         let ca_line = text
             .lines()
             .find_map(|l| l.trim().strip_prefix("ca = "))
@@ -319,7 +325,11 @@ fn switching_hosts_legacy_hosts_migrates_cleanly_and_pulls_keep_working() {
     run_ok(lab.path(), &["apply", "--auto-approve"], 0);
     let cfg = node_file(&n1, "config.toml").unwrap_or_default();
     assert_eq!(registry_settings(&cfg), (true, false), "{cfg}");
-    assert!(!cfg.contains("registry.configs"), "{cfg}");
+    // legacy's tls entry is gone; the pull credentials stay in
+    // registry.configs (hosts style puts them there too)
+    assert!(!cfg.contains(".tls]"), "{cfg}");
+    assert_eq!(cfg.matches("registry.configs.").count(), 1, "{cfg}");
+    assert!(cfg.contains(".auth]"), "{cfg}");
     assert!(
         containerd_starts(&n1) > starts,
         "no restart after the hosts edit"
@@ -526,9 +536,10 @@ fn a_non_root_login_works_through_passwordless_sudo_and_a_password_prompt_is_a_c
         let config = node_file(&n1, "config.toml").unwrap_or_default();
         assert!(config.contains("config_path"), "{config}");
         for (rel, mode) in [
-            ("config.toml", None),
-            ("certs.d/gcr.io/hosts.toml", Some(0o600)),
-            ("certs.d/quay.io/hosts.toml", Some(0o600)),
+            // the pull credentials are in config.toml (registry.configs)
+            ("config.toml", Some(0o600)),
+            ("certs.d/gcr.io/hosts.toml", Some(0o644)),
+            ("certs.d/quay.io/hosts.toml", Some(0o644)),
         ] {
             let p = n1.etc_containerd_dir().join(rel);
             let m = std::fs::metadata(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));

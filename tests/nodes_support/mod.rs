@@ -191,9 +191,20 @@ pub fn node_address(n: &Node) -> String {
 impl Lab {
     /// Starts the mirror and pushes the bundle into it with mirrorplan.
     pub fn start() -> Lab {
+        Lab::start_with(false)
+    }
+
+    /// [`Lab::start`] with a mirror using token authentication (`auth:
+    /// token:` and the harness's token service) instead of htpasswd.
+    pub fn start_token_auth() -> Lab {
+        Lab::start_with(true)
+    }
+
+    fn start_with(token_auth: bool) -> Lab {
         let registry = Registry::start(RegistryOptions {
             tls: true,
             auth: Some(Credentials::new(USER, PASSWORD)),
+            token_auth,
             ..Default::default()
         })
         .unwrap_or_else(|e| panic!("starting the mirror registry: {e}"));

@@ -465,6 +465,23 @@ pub fn ensure_config_path(
     containerd: ContainerdVersion,
     config_path: &str,
 ) -> Result<ConfigEdit> {
+    ensure_config_path_with_auth(existing, containerd, config_path, &[])
+}
+
+/// [`ensure_config_path`] plus the mirrors' pull credentials as
+/// `registry.configs."HOST".auth` (username/password, each table marked
+/// as mirrorplan's), which containerd's CRI resolver uses to answer a
+/// `Bearer` challenge from a token-auth registry (and a `Basic` one), next
+/// to `config_path`. The table is the one the file's version names:
+/// `io.containerd.grpc.v1.cri` (version 2: containerd 1.5+, and 2.x, which
+/// migrates it) or `io.containerd.cri.v1.images` (version 3, containerd
+/// 2.x). The output then holds credentials (`contains_credentials`).
+pub fn ensure_config_path_with_auth(
+    existing: &str,
+    containerd: ContainerdVersion,
+    config_path: &str,
+    auths: &[crate::hosts::ConfigAuth],
+) -> Result<ConfigEdit> {
     let mut doc = parse(existing)?;
     let mut notes = Vec::new();
     let plugin = registry_plugin(&mut doc, containerd, &mut notes)?;
@@ -491,7 +508,31 @@ pub fn ensure_config_path(
         notes.push(format!("set registry.config_path = \"{config_path}\""));
         modified = true;
     }
-    Ok(finish(existing, &doc, modified, notes))
+    if !auths.is_empty() {
+        let configs = table_path_mut(registry, &["configs"])?;
+        for a in auths {
+            let entry = table_path_mut(configs, &[a.host.as_str()])?;
+            let t = managed_table(
+                &key_indent,
+                vec![
+                    ("username", Value::from(a.username.clone())),
+                    ("password", Value::from(a.password.expose().to_owned())),
+                ],
+            );
+            entry.insert("auth", Item::Table(t));
+            notes.push(format!(
+                "set registry.configs.\"{}\".auth = {REDACTED}",
+                a.host
+            ));
+        }
+        modified = true;
+    }
+    let mut edit = finish(existing, &doc, modified, notes);
+    if !edit.changed {
+        // the managed tables were removed and written again as they were
+        edit.notes.clear();
+    }
+    Ok(edit)
 }
 
 /// Where legacy style puts a mirror's CA file on the node.
@@ -686,7 +727,12 @@ pub fn edit_config(
     let once = |text: &str| match cfg.config_style {
         ConfigStyle::Hosts => {
             cfg.validate()?;
-            ensure_config_path(text, containerd, cfg.config_dir())
+            ensure_config_path_with_auth(
+                text,
+                containerd,
+                cfg.config_dir(),
+                &crate::hosts::config_auths(cfg),
+            )
         }
         ConfigStyle::Legacy => apply_legacy(text, containerd, cfg),
         // these styles never touch config.toml

@@ -62,7 +62,13 @@ pub fn render_hosts(cfg: &NodeMirrorConfig) -> Result<Vec<DesiredFile>> {
         let mut sensitive = false;
         for m in &mirrors {
             let ca = m.ca_cert_pem.as_ref().map(|_| ca_file_path(cfg, &host, m));
-            let auth = m.pull_auth.as_ref().map(authorization_value);
+            // basic credentials go to config.toml (see [`config_auths`]);
+            // the header only where that cannot carry them
+            let auth = m
+                .pull_auth
+                .as_ref()
+                .filter(|_| !auth_in_config(cfg, m))
+                .map(authorization_value);
             sensitive |= auth.is_some();
             push_host_block(
                 &mut text,
@@ -127,6 +133,70 @@ fn push_host_block(
             toml_string(auth.expose())
         ));
     }
+}
+
+/// Pull credentials containerd's CRI resolver reads from config.toml
+/// (`registry.configs."HOST".auth`), keyed by the mirror's `HOST:PORT`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConfigAuth {
+    /// The mirror's `HOST:PORT` (the key containerd looks credentials up by).
+    pub host: String,
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: Secret,
+}
+
+impl std::fmt::Debug for ConfigAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigAuth")
+            .field("host", &self.host)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+/// Whether `m`'s pull credentials go to config.toml rather than a fixed
+/// header in hosts.toml: hosts style, basic credentials, and no other
+/// mirror on the same `HOST:PORT` with different credentials (config.toml
+/// keys them by host).
+///
+/// A fixed `Authorization: Basic` header only works with registries that
+/// accept basic auth on every request; a registry using token auth answers
+/// 401 with a `Bearer` challenge, which containerd answers only with
+/// credentials from `registry.configs` (it fetches a token from the
+/// realm with them). Both containerd 1.5+ (config version 2) and 2.x
+/// (version 3, `io.containerd.cri.v1.images`) read `registry.configs.*.auth`
+/// together with `config_path`; the table follows the file's version
+/// (see `containerd::ensure_config_path_with_auth`).
+pub fn auth_in_config(cfg: &NodeMirrorConfig, m: &MirrorSpec) -> bool {
+    cfg.config_style == crate::model::ConfigStyle::Hosts
+        && matches!(m.pull_auth, Some(PullAuth::Basic { .. }))
+        && cfg
+            .mirrors
+            .iter()
+            .filter(|o| o.host_port == m.host_port && o.pull_auth.is_some())
+            .all(|o| o.pull_auth == m.pull_auth)
+}
+
+/// The credentials [`auth_in_config`] puts into config.toml, one per host,
+/// sorted by host.
+pub fn config_auths(cfg: &NodeMirrorConfig) -> Vec<ConfigAuth> {
+    let mut out: Vec<ConfigAuth> = Vec::new();
+    for m in cfg.mirrors.iter().filter(|m| auth_in_config(cfg, m)) {
+        if let Some(PullAuth::Basic { username, password }) = &m.pull_auth {
+            if !out.iter().any(|a| a.host == m.host_port) {
+                out.push(ConfigAuth {
+                    host: m.host_port.clone(),
+                    username: username.clone(),
+                    password: password.clone(),
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.host.cmp(&b.host));
+    out
 }
 
 /// The `Authorization` header value for pull credentials.

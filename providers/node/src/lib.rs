@@ -65,17 +65,17 @@ pub use cluster_file::{
     REGISTRY_MIRRORS_KEY,
 };
 pub use containerd::{
-    apply_legacy, edit_config, ensure_config_path, inspect_config, legacy_ca_path,
-    parse_containerd_release, parse_containerd_version, render_legacy_files, render_node_files,
-    ConfigEdit, ConfigFacts, ContainerdRelease, ContainerdVersion, LegacyConfigFacts,
-    CRI_IMAGES_PLUGIN_V3, CRI_PLUGIN_V2, MANAGED_MARKER,
+    apply_legacy, edit_config, ensure_config_path, ensure_config_path_with_auth, inspect_config,
+    legacy_ca_path, parse_containerd_release, parse_containerd_version, render_legacy_files,
+    render_node_files, ConfigEdit, ConfigFacts, ContainerdRelease, ContainerdVersion,
+    LegacyConfigFacts, CRI_IMAGES_PLUGIN_V3, CRI_PLUGIN_V2, MANAGED_MARKER,
 };
 pub use cri::{CriClient, CriError, CriVersion, ImageInfo};
 pub use diff::{diff_files, digest, looks_sensitive, ChangeKind, DesiredFile, FileChange};
 pub use error::{NodeError, Result};
 pub use hosts::{
-    ca_file_path, hosts_endpoints, hosts_toml_path, render_hosts, upstream_server, MODE_PUBLIC,
-    MODE_SECRET,
+    auth_in_config, ca_file_path, config_auths, hosts_endpoints, hosts_toml_path, render_hosts,
+    upstream_server, ConfigAuth, MODE_PUBLIC, MODE_SECRET,
 };
 pub use k3s::{k3s_ca_path, registries_yaml_path, render_k3s_registries};
 pub use known_hosts::fingerprint;

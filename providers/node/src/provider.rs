@@ -883,6 +883,13 @@ impl Provider for NodeProvider {
             Some(edit) => desired2.attrs.insert(&cfg_name, edit.text.clone()),
             None => {}
         }
+        // config.toml holding credentials is only a salted digest in the
+        // state: without refresh its text is unknown, so the edit above
+        // (of an empty file) says nothing about it. It counts as unchanged
+        // here; apply reads and edits the node's file anyway.
+        let cfg_unknown = current.is_none()
+            && edit.is_some()
+            && prior.is_some_and(|p| p.sensitive.contains_key(&cfg_name));
         let mut change = mirrorplan_engine::diff(self.force_new(), Some(&desired2), prior)?;
         // the rollout limits (and the cluster's name in them, which a
         // `moved` block changes) steer the apply walk: nothing on the node
@@ -891,10 +898,18 @@ impl Provider for NodeProvider {
             && prior.is_some_and(|p| {
                 mirrorplan_engine::changed_attributes(&desired2, p)
                     .iter()
-                    .all(|a| a == ROLLOUT_ATTR)
+                    .all(|a| a == ROLLOUT_ATTR || (cfg_unknown && *a == cfg_name))
             })
         {
             change.action = mirrorplan_engine::Action::NoOp;
+        }
+        if cfg_unknown {
+            change.details.push(format!(
+                "{}: holds credentials, so the state keeps only its digest: without refresh its edit is not known until apply reads it",
+                spec.config_file
+            ));
+            change.details.extend(refusal);
+            return Ok(change);
         }
         for n in edit.iter().flat_map(|e| &e.notes) {
             change.details.push(format!("{}: {n}", spec.config_file));

@@ -447,3 +447,67 @@ root = "/var/lib/containerd"
     }
     Ok(())
 }
+
+/// Hosts style with basic pull credentials: config_path plus
+/// `registry.configs."HOST".auth` (what containerd's CRI resolver answers a
+/// token-auth registry's Bearer challenge with), in the table of the
+/// file's version; the output is sensitive, the notes are redacted, a
+/// second edit changes nothing and dropping the credentials removes them.
+#[test]
+fn hosts_style_writes_pull_credentials_to_registry_configs_auth() -> TestResult {
+    use mirrorplan_node::{MODE_SECRET, REDACTED};
+    let cfg = lab_cfg(ConfigStyle::Hosts);
+    for (version, input, plugin) in [
+        (V1, NODE_CONFIG, "io.containerd.grpc.v1.cri"),
+        (V1, "", "io.containerd.grpc.v1.cri"),
+        (V2, "", "io.containerd.cri.v1.images"),
+        (V2, NODE_CONFIG, "io.containerd.grpc.v1.cri"),
+    ] {
+        let edit = edit_config(input, version, &cfg)?;
+        let table = format!("[plugins.\"{plugin}\".registry.configs.\"10.231.0.1:5443\".auth]");
+        assert!(edit.text.contains(&table), "{version} {}", edit.text);
+        let v: toml::Table = toml::from_str(&edit.text)?;
+        let auth = &v["plugins"][plugin]["registry"]["configs"]["10.231.0.1:5443"]["auth"];
+        assert_eq!(auth["username"].as_str(), Some("mpuser"));
+        assert_eq!(auth["password"].as_str(), Some("mppass"));
+        assert_eq!(
+            v["plugins"][plugin]["registry"]["config_path"].as_str(),
+            Some(DEFAULT_CONFIG_PATH)
+        );
+        // the mirror without credentials gets no entry
+        assert!(!edit.text.contains("backup.mirror"), "{}", edit.text);
+        assert!(edit.contains_credentials);
+        let file = edit.to_desired_file("/etc/containerd/config.toml");
+        assert_eq!((file.mode, file.sensitive), (MODE_SECRET, true));
+        assert!(!format!("{edit:?}").contains("mppass"));
+        assert!(edit.notes.iter().all(|n| !n.contains("mppass")));
+        assert!(
+            edit.notes
+                .iter()
+                .any(|n| n.contains("registry.configs.\"10.231.0.1:5443\".auth")
+                    && n.contains(REDACTED)),
+            "{:?}",
+            edit.notes
+        );
+        assert!(!inspect_config(&edit.text)?.conflict);
+        // a fixed point: nothing to do, nothing to say
+        let again = edit_config(&edit.text, version, &cfg)?;
+        assert!(!again.changed, "{}\n---\n{}", edit.text, again.text);
+        assert!(again.notes.is_empty(), "{:?}", again.notes);
+        // without credentials: the managed entry goes, the rest stays
+        let mut open = cfg.clone();
+        open.mirrors[0].pull_auth = None;
+        let back = edit_config(&edit.text, version, &open)?;
+        assert!(!back.text.contains("registry.configs"), "{}", back.text);
+        assert!(!back.contains_credentials);
+        if input == NODE_CONFIG {
+            assert_eq!(back.text, NODE_CONFIG);
+        }
+    }
+    // a bearer token has no config.toml form: it stays a hosts.toml header
+    let mut tok = lab_cfg(ConfigStyle::Hosts);
+    tok.mirrors[0].pull_auth = Some(PullAuth::Token(Secret::new("t0ken")));
+    let edit = edit_config(NODE_CONFIG, V1, &tok)?;
+    assert_eq!(edit.text, NODE_CONFIG);
+    Ok(())
+}

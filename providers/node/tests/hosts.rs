@@ -1,8 +1,8 @@
 //! Snapshot and property tests of the hosts.toml renderer.
 
 use mirrorplan_node::{
-    render_hosts, ConfigStyle, DesiredFile, EndpointScheme, MirrorSpec, NodeMirrorConfig, PullAuth,
-    Secret, MODE_PUBLIC, MODE_SECRET,
+    config_auths, render_hosts, ConfigStyle, DesiredFile, EndpointScheme, MirrorSpec,
+    NodeMirrorConfig, PullAuth, Secret, MODE_PUBLIC, MODE_SECRET,
 };
 
 const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n";
@@ -67,18 +67,27 @@ fn lab_mirror(host_port: &str) -> MirrorSpec {
 
 #[test]
 fn matches_what_the_lab_verified_on_node1() -> Result<(), Box<dyn std::error::Error>> {
-    let files = render_hosts(&cfg(vec![lab_mirror("10.231.0.1:5443")]))?;
+    let c = cfg(vec![lab_mirror("10.231.0.1:5443")]);
+    let files = render_hosts(&c)?;
     check_toml(&files)?;
-    // lab/verify.sh node1 hosts.toml, with mirrorplan's CA file name.
+    // lab/verify.sh node1 hosts.toml, with mirrorplan's CA file name; the
+    // basic credentials go to config.toml's registry.configs (which also
+    // answers a token-auth registry's Bearer challenge), not a header
     let expected = r#"server = "https://gcr.io"
 
 [host."https://10.231.0.1:5443/v2/test-namespace"]
   capabilities = ["pull", "resolve"]
   ca = "/etc/containerd/certs.d/gcr.io/10.231.0.1_5443-ca.crt"
   override_path = true
-  [host."https://10.231.0.1:5443/v2/test-namespace".header]
-    Authorization = ["Basic bXB1c2VyOm1wcGFzcw=="]
 "#;
+    let auths = config_auths(&c);
+    assert_eq!(auths.len(), 1);
+    assert_eq!(
+        (auths[0].host.as_str(), auths[0].username.as_str()),
+        ("10.231.0.1:5443", "mpuser")
+    );
+    assert_eq!(auths[0].password.expose(), "mppass");
+    assert!(!format!("{auths:?}").contains("mppass"));
     let paths: Vec<_> = files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -88,7 +97,7 @@ fn matches_what_the_lab_verified_on_node1() -> Result<(), Box<dyn std::error::Er
         ]
     );
     assert_eq!(std::str::from_utf8(&files[1].contents)?, expected);
-    assert_eq!((files[1].mode, files[1].sensitive), (MODE_SECRET, true));
+    assert_eq!((files[1].mode, files[1].sensitive), (MODE_PUBLIC, false));
     assert_eq!(files[0].contents, CA.as_bytes());
     assert_eq!((files[0].mode, files[0].sensitive), (MODE_PUBLIC, false));
     Ok(())
@@ -220,6 +229,38 @@ fn bearer_tokens_become_bearer_headers() -> Result<(), Box<dyn std::error::Error
     let header = v["host"]["https://m:1"]["header"]["Authorization"][0].as_str();
     assert_eq!(header, Some("Bearer tok\"en"));
     assert!(!format!("{files:?}").contains("tok"));
+    Ok(())
+}
+
+#[test]
+fn mirrors_sharing_a_host_with_different_credentials_keep_the_header(
+) -> Result<(), Box<dyn std::error::Error>> {
+    // config.toml keys credentials by HOST:PORT: two sets for one host
+    // cannot both go there, so each mirror keeps its own header
+    let mut a = MirrorSpec::new("m:1");
+    a.namespace = Some("a".into());
+    a.pull_auth = Some(PullAuth::basic("ua", "pa"));
+    let mut b = a.clone();
+    b.namespace = Some("b".into());
+    b.pull_auth = Some(PullAuth::basic("ub", "pb"));
+    let c = cfg(vec![a.clone(), b]);
+    assert!(config_auths(&c).is_empty());
+    let files = render_hosts(&c)?;
+    check_toml(&files)?;
+    let text = String::from_utf8_lossy(&files[0].contents);
+    assert_eq!(
+        text.matches("Authorization = [\"Basic ").count(),
+        2,
+        "{text}"
+    );
+    assert!(files[0].sensitive);
+    // the same credentials twice: one config.toml entry, no header
+    let mut b2 = a.clone();
+    b2.namespace = Some("b".into());
+    let c = cfg(vec![a, b2]);
+    assert_eq!(config_auths(&c).len(), 1);
+    let files = render_hosts(&c)?;
+    assert!(!String::from_utf8_lossy(&files[0].contents).contains("Authorization"));
     Ok(())
 }
 

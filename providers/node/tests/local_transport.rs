@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt as _;
 
 use mirrorplan_node::{
     diff_files, render_hosts, ChangeKind, ConfigStyle, LocalTransport, MirrorSpec, NodeError,
-    NodeMirrorConfig, PullAuth, RunMode, Transport,
+    NodeMirrorConfig, PullAuth, RunMode, Secret, Transport,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -103,7 +103,9 @@ async fn render_diff_apply_then_nothing_left_to_do() -> TestResult {
     m.namespace = Some("test-namespace".into());
     m.ca_cert_pem =
         Some(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_vec());
-    m.pull_auth = Some(PullAuth::basic("mpuser", "mppass"));
+    // a bearer token stays a hosts.toml header (basic credentials go to
+    // config.toml): the file holds a secret
+    m.pull_auth = Some(PullAuth::Token(Secret::new("mp-bearer-t0ken")));
     let mut cfg = NodeMirrorConfig::new(ConfigStyle::Hosts);
     cfg.mirrors.push(m);
     let desired = render_hosts(&cfg)?;
@@ -123,7 +125,7 @@ async fn render_diff_apply_then_nothing_left_to_do() -> TestResult {
         kinds,
         [ChangeKind::Create, ChangeKind::Create, ChangeKind::Delete]
     );
-    assert!(!format!("{changes:?}").contains("bXB1c2VyOm1wcGFzcw"));
+    assert!(!format!("{changes:?}").contains("mp-bearer-t0ken"));
     for f in &desired {
         t.write_file_atomic(&f.path, &f.contents, f.mode).await?;
     }

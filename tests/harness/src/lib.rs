@@ -39,6 +39,10 @@
 //!   injects faults ([`Fault`], chosen by [`Rule`]s) into the traffic to a
 //!   registry or an sshd, logs requests ([`ProxiedRequest`]) and counts
 //!   the faults; [`proxy::http_request`] for plain checks of a registry.
+//! * [`RegistryOptions::token_auth`]: the registry uses token auth
+//!   (`auth: token:`) with a [`TokenService`] on `127.0.0.1:<free port>`
+//!   that signs ES256 JWTs with a test key (`kid` = libtrust key id) and
+//!   logs what it granted ([`Registry::token_service`]).
 //! * [`Tmpfs::mount`]`(dir, bytes)`: a small filesystem that can be filled
 //!   ([`RegistryOptions::storage_tmpfs`] puts a registry's storage on one).
 //!
@@ -77,6 +81,7 @@ mod registry;
 mod sandbox;
 mod ssh;
 mod tmpfs;
+mod token;
 mod tools;
 
 pub use containerd::{
@@ -90,4 +95,5 @@ pub use proxy::{Fault, FaultProxy, ProxiedRequest, ProxyMode, Rule};
 pub use registry::{docker_config_json, Credentials, Registry, RegistryOptions};
 pub use ssh::{SshEndpoint, Sshd, SshdOptions};
 pub use tmpfs::{Tmpfs, FILLER};
+pub use token::{libtrust_key_id, TokenRequest, TokenService, TOKEN_ISSUER, TOKEN_SERVICE};
 pub use tools::{debian_package_for, find_binary};

@@ -14,6 +14,7 @@ use crate::net::free_port;
 use crate::pki::TestPki;
 use crate::process::{log_tail, ServiceProcess};
 use crate::tmpfs::Tmpfs;
+use crate::token::{TokenService, TOKEN_ISSUER, TOKEN_SERVICE};
 use crate::tools::{find_binary, mkdir, run, write_file};
 
 /// How long a registry gets to answer `/v2/`.
@@ -79,6 +80,10 @@ pub struct RegistryOptions {
     pub tls: bool,
     /// Require basic auth with these credentials (bcrypt htpasswd file).
     pub auth: Option<Credentials>,
+    /// With `auth`: token authentication (`auth: token:`) instead of
+    /// htpasswd, with a [`TokenService`] the registry owns checking the
+    /// credentials and signing the tokens (see [`Registry::token_service`]).
+    pub token_auth: bool,
     /// Use this storage directory instead of a fresh one (e.g. to serve the
     /// same content from two registries). It is not deleted on drop.
     pub storage_dir: Option<PathBuf>,
@@ -102,6 +107,7 @@ pub struct Registry {
     config_path: PathBuf,
     log_path: PathBuf,
     process: Option<ServiceProcess>,
+    token: Option<TokenService>,
 }
 
 impl Registry {
@@ -119,7 +125,23 @@ impl Registry {
         } else {
             None
         };
-        if let Some(creds) = &opts.auth {
+        let token = match (&opts.auth, opts.token_auth) {
+            (Some(creds), true) => {
+                // over https with the registry's own certificate when it
+                // has TLS: clients refuse to send a password elsewhere in
+                // clear
+                let cert = tls
+                    .as_ref()
+                    .map(|p| (p.server_cert_path(), p.server_key_path()));
+                Some(TokenService::start(
+                    &dir.path().join("token"),
+                    creds.clone(),
+                    cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+                )?)
+            }
+            _ => None,
+        };
+        if let (Some(creds), None) = (&opts.auth, &token) {
             let htpasswd = find_binary("htpasswd")?;
             // -i: password from stdin, so it never shows in argv.
             let out = run(
@@ -147,6 +169,7 @@ impl Registry {
             auth: opts.auth.clone(),
             storage_dir,
             process: None,
+            token,
         };
         let mut last_err = None;
         for _ in 0..5 {
@@ -186,7 +209,13 @@ impl Registry {
                 pki.server_key_path().display()
             ));
         }
-        if self.auth.is_some() {
+        if let Some(t) = &self.token {
+            y.push_str(&format!(
+                "auth:\n  token: {{realm: \"{}\", service: {TOKEN_SERVICE}, issuer: {TOKEN_ISSUER}, rootcertbundle: {}}}\n",
+                t.realm(),
+                t.cert_path().display()
+            ));
+        } else if self.auth.is_some() {
             y.push_str(&format!(
                 "auth:\n  htpasswd: {{realm: mirrorplan-harness, path: {}}}\n",
                 d.join("htpasswd").display()
@@ -239,6 +268,12 @@ impl Registry {
     /// The generated CA and server certificate (TLS only).
     pub fn pki(&self) -> Option<&TestPki> {
         self.tls.as_ref()
+    }
+
+    /// The token service of a registry using token auth
+    /// ([`RegistryOptions::token_auth`]).
+    pub fn token_service(&self) -> Option<&TokenService> {
+        self.token.as_ref()
     }
 
     /// The credentials the registry requires (auth only).

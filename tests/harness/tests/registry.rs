@@ -137,3 +137,103 @@ fn dropping_the_registry_frees_the_port_and_removes_the_temp_dir() -> TestResult
     );
     Ok(())
 }
+
+/// `curl -s` with these arguments: (exit code, stdout).
+fn curl(args: &[&str]) -> Result<(i32, String), Box<dyn Error>> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
+}
+
+/// Token auth: the registry challenges with `Bearer realm=…` naming the
+/// harness's token service, which grants a token for the right
+/// credentials only; the registry accepts that token (ES256, `kid` found
+/// in its rootcertbundle, issuer and audience as configured).
+#[test]
+fn token_auth_registry_accepts_the_token_services_tokens_only() -> TestResult {
+    use mirrorplan_harness::{TOKEN_ISSUER, TOKEN_SERVICE};
+    let reg = Registry::start(RegistryOptions {
+        auth: Some(Credentials::new("tuser", "tpass")),
+        token_auth: true,
+        ..Default::default()
+    })?;
+    let token = reg.token_service().ok_or("no token service")?;
+    let config = std::fs::read_to_string(reg.config_path())?;
+    assert!(
+        config.contains(&format!("issuer: {TOKEN_ISSUER}")),
+        "{config}"
+    );
+    assert!(!config.contains("htpasswd"), "{config}");
+
+    let v2 = format!("{}/v2/", reg.url());
+    let (_, head) = curl(&["-o", "/dev/null", "-D", "-", &v2])?;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    let challenge = format!(
+        "Bearer realm=\"{}\",service=\"{TOKEN_SERVICE}\"",
+        token.realm()
+    );
+    assert!(head.contains(&challenge), "{head}");
+
+    let url = format!(
+        "{}?service={TOKEN_SERVICE}&scope=repository%3Ans%2Fimg%3Apull",
+        token.realm()
+    );
+    let (_, denied) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-u",
+        "tuser:wrong",
+        &url,
+    ])?;
+    assert_eq!(denied, "401");
+    let (code, body) = curl(&["-u", "tuser:tpass", &url])?;
+    assert_eq!(code, 0, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body)?;
+    let jwt = json["token"].as_str().ok_or("no token")?;
+    assert_eq!(json["access_token"].as_str(), Some(jwt));
+    let bearer = format!("Authorization: Bearer {jwt}");
+    let (_, ok) = curl(&["-o", "/dev/null", "-w", "%{http_code}", "-H", &bearer, &v2])?;
+    assert_eq!(ok, "200", "{}", std::fs::read_to_string(reg.log_path())?);
+    // the scope granted: the repository answers (unknown), not 401
+    let repo = format!("{}/v2/ns/img/tags/list", reg.url());
+    let (_, scoped) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        &bearer,
+        &repo,
+    ])?;
+    assert_eq!(scoped, "404");
+    // a scope not granted is refused
+    let other = format!("{}/v2/ns/other/tags/list", reg.url());
+    let (_, refused) = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        &bearer,
+        &other,
+    ])?;
+    assert_eq!(refused, "401");
+    // a tampered token is refused
+    let bad = format!("Authorization: Bearer {jwt}x");
+    let (_, tampered) = curl(&["-o", "/dev/null", "-w", "%{http_code}", "-H", &bad, &v2])?;
+    assert_eq!(tampered, "401");
+
+    let reqs = token.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert!(!reqs[0].granted);
+    assert!(reqs[1].granted);
+    assert_eq!(reqs[1].scopes, vec!["repository:ns/img:pull".to_string()]);
+    Ok(())
+}
