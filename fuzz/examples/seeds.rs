@@ -13,7 +13,7 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 
-use mirrorplan_engine::Plan;
+use mirrorplan_engine::{Plan, Sensitive, StateIdentity};
 use mirrorplan_registry::fixtures::{
     write_docker_archive, write_oci_bundle, write_oci_bundle_with, Corruption, FixtureSpec,
     LayerCompression, Packing,
@@ -124,7 +124,17 @@ fn plans(out: &Path) -> Result<()> {
     for (i, body) in PLAN_BODIES.iter().enumerate() {
         let plan: Plan = serde_json::from_str(body)?;
         fs::write(out.join(format!("body-{i}.json")), body)?;
-        fs::write(out.join(format!("plan-{i}.json")), plan.to_file_bytes()?)?;
+        // sealed as the planfile target reads a body: against its own
+        // lineage and the target's fixed salt
+        let identity = StateIdentity {
+            lineage: plan.lineage.clone(),
+            serial: 1,
+            secret_salt: Sensitive::new("fuzz salt".to_owned()),
+        };
+        fs::write(
+            out.join(format!("plan-{i}.json")),
+            plan.to_file_bytes(&identity)?,
+        )?;
     }
     Ok(())
 }

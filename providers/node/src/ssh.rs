@@ -1129,6 +1129,7 @@ impl SshTransport {
             .acquire()
             .await
             .map_err(|_| self.session_err("the transport is closing"))?;
+        let started = std::time::Instant::now();
         let channel = self.start_command(&self.command_line(&argv)).await?;
         let (mut reader, writer) = channel.split();
         writer
@@ -1147,6 +1148,8 @@ impl SshTransport {
                     out,
                     names,
                     then: then.to_owned(),
+                    started,
+                    stdin: stdin.len(),
                 });
             }
             match reader.wait().await {
@@ -1236,6 +1239,9 @@ pub struct PreparedWrite<'a> {
     out: Output,
     names: Vec<String>,
     then: String,
+    /// For the debug log: when the remote command started, its stdin size.
+    started: std::time::Instant,
+    stdin: usize,
 }
 
 impl PreparedWrite<'_> {
@@ -1288,6 +1294,13 @@ impl PreparedWrite<'_> {
             };
             return Err(ssh.session_err(why).into());
         }
+        command_log::finished::<SshError>(
+            &ssh.inner.target,
+            script_name(WRITE_MANY_SCRIPT),
+            self.stdin,
+            Ok(&self.out),
+            self.started.elapsed(),
+        );
         let files: Vec<(&str, &[u8], u32)> = self
             .names
             .iter()
