@@ -1961,7 +1961,7 @@ mod tests {
         std::fs::write(&a, "old")?;
         let a_s = a.to_str().ok_or("non-UTF-8")?;
         let b_s = b.to_str().ok_or("non-UTF-8")?;
-        let args = |total: &'static str| ["", total, "", a_s, "0644", "3", b_s, "0600", "5"];
+        let args = |total: &'static str| ["", total, "", "", a_s, "0644", "3", b_s, "0600", "5"];
         // stdin cut short: nothing changes, no temporary file is left
         let out = run_sh(WRITE_MANY_SCRIPT, &args("8"), b"newbb")?;
         assert_eq!(out.status.code(), Some(3), "{out:?}");
@@ -1969,7 +1969,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&a)?, "old");
         assert!(!b.exists());
         // the lengths add up to more than was sent: nothing is renamed
-        let short = ["", "8", "", a_s, "0644", "3", b_s, "0600", "6"];
+        let short = ["", "8", "", "", a_s, "0644", "3", b_s, "0600", "6"];
         let out = run_sh(WRITE_MANY_SCRIPT, &short, b"newbbbbb")?;
         assert_eq!(out.status.code(), Some(3), "{out:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("add up to 9 bytes, not 8"));
@@ -2009,7 +2009,7 @@ mod tests {
         std::fs::create_dir(&d)?;
         let a_s = a.to_str().ok_or("non-UTF-8")?;
         let d_s = d.to_str().ok_or("non-UTF-8")?;
-        let args = ["", "5", "", a_s, "0644", "3", d_s, "0600", "2"];
+        let args = ["", "5", "", "", a_s, "0644", "3", d_s, "0600", "2"];
         let out = run_sh(WRITE_MANY_SCRIPT, &args, b"newxx")?;
         assert_eq!(out.status.code(), Some(3), "{out:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
@@ -2047,7 +2047,18 @@ mod tests {
         let b_s = b.to_str().ok_or("non-UTF-8")?;
         // the command sees both files
         let cmd = shell::join(&["sh", "-c", "cat \"$0\" \"$1\"; exit 7", a_s, b_s]);
-        let args = [cmd.as_str(), "5", "", a_s, "0644", "2", b_s, "0600", "3"];
+        let args = [
+            cmd.as_str(),
+            "5",
+            "",
+            "",
+            a_s,
+            "0644",
+            "2",
+            b_s,
+            "0600",
+            "3",
+        ];
         let out = run_sh(WRITE_MANY_SCRIPT, &args, b"aabbb")?;
         assert!(out.status.success(), "{out:?}");
         assert_eq!(parse_written_ran(&out.stdout), Some(7), "{out:?}");
@@ -2056,7 +2067,18 @@ mod tests {
         let marker = dir.path().join("ran");
         let m_s = marker.to_str().ok_or("non-UTF-8")?;
         let cmd = shell::join(&["touch", m_s]);
-        let args = [cmd.as_str(), "6", "", a_s, "0644", "2", b_s, "0600", "3"];
+        let args = [
+            cmd.as_str(),
+            "6",
+            "",
+            "",
+            a_s,
+            "0644",
+            "2",
+            b_s,
+            "0600",
+            "3",
+        ];
         let out = run_sh(WRITE_MANY_SCRIPT, &args, b"xxyyy")?;
         assert_eq!(out.status.code(), Some(3), "{out:?}");
         assert!(!marker.exists());
