@@ -1074,6 +1074,26 @@ impl RegistryClient {
     }
 
     /// Turn a non-success response into an error.
+    /// The answer to a pull of `reference` from `repo`: a success passes,
+    /// 404 is [`RegistryError::NotFound`], any other status its error.
+    async fn found(
+        &self,
+        resp: Response,
+        repo: &str,
+        reference: &(impl std::fmt::Display + ?Sized),
+        what: &str,
+    ) -> Result<Response, RegistryError> {
+        match resp.status() {
+            s if s.is_success() => Ok(resp),
+            StatusCode::NOT_FOUND => Err(RegistryError::NotFound {
+                registry: self.registry().to_string(),
+                repository: repo.to_string(),
+                reference: reference.to_string(),
+            }),
+            _ => Err(self.status_error(resp, what).await),
+        }
+    }
+
     async fn status_error(&self, resp: Response, what: &str) -> RegistryError {
         let status = resp.status().as_u16();
         if status == 403 {
@@ -1513,17 +1533,7 @@ impl RegistryClient {
                 Some(self.http.get(url.clone()).header(ACCEPT, MANIFEST_ACCEPT))
             })
             .await?;
-        match resp.status() {
-            s if s.is_success() => {}
-            StatusCode::NOT_FOUND => {
-                return Err(RegistryError::NotFound {
-                    registry: self.registry().to_string(),
-                    repository: repo.to_string(),
-                    reference: reference.to_string(),
-                })
-            }
-            _ => return Err(self.status_error(resp, &what).await),
-        }
+        let resp = self.found(resp, repo, &reference, &what).await?;
         let media_type = content_type(resp.headers());
         let header_digest = resp
             .headers()
@@ -1643,17 +1653,7 @@ impl RegistryClient {
             scopes: vec![pull_scope(repo)],
         };
         let resp = self.send(&op, || Some(self.http.get(url.clone()))).await?;
-        match resp.status() {
-            s if s.is_success() => {}
-            StatusCode::NOT_FOUND => {
-                return Err(RegistryError::NotFound {
-                    registry: self.registry().to_string(),
-                    repository: repo.to_string(),
-                    reference: digest.to_string(),
-                })
-            }
-            _ => return Err(self.status_error(resp, &what).await),
-        }
+        let resp = self.found(resp, repo, &digest, &what).await?;
         let len = content_length(resp.headers());
         Ok((len, idle_limited(resp, self.options.timeout)))
     }
@@ -1827,17 +1827,7 @@ impl RegistryClient {
                 scopes: vec![pull_scope(repo)],
             };
             let resp = self.send(&op, || Some(self.http.get(url.clone()))).await?;
-            match resp.status() {
-                s if s.is_success() => {}
-                StatusCode::NOT_FOUND => {
-                    return Err(RegistryError::NotFound {
-                        registry: self.registry().to_string(),
-                        repository: repo.to_string(),
-                        reference: "(tag list)".to_string(),
-                    })
-                }
-                _ => return Err(self.status_error(resp, &what).await),
-            }
+            let resp = self.found(resp, repo, "(tag list)", &what).await?;
             next = resp
                 .headers()
                 .get_all(reqwest::header::LINK)

@@ -110,6 +110,23 @@ fn artifact_type(d: &Descriptor) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The artifacts an index of referrers of `subject` lists (the referrers
+/// API's answer or a fallback tag's index), found the way `found_by` says.
+fn listed(index: &[u8], subject: &Digest, found_by: &str) -> Vec<Referrer> {
+    descriptors_of(index)
+        .unwrap_or_default()
+        .iter()
+        .map(|d| Referrer {
+            subject: subject.to_string(),
+            digest: d.digest.to_string(),
+            media_type: d.media_type.clone(),
+            artifact_type: artifact_type(d),
+            tag: None,
+            found_by: found_by.into(),
+        })
+        .collect()
+}
+
 /// The referrers of each of `subjects` in `repo`, in the order they must be
 /// pushed (after their subject): the artifacts, then the fallback index
 /// that lists them.
@@ -128,18 +145,8 @@ pub async fn discover(
         let mut index_last = None;
         match src.get_referrers(repo, subject).await? {
             Some(bytes) => {
-                for d in descriptors_of(&bytes).unwrap_or_default() {
-                    push(
-                        Referrer {
-                            subject: subject.to_string(),
-                            digest: d.digest.to_string(),
-                            media_type: d.media_type.clone(),
-                            artifact_type: artifact_type(&d),
-                            tag: None,
-                            found_by: "referrers_api".into(),
-                        },
-                        &mut out,
-                    );
+                for r in listed(&bytes, subject, "referrers_api") {
+                    push(r, &mut out);
                 }
             }
             None => {
@@ -147,18 +154,8 @@ pub async fn discover(
                 if src.head_manifest(repo, &tag).await?.is_some() {
                     let (bytes, mt, digest) = src.get_manifest(repo, &tag).await?;
                     if oci::is_index(&mt) {
-                        for d in descriptors_of(&bytes).unwrap_or_default() {
-                            push(
-                                Referrer {
-                                    subject: subject.to_string(),
-                                    digest: d.digest.to_string(),
-                                    media_type: d.media_type.clone(),
-                                    artifact_type: artifact_type(&d),
-                                    tag: None,
-                                    found_by: "fallback_tag".into(),
-                                },
-                                &mut out,
-                            );
+                        for r in listed(&bytes, subject, "fallback_tag") {
+                            push(r, &mut out);
                         }
                     }
                     index_last = Some(Referrer {
